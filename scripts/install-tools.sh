@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds and installs the real components the tests and the local run use:
+# kube-apiserver and kubectl (from the Go module proxy), etcd, helm, and
+# Debian's redis-server. Idempotent: each tool is built once per version into
+# a cache outside the checkout, so a second run takes seconds.
+#
+#   OUTBOUND_WEBHOOKS_TOOLS_DIR  where built tools live
+#                                (default: ${XDG_CACHE_HOME:-$HOME/.cache}/outbound-webhooks/tools)
+#
+# The tools are linked into $OUTBOUND_WEBHOOKS_TOOLS_DIR/bin, which the test
+# support and scripts/dev-up.sh read.
+set -euo pipefail
+
+KUBERNETES_VERSION=v1.36.3
+ETCD_VERSION=v3.6.16
+HELM_VERSION=v3.22.0
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tools_dir=${OUTBOUND_WEBHOOKS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/outbound-webhooks/tools}
+bin_dir="$tools_dir/bin"
+mkdir -p "$bin_dir"
+
+say() { printf '[install-tools] %s\n' "$*" >&2; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || { say "missing $1: $2"; exit 1; }
+}
+need go "install Go 1.26 (https://go.dev/doc/install)"
+
+export CGO_ENABLED=0
+export GOFLAGS=-buildvcs=false
+
+# build_go NAME VERSION MODULE_DIR PACKAGE LDFLAGS: builds one binary into
+# $tools_dir/NAME-VERSION/ unless it is there already.
+build_go() {
+  local name=$1 version=$2 module_dir=$3 package=$4 ldflags=$5
+  local dest="$tools_dir/$name-$version"
+  if [ -x "$dest/$name" ]; then
+    say "$name $version: cached at $dest"
+  else
+    say "$name $version: building (the first build takes minutes; later runs reuse it)"
+    local start=$SECONDS
+    mkdir -p "$dest.tmp"
+    (cd "$module_dir" && go build -trimpath -ldflags "$ldflags" -o "$dest.tmp/$name" "$package")
+    rm -rf "$dest" && mv "$dest.tmp" "$dest"
+    say "$name $version: built in $((SECONDS - start))s"
+  fi
+  ln -sfn "$dest/$name" "$bin_dir/$name"
+}
+
+k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
+k8s_stamp=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  k8s_stamp+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+  k8s_stamp+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+build_go kube-apiserver "$KUBERNETES_VERSION" "$repo/tools/kubernetes" k8s.io/kubernetes/cmd/kube-apiserver "-s -w$k8s_stamp"
+build_go kubectl "$KUBERNETES_VERSION" "$repo/tools/kubernetes" k8s.io/kubernetes/cmd/kubectl "-s -w$k8s_stamp"
+build_go etcd "$ETCD_VERSION" "$repo/tools/etcd" . "-s -w"
+build_go helm "$HELM_VERSION" "$repo/tools/helm" helm.sh/helm/v3/cmd/helm \
+  "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+
+# Debian packages: redis-server for the dispatcher's stream.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The package starts a system-wide server; the tests start their own.
+  (command -v systemctl >/dev/null 2>&1 && $sudo_cmd systemctl disable --now redis-server >/dev/null 2>&1) || true
+fi
+say "redis-server: $(redis-server --version | awk '{print $3}')"
+
+say "tools ready in $bin_dir"
+echo "$bin_dir"

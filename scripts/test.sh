@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs the tools it needs
+# (built once, cached outside the checkout), then every unit and end-to-end
+# test against a real kube-apiserver, etcd, kubectl and redis-server.
+#
+#   scripts/test.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+echo "[test] installing tools (cached after the first run)" >&2
+scripts/install-tools.sh >/dev/null
+
+echo "[test] cargo test" >&2
+cargo test --all-targets "$@"
