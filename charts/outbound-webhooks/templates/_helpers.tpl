@@ -1,0 +1,46 @@
+{{/* Name of the release's objects. */}}
+{{- define "owh.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of every object. */}}
+{{- define "owh.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels of one component: include with (list . "controller"). */}}
+{{- define "owh.selectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ $root.Chart.Name }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "owh.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{/* Secret holding the Redis URL. */}}
+{{- define "owh.redisSecretName" -}}
+{{- if .Values.redis.url -}}
+{{ include "owh.fullname" . }}-redis
+{{- else -}}
+{{ required "set redis.existingSecret (a Secret holding the Redis URL) or redis.url" .Values.redis.existingSecret }}
+{{- end -}}
+{{- end -}}
+
+{{- define "owh.redisSecretKey" -}}
+{{- if .Values.redis.url -}}
+redis-url
+{{- else -}}
+{{ .Values.redis.existingSecretKey }}
+{{- end -}}
+{{- end -}}
