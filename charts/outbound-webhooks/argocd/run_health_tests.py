@@ -223,6 +223,30 @@ def run_case(lua: str, script: str, obj) -> "tuple[str, str]":
     return status, message
 
 
+SNIPPET_KEY = "resource.customizations.health.outboundwebhooks.io_OutboundWebhook: |"
+
+
+def check_readme_snippet() -> "str | None":
+    """The argocd-cm snippet in README.md must be health.lua, indented."""
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    starts = [i for i, l in enumerate(lines) if l.strip() == SNIPPET_KEY]
+    if len(starts) != 1:
+        return f"expected one `{SNIPPET_KEY}` line, found {len(starts)}"
+    body = []
+    for line in lines[starts[0] + 1:]:
+        if line.startswith("```"):
+            break
+        if line.strip() and not line.startswith("    "):
+            return f"snippet line not indented by 4: {line!r}"
+        body.append(line[4:])
+    with open(os.path.join(HERE, "outboundwebhooks.io", "OutboundWebhook", "health.lua"), encoding="utf-8") as f:
+        lua = f.read()
+    if "\n".join(body).rstrip("\n") != lua.rstrip("\n"):
+        return "the argocd-cm snippet differs from health.lua (copy health.lua into it, indented by 4)"
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lua", default="lua5.1", help="Lua 5.1 interpreter (default: lua5.1)")
@@ -265,6 +289,13 @@ def main() -> int:
             else:
                 print(f"FAIL {label}: got {got}, want {want}")
                 failed += 1
+    readme_error = check_readme_snippet()
+    if readme_error:
+        print(f"FAIL README.md: {readme_error}")
+        failed += 1
+    else:
+        print("ok   README.md: the argocd-cm snippet equals health.lua")
+        passed += 1
     print(f"argocd health checks: {passed} passed, {failed} failed ({version.stdout.strip() or version.stderr.strip()})")
     return 1 if failed else 0
 
