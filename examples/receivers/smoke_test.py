@@ -9,6 +9,8 @@ printed:
   - a tampered body, a wrong secret, no signature -> 401
   - an event without a webhook-id header          -> 200, deduplicated on the envelope's id
   - a non-ASCII (UTF-8) body                      -> 200, printed
+  - no token configured                           -> exits with status 2
+  - WEBHOOK_TOKEN_FILE with a trailing newline    -> the newline is not part of the token
 
     python3 smoke_test.py [node] [python] [go] [rust]     (default: all four)
 
@@ -89,10 +91,12 @@ def headers_for(body: bytes, event_id, token=TOKEN, signature=None, with_id=True
 
 
 class Receiver:
-    def __init__(self, name: str, argv: "list[str]", cwd: str):
+    def __init__(self, name: str, argv: "list[str]", cwd: str, token_env: dict):
         self.name = name
-        env = dict(os.environ, WEBHOOK_TOKEN=TOKEN, PORT="0", HOST="127.0.0.1")
+        env = dict(os.environ, PORT="0", HOST="127.0.0.1")
+        env.pop("WEBHOOK_TOKEN", None)
         env.pop("WEBHOOK_TOKEN_FILE", None)
+        env.update(token_env)
         self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         self.stdout: "queue.Queue[str]" = queue.Queue()
@@ -138,8 +142,49 @@ def expect_line(r: Receiver, want: str, timeout: float = 5.0):
         raise AssertionError(f"expected stdout line {want!r}, got {got!r}")
 
 
+def post_once(port: int, body: bytes, headers: dict) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/", body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def token_config(name: str, argv: "list[str]", cwd: str, tmp: str) -> None:
+    """No token: exits with status 2. WEBHOOK_TOKEN_FILE (newline-terminated,
+    as `echo` writes it): the token without the newline."""
+    r = Receiver(name, argv, cwd, {})
+    try:
+        code = r.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("started without a token instead of exiting")
+    finally:
+        r.stop()
+    if code != 2:
+        raise AssertionError(f"without a token: exit status {code}, want 2")
+    print("  ok  no token configured: exit status 2")
+    token_file = os.path.join(tmp, "token")
+    with open(token_file, "w") as f:
+        f.write(TOKEN + "\n")
+    r = Receiver(name, argv, cwd, {"WEBHOOK_TOKEN_FILE": token_file})
+    try:
+        port = r.wait_port(30)
+        body = envelope("65f1c0ffee00000000000d04", "kustomer.team.create", {"type": "team", "id": "t1"})
+        for token, want in ((TOKEN, 200), (TOKEN + "\n", 401)):
+            got = post_once(port, body, headers_for(body, "65f1c0ffee00000000000d04", token=token))
+            if got != want:
+                raise AssertionError(f"WEBHOOK_TOKEN_FILE: HTTP {got}, want {want}")
+        expect_line(r, "verified 65f1c0ffee00000000000d04 kustomer.team.create org=acme")
+        print("  ok  WEBHOOK_TOKEN_FILE (trailing newline not part of the token)")
+    finally:
+        r.stop()
+
+
 def smoke(name: str, argv: "list[str]", cwd: str) -> None:
-    r = Receiver(name, argv, cwd)
+    r = Receiver(name, argv, cwd, {"WEBHOOK_TOKEN": TOKEN})
     try:
         port = r.wait_port(30)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # one keep-alive connection
@@ -195,6 +240,7 @@ def main() -> int:
             try:
                 argv, cwd = command_for(name, tmp)
                 smoke(name, argv, cwd)
+                token_config(name, argv, cwd, tmp)
                 print(f"[smoke] {name}: PASS ({time.monotonic() - started:.1f}s)")
             except (AssertionError, OSError, subprocess.CalledProcessError, http.client.HTTPException) as e:
                 print(f"[smoke] {name}: FAIL: {e}", file=sys.stderr)
