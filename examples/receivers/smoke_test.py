@@ -9,6 +9,7 @@ printed:
   - a tampered body, a wrong secret, no signature -> 401
   - an event without a webhook-id header          -> 200, deduplicated on the envelope's id
   - a non-ASCII (UTF-8) body                      -> 200, printed
+  - a signed body that is not a JSON object       -> 400
   - no token configured                           -> exits with status 2
   - WEBHOOK_TOKEN_FILE with a trailing newline    -> the newline is not part of the token
 
@@ -213,6 +214,10 @@ def smoke(name: str, argv: "list[str]", cwd: str) -> None:
         c = envelope(c_id, "kustomer.message.create", {"type": "message", "id": "m1", "attributes": {"preview": "café ☕ 日本"}})
         post(c, headers_for(c, c_id), 200, "non-ASCII body")
         expect_line(r, f"verified {c_id} kustomer.message.create org=acme")
+        for bad in (b"null", b"[1]", b"not json"):
+            h = headers_for(a, "65f1c0ffee00000000000e05")
+            h["X-Kustomer-Webhook-Signature"] = sign(TOKEN, bad)
+            post(bad, h, 400, f"signed body that is not a JSON object ({bad.decode()})")
         conn.close()
         time.sleep(0.3)  # let any stray line arrive before checking there is none
         if not r.stdout.empty():

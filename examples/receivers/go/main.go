@@ -82,9 +82,10 @@ func handler(token string, seen *seenIDs) http.Handler {
 			http.Error(w, "invalid signature", http.StatusUnauthorized)
 			return
 		}
+		var object map[string]json.RawMessage
 		var ev envelope
-		if err := json.Unmarshal(body, &ev); err != nil {
-			http.Error(w, "body is not a JSON event", http.StatusBadRequest)
+		if json.Unmarshal(body, &object) != nil || object == nil || json.Unmarshal(body, &ev) != nil {
+			http.Error(w, "body is not a JSON object", http.StatusBadRequest)
 			return
 		}
 		id := r.Header.Get("webhook-id")

@@ -48,9 +48,12 @@ function handle(req, res, body) {
   try {
     event = JSON.parse(body.toString('utf8'));
   } catch {
-    return reply(res, 400, 'body is not JSON');
+    event = undefined;
   }
-  const id = req.headers['webhook-id'] || (event && event.id);
+  if (typeof event !== 'object' || event === null || Array.isArray(event)) {
+    return reply(res, 400, 'body is not a JSON object');
+  }
+  const id = req.headers['webhook-id'] || event.id;
   if (typeof id !== 'string' || id === '') return reply(res, 400, 'no event id');
   if (seen.has(id)) return reply(res, 200, 'duplicate');
   remember(id);

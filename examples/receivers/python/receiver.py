@@ -93,8 +93,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             event = json.loads(body)
         except ValueError:
-            return self._reply(400, "body is not JSON")
-        event_id = self.headers.get("webhook-id") or (event.get("id") if isinstance(event, dict) else None)
+            event = None
+        if not isinstance(event, dict):
+            return self._reply(400, "body is not a JSON object")
+        event_id = self.headers.get("webhook-id") or event.get("id")
         if not isinstance(event_id, str) or not event_id:
             return self._reply(400, "no event id")
         if not self.seen.first_time(event_id):

@@ -75,8 +75,9 @@ fn handle(token: &str, seen: &Mutex<SeenIds>, req: &Request) -> (u16, &'static s
     if !verify_signature(token, &req.body, req.header("x-kustomer-webhook-signature")) {
         return (401, "invalid signature");
     }
-    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&req.body) else {
-        return (400, "body is not JSON");
+    let event = match serde_json::from_slice::<serde_json::Value>(&req.body) {
+        Ok(event) if event.is_object() => event,
+        _ => return (400, "body is not a JSON object"),
     };
     let field = |name: &str| event.get(name).and_then(|v| v.as_str()).unwrap_or("");
     let id = match req.header("webhook-id") {
