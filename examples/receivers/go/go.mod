@@ -1,0 +1,3 @@
+module outbound-webhooks/examples/receivers/go
+
+go 1.26
