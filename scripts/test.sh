@@ -10,5 +10,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 echo "[test] installing tools (cached after the first run)" >&2
 scripts/install-tools.sh >/dev/null
 
-echo "[test] cargo test" >&2
+echo "[test] example receivers and the Argo CD health check" >&2
+scripts/test-receivers-and-health.sh
+
+echo "[test] cargo test (unit tests and end-to-end tests on the real control plane)" >&2
 cargo test --all-targets "$@"
