@@ -150,6 +150,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // kube and reqwest both link rustls; with more than one crypto provider
+    // compiled in, rustls needs the process-wide choice made explicitly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if cli.exit_when_stdin_closes {
         std::thread::spawn(|| {
             let mut sink = Vec::new();
@@ -231,22 +234,14 @@ async fn run_dispatcher(args: DispatcherArgs) -> ExitCode {
 }
 
 async fn run_publish(args: PublishArgs) -> ExitCode {
-    let data: serde_json::Value = match serde_json::from_str(&args.data) {
-        Ok(d) => d,
-        Err(e) => return fail(format!("--data is not JSON: {e}")),
-    };
-    let mut event = match NewEvent::new(&args.org, args.event, data) {
+    let mut event = match NewEvent::from_json_text(&args.org, args.event, &args.data) {
         Ok(e) => e,
-        Err(e) => return fail(e),
+        Err(e) => return fail(format!("--data: {e}")),
     };
     if let Some(changes) = args.changes {
-        let changes: serde_json::Value = match serde_json::from_str(&changes) {
-            Ok(c) => c,
-            Err(e) => return fail(format!("--changes is not JSON: {e}")),
-        };
-        event = match event.with_changes(changes) {
+        event = match event.with_changes_text(&changes) {
             Ok(e) => e,
-            Err(e) => return fail(e),
+            Err(e) => return fail(format!("--changes: {e}")),
         };
     }
     event.id = args.id;

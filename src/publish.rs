@@ -86,6 +86,33 @@ impl NewEvent {
         })
     }
 
+    /// An event whose `data` is JSON text, kept byte for byte (key order
+    /// included) once checked to be an object.
+    pub fn from_json_text(org: &str, name: EventName, data: &str) -> Result<Self, PublishError> {
+        let data = data.trim();
+        if !is_json_object(data) {
+            return Err(PublishError::NotAnObject { field: "data" });
+        }
+        Ok(NewEvent {
+            org: org.to_string(),
+            name,
+            data: data.to_string(),
+            changes: None,
+            id: None,
+            created_at: None,
+        })
+    }
+
+    /// Adds `changes` as JSON text, kept byte for byte once checked to be an object.
+    pub fn with_changes_text(mut self, changes: &str) -> Result<Self, PublishError> {
+        let changes = changes.trim();
+        if !is_json_object(changes) {
+            return Err(PublishError::NotAnObject { field: "changes" });
+        }
+        self.changes = Some(changes.to_string());
+        Ok(self)
+    }
+
     /// Adds a `changes` object.
     pub fn with_changes(mut self, changes: serde_json::Value) -> Result<Self, PublishError> {
         if !changes.is_object() {
@@ -94,6 +121,13 @@ impl NewEvent {
         self.changes = Some(changes.to_string());
         Ok(self)
     }
+}
+
+fn is_json_object(text: &str) -> bool {
+    matches!(
+        serde_json::from_str::<serde_json::Value>(text),
+        Ok(serde_json::Value::Object(_))
+    )
 }
 
 /// Appends `event` to `{prefix}events`.

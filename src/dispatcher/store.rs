@@ -297,6 +297,9 @@ return 1
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
+    // Blocking XREADGROUP gets its own connection: on a shared multiplexed
+    // connection it would hold up every other command for the block time.
+    blocking: ConnectionManager,
     keys: Keys,
 }
 
@@ -323,11 +326,15 @@ impl Store {
             .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
             .set_number_of_retries(3)
             .set_max_delay(std::time::Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
+            .await
+            .context(|| format!("connecting to Redis at {}", redact(url)))?;
+        let blocking = ConnectionManager::new_with_config(client, config)
             .await
             .context(|| format!("connecting to Redis at {}", redact(url)))?;
         Ok(Store {
             conn,
+            blocking,
             keys: Keys::new(prefix),
         })
     }
@@ -368,7 +375,7 @@ impl Store {
         count: usize,
         block_ms: usize,
     ) -> Result<Vec<StreamId>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.blocking.clone();
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP").arg(GROUP).arg(consumer).arg("COUNT").arg(count);
         if from == ">" {
