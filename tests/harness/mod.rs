@@ -567,3 +567,92 @@ pub fn verify_signatures(hook: &TestHook, request: &Received) -> Result<(), Stri
         Err(text)
     }
 }
+
+// ---------------------------------------------------------------- an own redis-server
+
+/// A redis-server of the test's own (for restarts and odd configurations;
+/// the shared one must not be disturbed). Killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts redis-server on a free port with extra arguments.
+    pub fn start(extra: &[&str]) -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server (apt-get install -y redis-server)");
+        self.child = Some(child);
+        let url = self.url();
+        wait_for("redis-server to answer", Duration::from_secs(20), || {
+            redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .map_err(|e| e.to_string())
+        });
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Shuts down cleanly (SIGTERM: Redis flushes the AOF) and starts again
+    /// on the same port and directory after `down_for`.
+    pub fn restart(&mut self, down_for: Duration) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+        std::thread::sleep(down_for);
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `base_args` without the loopback allow-list.
+pub fn args_without_allow_list(redis_url: &str, prefix: &str, consumer: &str, more: &[&str]) -> Vec<String> {
+    let mut a = base_args(redis_url, prefix, consumer);
+    if let Some(i) = a.iter().position(|s| s == "--allow-destination-cidr") {
+        a.drain(i..i + 2);
+    }
+    a.extend(more.iter().map(|s| s.to_string()));
+    a
+}
+
+/// XLEN of the events stream.
+pub fn stream_length(url: &str, prefix: &str) -> i64 {
+    redis::cmd("XLEN")
+        .arg(format!("{prefix}events"))
+        .query(&mut redis(url))
+        .expect("XLEN")
+}
