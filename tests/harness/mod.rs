@@ -340,10 +340,16 @@ pub fn base_args(redis_url: &str, prefix: &str, consumer: &str) -> Vec<String> {
     .collect()
 }
 
-/// `base_args` plus more, as owned strings.
+/// `base_args` with `more` (`--flag value` pairs) added; a flag given in
+/// `more` replaces the base value.
 pub fn args(redis_url: &str, prefix: &str, consumer: &str, more: &[&str]) -> Vec<String> {
     let mut a = base_args(redis_url, prefix, consumer);
-    a.extend(more.iter().map(|s| s.to_string()));
+    for pair in more.chunks(2) {
+        match a.iter().position(|s| s == pair[0]) {
+            Some(i) if pair.len() == 2 => a[i + 1] = pair[1].to_string(),
+            _ => a.extend(pair.iter().map(|s| s.to_string())),
+        }
+    }
     a
 }
 
@@ -641,11 +647,12 @@ impl Drop for RedisServer {
 
 /// `base_args` without the loopback allow-list.
 pub fn args_without_allow_list(redis_url: &str, prefix: &str, consumer: &str, more: &[&str]) -> Vec<String> {
-    let mut a = base_args(redis_url, prefix, consumer);
-    if let Some(i) = a.iter().position(|s| s == "--allow-destination-cidr") {
+    let mut a = args(redis_url, prefix, consumer, more);
+    if !more.contains(&"--allow-destination-cidr")
+        && let Some(i) = a.iter().position(|s| s == "--allow-destination-cidr")
+    {
         a.drain(i..i + 2);
     }
-    a.extend(more.iter().map(|s| s.to_string()));
     a
 }
 
