@@ -184,3 +184,27 @@ fn dispatchers_recover_from_a_redis_restart_with_aof_and_from_a_flush() {
         }
     });
 }
+
+#[test]
+fn sigterm_finishes_the_attempt_in_flight_and_exits() {
+    let ns = namespace("sigterm");
+    let prefix = redis_prefix("sigterm");
+    let url = &env().redis_url;
+    let receiver = Receiver::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(1500));
+        Reply::Status(200)
+    });
+    let hook = create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({"timeoutSeconds": 5}));
+    let mut d = Dispatcher::start(args(url, &prefix, "sigterm", &[]));
+    let id = publish(url, &prefix, &ns, CREATE, &json!({}));
+    receiver.wait_for_event(&id, 1, Duration::from_secs(30));
+    let exited = d.terminate(Duration::from_secs(30));
+    assert_eq!(exited, Some(true), "the dispatcher did not exit cleanly on SIGTERM");
+    // The attempt finished: the task is gone from Redis, and status says so.
+    let due: i64 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}due"))
+        .query(&mut harness::redis(url))
+        .unwrap();
+    assert_eq!(due, 0, "the in-flight task was neither finished nor released");
+    assert!(hook.delivery()["lastSuccessTime"].is_string(), "{}", hook.delivery());
+}

@@ -37,7 +37,7 @@ fn a_failing_endpoint_gets_n_spaced_attempts_then_the_hook_is_turned_off_and_can
     };
     let hook = create_hook(&ns, "flaky", &receiver.url("/"), &[CREATE], json!({}));
     let schedule = [400u64, 800, 1200];
-    let _d = Dispatcher::start(args(
+    let d = Dispatcher::start(args(
         url,
         &prefix,
         "always-500",
@@ -80,6 +80,11 @@ fn a_failing_endpoint_gets_n_spaced_attempts_then_the_hook_is_turned_off_and_can
     assert!(
         receiver.requests_for(&later).is_empty(),
         "an event reached a turned-off hook"
+    );
+    assert!(d.metric("outbound_webhooks_dropped_events_total").unwrap_or(0.0) >= 1.0);
+    assert_eq!(
+        d.metric("outbound_webhooks_hooks_disabled_total{reason=\"AutoDisabled\"}"),
+        Some(1.0)
     );
 
     // The user re-enables it; new events flow again.

@@ -182,3 +182,38 @@ fn redis_without_noeviction_produces_a_start_up_warning() {
     let d = Dispatcher::start(args(&fine.url(), &prefix, "eviction", &[]));
     assert!(!d.log().contains("maxmemory-policy"), "log:\n{}", d.log());
 }
+
+#[test]
+fn nothing_is_consumed_before_the_caches_sync() {
+    let ns = namespace("unsynced");
+    let prefix = redis_prefix("unsynced");
+    let url = &env().redis_url;
+    // A kubeconfig whose API server does not answer: the caches never sync.
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = std::fs::read_to_string(&env().kubeconfig).unwrap();
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    let broken = dir.path().join("kubeconfig");
+    std::fs::write(&broken, kubeconfig.replace(&server, "https://127.0.0.1:9")).unwrap();
+    let d = Dispatcher::start_unready(
+        args(url, &prefix, "unsynced", &[]),
+        vec![("KUBECONFIG".into(), broken.display().to_string())],
+    );
+    publish(url, &prefix, &ns, CREATE, &json!({}));
+    wait_for("the ops endpoints", Duration::from_secs(30), || {
+        d.ops_get("/healthz").ok_or("not up".to_string())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(d.ops_get("/readyz").map(|(code, _)| code), Some(503));
+    // Not even the consumer group exists: nothing was read, nothing acknowledged.
+    let groups: redis::Value = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(format!("{prefix}events"))
+        .query(&mut harness::redis(url))
+        .unwrap();
+    assert!(matches!(&groups, redis::Value::Array(a) if a.is_empty()), "{groups:?}");
+    assert_eq!(stream_length(url, &prefix), 1);
+}

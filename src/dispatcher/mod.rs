@@ -140,7 +140,17 @@ fn ms(d: Duration) -> i64 {
 /// Runs the dispatcher until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let kube = kube::Client::try_default().await?;
-    let store = Store::connect(&config.redis_url, &config.redis_prefix).await?;
+    // Redis may come up after us (or be restarting): wait for it instead of
+    // crash-looping.
+    let store = loop {
+        match Store::connect(&config.redis_url, &config.redis_prefix).await {
+            Ok(store) => break store,
+            Err(e) => {
+                tracing::warn!(error = %e, "connecting to Redis; retrying in 2s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
     match store.maxmemory_policy().await {
         Ok(policy) if policy == "noeviction" => {}
         Ok(policy) => tracing::warn!(
@@ -238,7 +248,9 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
 
     let consumer = tokio::spawn(consume(shared.clone(), shutdown.clone()));
     let claimer = tokio::spawn(claim_loop(shared.clone(), shutdown.clone()));
-    let mirror = tokio::spawn(mirror_loop(shared.clone(), mirror_rx, shutdown.clone()));
+    // The mirror outlives the claimer so the last attempts' health still reaches status.
+    let mirror_stop = CancellationToken::new();
+    let mirror = tokio::spawn(mirror_loop(shared.clone(), mirror_rx, mirror_stop.clone()));
     let upkeep = tokio::spawn(upkeep_loop(shared.clone(), shutdown.clone()));
 
     shutdown.cancelled().await;
@@ -255,6 +267,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
             "in-flight attempts did not finish in time; their leases will lapse and another replica retries them"
         );
     }
+    mirror_stop.cancel();
     let _ = mirror.await;
     let _ = upkeep.await;
     let _ = ops.await;
@@ -800,6 +813,9 @@ async fn mirror_loop(
         }
     }
     // Flush what is left on shutdown (best effort).
+    while let Ok((uid, hook, _)) = requests.try_recv() {
+        dirty.entry(uid).or_insert((hook, true));
+    }
     for (uid, (hook_name, _)) in dirty {
         let _ = mirror_one(&shared, &uid, &hook_name, true).await;
     }

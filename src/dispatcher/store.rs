@@ -18,6 +18,10 @@ use std::collections::HashMap;
 
 use redis::{AsyncCommands, Script, Value, aio::ConnectionManager, streams::StreamId};
 
+/// Health of a hook nobody delivered to for this long expires (deleted
+/// hooks must not leave keys behind forever).
+const HEALTH_TTL_SECONDS: i64 = 30 * 24 * 3600;
+
 /// The consumer group every dispatcher replica joins.
 pub const GROUP: &str = "dispatchers";
 
@@ -644,6 +648,8 @@ impl Store {
             .atomic()
             .hget(&key, "consecutive_failures")
             .hset_multiple(&key, &[("consecutive_failures", 0), ("last_success_ms", now_ms)])
+            .expire(&key, HEALTH_TTL_SECONDS)
+            .ignore()
             .query_async(&mut conn)
             .await
             .context(|| format!("recording a success of hook {uid}"))?;
@@ -671,6 +677,8 @@ impl Store {
                     ("last_message", message.to_string()),
                 ],
             )
+            .ignore()
+            .expire(&key, HEALTH_TTL_SECONDS)
             .ignore();
         let (count,): (i64,) = pipe
             .query_async(&mut conn)

@@ -301,6 +301,8 @@ pub fn write_conditions(namespace: &str, name: &str, generation: i64, accepted: 
 /// test binary dies (its stdin closes).
 pub struct Dispatcher {
     child: Option<Child>,
+    /// Port of /metrics, /healthz, /readyz.
+    pub http_port: u16,
     pub log_path: PathBuf,
     _dir: tempfile::TempDir,
     pub args: Vec<String>,
@@ -365,6 +367,7 @@ impl Dispatcher {
         let log_path = dir.path().join("dispatcher.log");
         let mut d = Dispatcher {
             child: None,
+            http_port: 0,
             log_path,
             _dir: dir,
             args,
@@ -380,6 +383,7 @@ impl Dispatcher {
         let log_path = dir.path().join("dispatcher.log");
         let mut d = Dispatcher {
             child: None,
+            http_port: 0,
             log_path,
             _dir: dir,
             args,
@@ -396,11 +400,12 @@ impl Dispatcher {
             .append(true)
             .open(&self.log_path)
             .expect("log file");
+        self.http_port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"));
         cmd.arg("--exit-when-stdin-closes")
             .arg("dispatcher")
             .arg("--http-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(format!("127.0.0.1:{}", self.http_port))
             .args(&self.args)
             .env("KUBECONFIG", &support::env().kubeconfig)
             .env("RUST_LOG", "info,outbound_webhooks=debug")
@@ -432,6 +437,50 @@ impl Dispatcher {
                 Err(tail_n(&log, 5))
             }
         });
+    }
+
+    /// GET one of the ops endpoints: (status code, body); None when nothing listens.
+    pub fn ops_get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let code = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
+    }
+
+    /// The value of one metric line (`name{labels}` exactly), if present.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.ops_get("/metrics")?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// SIGTERM; waits up to `timeout` for the exit and returns its success.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<bool> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     /// The log so far.
