@@ -217,3 +217,67 @@ fn nothing_is_consumed_before_the_caches_sync() {
     assert!(matches!(&groups, redis::Value::Array(a) if a.is_empty()), "{groups:?}");
     assert_eq!(stream_length(url, &prefix), 1);
 }
+
+#[test]
+fn dead_letters_are_bounded_and_idle_empty_consumers_are_removed() {
+    let prefix = redis_prefix("retention");
+    let url = &env().redis_url;
+    // A consumer that died long ago holding nothing.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(format!("{prefix}events"))
+        .arg("dispatchers")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut harness::redis(url))
+        .unwrap();
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(format!("{prefix}events"))
+        .arg("dispatchers")
+        .arg("ghost")
+        .query(&mut harness::redis(url))
+        .unwrap();
+    let d = Dispatcher::start(args(
+        url,
+        &prefix,
+        "retention",
+        &["--dead-letter-max-count", "2", "--idle-consumer-timeout", "1s"],
+    ));
+    for i in 0..5 {
+        xadd_raw(
+            url,
+            &prefix,
+            &[("org", "acme"), ("name", "nope"), ("data", &format!("{{\"i\":{i}}}"))],
+        );
+    }
+    wait_for("the stream to be consumed", Duration::from_secs(30), || {
+        let routed = d.metric("outbound_webhooks_stream_entries_routed_total").unwrap_or(0.0);
+        let dead = d
+            .metric("outbound_webhooks_dead_letters_total{reason=\"unknown_event\"}")
+            .unwrap_or(0.0);
+        if routed + dead >= 5.0 {
+            Ok(())
+        } else {
+            Err(format!("{routed} routed, {dead} dead"))
+        }
+    });
+    wait_for("dead letters trimmed to 2", Duration::from_secs(15), || {
+        let n = dead_letters(url, &prefix, None).len();
+        if n <= 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} dead letters"))
+        }
+    });
+    wait_for("the ghost consumer to be removed", Duration::from_secs(15), || {
+        let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(format!("{prefix}events"))
+            .arg("dispatchers")
+            .query(&mut harness::redis(url))
+            .unwrap();
+        let text = format!("{consumers:?}");
+        if text.contains("ghost") { Err(text) } else { Ok(()) }
+    });
+}

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub stream_length: Gauge,
     /// Entries read but not yet acknowledged.
     pub stream_pending: Gauge,
+    /// Entries not yet read by the consumer group.
+    pub stream_lag: Gauge,
     /// Delivery tasks scheduled (due or leased).
     pub tasks_scheduled: Gauge,
     /// Entries in the dead-letter stream.
@@ -55,6 +57,7 @@ impl Metrics {
             entries: Counter::default(),
             stream_length: Gauge::default(),
             stream_pending: Gauge::default(),
+            stream_lag: Gauge::default(),
             tasks_scheduled: Gauge::default(),
             dead_letter_length: Gauge::default(),
             in_flight: Gauge::default(),
@@ -99,6 +102,11 @@ impl Metrics {
             "outbound_webhooks_stream_pending",
             "Entries read by the consumer group but not yet acknowledged",
             m.stream_pending.clone(),
+        );
+        r.register(
+            "outbound_webhooks_stream_lag",
+            "Entries in the events stream not yet read by the consumer group",
+            m.stream_lag.clone(),
         );
         r.register(
             "outbound_webhooks_tasks_scheduled",

@@ -881,7 +881,7 @@ async fn upkeep_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
         {
             tracing::warn!(error = %e, "trimming dead letters");
         }
-        if now_ms() - last_consumer_sweep > 60_000 {
+        if now_ms() - last_consumer_sweep > ms(shared.config.idle_consumer_timeout).min(60_000) {
             last_consumer_sweep = now_ms();
             match s
                 .remove_idle_consumers(
@@ -896,11 +896,12 @@ async fn upkeep_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
         }
         match s.sizes().await {
-            Ok((len, pending, due, dead)) => {
-                shared.metrics.stream_length.set(len);
-                shared.metrics.stream_pending.set(pending);
-                shared.metrics.tasks_scheduled.set(due);
-                shared.metrics.dead_letter_length.set(dead);
+            Ok(sizes) => {
+                shared.metrics.stream_length.set(sizes.stream_length);
+                shared.metrics.stream_pending.set(sizes.pending);
+                shared.metrics.stream_lag.set(sizes.lag);
+                shared.metrics.tasks_scheduled.set(sizes.tasks_scheduled);
+                shared.metrics.dead_letter_length.set(sizes.dead_letters);
             }
             Err(e) => tracing::debug!(error = %e, "reading queue sizes"),
         }

@@ -160,6 +160,21 @@ pub struct Health {
     pub mirrored_ms: Option<i64>,
 }
 
+/// Queue sizes, for the gauges.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sizes {
+    /// Entries in the events stream.
+    pub stream_length: i64,
+    /// Entries read by the group and not acknowledged.
+    pub pending: i64,
+    /// Entries not yet read by the group.
+    pub lag: i64,
+    /// Tasks in `due` (waiting, retrying or leased).
+    pub tasks_scheduled: i64,
+    /// Entries in the dead-letter stream.
+    pub dead_letters: i64,
+}
+
 /// A dead letter as read back for `dead-letter list|replay`.
 #[derive(Clone, Debug, Default)]
 pub struct DeadLetter {
@@ -853,23 +868,26 @@ impl Store {
         Ok(removed)
     }
 
-    /// Gauges: (stream length, pending entries, scheduled tasks, dead letters).
-    pub async fn sizes(&self) -> Result<(i64, i64, i64, i64), StoreError> {
+    /// Queue sizes for the gauges.
+    pub async fn sizes(&self) -> Result<Sizes, StoreError> {
         let mut conn = self.conn.clone();
-        let (len, due, dead): (i64, i64, i64) = redis::pipe()
+        let (stream_length, tasks_scheduled, dead_letters): (i64, i64, i64) = redis::pipe()
             .xlen(self.keys.events())
             .zcard(self.keys.due())
             .xlen(self.keys.dead_letter())
             .query_async(&mut conn)
             .await
             .context(|| "reading queue sizes".to_string())?;
-        let pending: redis::RedisResult<redis::streams::StreamPendingReply> =
-            conn.xpending(self.keys.events(), GROUP).await;
-        let pending = match pending {
-            Ok(redis::streams::StreamPendingReply::Data(d)) => d.count as i64,
-            _ => 0,
-        };
-        Ok((len, pending, due, dead))
+        let groups: redis::RedisResult<redis::streams::StreamInfoGroupsReply> =
+            conn.xinfo_groups(self.keys.events()).await;
+        let group = groups.ok().and_then(|g| g.groups.into_iter().find(|g| g.name == GROUP));
+        Ok(Sizes {
+            stream_length,
+            pending: group.as_ref().map(|g| g.pending as i64).unwrap_or(0),
+            lag: group.and_then(|g| g.lag).map(|l| l as i64).unwrap_or(0),
+            tasks_scheduled,
+            dead_letters,
+        })
     }
 
     /// Redis's `maxmemory-policy`, when the server lets us read it.
