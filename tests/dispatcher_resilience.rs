@@ -151,7 +151,8 @@ fn dispatchers_recover_from_a_redis_restart_with_aof_and_from_a_flush() {
     let ns = namespace("redis-restart");
     let prefix = redis_prefix("redis-restart");
     let rurl = redis.url();
-    let receiver = Receiver::ok();
+    // Every first attempt fails, so retries are scheduled in Redis when it goes down.
+    let receiver = Receiver::start(|_, nth| Reply::Status(if nth == 1 { 500 } else { 200 }));
     create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
     let _d = Dispatcher::start(args(
         &rurl,
@@ -168,16 +169,17 @@ fn dispatchers_recover_from_a_redis_restart_with_aof_and_from_a_flush() {
     for i in 50..100 {
         ids.push(publish(&rurl, &prefix, &ns, CREATE, &json!({"i": i})));
     }
+    // Delivered means the second (successful) attempt arrived.
     for id in &ids {
-        receiver.wait_for_event(id, 1, Duration::from_secs(60));
+        receiver.wait_for_event(id, 2, Duration::from_secs(60));
     }
 
     // A flush loses the consumer group; the dispatcher recreates it.
     let _: () = redis::cmd("FLUSHALL").query(&mut harness::redis(&rurl)).unwrap();
     wait_for("delivery after FLUSHALL", Duration::from_secs(60), || {
         let id = publish(&rurl, &prefix, &ns, CREATE, &json!({"after": "flush"}));
-        std::thread::sleep(Duration::from_millis(1000));
-        if receiver.requests_for(&id).is_empty() {
+        std::thread::sleep(Duration::from_millis(1500));
+        if receiver.requests_for(&id).len() < 2 {
             Err("not delivered".to_string())
         } else {
             Ok(())
