@@ -204,3 +204,30 @@ fn only_ready_subscribed_hooks_of_the_org_receive_and_a_restart_delivers_what_wa
         },
     );
 }
+
+#[test]
+fn a_bring_your_own_secret_signs_the_deliveries() {
+    let ns = namespace("byo-secret");
+    let prefix = redis_prefix("byo-secret");
+    let url = &env().redis_url;
+    let receiver = Receiver::ok();
+    let token = "my-own-signing-token-of-32-bytes";
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "mine", "labels": {"outboundwebhooks.io/webhook-secret": "true"}},
+        "stringData": {"signing": token},
+    });
+    assert!(support::apply_yaml(&ns, &secret.to_string()).success);
+    let mut hook = create_hook(
+        &ns,
+        "byo",
+        &receiver.url("/"),
+        &[CREATE],
+        json!({"secretRef": {"name": "mine", "key": "signing"}}),
+    );
+    let _d = Dispatcher::start(args(url, &prefix, "byo", &[]));
+    let id = publish(url, &prefix, &ns, CREATE, &json!({"x": 1}));
+    let request = receiver.wait_for_event(&id, 1, Duration::from_secs(30)).remove(0);
+    hook.token = token.to_string();
+    verify_signatures(&hook, &request).expect("signed with the referenced token");
+}

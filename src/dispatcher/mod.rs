@@ -629,11 +629,19 @@ async fn attempt_task(shared: &Shared, member: &str, claimed: i64) -> Result<(),
         ])
         .inc();
     let done_ms = now_ms();
-    tracing::info!(
-        hook = %hook_name, event = %task.event_id, attempt = attempt_number, outcome = outcome_label,
-        status = attempt.status, elapsed_ms = elapsed.as_millis() as u64, message = %attempt.message,
-        "delivery attempt"
-    );
+    // Successes are routine (debug); failures are what on-call reads (info).
+    if attempt.outcome == Outcome::Delivered {
+        tracing::debug!(
+            hook = %hook_name, event = %task.event_id, attempt = attempt_number, status = attempt.status,
+            elapsed_ms = elapsed.as_millis() as u64, "delivered"
+        );
+    } else {
+        tracing::info!(
+            hook = %hook_name, event = %task.event_id, attempt = attempt_number, outcome = outcome_label,
+            status = attempt.status, elapsed_ms = elapsed.as_millis() as u64, message = %attempt.message,
+            "delivery attempt failed"
+        );
+    }
 
     match attempt.outcome {
         Outcome::Delivered => {

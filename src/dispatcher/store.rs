@@ -146,6 +146,8 @@ pub struct Task {
 pub struct Health {
     /// Failed requests in a row.
     pub consecutive_failures: i64,
+    /// Unix ms of the first failure of the current run of failures.
+    pub first_failure_ms: Option<i64>,
     /// Unix ms of the last success.
     pub last_success_ms: Option<i64>,
     /// Unix ms of the last failure.
@@ -663,6 +665,8 @@ impl Store {
             .atomic()
             .hget(&key, "consecutive_failures")
             .hset_multiple(&key, &[("consecutive_failures", 0), ("last_success_ms", now_ms)])
+            .hdel(&key, "first_failure_ms")
+            .ignore()
             .expire(&key, HEALTH_TTL_SECONDS)
             .ignore()
             .query_async(&mut conn)
@@ -699,6 +703,12 @@ impl Store {
             .query_async(&mut conn)
             .await
             .context(|| format!("recording a failure of hook {uid}"))?;
+        if count == 1 {
+            let _: i64 = conn
+                .hset(&key, "first_failure_ms", now_ms)
+                .await
+                .context(|| format!("recording the first failure of hook {uid}"))?;
+        }
         Ok(count)
     }
 
@@ -734,6 +744,7 @@ impl Store {
         let int = |k: &str| map.get(k).and_then(|v| v.parse::<i64>().ok());
         Ok(Health {
             consecutive_failures: int("consecutive_failures").unwrap_or(0),
+            first_failure_ms: int("first_failure_ms"),
             last_success_ms: int("last_success_ms"),
             last_failure_ms: int("last_failure_ms"),
             last_status: int("last_status").map(|s| s as i32),
