@@ -88,6 +88,16 @@ pub fn entry_id_millis(entry_id: &str) -> Option<i64> {
     entry_id.split('-').next()?.parse().ok()
 }
 
+/// The event id of an entry published without `id`: 24 hex characters
+/// from the entry id (11 for the milliseconds, 13 for the sequence), the
+/// same on every read of that entry.
+pub fn derived_event_id(entry_id: &str) -> String {
+    let (ms, seq) = entry_id.split_once('-').unwrap_or((entry_id, "0"));
+    let ms: u64 = ms.parse().unwrap_or_default();
+    let seq: u64 = seq.parse().unwrap_or_default();
+    format!("{ms:011x}{seq:013x}")
+}
+
 /// A new unique event id: 24 lowercase hex characters (like Kustomer's ids).
 pub fn new_event_id() -> String {
     let mut bytes = [0u8; 12];
@@ -167,7 +177,7 @@ pub fn parse_entry(entry_id: &str, fields: &HashMap<String, Vec<u8>>) -> Result<
         }
         // Derived from the entry id so that a re-read of the same entry
         // (after a crash) yields the same event id and the same tasks.
-        None => format!("{:0>24}", entry_id.replace('-', "")),
+        None => derived_event_id(entry_id),
     };
     let created_at_ms = match text("createdAt")? {
         Some(t) => t
@@ -226,6 +236,8 @@ mod tests {
         let b = parse_entry("1700000000123-7", &fields).unwrap();
         assert_eq!(a.id, b.id);
         assert_eq!(a.id.len(), 24);
+        assert_eq!(a.id, "18bcfe5687b0000000000007");
+        assert_ne!(derived_event_id("1-23"), derived_event_id("12-3"));
         assert_eq!(a.created_at_ms, 1_700_000_000_123);
         assert_eq!(a.changes, None);
     }
