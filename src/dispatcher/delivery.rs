@@ -142,6 +142,9 @@ pub async fn send(
     {
         return Attempt::failed(format!("refused destination: {why}"));
     }
+    // One deadline for the answer and the bounded body read, so an attempt
+    // never outlasts the task's lease (timeout + margin).
+    let deadline = tokio::time::Instant::now() + timeout;
     let request = client.post(url).headers(headers).body(body).timeout(timeout);
     let mut response = match request.send().await {
         Ok(r) => r,
@@ -163,7 +166,7 @@ pub async fn send(
     // Read only a little of the body: enough for a message, bounded so a
     // receiver cannot make us buffer a huge answer.
     let mut excerpt = Vec::new();
-    let body_read = tokio::time::timeout(timeout, async {
+    let body_read = tokio::time::timeout_at(deadline, async {
         while excerpt.len() < MAX_RESPONSE_BYTES {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
