@@ -626,12 +626,13 @@ pub fn verify_signatures(hook: &TestHook, request: &Received) -> Result<(), Stri
 // ---------------------------------------------------------------- an own redis-server
 
 /// A redis-server of the test's own (for restarts and odd configurations;
-/// the shared one must not be disturbed). Killed on drop.
+/// the shared one must not be disturbed). It runs under a small shell that
+/// stops it when its stdin closes, so it dies with the test binary too.
 pub struct RedisServer {
     pub port: u16,
     pub dir: tempfile::TempDir,
     extra: Vec<String>,
-    child: Option<Child>,
+    child: Option<(Child, std::process::ChildStdin)>,
 }
 
 impl RedisServer {
@@ -648,17 +649,21 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"redis-server "$@" & pid=$!; cat >/dev/null; kill $pid 2>/dev/null; wait $pid"#)
+            .arg("sh")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.extra)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting redis-server (apt-get install -y redis-server)");
-        self.child = Some(child);
+        let stdin = child.stdin.take().expect("piped stdin");
+        self.child = Some((child, stdin));
         let url = self.url();
         wait_for("redis-server to answer", Duration::from_secs(20), || {
             redis::Client::open(url.as_str())
@@ -673,13 +678,18 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Shuts down cleanly (SIGTERM: Redis flushes the AOF) and starts again
-    /// on the same port and directory after `down_for`.
-    pub fn restart(&mut self, down_for: Duration) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    fn stop(&mut self) {
+        if let Some((mut child, stdin)) = self.child.take() {
+            drop(stdin);
             let _ = child.wait();
         }
+    }
+
+    /// Shuts down cleanly (SHUTDOWN: Redis writes out its AOF) and starts
+    /// again on the same port and directory after `down_for`.
+    pub fn restart(&mut self, down_for: Duration) {
+        let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query(&mut redis(&self.url()));
+        self.stop();
         std::thread::sleep(down_for);
         self.spawn();
     }
@@ -687,10 +697,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
     }
 }
 
