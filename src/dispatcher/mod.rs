@@ -650,10 +650,9 @@ async fn attempt_task(shared: &Shared, member: &str, claimed: i64) -> Result<(),
             let _ = shared.mirror.send((task.uid.clone(), hook_name, previous > 0));
         }
         Outcome::Gone => {
-            let failures = store
+            store
                 .record_failure(&task.uid, done_ms, attempt.status, &attempt.message)
                 .await?;
-            let _ = failures;
             turn_off(
                 shared,
                 &hook,

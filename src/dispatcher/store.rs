@@ -365,11 +365,6 @@ impl Store {
         &self.keys
     }
 
-    /// A clone of the raw connection, for one-off commands.
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
-    }
-
     /// Creates the consumer group (from `0`, with the stream) unless it exists.
     pub async fn ensure_group(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
