@@ -275,3 +275,56 @@ fn retry_after_on_429_delays_the_next_attempt() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(receiver.requests_for(&id).len(), 2, "Retry-After adds no attempts");
 }
+
+#[test]
+fn disabling_and_enabling_the_spec_turns_an_auto_disabled_hook_back_on() {
+    let ns = namespace("spec-toggle");
+    let prefix = redis_prefix("spec-toggle");
+    let url = &env().redis_url;
+    let healthy = Arc::new(AtomicBool::new(false));
+    let receiver = {
+        let healthy = healthy.clone();
+        Receiver::start(move |_, _| Reply::Status(if healthy.load(Ordering::SeqCst) { 200 } else { 500 }))
+    };
+    let hook = create_hook(&ns, "toggle", &receiver.url("/"), &[CREATE], json!({}));
+    let d = Dispatcher::start(args(url, &prefix, "spec-toggle", &["--retry-schedule", "100ms"]));
+    publish(url, &prefix, &ns, CREATE, &json!({}));
+    wait_for_delivery_field(&hook, "the hook to be turned off", |d| {
+        d["disabled"]["reason"] == "AutoDisabled"
+    });
+
+    // enabled: false (generation 2), which the controller records, then true (generation 3).
+    healthy.store(true, Ordering::SeqCst);
+    let patch = |enabled: bool| {
+        kubectl_ok(&[
+            "patch",
+            "owh",
+            "toggle",
+            "-n",
+            &ns,
+            "--type=merge",
+            "-p",
+            &json!({"spec": {"enabled": enabled}}).to_string(),
+        ]);
+    };
+    patch(false);
+    harness::write_controller_status(&ns, "toggle", 2, true, Some(2));
+    patch(true);
+    harness::write_controller_status(&ns, "toggle", 3, true, Some(2));
+    wait_for("events to flow after the spec toggle", Duration::from_secs(30), || {
+        let id = publish(url, &prefix, &ns, CREATE, &json!({}));
+        std::thread::sleep(Duration::from_millis(700));
+        if receiver.requests_for(&id).is_empty() {
+            Err("not delivered".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    // The histogram and every other metric carry no per-hook label.
+    let (_, metrics) = d.ops_get("/metrics").unwrap();
+    assert!(
+        metrics.contains("outbound_webhooks_delivery_attempt_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("hook=") && !metrics.contains(&ns), "{metrics}");
+}

@@ -257,6 +257,18 @@ pub fn accept(namespace: &str, name: &str, accepted: bool) {
 
 /// Writes conditions for a given generation (may be stale on purpose).
 pub fn write_conditions(namespace: &str, name: &str, generation: i64, accepted: bool) {
+    write_controller_status(namespace, name, generation, accepted, None);
+}
+
+/// Writes the controller's status fields, including `specDisabledGeneration`
+/// when given (the controller records it when it sees `enabled: false`).
+pub fn write_controller_status(
+    namespace: &str,
+    name: &str,
+    generation: i64,
+    accepted: bool,
+    spec_disabled_generation: Option<i64>,
+) {
     let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let cond = |type_: &str, status: &str, reason: &str| {
         json!({"type": type_, "status": status, "reason": reason, "message": "set by the test",
@@ -269,6 +281,7 @@ pub fn write_conditions(namespace: &str, name: &str, generation: i64, accepted: 
         "status": {
             "observedGeneration": generation,
             "secretName": format!("{name}-webhook-secret"),
+            "specDisabledGeneration": spec_disabled_generation,
             "conditions": [
                 if accepted { cond("Accepted", "True", "Accepted") } else { cond("Accepted", "False", "OrgLimitExceeded") },
                 cond("SecretReady", "True", "SecretGenerated"),
