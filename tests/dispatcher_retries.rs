@@ -152,6 +152,19 @@ fn n_minus_one_failures_then_success_delivers_on_the_last_attempt_and_recovers()
     assert!(d["disabled"].is_null(), "{d}");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(receiver.requests_for(&id).len(), 4);
+
+    // The dispatcher's field manager owns status.delivery and nothing else.
+    let out = kubectl_ok(&["get", "owh", "h", "-n", &ns, "-o", "json", "--show-managed-fields"]);
+    let object: Value = serde_json::from_str(&out).unwrap();
+    let entries = object["metadata"]["managedFields"].as_array().unwrap();
+    let ours: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["manager"] == "outbound-webhooks-dispatcher")
+        .collect();
+    assert_eq!(ours.len(), 1, "{entries:?}");
+    assert_eq!(ours[0]["subresource"], "status");
+    let fields = ours[0]["fieldsV1"]["f:status"].as_object().unwrap();
+    assert_eq!(fields.keys().collect::<Vec<_>>(), ["f:delivery"], "{fields:?}");
 }
 
 #[test]
