@@ -210,3 +210,41 @@ fn sigterm_finishes_the_attempt_in_flight_and_exits() {
     assert_eq!(due, 0, "the in-flight task was neither finished nor released");
     assert!(hook.delivery()["lastSuccessTime"].is_string(), "{}", hook.delivery());
 }
+
+#[test]
+fn entries_left_pending_by_a_dead_replica_are_reclaimed() {
+    let ns = namespace("reclaim");
+    let prefix = redis_prefix("reclaim");
+    let url = &env().redis_url;
+    let receiver = Receiver::ok();
+    create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
+    let stream = format!("{prefix}events");
+    let mut conn = harness::redis(url);
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("dispatchers")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut conn)
+        .unwrap();
+    let ids: Vec<String> = (0..5)
+        .map(|i| publish(url, &prefix, &ns, CREATE, &json!({"i": i})))
+        .collect();
+    // A replica reads them and dies before storing any task.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("dispatchers")
+        .arg("dead-replica")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    let _d = Dispatcher::start(args(url, &prefix, "survivor", &["--reclaim-idle", "1s"]));
+    for id in &ids {
+        receiver.wait_for_event(id, 1, Duration::from_secs(30));
+    }
+}
