@@ -10,6 +10,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 echo "[test] installing tools (cached after the first run)" >&2
 scripts/install-tools.sh >/dev/null
 
+echo "[test] installing the signature verifiers (tests/verifiers)" >&2
+command -v npm >/dev/null 2>&1 || { echo "[test] missing npm: install Node.js 20 (apt-get install -y nodejs npm)" >&2; exit 1; }
+npm ci --prefix tests/verifiers --no-audit --no-fund >/dev/null
+
 echo "[test] example receivers and the Argo CD health check" >&2
 scripts/test-receivers-and-health.sh
 

@@ -1,12 +1,19 @@
 //! outbound-webhooks: a Kubernetes operator for Kustomer-style outbound
 //! webhooks.
 
+pub mod address_filter;
 pub mod auto_disable;
 pub mod conditions;
 pub mod crd_yaml;
+pub mod dispatcher;
+pub mod envelope;
 pub mod event_name;
 pub mod ops_server;
+pub mod publish;
 pub mod resource;
+pub mod retry_schedule;
+pub mod signing;
+pub mod stream_entry;
 pub mod telemetry;
 
 pub use event_name::EventName;

@@ -1,0 +1,236 @@
+//! One HTTP attempt: the client (no redirects, no environment proxies,
+//! filtered DNS), the request, and the classification of the answer.
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use crate::{address_filter::AddressFilter, retry_schedule::parse_retry_after};
+
+/// Most response-body bytes read (only for the failure message).
+pub const MAX_RESPONSE_BYTES: usize = 4096;
+
+/// Resolves names with the system resolver and keeps only addresses the
+/// filter allows, so the connection is made only to a checked address.
+struct FilteringResolver {
+    filter: Arc<AddressFilter>,
+}
+
+impl Resolve for FilteringResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let filter = self.filter.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refusals = Vec::new();
+            let allowed: Vec<std::net::SocketAddr> = resolved
+                .into_iter()
+                .filter(|a| match filter.check(a.ip()) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        refusals.push(why);
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                let why = refusals.first().cloned().unwrap_or_else(|| "no addresses".into());
+                return Err(format!("refused destination {host}: {why}").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Builds the shared HTTP client.
+pub fn client(filter: Arc<AddressFilter>, proxy: Option<&str>) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("outbound-webhooks/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .dns_resolver(FilteringResolver { filter });
+    builder = match proxy {
+        Some(url) => builder.proxy(reqwest::Proxy::all(url)?),
+        // Environment proxies (HTTP_PROXY...) are ignored unless configured.
+        None => builder.no_proxy(),
+    };
+    builder.build()
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx answer.
+    Delivered,
+    /// 410 Gone: the receiver revoked the subscription.
+    Gone,
+    /// Anything else: another status, timeout, refused, network error.
+    Failed,
+}
+
+/// Classifies an HTTP status code.
+pub fn classify(status: u16) -> Outcome {
+    match status {
+        200..=299 => Outcome::Delivered,
+        410 => Outcome::Gone,
+        _ => Outcome::Failed,
+    }
+}
+
+/// The result of one attempt.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The answer's status code, when an answer came.
+    pub status: Option<u16>,
+    /// `Retry-After` of a 429/503 answer.
+    pub retry_after: Option<Duration>,
+    /// For people: what happened.
+    pub message: String,
+}
+
+impl Attempt {
+    fn failed(message: String) -> Self {
+        Attempt {
+            outcome: Outcome::Failed,
+            status: None,
+            retry_after: None,
+            message,
+        }
+    }
+}
+
+/// The IP of a URL whose host is an IP literal.
+fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    let host = url.host_str()?;
+    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+/// The error and its sources, joined; reqwest's top-level message alone
+/// ("error sending request") does not say what went wrong.
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut parts = vec![error.to_string()];
+    let mut source = std::error::Error::source(&error);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// POSTs `body` with `headers` to `url`, waiting at most `timeout`.
+pub async fn send(
+    client: &reqwest::Client,
+    filter: &AddressFilter,
+    url: &str,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Attempt {
+    let url = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return Attempt::failed(format!("invalid URL: {e}")),
+    };
+    if let Some(ip) = literal_ip(&url)
+        && let Err(why) = filter.check(ip)
+    {
+        return Attempt::failed(format!("refused destination: {why}"));
+    }
+    // One deadline for the answer and the bounded body read, so an attempt
+    // never outlasts the task's lease (timeout + margin).
+    let deadline = tokio::time::Instant::now() + timeout;
+    let request = client.post(url).headers(headers).body(body).timeout(timeout);
+    let mut response = match request.send().await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => {
+            return Attempt::failed(format!("no answer within {}s (timeoutSeconds)", timeout.as_secs_f64()));
+        }
+        Err(e) => return Attempt::failed(describe(e)),
+    };
+    let status = response.status();
+    let retry_after = if matches!(status.as_u16(), 429 | 503) {
+        response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()))
+    } else {
+        None
+    };
+    // Read only a little of the body: enough for a message, bounded so a
+    // receiver cannot make us buffer a huge answer.
+    let mut excerpt = Vec::new();
+    let body_read = tokio::time::timeout_at(deadline, async {
+        while excerpt.len() < MAX_RESPONSE_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    excerpt.extend_from_slice(&chunk[..chunk.len().min(MAX_RESPONSE_BYTES - excerpt.len())])
+                }
+                _ => break,
+            }
+        }
+    })
+    .await;
+    drop(body_read);
+    let outcome = classify(status.as_u16());
+    let mut message = format!("HTTP {status}");
+    if let Some(location) = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        && status.is_redirection()
+    {
+        message.push_str(&format!(" (redirect to {location} not followed)"));
+    }
+    let text: String = String::from_utf8_lossy(&excerpt)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    if outcome != Outcome::Delivered && !text.trim().is_empty() {
+        message.push_str(": ");
+        message.push_str(text.trim());
+    }
+    Attempt {
+        outcome,
+        status: Some(status.as_u16()),
+        retry_after,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_2xx_delivers_and_410_revokes() {
+        assert_eq!(classify(200), Outcome::Delivered);
+        assert_eq!(classify(204), Outcome::Delivered);
+        assert_eq!(classify(302), Outcome::Failed);
+        assert_eq!(classify(400), Outcome::Failed);
+        assert_eq!(classify(410), Outcome::Gone);
+        assert_eq!(classify(500), Outcome::Failed);
+    }
+
+    #[test]
+    fn ip_literals_are_recognised() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert_eq!(
+            literal_ip(&u("http://127.0.0.1:8/x")),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(literal_ip(&u("http://[::1]:8/x")), Some("::1".parse().unwrap()));
+        assert_eq!(
+            literal_ip(&u("http://[::ffff:127.0.0.1]/")),
+            Some("::ffff:127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(literal_ip(&u("http://localhost/")), None);
+    }
+}

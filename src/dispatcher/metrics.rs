@@ -1,0 +1,128 @@
+//! The dispatcher's Prometheus metrics (prefix `outbound_webhooks_`; no
+//! per-hook labels, so cardinality stays bounded by the code, not tenants).
+
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric of the dispatcher.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Attempts by outcome (delivered, failed, gone) and status class (2xx..5xx, none).
+    pub attempts: Family<Labels, Counter>,
+    /// Attempt latency in seconds.
+    pub attempt_duration: Histogram,
+    /// Dead letters written, by reason kind.
+    pub dead_letters: Family<Labels, Counter>,
+    /// Events dropped because a subscribed hook is turned off.
+    pub dropped_events: Counter,
+    /// Hooks turned off by this replica, by reason.
+    pub disabled_hooks: Family<Labels, Counter>,
+    /// Stream entries routed.
+    pub entries: Counter,
+    /// Entries in the events stream.
+    pub stream_length: Gauge,
+    /// Entries read but not yet acknowledged.
+    pub stream_pending: Gauge,
+    /// Entries not yet read by the consumer group.
+    pub stream_lag: Gauge,
+    /// Delivery tasks scheduled (due or leased).
+    pub tasks_scheduled: Gauge,
+    /// Entries in the dead-letter stream.
+    pub dead_letter_length: Gauge,
+    /// Attempts in flight on this replica.
+    pub in_flight: Gauge,
+}
+
+/// The status class label of an optional status code.
+pub fn status_class(status: Option<u16>) -> String {
+    match status {
+        Some(s) => format!("{}xx", s / 100),
+        None => "none".to_string(),
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            attempts: Family::default(),
+            attempt_duration: Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            dead_letters: Family::default(),
+            dropped_events: Counter::default(),
+            disabled_hooks: Family::default(),
+            entries: Counter::default(),
+            stream_length: Gauge::default(),
+            stream_pending: Gauge::default(),
+            stream_lag: Gauge::default(),
+            tasks_scheduled: Gauge::default(),
+            dead_letter_length: Gauge::default(),
+            in_flight: Gauge::default(),
+        };
+        let r = registry;
+        r.register(
+            "outbound_webhooks_delivery_attempts",
+            "Delivery attempts by outcome and status class",
+            m.attempts.clone(),
+        );
+        r.register(
+            "outbound_webhooks_delivery_attempt_duration_seconds",
+            "Latency of delivery attempts",
+            m.attempt_duration.clone(),
+        );
+        r.register(
+            "outbound_webhooks_dead_letters",
+            "Dead letters written, by reason",
+            m.dead_letters.clone(),
+        );
+        r.register(
+            "outbound_webhooks_dropped_events",
+            "Events dropped because the subscribed hook is turned off",
+            m.dropped_events.clone(),
+        );
+        r.register(
+            "outbound_webhooks_hooks_disabled",
+            "Hooks turned off, by reason",
+            m.disabled_hooks.clone(),
+        );
+        r.register(
+            "outbound_webhooks_stream_entries_routed",
+            "Stream entries routed",
+            m.entries.clone(),
+        );
+        r.register(
+            "outbound_webhooks_stream_length",
+            "Entries in the events stream",
+            m.stream_length.clone(),
+        );
+        r.register(
+            "outbound_webhooks_stream_pending",
+            "Entries read by the consumer group but not yet acknowledged",
+            m.stream_pending.clone(),
+        );
+        r.register(
+            "outbound_webhooks_stream_lag",
+            "Entries in the events stream not yet read by the consumer group",
+            m.stream_lag.clone(),
+        );
+        r.register(
+            "outbound_webhooks_tasks_scheduled",
+            "Delivery tasks scheduled (due, waiting to retry or leased)",
+            m.tasks_scheduled.clone(),
+        );
+        r.register(
+            "outbound_webhooks_dead_letter_length",
+            "Entries in the dead-letter stream",
+            m.dead_letter_length.clone(),
+        );
+        r.register(
+            "outbound_webhooks_attempts_in_flight",
+            "Attempts in flight on this replica",
+            m.in_flight.clone(),
+        );
+        m
+    }
+}

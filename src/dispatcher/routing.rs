@@ -1,0 +1,178 @@
+//! Which hooks receive an event: pure functions over the cached hooks.
+
+use std::sync::Arc;
+
+use crate::{
+    auto_disable::is_auto_disabled,
+    conditions::{ACCEPTED, SECRET_READY, is_true_for_current_generation},
+    event_name::EventName,
+    resource::OutboundWebhook,
+};
+
+/// Whether a hook may be delivered to right now, and if not, why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deliverability {
+    /// Accepted, secret ready (both for the current generation), enabled, not turned off.
+    Deliverable,
+    /// `spec.enabled` is false.
+    DisabledBySpec,
+    /// `Accepted` is not True for the current generation (e.g. a spec edit
+    /// the controller has not seen yet).
+    NotAccepted,
+    /// `SecretReady` is not True for the current generation.
+    SecretNotReady,
+    /// The dispatcher turned it off (AutoDisabled or Revoked).
+    TurnedOff,
+}
+
+/// Decides [`Deliverability`] from the hook's spec, conditions and disable record.
+pub fn deliverability(hook: &OutboundWebhook) -> Deliverability {
+    if !hook.spec.enabled {
+        Deliverability::DisabledBySpec
+    } else if !is_true_for_current_generation(hook, ACCEPTED) {
+        Deliverability::NotAccepted
+    } else if !is_true_for_current_generation(hook, SECRET_READY) {
+        Deliverability::SecretNotReady
+    } else if is_auto_disabled(hook) {
+        Deliverability::TurnedOff
+    } else {
+        Deliverability::Deliverable
+    }
+}
+
+/// The routing of one event.
+#[derive(Debug, Default)]
+pub struct Route {
+    /// Hooks that get a delivery task.
+    pub deliver: Vec<Arc<OutboundWebhook>>,
+    /// Subscribed hooks that are turned off: the event is dropped for them.
+    pub dropped_turned_off: usize,
+}
+
+/// Routes an event of `org` named `name` over all cached hooks: same
+/// namespace, subscribed, deliverable.
+pub fn route<'a>(hooks: impl IntoIterator<Item = &'a Arc<OutboundWebhook>>, org: &str, name: EventName) -> Route {
+    let mut route = Route::default();
+    for hook in hooks {
+        if hook.metadata.namespace.as_deref() != Some(org) || !hook.spec.events.contains(&name) {
+            continue;
+        }
+        if hook.metadata.deletion_timestamp.is_some() || hook.metadata.uid.is_none() {
+            continue;
+        }
+        match deliverability(hook) {
+            Deliverability::Deliverable => route.deliver.push(hook.clone()),
+            Deliverability::TurnedOff => route.dropped_turned_off += 1,
+            _ => {}
+        }
+    }
+    route
+}
+
+/// The Secret name and key holding the signing token.
+pub fn signing_secret(hook: &OutboundWebhook) -> Option<(String, String)> {
+    if let Some(r) = &hook.spec.secret_ref {
+        return Some((r.name.clone(), r.key.clone()));
+    }
+    let name = hook.status.as_ref()?.secret_name.clone()?;
+    Some((name, "token".to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    use super::*;
+    use crate::resource::{DeliveryStatus, DisableReason, DisableRecord, OutboundWebhookStatus};
+
+    fn condition(type_: &str, status: &str, generation: i64) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            observed_generation: Some(generation),
+            reason: "R".into(),
+            message: String::new(),
+            last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    fn hook(ns: &str, events: &[&str]) -> OutboundWebhook {
+        let spec = serde_json::from_value(serde_json::json!({"url": "https://x.example", "events": events})).unwrap();
+        let mut h = OutboundWebhook::new("h", spec);
+        h.metadata.namespace = Some(ns.into());
+        h.metadata.uid = Some(format!("uid-{ns}"));
+        h.metadata.generation = Some(2);
+        h.status = Some(OutboundWebhookStatus {
+            conditions: vec![condition(ACCEPTED, "True", 2), condition(SECRET_READY, "True", 2)],
+            secret_name: Some("h-webhook-secret".into()),
+            ..Default::default()
+        });
+        h
+    }
+
+    const CREATE: EventName = EventName::ConversationCreate;
+
+    #[test]
+    fn a_ready_subscribed_hook_of_the_org_gets_the_event() {
+        let hooks = [Arc::new(hook("acme", &["kustomer.conversation.create"]))];
+        assert_eq!(route(&hooks, "acme", CREATE).deliver.len(), 1);
+    }
+
+    #[test]
+    fn other_namespaces_and_unsubscribed_hooks_get_nothing() {
+        let hooks = [
+            Arc::new(hook("other", &["kustomer.conversation.create"])),
+            Arc::new(hook("acme", &["kustomer.user.create"])),
+        ];
+        assert!(route(&hooks, "acme", CREATE).deliver.is_empty());
+    }
+
+    #[test]
+    fn stale_or_false_conditions_and_disabled_spec_block_delivery() {
+        let mut stale = hook("acme", &["kustomer.conversation.create"]);
+        stale.metadata.generation = Some(3);
+        assert_eq!(deliverability(&stale), Deliverability::NotAccepted);
+
+        let mut secret = hook("acme", &["kustomer.conversation.create"]);
+        secret.status.as_mut().unwrap().conditions[1].status = "False".into();
+        assert_eq!(deliverability(&secret), Deliverability::SecretNotReady);
+
+        let mut off = hook("acme", &["kustomer.conversation.create"]);
+        off.spec.enabled = false;
+        assert_eq!(deliverability(&off), Deliverability::DisabledBySpec);
+
+        let hooks = [Arc::new(stale), Arc::new(secret), Arc::new(off)];
+        let r = route(&hooks, "acme", CREATE);
+        assert!(r.deliver.is_empty());
+        assert_eq!(r.dropped_turned_off, 0);
+    }
+
+    #[test]
+    fn turned_off_hooks_drop_and_count_the_event() {
+        let mut h = hook("acme", &["kustomer.conversation.create"]);
+        h.status.as_mut().unwrap().delivery = Some(DeliveryStatus {
+            disabled: Some(DisableRecord {
+                reason: DisableReason::AutoDisabled,
+                at: Time(jiff::Timestamp::UNIX_EPOCH),
+                message: "HTTP 500".into(),
+                reenable_token: String::new(),
+                generation: 2,
+            }),
+            ..Default::default()
+        });
+        let r = route(&[Arc::new(h)], "acme", CREATE);
+        assert!(r.deliver.is_empty());
+        assert_eq!(r.dropped_turned_off, 1);
+    }
+
+    #[test]
+    fn the_signing_secret_comes_from_secret_ref_or_status() {
+        let mut h = hook("acme", &["kustomer.conversation.create"]);
+        assert_eq!(signing_secret(&h), Some(("h-webhook-secret".into(), "token".into())));
+        h.spec.secret_ref = Some(crate::resource::SecretKeyRef {
+            name: "mine".into(),
+            key: "k".into(),
+        });
+        assert_eq!(signing_secret(&h), Some(("mine".into(), "k".into())));
+    }
+}

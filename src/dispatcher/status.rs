@@ -1,0 +1,134 @@
+//! Mirroring delivery health into `status.delivery` under the dispatcher's
+//! own field manager (server-side apply of that subtree only).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+
+use super::store::Health;
+use crate::{
+    auto_disable::is_auto_disabled,
+    resource::{DeliveryStatus, DisableRecord, LastFailure, OutboundWebhook},
+};
+
+/// The field manager of every status write of the dispatcher.
+pub const FIELD_MANAGER: &str = "outbound-webhooks-dispatcher";
+
+/// How often, at most, one hook's health is mirrored (transitions go at once).
+pub const MIRROR_INTERVAL_MS: i64 = 15_000;
+
+fn time(ms: i64) -> Option<Time> {
+    jiff::Timestamp::from_millisecond(ms).ok().map(Time)
+}
+
+/// The disable record to keep: Redis's (fresh) or the hook's own (survives
+/// a flushed Redis), and only while the shared predicate says it still
+/// turns the hook off; a re-enabled hook's record is dropped.
+pub fn effective_record(hook: &OutboundWebhook, from_redis: Option<DisableRecord>) -> Option<DisableRecord> {
+    let cached = hook
+        .status
+        .as_ref()
+        .and_then(|s| s.delivery.as_ref())
+        .and_then(|d| d.disabled.clone());
+    let record = from_redis.or(cached)?;
+    let mut probe = hook.clone();
+    let status = probe.status.get_or_insert_with(Default::default);
+    status.delivery.get_or_insert_with(Default::default).disabled = Some(record.clone());
+    is_auto_disabled(&probe).then_some(record)
+}
+
+/// The `status.delivery` to apply.
+pub fn delivery_status(health: &Health, record: Option<DisableRecord>) -> DeliveryStatus {
+    DeliveryStatus {
+        consecutive_failures: Some(health.consecutive_failures),
+        last_success_time: health.last_success_ms.and_then(time),
+        last_failure_time: health.last_failure_ms.and_then(time),
+        last_failure: health.last_message.as_ref().map(|message| LastFailure {
+            status_code: health.last_status,
+            message: message.clone(),
+        }),
+        disabled: record,
+    }
+}
+
+/// Applies `delivery` to the hook's status.
+pub async fn apply(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    delivery: &DeliveryStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<OutboundWebhook> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": "outboundwebhooks.io/v1alpha1",
+        "kind": "OutboundWebhook",
+        "status": {"delivery": delivery},
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::resource::{DisableReason, REENABLE_ANNOTATION};
+
+    fn record(token: &str) -> DisableRecord {
+        DisableRecord {
+            reason: DisableReason::AutoDisabled,
+            at: Time(jiff::Timestamp::UNIX_EPOCH),
+            message: "HTTP 500".into(),
+            reenable_token: token.into(),
+            generation: 1,
+        }
+    }
+
+    fn hook(annotation: Option<&str>) -> OutboundWebhook {
+        let spec =
+            serde_json::from_value(serde_json::json!({"url": "https://x.example", "events": ["kustomer.user.create"]}))
+                .unwrap();
+        let mut h = OutboundWebhook::new("h", spec);
+        h.metadata.generation = Some(1);
+        h.metadata.annotations = annotation.map(|a| BTreeMap::from([(REENABLE_ANNOTATION.to_string(), a.to_string())]));
+        h
+    }
+
+    #[test]
+    fn a_fresh_record_is_kept_until_the_hook_is_re_enabled() {
+        assert_eq!(effective_record(&hook(None), Some(record(""))), Some(record("")));
+        assert_eq!(effective_record(&hook(Some("1")), Some(record(""))), None);
+    }
+
+    #[test]
+    fn the_record_in_status_survives_a_flushed_redis() {
+        let mut h = hook(None);
+        h.status = Some(crate::resource::OutboundWebhookStatus {
+            delivery: Some(DeliveryStatus {
+                disabled: Some(record("")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(effective_record(&h, None), Some(record("")));
+    }
+
+    #[test]
+    fn health_maps_to_status_fields() {
+        let health = Health {
+            consecutive_failures: 3,
+            last_failure_ms: Some(1000),
+            last_status: Some(500),
+            last_message: Some("HTTP 500".into()),
+            ..Default::default()
+        };
+        let d = delivery_status(&health, None);
+        assert_eq!(d.consecutive_failures, Some(3));
+        assert_eq!(d.last_failure.unwrap().status_code, Some(500));
+        assert!(d.last_success_time.is_none());
+    }
+}

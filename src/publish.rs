@@ -1,0 +1,178 @@
+//! The producer side: append one event to the events stream.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use outbound_webhooks::{EventName, publish::{NewEvent, publish}};
+//! let client = redis::Client::open("redis://127.0.0.1/")?;
+//! let mut conn = client.get_multiplexed_async_connection().await?;
+//! let event = NewEvent::new("acme", EventName::ConversationCreate, serde_json::json!({"type": "conversation"}))?;
+//! let published = publish(&mut conn, "{outbound-webhooks}:", &event).await?;
+//! println!("event {} is entry {}", published.event_id, published.entry_id);
+//! # Ok(()) }
+//! ```
+//!
+//! Never with `MAXLEN`: trimming is the dispatcher's job, because a capped
+//! XADD can drop entries no dispatcher has read yet.
+
+use crate::{
+    event_name::EventName,
+    stream_entry::{MAX_ENTRY_BYTES, new_event_id},
+};
+
+/// The default key prefix (the hash tag keeps every key in one Cluster slot).
+pub const DEFAULT_PREFIX: &str = "{outbound-webhooks}:";
+
+/// An event to publish.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// The org (namespace) whose hooks receive it.
+    pub org: String,
+    /// The trigger event name.
+    pub name: EventName,
+    /// The `data` object, serialized.
+    pub data: String,
+    /// The `changes` object, serialized, when any.
+    pub changes: Option<String>,
+    /// The event id; a new 24-hex id when `None`.
+    pub id: Option<String>,
+    /// Creation time; the stream entry's time when `None`.
+    pub created_at: Option<jiff::Timestamp>,
+}
+
+/// Publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// `data` or `changes` is not a JSON object.
+    #[error("{field} must be a JSON object")]
+    NotAnObject {
+        /// `data` or `changes`.
+        field: &'static str,
+    },
+    /// The entry would exceed 1 MiB.
+    #[error("the event is {0} bytes; entries are limited to 1 MiB")]
+    TooLarge(usize),
+    /// Redis refused the XADD.
+    #[error("appending to {stream}: {source}")]
+    Redis {
+        /// The events stream key.
+        stream: String,
+        /// The Redis error.
+        source: redis::RedisError,
+    },
+}
+
+/// What was appended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The stream entry id.
+    pub entry_id: String,
+    /// The event id receivers see as `id` and `webhook-id`.
+    pub event_id: String,
+}
+
+impl NewEvent {
+    /// An event with the given `data` object, a fresh id, and no changes.
+    pub fn new(org: &str, name: EventName, data: serde_json::Value) -> Result<Self, PublishError> {
+        if !data.is_object() {
+            return Err(PublishError::NotAnObject { field: "data" });
+        }
+        Ok(NewEvent {
+            org: org.to_string(),
+            name,
+            data: data.to_string(),
+            changes: None,
+            id: None,
+            created_at: None,
+        })
+    }
+
+    /// An event whose `data` is JSON text, kept byte for byte (key order
+    /// included) once checked to be an object.
+    pub fn from_json_text(org: &str, name: EventName, data: &str) -> Result<Self, PublishError> {
+        let data = data.trim();
+        if !is_json_object(data) {
+            return Err(PublishError::NotAnObject { field: "data" });
+        }
+        Ok(NewEvent {
+            org: org.to_string(),
+            name,
+            data: data.to_string(),
+            changes: None,
+            id: None,
+            created_at: None,
+        })
+    }
+
+    /// Adds `changes` as JSON text, kept byte for byte once checked to be an object.
+    pub fn with_changes_text(mut self, changes: &str) -> Result<Self, PublishError> {
+        let changes = changes.trim();
+        if !is_json_object(changes) {
+            return Err(PublishError::NotAnObject { field: "changes" });
+        }
+        self.changes = Some(changes.to_string());
+        Ok(self)
+    }
+
+    /// Adds a `changes` object.
+    pub fn with_changes(mut self, changes: serde_json::Value) -> Result<Self, PublishError> {
+        if !changes.is_object() {
+            return Err(PublishError::NotAnObject { field: "changes" });
+        }
+        self.changes = Some(changes.to_string());
+        Ok(self)
+    }
+}
+
+fn is_json_object(text: &str) -> bool {
+    matches!(
+        serde_json::from_str::<serde_json::Value>(text),
+        Ok(serde_json::Value::Object(_))
+    )
+}
+
+/// Appends `event` to `{prefix}events`.
+pub async fn publish<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    prefix: &str,
+    event: &NewEvent,
+) -> Result<Published, PublishError> {
+    for (field, text) in [("data", Some(&event.data)), ("changes", event.changes.as_ref())] {
+        if let Some(text) = text
+            && !matches!(
+                serde_json::from_str::<serde_json::Value>(text),
+                Ok(serde_json::Value::Object(_))
+            )
+        {
+            return Err(PublishError::NotAnObject { field });
+        }
+    }
+    let event_id = event.id.clone().unwrap_or_else(new_event_id);
+    let mut fields: Vec<(&str, String)> = vec![
+        ("org", event.org.clone()),
+        ("name", event.name.as_str().to_string()),
+        ("data", event.data.clone()),
+        ("id", event_id.clone()),
+    ];
+    if let Some(changes) = &event.changes {
+        fields.push(("changes", changes.clone()));
+    }
+    if let Some(at) = event.created_at {
+        fields.push(("createdAt", at.to_string()));
+    }
+    let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_ENTRY_BYTES {
+        return Err(PublishError::TooLarge(size));
+    }
+    let stream = format!("{prefix}events");
+    let entry_id: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg(&fields)
+        .query_async(conn)
+        .await
+        .map_err(|source| PublishError::Redis {
+            stream: stream.clone(),
+            source,
+        })?;
+    Ok(Published { entry_id, event_id })
+}

@@ -1,0 +1,301 @@
+//! The events stream's entry format (SPEC "Publishing events") and its
+//! validation: an entry either becomes an [`Event`] or a dead-letter reason.
+
+use std::collections::HashMap;
+
+use crate::event_name::EventName;
+
+/// Largest entry accepted, counting field names and values.
+pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+
+/// A validated event, ready to be routed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The event id: the entry's `id` field, or derived from the entry id.
+    pub id: String,
+    /// The org, i.e. the namespace whose hooks receive it.
+    pub org: String,
+    /// The trigger event name.
+    pub name: EventName,
+    /// `data` exactly as published (a JSON object, surrounding whitespace trimmed).
+    pub data: String,
+    /// `changes` as published, when given (a JSON object).
+    pub changes: Option<String>,
+    /// Creation time in Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// Why an entry cannot be delivered; becomes the dead letter's `reason`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedEntry {
+    /// The entry lacks the `org` field.
+    #[error("missing field org")]
+    MissingOrg,
+    /// The entry lacks the `name` field.
+    #[error("missing field name")]
+    MissingName,
+    /// The entry lacks the `data` field.
+    #[error("missing field data")]
+    MissingData,
+    /// `name` is not one of the ten trigger events.
+    #[error("unknown event name {0:?}")]
+    UnknownEvent(String),
+    /// `data` is not a JSON object.
+    #[error("data is not a JSON object: {0}")]
+    DataNotObject(String),
+    /// `changes` is given but not a JSON object.
+    #[error("changes is not a JSON object: {0}")]
+    ChangesNotObject(String),
+    /// `createdAt` is not an RFC 3339 time.
+    #[error("createdAt is not an RFC 3339 time: {0:?}")]
+    BadCreatedAt(String),
+    /// `org` is not a namespace name.
+    #[error("org {0:?} is not a valid namespace name")]
+    BadOrg(String),
+    /// `id` is empty or too long for a header value.
+    #[error("id must be 1 to 256 printable ASCII characters without spaces")]
+    BadId,
+    /// A field is not UTF-8.
+    #[error("field {0} is not UTF-8 text")]
+    NotUtf8(String),
+    /// The entry exceeds [`MAX_ENTRY_BYTES`].
+    #[error("entry of {0} bytes exceeds the 1 MiB limit")]
+    TooLarge(usize),
+}
+
+/// The short, stable code of the reason (a metric label value).
+impl MalformedEntry {
+    /// A short machine-readable code of the reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MalformedEntry::MissingOrg => "missing_org",
+            MalformedEntry::MissingName => "missing_name",
+            MalformedEntry::MissingData => "missing_data",
+            MalformedEntry::UnknownEvent(_) => "unknown_event",
+            MalformedEntry::DataNotObject(_) => "data_not_object",
+            MalformedEntry::ChangesNotObject(_) => "changes_not_object",
+            MalformedEntry::BadCreatedAt(_) => "bad_created_at",
+            MalformedEntry::BadOrg(_) => "bad_org",
+            MalformedEntry::BadId => "bad_id",
+            MalformedEntry::NotUtf8(_) => "not_utf8",
+            MalformedEntry::TooLarge(_) => "too_large",
+        }
+    }
+}
+
+/// Unix milliseconds of a stream entry id (`<ms>-<seq>`).
+pub fn entry_id_millis(entry_id: &str) -> Option<i64> {
+    entry_id.split('-').next()?.parse().ok()
+}
+
+/// The event id of an entry published without `id`: 24 hex characters
+/// from the entry id (11 for the milliseconds, 13 for the sequence), the
+/// same on every read of that entry.
+pub fn derived_event_id(entry_id: &str) -> String {
+    let (ms, seq) = entry_id.split_once('-').unwrap_or((entry_id, "0"));
+    let ms: u64 = ms.parse().unwrap_or_default();
+    let seq: u64 = seq.parse().unwrap_or_default();
+    format!("{ms:011x}{seq:013x}")
+}
+
+/// A new unique event id: 24 lowercase hex characters (like Kustomer's ids).
+pub fn new_event_id() -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the OS random number generator works");
+    hex::encode(bytes)
+}
+
+fn is_namespace_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn json_object(text: &str) -> Result<(), String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(other) => Err(format!("got a JSON {}", json_kind(&other))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// Validates a raw entry (field name -> bytes) read from the stream.
+pub fn parse_entry(entry_id: &str, fields: &HashMap<String, Vec<u8>>) -> Result<Event, MalformedEntry> {
+    let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_ENTRY_BYTES {
+        return Err(MalformedEntry::TooLarge(size));
+    }
+    let text = |field: &str| -> Result<Option<&str>, MalformedEntry> {
+        match fields.get(field) {
+            None => Ok(None),
+            Some(bytes) => std::str::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| MalformedEntry::NotUtf8(field.to_string())),
+        }
+    };
+    let org = text("org")?
+        .filter(|s| !s.is_empty())
+        .ok_or(MalformedEntry::MissingOrg)?;
+    let name = text("name")?
+        .filter(|s| !s.is_empty())
+        .ok_or(MalformedEntry::MissingName)?;
+    let name: EventName = name
+        .parse()
+        .map_err(|_| MalformedEntry::UnknownEvent(name.to_string()))?;
+    if !is_namespace_name(org) {
+        return Err(MalformedEntry::BadOrg(org.to_string()));
+    }
+    let data = text("data")?.ok_or(MalformedEntry::MissingData)?.trim();
+    json_object(data).map_err(MalformedEntry::DataNotObject)?;
+    let changes = match text("changes")? {
+        Some(c) if !c.trim().is_empty() => {
+            json_object(c.trim()).map_err(MalformedEntry::ChangesNotObject)?;
+            Some(c.trim().to_string())
+        }
+        _ => None,
+    };
+    let id = match text("id")? {
+        Some(id) => {
+            if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(MalformedEntry::BadId);
+            }
+            id.to_string()
+        }
+        // Derived from the entry id so that a re-read of the same entry
+        // (after a crash) yields the same event id and the same tasks.
+        None => derived_event_id(entry_id),
+    };
+    let created_at_ms = match text("createdAt")? {
+        Some(t) => t
+            .parse::<jiff::Timestamp>()
+            .map_err(|_| MalformedEntry::BadCreatedAt(t.to_string()))?
+            .as_millisecond(),
+        None => entry_id_millis(entry_id).unwrap_or_default(),
+    };
+    Ok(Event {
+        id,
+        org: org.to_string(),
+        name,
+        data: data.to_string(),
+        changes,
+        created_at_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pairs: &[(&str, &str)]) -> HashMap<String, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn a_complete_entry_parses() {
+        let e = parse_entry(
+            "1700000000000-0",
+            &entry(&[
+                ("org", "acme"),
+                ("name", "kustomer.conversation.create"),
+                ("data", " {\"type\":\"conversation\"} "),
+                ("changes", "{\"a\":1}"),
+                ("id", "abc"),
+                ("createdAt", "2026-11-27T10:00:00Z"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(e.id, "abc");
+        assert_eq!(e.org, "acme");
+        assert_eq!(e.name, EventName::ConversationCreate);
+        assert_eq!(e.data, "{\"type\":\"conversation\"}");
+        assert_eq!(e.changes.as_deref(), Some("{\"a\":1}"));
+        assert_eq!(e.created_at_ms, 1_795_773_600_000);
+    }
+
+    #[test]
+    fn defaults_come_from_the_entry_id_and_are_stable() {
+        let fields = entry(&[("org", "acme"), ("name", "kustomer.user.create"), ("data", "{}")]);
+        let a = parse_entry("1700000000123-7", &fields).unwrap();
+        let b = parse_entry("1700000000123-7", &fields).unwrap();
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.id.len(), 24);
+        assert_eq!(a.id, "18bcfe5687b0000000000007");
+        assert_ne!(derived_event_id("1-23"), derived_event_id("12-3"));
+        assert_eq!(a.created_at_ms, 1_700_000_000_123);
+        assert_eq!(a.changes, None);
+    }
+
+    #[test]
+    fn each_kind_of_malformed_entry_has_its_reason() {
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (vec![("name", "kustomer.user.create"), ("data", "{}")], "missing_org"),
+            (vec![("org", "acme"), ("data", "{}")], "missing_name"),
+            (
+                vec![("org", "acme"), ("name", "kustomer.order.create"), ("data", "{}")],
+                "unknown_event",
+            ),
+            (
+                vec![("org", "acme"), ("name", "kustomer.user.create"), ("data", "[1]")],
+                "data_not_object",
+            ),
+            (
+                vec![("org", "acme"), ("name", "kustomer.user.create"), ("data", "{")],
+                "data_not_object",
+            ),
+            (vec![("org", "acme"), ("name", "kustomer.user.create")], "missing_data"),
+            (
+                vec![("org", "Acme!"), ("name", "kustomer.user.create"), ("data", "{}")],
+                "bad_org",
+            ),
+            (
+                vec![
+                    ("org", "acme"),
+                    ("name", "kustomer.user.create"),
+                    ("data", "{}"),
+                    ("changes", "1"),
+                ],
+                "changes_not_object",
+            ),
+        ];
+        for (pairs, code) in cases {
+            let err = parse_entry("1-0", &entry(&pairs)).unwrap_err();
+            assert_eq!(err.code(), code, "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn entries_over_one_mebibyte_are_refused() {
+        let big = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_ENTRY_BYTES));
+        let err = parse_entry(
+            "1-0",
+            &entry(&[("org", "acme"), ("name", "kustomer.user.create"), ("data", &big)]),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "too_large");
+    }
+
+    #[test]
+    fn new_event_ids_are_24_hex() {
+        let id = new_event_id();
+        assert_eq!(id.len(), 24);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(id, new_event_id());
+    }
+}

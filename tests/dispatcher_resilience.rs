@@ -1,0 +1,250 @@
+//! No loss and no head-of-line blocking: a slow endpoint, dispatchers killed
+//! with SIGKILL, Redis restarted from its AOF and flushed.
+
+mod harness;
+mod support;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use harness::{Dispatcher, Receiver, RedisServer, Reply, args, create_hook, publish};
+use serde_json::json;
+use support::{env, namespace, redis_prefix, wait_for};
+
+const CREATE: &str = "kustomer.conversation.create";
+const USER: &str = "kustomer.user.create";
+
+/// The bound a healthy hook's deliveries must meet while another hook hangs.
+const ISOLATION_BOUND: Duration = Duration::from_millis(1500);
+
+#[test]
+fn an_endpoint_that_never_answers_does_not_delay_another_hook() {
+    let ns = namespace("isolation");
+    let prefix = redis_prefix("isolation");
+    let url = &env().redis_url;
+    let hanging = Receiver::start(|_, _| Reply::Hang);
+    let fast = Receiver::ok();
+    create_hook(
+        &ns,
+        "hanging",
+        &hanging.url("/"),
+        &[USER],
+        json!({"timeoutSeconds": 30}),
+    );
+    create_hook(&ns, "fast", &fast.url("/"), &[CREATE], json!({}));
+    let _d = Dispatcher::start(args(url, &prefix, "isolation", &[]));
+
+    // Far more hanging deliveries than the per-hook bound (16).
+    for i in 0..60 {
+        publish(url, &prefix, &ns, USER, &json!({"i": i}));
+    }
+    wait_for("the hanging hook to be saturated", Duration::from_secs(30), || {
+        let n = hanging.requests().len();
+        if n >= 16 { Ok(()) } else { Err(format!("{n} in flight")) }
+    });
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let sent = Instant::now();
+        let id = publish(url, &prefix, &ns, CREATE, &json!({"i": i}));
+        let got = fast.wait_for_event(&id, 1, Duration::from_secs(30));
+        worst = worst.max(got[0].at - sent);
+    }
+    eprintln!("worst delivery latency of the healthy hook while the other hangs: {worst:?}");
+    assert!(
+        worst < ISOLATION_BOUND,
+        "worst latency {worst:?} exceeds {ISOLATION_BOUND:?}"
+    );
+    assert!(
+        hanging.requests().len() <= 16,
+        "the per-hook bound was not kept: {}",
+        hanging.requests().len()
+    );
+}
+
+#[test]
+fn two_dispatchers_deliver_1000_events_although_one_is_killed_repeatedly() {
+    let ns = namespace("kill9");
+    let prefix = redis_prefix("kill9");
+    let url = env().redis_url.clone();
+    let successes: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let receiver = {
+        let successes = successes.clone();
+        Receiver::start(move |r, nth| {
+            let mut b = [0u8; 1];
+            getrandom::fill(&mut b).unwrap();
+            // About 30% of first attempts fail, so retries are in flight.
+            if nth == 1 && b[0] < 77 {
+                Reply::Status(500)
+            } else {
+                *successes.lock().unwrap().entry(r.event_id().to_string()).or_default() += 1;
+                Reply::Status(200)
+            }
+        })
+    };
+    create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
+    let more = [
+        "--retry-schedule",
+        "200ms,400ms,800ms,1s,2s,5s",
+        "--task-lease",
+        "12s",
+        "--reclaim-idle",
+        "2s",
+    ];
+    let _steady = Dispatcher::start(args(&url, &prefix, "steady", &more));
+    let mut victim = Dispatcher::start(args(&url, &prefix, "victim", &more));
+
+    let started = Instant::now();
+    let publishing = {
+        let (url, prefix, ns) = (url.clone(), prefix.clone(), ns.clone());
+        std::thread::spawn(move || {
+            let mut ids = Vec::new();
+            for i in 0..1000 {
+                ids.push(publish(&url, &prefix, &ns, CREATE, &json!({"i": i})));
+                if i % 50 == 49 {
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+            }
+            ids
+        })
+    };
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(700));
+        victim.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        victim.restart();
+    }
+    let ids = publishing.join().unwrap();
+    let expected: HashSet<String> = ids.into_iter().collect();
+    assert_eq!(expected.len(), 1000);
+    wait_for("every event delivered", Duration::from_secs(120), || {
+        let delivered: HashSet<String> = successes.lock().unwrap().keys().cloned().collect();
+        let missing = expected.difference(&delivered).count();
+        if missing == 0 {
+            Ok(())
+        } else {
+            Err(format!("{missing} missing"))
+        }
+    });
+    let elapsed = started.elapsed();
+    let successes = successes.lock().unwrap().clone();
+    let duplicates: usize = successes.values().map(|n| n - 1).sum();
+    let requests = receiver.requests().len();
+    eprintln!(
+        "1000 events delivered in {elapsed:?} with one of two dispatchers SIGKILLed 3 times: {requests} requests, {duplicates} duplicate successful deliveries"
+    );
+    assert_eq!(successes.len(), 1000, "every event got a successful delivery");
+}
+
+#[test]
+fn dispatchers_recover_from_a_redis_restart_with_aof_and_from_a_flush() {
+    let mut redis = RedisServer::start(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--maxmemory-policy",
+        "noeviction",
+    ]);
+    let ns = namespace("redis-restart");
+    let prefix = redis_prefix("redis-restart");
+    let rurl = redis.url();
+    // Every first attempt fails, so retries are scheduled in Redis when it goes down.
+    let receiver = Receiver::start(|_, nth| Reply::Status(if nth == 1 { 500 } else { 200 }));
+    create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
+    let _d = Dispatcher::start(args(
+        &rurl,
+        &prefix,
+        "restart",
+        &["--retry-schedule", "200ms,500ms,1s,2s,5s"],
+    ));
+
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        ids.push(publish(&rurl, &prefix, &ns, CREATE, &json!({"i": i})));
+    }
+    redis.restart(Duration::from_secs(2));
+    for i in 50..100 {
+        ids.push(publish(&rurl, &prefix, &ns, CREATE, &json!({"i": i})));
+    }
+    // Delivered means the second (successful) attempt arrived.
+    for id in &ids {
+        receiver.wait_for_event(id, 2, Duration::from_secs(60));
+    }
+
+    // A flush loses the consumer group; the dispatcher recreates it.
+    let _: () = redis::cmd("FLUSHALL").query(&mut harness::redis(&rurl)).unwrap();
+    wait_for("delivery after FLUSHALL", Duration::from_secs(60), || {
+        let id = publish(&rurl, &prefix, &ns, CREATE, &json!({"after": "flush"}));
+        std::thread::sleep(Duration::from_millis(1500));
+        if receiver.requests_for(&id).len() < 2 {
+            Err("not delivered".to_string())
+        } else {
+            Ok(())
+        }
+    });
+}
+
+#[test]
+fn sigterm_finishes_the_attempt_in_flight_and_exits() {
+    let ns = namespace("sigterm");
+    let prefix = redis_prefix("sigterm");
+    let url = &env().redis_url;
+    let receiver = Receiver::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(1500));
+        Reply::Status(200)
+    });
+    let hook = create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({"timeoutSeconds": 5}));
+    let mut d = Dispatcher::start(args(url, &prefix, "sigterm", &[]));
+    let id = publish(url, &prefix, &ns, CREATE, &json!({}));
+    receiver.wait_for_event(&id, 1, Duration::from_secs(30));
+    let exited = d.terminate(Duration::from_secs(30));
+    assert_eq!(exited, Some(true), "the dispatcher did not exit cleanly on SIGTERM");
+    // The attempt finished: the task is gone from Redis, and status says so.
+    let due: i64 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}due"))
+        .query(&mut harness::redis(url))
+        .unwrap();
+    assert_eq!(due, 0, "the in-flight task was neither finished nor released");
+    assert!(hook.delivery()["lastSuccessTime"].is_string(), "{}", hook.delivery());
+}
+
+#[test]
+fn entries_left_pending_by_a_dead_replica_are_reclaimed() {
+    let ns = namespace("reclaim");
+    let prefix = redis_prefix("reclaim");
+    let url = &env().redis_url;
+    let receiver = Receiver::ok();
+    create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
+    let stream = format!("{prefix}events");
+    let mut conn = harness::redis(url);
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("dispatchers")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut conn)
+        .unwrap();
+    let ids: Vec<String> = (0..5)
+        .map(|i| publish(url, &prefix, &ns, CREATE, &json!({"i": i})))
+        .collect();
+    // A replica reads them and dies before storing any task.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("dispatchers")
+        .arg("dead-replica")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    let _d = Dispatcher::start(args(url, &prefix, "survivor", &["--reclaim-idle", "1s"]));
+    for id in &ids {
+        receiver.wait_for_event(id, 1, Duration::from_secs(30));
+    }
+}
