@@ -3,6 +3,7 @@
 
 pub mod auto_disable;
 pub mod conditions;
+pub mod controller;
 pub mod crd_yaml;
 pub mod event_name;
 pub mod ops_server;

@@ -16,6 +16,9 @@ struct Cli {
 enum Command {
     /// Print the OutboundWebhook CustomResourceDefinition as YAML.
     Crd,
+    /// Run the controller: signing secrets, the per-namespace limit and
+    /// status conditions, with leader election.
+    Controller(outbound_webhooks::controller::ControllerArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +34,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Controller(args) => {
+            outbound_webhooks::telemetry::init(args.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("error: starting the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(outbound_webhooks::controller::run(args));
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "controller stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
