@@ -23,6 +23,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Two TLS crypto providers are compiled in (kube's ring, reqwest's
+    // aws-lc-rs); rustls refuses to guess, so choose one for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Crd => match outbound_webhooks::crd_yaml::crd_yaml() {
             Ok(yaml) => {

@@ -329,6 +329,7 @@ async fn run_controller(
     let hook_events = {
         let hooks = hooks.clone();
         let tx = trigger_tx.clone();
+        let readiness = readiness.clone();
         let mut accepted_before: HashMap<ObjectRef<OutboundWebhook>, bool> = HashMap::new();
         reflector::reflector(
             hooks_writer,
@@ -354,6 +355,12 @@ async fn run_controller(
                     fan_out(hook.namespace());
                 }
                 watcher::Event::InitDone => {
+                    // The last cache to fill: the hook cache waits until
+                    // the Namespace and Secret caches are ready.
+                    if !readiness.is_ready() {
+                        tracing::info!("caches synced");
+                        readiness.set(true);
+                    }
                     // After a re-list, deletions during the gap are silent.
                     for hook in hooks.state() {
                         let _ = tx.unbounded_send(ObjectRef::from_obj(&*hook));
@@ -443,16 +450,6 @@ async fn run_controller(
             side_watches.abort();
             return Ok(());
         }
-    }
-    {
-        let hooks = hooks.clone();
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            if hooks.wait_until_ready().await.is_ok() {
-                tracing::info!("caches synced");
-                readiness.set(true);
-            }
-        });
     }
 
     let context = Arc::new(reconcile::Context {
