@@ -8,7 +8,6 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
@@ -241,6 +240,37 @@ pub fn wait_token(namespace: &str, hook: &str, timeout: Duration) -> String {
             .and_then(|d| d.get("token").cloned())
             .ok_or_else(|| "no Secret yet".to_string())
     })
+}
+
+/// Every hook of a namespace: name -> (creation time, its Accepted
+/// condition, whether that condition is for the current generation).
+pub fn accepted_conditions(namespace: &str) -> std::collections::BTreeMap<String, (String, Option<Cond>, bool)> {
+    let list: Value = serde_json::from_str(&kubectl_ok(&["get", "owh", "-n", namespace, "-o", "json"])).expect("JSON");
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|hook| {
+                    let c = condition_of(hook, "Accepted");
+                    let current = c
+                        .as_ref()
+                        .is_some_and(|c| c.observed_generation == hook["metadata"]["generation"].as_i64());
+                    (
+                        hook["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                        (
+                            hook["metadata"]["creationTimestamp"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
+                            c,
+                            current,
+                        ),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The hook's UID.
