@@ -129,6 +129,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
     let shutdown = CancellationToken::new();
     spawn_shutdown_triggers(&shutdown, args.exit_on_stdin_close);
 
+    let ops_shutdown = CancellationToken::new();
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
     let readiness = Readiness::default();
@@ -136,7 +137,9 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         args.http_addr,
         Arc::new(registry),
         readiness.clone(),
-        shutdown.clone().cancelled_owned(),
+        // Stopped last, after the Lease is released, so /metrics and
+        // /healthz answer for the whole shutdown.
+        ops_shutdown.clone().cancelled_owned(),
     ));
 
     let identity = args.identity.clone().unwrap_or_else(default_identity);
@@ -154,7 +157,10 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
     tracing::info!(%identity, lease = %args.lease_name, namespace = %lease_namespace, "waiting to become the leader");
     tokio::select! {
         () = elector.acquire(|lease_readable| readiness.set(lease_readable)) => {}
-        () = shutdown.cancelled() => return finish_ops(ops).await,
+        () = shutdown.cancelled() => {
+            ops_shutdown.cancel();
+            return finish_ops(ops).await;
+        }
         result = &mut ops => return ops_ended(result),
     }
     metrics.leader.set(1);
@@ -186,6 +192,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         Err(e) => tracing::error!(error = %e, "stopping"),
     }
     shutdown.cancel();
+    ops_shutdown.cancel();
     outcome?;
     finish_ops(ops).await
 }

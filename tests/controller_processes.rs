@@ -1,0 +1,153 @@
+//! Controllers started with particular flags, restarted, killed and run in
+//! pairs. Each test scopes its controllers to its own namespace
+//! (`--watch-namespace`) and its own Lease, so controllers of parallel tests
+//! never write the same objects.
+
+mod controller_process;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use controller_process::{ControllerProcess, apply_hook, hook_yaml, wait_condition, wait_token};
+use serde_json::json;
+use support::{apply_yaml, kubectl, namespace, wait_for};
+
+const SOON: Duration = Duration::from_secs(15);
+
+fn scoped(identity: &str, ns: &str, lease: &str, extra: &[&str]) -> ControllerProcess {
+    let mut args = vec!["--watch-namespace", ns, "--lease-name", lease, "--lease-duration", "3s"];
+    args.extend_from_slice(extra);
+    ControllerProcess::start(identity, &args)
+}
+
+fn lease_holder(lease: &str) -> String {
+    let out = kubectl(&[
+        "get",
+        "lease",
+        lease,
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    if out.success { out.stdout } else { String::new() }
+}
+
+fn leader_gauge(process: &ControllerProcess) -> Option<String> {
+    let (_, body) = process.http_get("/metrics")?;
+    body.lines().find_map(|l| {
+        l.strip_prefix("outbound_webhooks_controller_leader ")
+            .map(str::to_string)
+    })
+}
+
+#[test]
+fn http_destinations_are_accepted_with_allow_http() {
+    let ns = namespace("allow-http");
+    let lease = format!("allow-http-{}", support::unique_suffix());
+    let controller = scoped("allow-http", &ns, &lease, &["--allow-http"]);
+    controller.wait_ready(Duration::from_secs(30));
+    assert!(apply_yaml(&ns, &hook_yaml("plain", "http://hooks.example.com/in", json!({}))).success);
+    wait_condition(&ns, "plain", "Accepted", "True", "Accepted", SOON);
+    wait_condition(&ns, "plain", "Ready", "True", "Active", SOON);
+}
+
+#[test]
+fn the_token_survives_a_controller_restart() {
+    let ns = namespace("restart");
+    let lease = format!("restart-{}", support::unique_suffix());
+    let mut first = scoped("restart-first", &ns, &lease, &[]);
+    first.wait_ready(Duration::from_secs(30));
+    apply_hook(&ns, "shop");
+    wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
+    let token = wait_token(&ns, "shop", SOON);
+
+    first.signal("TERM");
+    let status = first
+        .wait_exit(Duration::from_secs(10))
+        .expect("the controller exits on SIGTERM");
+    assert!(status.success(), "exit status {status:?}; logs:\n{}", first.logs());
+    assert!(first.logs().contains("released the leader Lease"), "{}", first.logs());
+
+    let second = scoped("restart-second", &ns, &lease, &[]);
+    second.wait_ready(Duration::from_secs(30));
+    let edited = hook_yaml("shop", "https://moved.example.com/in", json!({}));
+    assert!(apply_yaml(&ns, &edited).success);
+    let c = wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
+    assert_eq!(c.observed_generation, Some(2));
+    assert_eq!(
+        wait_token(&ns, "shop", SOON),
+        token,
+        "the token changed across a restart"
+    );
+}
+
+#[test]
+fn two_controllers_elect_one_leader_and_hand_over_on_kill_and_on_sigterm() {
+    let ns = namespace("leader");
+    let lease = format!("leader-{}", support::unique_suffix());
+    let suffix = support::unique_suffix();
+    let a = scoped(&format!("a-{suffix}"), &ns, &lease, &[]);
+    a.wait_ready(Duration::from_secs(30));
+    let mut b = scoped(&format!("b-{suffix}"), &ns, &lease, &[]);
+    wait_for("the follower's metrics", SOON, || match leader_gauge(&b) {
+        Some(v) => Ok(v),
+        None => Err("no answer".into()),
+    });
+    assert_eq!(lease_holder(&lease), a.identity);
+    assert_eq!(leader_gauge(&a).as_deref(), Some("1"));
+    assert_eq!(leader_gauge(&b).as_deref(), Some("0"));
+
+    // Exactly one reconciles.
+    apply_hook(&ns, "first");
+    wait_condition(&ns, "first", "Ready", "True", "Active", SOON);
+    assert!(a.logs().contains("status updated"), "the leader did not reconcile");
+    assert!(
+        !b.logs().contains("status updated"),
+        "the follower reconciled:\n{}",
+        b.logs()
+    );
+    assert!(!b.logs().contains("became the leader"), "{}", b.logs());
+
+    // kill -9 of the leader: the other takes over within the lease duration
+    // (3 s) plus the renew period, and new hooks still become Ready.
+    a.signal("KILL");
+    let killed = Instant::now();
+    wait_for("the follower to take the Lease", Duration::from_secs(10), || {
+        let holder = lease_holder(&lease);
+        if holder == b.identity { Ok(()) } else { Err(holder) }
+    });
+    let takeover = killed.elapsed();
+    eprintln!("takeover after kill -9: {takeover:?}");
+    assert!(takeover <= Duration::from_secs(6), "takeover took {takeover:?}");
+    apply_hook(&ns, "after-kill");
+    wait_condition(&ns, "after-kill", "Ready", "True", "Active", SOON);
+    assert!(b.logs().contains("became the leader"), "{}", b.logs());
+    assert_eq!(leader_gauge(&b).as_deref(), Some("1"));
+
+    // SIGTERM of the leader releases the Lease: a new follower takes over
+    // within 2 s.
+    let c = scoped(&format!("c-{suffix}"), &ns, &lease, &[]);
+    wait_for("the new follower's metrics", SOON, || match leader_gauge(&c) {
+        Some(v) if v == "0" => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    b.signal("TERM");
+    let terminated = Instant::now();
+    wait_for("the new follower to take the Lease", Duration::from_secs(10), || {
+        let holder = lease_holder(&lease);
+        if holder == c.identity { Ok(()) } else { Err(holder) }
+    });
+    let handover = terminated.elapsed();
+    eprintln!("handover after SIGTERM: {handover:?}");
+    assert!(
+        handover <= Duration::from_secs(2),
+        "handover took {handover:?}; old leader:\n{}\nnew leader:\n{}",
+        b.logs(),
+        c.logs()
+    );
+    let status = b.wait_exit(Duration::from_secs(10)).expect("the old leader exits");
+    assert!(status.success(), "{status:?}");
+    apply_hook(&ns, "after-term");
+    wait_condition(&ns, "after-term", "Ready", "True", "Active", SOON);
+}
