@@ -630,3 +630,43 @@ fn the_ops_endpoints_serve_health_readiness_and_metrics() {
         assert!(body.contains(name), "{name} missing:\n{body}");
     }
 }
+
+#[test]
+fn a_header_secret_must_be_labelled_before_the_hook_is_ready() {
+    controller();
+    let ns = namespace("header-secret");
+    kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "-n",
+        &ns,
+        "--from-literal=auth=Bearer abc",
+    ]);
+    let yaml = hook_yaml(
+        "shop",
+        "https://hooks.example.com/in",
+        json!({"headers": [{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "auth"}}}]}),
+    );
+    assert!(apply_yaml(&ns, &yaml).success);
+    let c = wait_condition(&ns, "shop", "SecretReady", "False", "SecretNotLabelled", SOON);
+    assert!(c.message.contains("header Authorization"), "{c:?}");
+    assert!(
+        c.message.contains(&format!(
+            "kubectl label secret creds outboundwebhooks.io/webhook-secret=true -n {ns}"
+        )),
+        "{c:?}"
+    );
+    kubectl_ok(&[
+        "label",
+        "secret",
+        "creds",
+        "outboundwebhooks.io/webhook-secret=true",
+        "-n",
+        &ns,
+    ]);
+    wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
+    let hook = get_json(&ns, "owh", "shop").expect("hook");
+    assert_eq!(hook["status"]["secretName"], "shop-webhook-secret");
+}

@@ -333,8 +333,11 @@ async fn run_controller(
     // so a re-reconciled neighbour never decides from a cache that still
     // holds a deleted hook.
     let (hooks, hooks_writer) = reflector::store::<OutboundWebhook>();
+    let written: Arc<Mutex<HashMap<String, status::ControllerStatus>>> = Arc::default();
+    let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let hook_events = {
         let hooks = hooks.clone();
+        let (written, failures) = (written.clone(), failures.clone());
         let tx = trigger_tx.clone();
         let readiness = readiness.clone();
         let mut accepted_before: HashMap<ObjectRef<OutboundWebhook>, bool> = HashMap::new();
@@ -359,6 +362,9 @@ async fn run_controller(
                 }
                 watcher::Event::Delete(hook) => {
                     accepted_before.remove(&ObjectRef::from_obj(hook));
+                    let uid = hook.uid().unwrap_or_default();
+                    written.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
+                    failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
                     fan_out(hook.namespace());
                 }
                 watcher::Event::InitDone => {
@@ -474,8 +480,8 @@ async fn run_controller(
             },
         ),
         metrics,
-        written: Mutex::new(HashMap::new()),
-        failures: Mutex::new(HashMap::new()),
+        written,
+        failures,
     });
 
     let token = shutdown.clone();

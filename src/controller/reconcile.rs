@@ -65,9 +65,9 @@ pub struct Context {
     /// The status this process last wrote per hook UID. This replica is the
     /// only writer while it leads, so this is never older than the cache and
     /// keeps a lagging cache from causing duplicate writes and Events.
-    pub written: Mutex<HashMap<String, ControllerStatus>>,
+    pub written: Arc<Mutex<HashMap<String, ControllerStatus>>>,
     /// Consecutive failures per hook UID, for the retry backoff.
-    pub failures: Mutex<HashMap<String, u32>>,
+    pub failures: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 /// A reconcile failed in a way worth retrying.
@@ -236,6 +236,23 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
         secret::observe_generated(&ctx.secrets, hook)
     };
 
+    // Header Secrets matter only once the signing secret is usable.
+    let secret = match secret {
+        SecretOutcome::Generated { name } | SecretOutcome::Referenced { name }
+            if hook.spec.headers.iter().any(|h| h.value_from.is_some()) =>
+        {
+            match secret::check_header_secrets(&secrets, &ctx.secrets, hook)
+                .await
+                .map_err(secret_error)?
+            {
+                Some((reason, message)) => SecretOutcome::HeaderProblem { name, reason, message },
+                None if hook.spec.secret_ref.is_some() => SecretOutcome::Referenced { name },
+                None => SecretOutcome::Generated { name },
+            }
+        }
+        other => other,
+    };
+
     let previous = ctx.known_status(hook);
     let now = Time(jiff::Timestamp::now());
     let desired = status::desired_status(hook, &previous, &acceptance, &secret, &now);
@@ -281,8 +298,8 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
         {
             Action::requeue(PROBLEM_RECHECK)
         }
-        SecretOutcome::Problem { reason, .. }
-            if reason == secret_ready::SECRET_NOT_FOUND && hook.spec.secret_ref.is_some() =>
+        SecretOutcome::Problem { reason, .. } | SecretOutcome::HeaderProblem { reason, .. }
+            if reason == secret_ready::SECRET_NOT_FOUND && (hook.spec.secret_ref.is_some() || is_accepted) =>
         {
             Action::requeue(PROBLEM_RECHECK)
         }

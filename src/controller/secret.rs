@@ -151,6 +151,66 @@ pub fn check_referenced(secret: Option<&Secret>, reference: &SecretKeyRef, names
     SecretOutcome::Referenced { name: name.clone() }
 }
 
+/// Checks a Secret a header's `valueFrom` reads; `None` when it does not
+/// exist. Err carries the `SecretReady` reason and message.
+pub fn check_header_secret(
+    secret: Option<&Secret>,
+    header: &str,
+    reference: &SecretKeyRef,
+    namespace: &str,
+) -> Result<(), (&'static str, String)> {
+    let name = &reference.name;
+    let Some(secret) = secret else {
+        return Err((
+            secret_ready::SECRET_NOT_FOUND,
+            format!("Secret {name} (header {header}) does not exist in namespace {namespace}"),
+        ));
+    };
+    if !has_label(secret) {
+        return Err((
+            secret_ready::SECRET_NOT_LABELLED,
+            format!(
+                "Secret {name} (header {header}) lacks the label {WEBHOOK_SECRET_LABEL}=true, so the operator may not read it; run: kubectl label secret {name} {WEBHOOK_SECRET_LABEL}=true -n {namespace}"
+            ),
+        ));
+    }
+    if secret.data.as_ref().and_then(|d| d.get(&reference.key)).is_none() {
+        return Err((
+            secret_ready::SECRET_NOT_FOUND,
+            format!("Secret {name} (header {header}) has no key {:?}", reference.key),
+        ));
+    }
+    Ok(())
+}
+
+/// The first problem with the Secrets the hook's headers read, if any.
+pub async fn check_header_secrets(
+    api: &Api<Secret>,
+    store: &Store<Secret>,
+    hook: &OutboundWebhook,
+) -> Result<Option<(&'static str, String)>, SecretError> {
+    let namespace = hook.namespace().unwrap_or_default();
+    for header in &hook.spec.headers {
+        let Some(source) = &header.value_from else {
+            continue;
+        };
+        let reference = &source.secret_key_ref;
+        let secret = match store.get(&ObjectRef::new(&reference.name).within(&namespace)) {
+            Some(secret) => Some((*secret).clone()),
+            None => api.get_opt(&reference.name).await.map_err(|source| SecretError::Api {
+                action: "reading",
+                namespace: namespace.clone(),
+                name: reference.name.clone(),
+                source,
+            })?,
+        };
+        if let Err(problem) = check_header_secret(secret.as_ref(), &header.name, reference, &namespace) {
+            return Ok(Some(problem));
+        }
+    }
+    Ok(None)
+}
+
 fn has_token(secret: &Secret) -> bool {
     secret
         .data
@@ -413,6 +473,27 @@ mod tests {
             panic!("an unowned Secret is a conflict");
         };
         assert!(message.contains("left untouched"), "{message}");
+    }
+
+    #[test]
+    fn header_secrets_must_exist_be_labelled_and_have_the_key() {
+        let reference = SecretKeyRef {
+            name: "creds".into(),
+            key: "auth".into(),
+        };
+        let check = |s: Option<&Secret>| check_header_secret(s, "Authorization", &reference, "acme");
+        assert_eq!(check(None).unwrap_err().0, "SecretNotFound");
+        let (reason, message) = check(Some(&secret(false, &[("auth", b"x")], vec![]))).unwrap_err();
+        assert_eq!(reason, "SecretNotLabelled");
+        assert!(
+            message.contains("header Authorization") && message.contains("kubectl label secret creds"),
+            "{message}"
+        );
+        assert_eq!(
+            check(Some(&secret(true, &[("other", b"x")], vec![]))).unwrap_err().0,
+            "SecretNotFound"
+        );
+        assert!(check(Some(&secret(true, &[("auth", b"x")], vec![]))).is_ok());
     }
 
     #[test]

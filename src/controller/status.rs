@@ -51,6 +51,15 @@ pub enum SecretOutcome {
         /// The Secret's name.
         name: String,
     },
+    /// The signing secret is usable but a Secret a header reads is not.
+    HeaderProblem {
+        /// The signing secret's name.
+        name: String,
+        /// The `SecretReady` reason (`SecretNotFound`, `SecretNotLabelled`).
+        reason: &'static str,
+        /// For people; never contains a secret value.
+        message: String,
+    },
     /// No usable secret: `SecretNotFound`, `SecretConflict` or `SecretNotLabelled`.
     Problem {
         /// The `SecretReady` reason.
@@ -190,6 +199,7 @@ pub fn desired_status(
             format!("the signing token comes from Secret {name} (spec.secretRef)"),
             Some(name.clone()),
         ),
+        SecretOutcome::HeaderProblem { name, reason, message } => (false, *reason, message.clone(), Some(name.clone())),
         SecretOutcome::Problem { reason, message } => (false, *reason, message.clone(), None),
     };
 
