@@ -180,7 +180,9 @@ impl Elector {
     /// Waits until this candidate holds the Lease; `on_attempt` hears whether
     /// the Lease could be read (for readiness).
     pub async fn acquire(&mut self, mut on_attempt: impl FnMut(bool)) {
-        let period = retry_period(self.duration);
+        // Followers look twice per renew period, so a stale Lease is taken
+        // within its duration plus one renew period of the last renewal.
+        let period = retry_period(self.duration) / 2;
         loop {
             match self.try_acquire_or_renew().await {
                 Ok(true) => return,
