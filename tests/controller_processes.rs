@@ -152,3 +152,58 @@ fn two_controllers_elect_one_leader_and_hand_over_on_kill_and_on_sigterm() {
     apply_hook(&ns, "after-term");
     wait_condition(&ns, "after-term", "Ready", "True", "Active", SOON);
 }
+
+fn metric(process: &ControllerProcess, name: &str) -> u64 {
+    let (_, body) = process.http_get("/metrics").expect("metrics answer");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
+}
+
+#[test]
+fn many_waiting_hooks_cost_one_status_write_each_not_one_per_pair() {
+    let ns = namespace("many-waiting");
+    let lease = format!("many-{}", support::unique_suffix());
+    let controller = scoped("many", &ns, &lease, &["--max-webhooks-per-namespace", "3"]);
+    controller.wait_ready(Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let count = 60;
+    for i in 0..count {
+        std::fs::write(
+            dir.path().join(format!("hook-{i:02}.yaml")),
+            hook_yaml(&format!("hook-{i:02}"), "https://hooks.example.com/in", json!({})),
+        )
+        .expect("writing a manifest");
+    }
+    support::kubectl_ok(&["apply", "-n", &ns, "-f", dir.path().to_str().expect("utf-8 path")]);
+    wait_for("a verdict on every hook", Duration::from_secs(60), || {
+        let all = controller_process::accepted_conditions(&ns);
+        let decided = all.values().filter(|(_, c, current)| c.is_some() && *current).count();
+        let accepted = all
+            .values()
+            .filter(|(_, c, _)| c.as_ref().is_some_and(|c| c.status == "True"))
+            .count();
+        if all.len() == count && decided == count && accepted == 3 {
+            Ok(())
+        } else {
+            Err(format!("{decided} decided, {accepted} accepted of {}", all.len()))
+        }
+    });
+    // Settle, then count: one write per hook (plus a few for the accepted
+    // ones), far below one per pair of hooks (3600).
+    std::thread::sleep(Duration::from_secs(2));
+    let writes = metric(&controller, "outbound_webhooks_controller_status_writes_total");
+    assert!(
+        writes <= (count as u64) + 10,
+        "{writes} status writes for {count} hooks"
+    );
+
+    // Freeing a slot admits one hook with a handful of writes.
+    support::kubectl_ok(&["delete", "owh", "hook-00", "-n", &ns]);
+    wait_condition(&ns, "hook-03", "Ready", "True", "Active", SOON);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = metric(&controller, "outbound_webhooks_controller_status_writes_total");
+    assert!(after - writes <= 3, "{} writes to admit one hook", after - writes);
+}
