@@ -506,6 +506,70 @@ async fn run_controller(
 mod tests {
     use super::*;
 
+    fn hook(namespace: &str, name: &str, spec: serde_json::Value) -> OutboundWebhook {
+        let mut spec_json = serde_json::json!({"url": "https://example.com", "events": ["kustomer.user.create"]});
+        if let (Some(base), Some(extra)) = (spec_json.as_object_mut(), spec.as_object()) {
+            base.extend(extra.clone());
+        }
+        let mut hook = OutboundWebhook::new(name, serde_json::from_value(spec_json).expect("spec"));
+        hook.metadata.namespace = Some(namespace.into());
+        hook
+    }
+
+    fn store_of(hooks: Vec<OutboundWebhook>) -> Store<OutboundWebhook> {
+        let mut writer = reflector::store::Writer::<OutboundWebhook>::default();
+        for hook in hooks {
+            writer.apply_watcher_event(&watcher::Event::Apply(hook));
+        }
+        writer.as_reader()
+    }
+
+    fn names(refs: Vec<ObjectRef<OutboundWebhook>>) -> Vec<String> {
+        let mut names: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn a_namespace_maps_to_its_own_hooks_only() {
+        let store = store_of(vec![
+            hook("acme", "a", serde_json::json!({})),
+            hook("acme", "b", serde_json::json!({})),
+            hook("other", "c", serde_json::json!({})),
+        ]);
+        assert_eq!(names(hooks_in_namespace(&store, "acme")), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_secret_maps_to_its_owner_its_namesake_and_the_hooks_that_read_it() {
+        let store = store_of(vec![
+            hook("acme", "byo", serde_json::json!({"secretRef": {"name": "shared"}})),
+            hook(
+                "acme",
+                "header",
+                serde_json::json!({"headers": [{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "shared", "key": "k"}}}]}),
+            ),
+            hook("acme", "unrelated", serde_json::json!({})),
+            hook("other", "byo", serde_json::json!({"secretRef": {"name": "shared"}})),
+        ]);
+        let secret = |name: &str| Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("acme".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let refs = hooks_using_secret(&store, &secret("shared"));
+        assert!(refs.iter().all(|r| r.namespace.as_deref() == Some("acme")));
+        assert_eq!(names(refs), ["byo", "header"]);
+        assert_eq!(
+            names(hooks_using_secret(&store, &secret("shop-webhook-secret"))),
+            ["shop"]
+        );
+    }
+
     #[test]
     fn lease_durations_parse_in_whole_seconds() {
         assert_eq!(parse_lease_duration("3s"), Ok(Duration::from_secs(3)));
