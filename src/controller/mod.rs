@@ -181,15 +181,17 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         result = &mut ops => ops_ended(result).and(Err(ControllerError::OpsStopped)),
     };
     metrics.leader.set(0);
-    match &outcome {
-        Ok(()) => {
-            if let Err(e) = elector.release().await {
-                tracing::warn!(error = %e, "releasing the leader Lease failed; another replica takes over when it expires");
-            } else {
-                tracing::info!("released the leader Lease");
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, "stopping");
+    }
+    // Hand over at once, unless the Lease is someone else's already.
+    if !matches!(outcome, Err(ControllerError::Leadership(_))) {
+        match elector.release().await {
+            Ok(()) => tracing::info!("released the leader Lease"),
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing the leader Lease failed; another replica takes over when it expires")
             }
         }
-        Err(e) => tracing::error!(error = %e, "stopping"),
     }
     shutdown.cancel();
     ops_shutdown.cancel();
@@ -197,7 +199,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
     finish_ops(ops).await
 }
 
-/// The ops server ended before shutdown: only a bind failure does that.
+/// How the ops server task ended (early, only a bind failure ends it).
 fn ops_ended(
     result: Result<Result<(), ops_server::OpsServerError>, tokio::task::JoinError>,
 ) -> Result<(), ControllerError> {
@@ -213,13 +215,7 @@ fn ops_ended(
 async fn finish_ops(
     ops: tokio::task::JoinHandle<Result<(), ops_server::OpsServerError>>,
 ) -> Result<(), ControllerError> {
-    match ops.await {
-        Ok(result) => Ok(result?),
-        Err(e) => {
-            tracing::warn!(error = %e, "the ops server task ended abnormally");
-            Ok(())
-        }
-    }
+    ops_ended(ops.await)
 }
 
 fn default_identity() -> String {
