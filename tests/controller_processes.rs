@@ -69,8 +69,12 @@ fn the_token_survives_a_controller_restart() {
     assert!(status.success(), "exit status {status:?}; logs:\n{}", first.logs());
     assert!(first.logs().contains("released the leader Lease"), "{}", first.logs());
 
-    let second = scoped("restart-second", &ns, &lease, &[]);
+    let second = scoped("restart-second", &ns, &lease, &["--log-format", "json"]);
     second.wait_ready(Duration::from_secs(30));
+    let logs = second.logs();
+    let first_line = logs.lines().next().unwrap_or_default();
+    let line: serde_json::Value = serde_json::from_str(first_line).expect("--log-format json writes JSON lines");
+    assert!(line["level"].is_string() && line["message"].is_string(), "{first_line}");
     let edited = hook_yaml("shop", "https://moved.example.com/in", json!({}));
     assert!(apply_yaml(&ns, &edited).success);
     let c = wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
