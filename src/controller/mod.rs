@@ -329,7 +329,7 @@ async fn run_controller(
     // so a re-reconciled neighbour never decides from a cache that still
     // holds a deleted hook.
     let (hooks, hooks_writer) = reflector::store::<OutboundWebhook>();
-    let written: Arc<Mutex<HashMap<String, status::ControllerStatus>>> = Arc::default();
+    let written: Arc<Mutex<HashMap<String, (status::ControllerStatus, std::time::Instant)>>> = Arc::default();
     let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let hook_events = {
         let hooks = hooks.clone();

@@ -41,6 +41,9 @@ pub const FIELD_MANAGER: &str = "outbound-webhooks-controller";
 /// Retry interval for problems the controller cannot watch for (a referenced
 /// Secret created without the label, a conflicting unlabelled Secret removed).
 const PROBLEM_RECHECK: Duration = Duration::from_secs(5);
+/// How long a status this process wrote outranks the cache: far longer
+/// than the cache takes to see the write.
+const TRUST_WRITTEN: Duration = Duration::from_secs(30);
 /// Periodic re-check of a healthy hook, in case a watch event was missed.
 const RESYNC: Duration = Duration::from_secs(15 * 60);
 
@@ -62,10 +65,11 @@ pub struct Context {
     pub recorder: Recorder,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    /// The status this process last wrote per hook UID. This replica is the
-    /// only writer while it leads, so this is never older than the cache and
-    /// keeps a lagging cache from causing duplicate writes and Events.
-    pub written: Arc<Mutex<HashMap<String, ControllerStatus>>>,
+    /// The status this process last wrote per hook UID, and when. This
+    /// replica is the only writer while it leads, so a recent entry is never
+    /// older than the cache; it keeps a lagging cache from causing duplicate
+    /// writes and Events.
+    pub written: Arc<Mutex<HashMap<String, (ControllerStatus, Instant)>>>,
     /// Consecutive failures per hook UID, for the retry backoff.
     pub failures: Arc<Mutex<HashMap<String, u32>>>,
 }
@@ -97,7 +101,8 @@ pub enum ReconcileError {
 
 impl Context {
     /// The controller-owned status this process knows for the hook: what it
-    /// last wrote, else what the cache holds.
+    /// wrote in the last [`TRUST_WRITTEN`], else what the cache holds (so a
+    /// status someone else changed is repaired on a later pass).
     fn known_status(&self, hook: &OutboundWebhook) -> ControllerStatus {
         let uid = hook.uid().unwrap_or_default();
         let written = self
@@ -105,7 +110,8 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&uid)
-            .cloned();
+            .filter(|(_, at)| at.elapsed() < TRUST_WRITTEN)
+            .map(|(status, _)| status.clone());
         written.unwrap_or_else(|| ControllerStatus::from_status(hook.status.as_ref()))
     }
 
@@ -283,7 +289,7 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
         ctx.written
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(hook.uid().unwrap_or_default(), desired);
+            .insert(hook.uid().unwrap_or_default(), (desired, Instant::now()));
         for note in events {
             ctx.publish(hook, note).await;
         }
