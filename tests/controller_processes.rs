@@ -61,6 +61,10 @@ fn the_token_survives_a_controller_restart() {
     apply_hook(&ns, "shop");
     wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
     let token = wait_token(&ns, "shop", SOON);
+    apply_hook(&ns, "doomed");
+    wait_condition(&ns, "doomed", "Ready", "True", "Active", SOON);
+    let doomed = controller_process::get_json(&ns, "owh", "doomed").expect("hook");
+    assert!(doomed["metadata"]["finalizers"].is_null(), "no finalizer: {doomed}");
 
     first.signal("TERM");
     let status = first
@@ -68,6 +72,9 @@ fn the_token_survives_a_controller_restart() {
         .expect("the controller exits on SIGTERM");
     assert!(status.success(), "exit status {status:?}; logs:\n{}", first.logs());
     assert!(first.logs().contains("released the leader Lease"), "{}", first.logs());
+
+    // With no controller running at all, deleting a hook does not hang.
+    support::kubectl_ok(&["delete", "owh", "doomed", "-n", &ns, "--timeout=10s"]);
 
     let second = scoped("restart-second", &ns, &lease, &["--log-format", "json"]);
     second.wait_ready(Duration::from_secs(30));
