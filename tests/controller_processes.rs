@@ -218,3 +218,16 @@ fn many_waiting_hooks_cost_one_status_write_each_not_one_per_pair() {
     let after = metric(&controller, "outbound_webhooks_controller_status_writes_total");
     assert!(after - writes <= 3, "{} writes to admit one hook", after - writes);
 }
+
+#[test]
+fn a_test_controller_exits_and_releases_its_lease_when_its_stdin_closes() {
+    let ns = namespace("stdin");
+    let lease = format!("stdin-{}", support::unique_suffix());
+    let mut controller = scoped("stdin", &ns, &lease, &[]);
+    controller.wait_ready(Duration::from_secs(30));
+    assert_eq!(lease_holder(&lease), "stdin");
+    controller.close_stdin();
+    let status = controller.wait_exit(Duration::from_secs(10)).expect("it exits");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(lease_holder(&lease), "", "the Lease was not released");
+}

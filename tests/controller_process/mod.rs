@@ -83,6 +83,11 @@ impl ControllerProcess {
         assert!(status.success(), "kill -s {signal} failed");
     }
 
+    /// Closes its stdin, as the death of the test binary would.
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+
     /// Waits up to `timeout` for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
