@@ -1,58 +1,129 @@
 #!/usr/bin/env bash
 # Brings the whole system up locally on loopback, with nothing but this
-# machine: builds the tools (once), starts etcd + kube-apiserver + Redis,
-# applies the CRD and the examples into namespace `acme`, and prints how to
-# look around. Ctrl-C stops everything it started.
+# machine: builds the tools (once) and the binary, starts etcd +
+# kube-apiserver + Redis, the controller, the dispatcher and the example Node
+# receiver, applies the examples (namespace acme) and a hook pointing at the
+# receiver (namespace demo), publishes a few events and prints the receiver's
+# verified deliveries. Ctrl-C stops everything it started.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 say() { printf '[dev-up] %s\n' "$*" >&2; }
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
 
 say "installing tools (cached after the first run)"
 bin_dir=$(scripts/install-tools.sh)
+say "building outbound-webhooks"
+cargo build --quiet --bin outbound-webhooks
+owh="$repo/target/debug/outbound-webhooks"
 
-state=$(mktemp -d "${TMPDIR:-/tmp}/outbound-webhooks-dev.XXXXXX")
-rmdir "$state"
-fifo=$(mktemp -u "${TMPDIR:-/tmp}/outbound-webhooks-dev-fifo.XXXXXX")
+run=$(mktemp -d "${TMPDIR:-/tmp}/outbound-webhooks-dev.XXXXXX")
+state="$run/control-plane"
+fifo="$run/lifeline"
 mkfifo "$fifo"
-ready="$state.ready"
+pids=()
+stop() {
+  trap - EXIT INT TERM
+  say "stopping"
+  exec 3>&- || true
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$run"
+}
+trap stop EXIT
+trap 'exit 0' INT TERM
 
-# The control plane runs until its stdin closes: we hold the fifo's write end
-# on fd 3, so it stops when this script ends, however it ends.
-scripts/control-plane.sh "$state" <"$fifo" >"$ready" &
-cp_pid=$!
+# Every child reads the lifeline fifo; we hold its only write end on fd 3, so
+# they all see end-of-file and stop when this script ends, however it ends.
+scripts/control-plane.sh "$state" <"$fifo" >"$run/ready" &
+pids+=($!)
 exec 3>"$fifo"
-rm -f "$fifo"
-trap 'say "stopping"; exec 3>&-; wait $cp_pid 2>/dev/null; rm -f "$ready"; exit 0' INT TERM
-trap 'exec 3>&-; wait $cp_pid 2>/dev/null; rm -f "$ready"' EXIT
 
-until grep -q '^READY' "$ready" 2>/dev/null; do
-  kill -0 $cp_pid 2>/dev/null || { say "the control plane failed to start"; exit 1; }
+until grep -q '^READY' "$run/ready" 2>/dev/null; do
+  kill -0 "${pids[0]}" 2>/dev/null || { say "the control plane failed to start"; exit 1; }
   sleep 0.5
 done
-line=$(grep '^READY' "$ready")
-kubeconfig=$(sed -n 's/.*kubeconfig=\([^ ]*\).*/\1/p' <<<"$line")
+line=$(grep '^READY' "$run/ready")
+export KUBECONFIG=$(sed -n 's/.*kubeconfig=\([^ ]*\).*/\1/p' <<<"$line")
 redis_url=$(sed -n 's/.*redis=\([^ ]*\).*/\1/p' <<<"$line")
-kubectl() { "$bin_dir/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+kubectl() { "$bin_dir/kubectl" "$@"; }
+
+controller_port=$(free_port)
+say "starting the controller (logs: $run/controller.log, metrics: http://127.0.0.1:$controller_port/metrics)"
+"$owh" controller --http-addr "127.0.0.1:$controller_port" --allow-http --lease-namespace default \
+  --exit-on-stdin-close <"$fifo" >"$run/controller.log" 2>&1 &
+pids+=($!)
+
+dispatcher_port=$(free_port)
+say "starting the dispatcher (logs: $run/dispatcher.log, metrics: http://127.0.0.1:$dispatcher_port/metrics)"
+"$owh" dispatcher --http-addr "127.0.0.1:$dispatcher_port" --redis-url "$redis_url" \
+  --allow-destination-cidr 127.0.0.0/8 --retry-schedule 5s,10s,20s,40s,1m,2m,4m,8m,16m \
+  --exit-on-stdin-close <"$fifo" >"$run/dispatcher.log" 2>&1 &
+pids+=($!)
 
 say "applying the examples into namespace acme"
 kubectl create namespace acme >/dev/null
 kubectl apply -n acme -f examples/ >/dev/null
-kubectl get owh -n acme
 
+receiver_port=$(free_port)
+say "creating hook demo/local-receiver -> http://127.0.0.1:$receiver_port/"
+kubectl create namespace demo >/dev/null
+kubectl apply -n demo -f - >/dev/null <<YAML
+apiVersion: outboundwebhooks.io/v1alpha1
+kind: OutboundWebhook
+metadata:
+  name: local-receiver
+spec:
+  name: The example Node receiver on this machine
+  url: http://127.0.0.1:$receiver_port/
+  events: [kustomer.conversation.create, kustomer.customer.update]
+YAML
+kubectl wait -n demo --for=condition=Ready owh/local-receiver --timeout=60s >/dev/null
+kubectl get secret -n demo local-receiver-webhook-secret -o jsonpath='{.data.token}' | base64 -d >"$run/token"
+
+say "starting the example Node receiver (examples/receivers/node) on 127.0.0.1:$receiver_port"
+PORT=$receiver_port WEBHOOK_TOKEN_FILE="$run/token" node examples/receivers/node/server.js \
+  <"$fifo" >"$run/receiver.log" 2>&1 &
+pids+=($!)
+until curl -s -o /dev/null "http://127.0.0.1:$receiver_port/"; do sleep 0.2; done
+until curl -sf "http://127.0.0.1:$dispatcher_port/readyz" >/dev/null; do sleep 0.2; done
+
+say "publishing three events to org demo"
+for i in 1 2 3; do
+  "$owh" publish --redis-url "$redis_url" --org demo --event kustomer.conversation.create \
+    --data "{\"type\":\"conversation\",\"id\":\"conv-$i\",\"attributes\":{\"subject\":\"Hello $i\"}}" >/dev/null
+done
+deadline=$((SECONDS + 30))
+until [ "$(grep -c '^verified' "$run/receiver.log" 2>/dev/null)" -ge 3 ]; do
+  [ $SECONDS -lt $deadline ] || { say "the receiver did not get all three events; see $run/dispatcher.log"; break; }
+  sleep 0.2
+done
+say "the receiver verified:"
+grep '^verified' "$run/receiver.log" >&2 || true
+echo
+kubectl get owh -A
 cat <<EOF_HELP
 
-The control plane is up. In another terminal:
+Everything runs on loopback. In another terminal:
 
-  export KUBECONFIG=$kubeconfig PATH=$bin_dir:\$PATH
-  kubectl get owh -A
-  kubectl explain owh.spec
-  redis-cli -u $redis_url
+  export KUBECONFIG=$KUBECONFIG PATH=$bin_dir:\$PATH
+  kubectl get owh -A                                   # every hook, READY and STATUS
+  kubectl describe owh -n demo local-receiver          # conditions and Events
+  $owh publish --redis-url $redis_url \\
+      --org demo --event kustomer.customer.update --data '{"type":"customer","id":"c1"}'
+  tail -f $run/receiver.log                            # the receiver's verified deliveries
+  $owh dead-letter list --redis-url $redis_url
+
+The acme hooks point at hosts that do not exist: publish to org acme and watch
+them fail, retry and turn off (kubectl get owh -n acme; the Ready condition's
+message says why and how to turn a hook back on).
 
 Ctrl-C here stops everything.
 EOF_HELP
 
-while kill -0 $cp_pid 2>/dev/null; do sleep 1; done
+while kill -0 "${pids[0]}" 2>/dev/null; do sleep 1; done
 say "the control plane stopped"
 exit 1

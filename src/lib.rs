@@ -4,6 +4,7 @@
 pub mod address_filter;
 pub mod auto_disable;
 pub mod conditions;
+pub mod controller;
 pub mod crd_yaml;
 pub mod dispatcher;
 pub mod envelope;

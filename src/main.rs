@@ -26,10 +26,10 @@ struct Cli {
     )]
     log_format: LogFormat,
 
-    /// Exit when standard input closes (lets a supervising test harness take
-    /// this process down with it).
-    #[arg(long, global = true, hide = true)]
-    exit_when_stdin_closes: bool,
+    /// Stop when standard input closes (lets a supervising process, such as
+    /// a test, take this one down with it).
+    #[arg(long, global = true, hide = true, env = "OUTBOUND_WEBHOOKS_EXIT_ON_STDIN_CLOSE")]
+    exit_on_stdin_close: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -139,6 +139,9 @@ struct DeadLetterArgs {
 enum Command {
     /// Print the OutboundWebhook CustomResourceDefinition as YAML.
     Crd,
+    /// Run the controller: signing secrets, the per-namespace limit and
+    /// status conditions, with leader election.
+    Controller(outbound_webhooks::controller::ControllerArgs),
     /// Deliver events from the Redis stream to the matching hooks.
     Dispatcher(Box<DispatcherArgs>),
     /// Append one event to the Redis stream.
@@ -153,7 +156,9 @@ fn main() -> ExitCode {
     // kube and reqwest both link rustls; with more than one crypto provider
     // compiled in, rustls needs the process-wide choice made explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if cli.exit_when_stdin_closes {
+    // The controller shuts down gracefully (releasing its Lease) on its own;
+    // every other command simply exits.
+    if cli.exit_on_stdin_close && !matches!(cli.command, Command::Controller(_)) {
         std::thread::spawn(|| {
             let mut sink = Vec::new();
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
@@ -168,6 +173,20 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
+        Command::Controller(mut args) => {
+            telemetry::init(cli.log_format);
+            args.exit_on_stdin_close = cli.exit_on_stdin_close;
+            let runtime = runtime();
+            let result = runtime.block_on(outbound_webhooks::controller::run(args));
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "controller stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Dispatcher(args) => {
             telemetry::init(cli.log_format);
             runtime().block_on(run_dispatcher(*args))

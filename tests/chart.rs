@@ -200,6 +200,7 @@ fn rbac_grants_each_identity_what_it_needs_and_nothing_more() {
         true,
     );
     expect(&controller, "controller", &["create", "secrets"], Some(&tenant), true);
+    expect(&controller, "controller", &["patch", "secrets"], Some(&tenant), true);
     expect(
         &controller,
         "controller",

@@ -415,7 +415,7 @@ impl Dispatcher {
             .expect("log file");
         self.http_port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"));
-        cmd.arg("--exit-when-stdin-closes")
+        cmd.arg("--exit-on-stdin-close")
             .arg("dispatcher")
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{}", self.http_port))

@@ -1,0 +1,309 @@
+//! Sticky acceptance under the per-namespace limit, as a pure function.
+//!
+//! Accepted hooks keep their slot; waiting hooks are admitted oldest first
+//! (`creationTimestamp`, ties broken by name) as slots free up; only when the
+//! limit drops below the number of accepted hooks are the newest accepted
+//! ones un-accepted. Ordering purely by timestamp would flap, because
+//! timestamps have one-second resolution and `kubectl apply -f dir/` creates
+//! many hooks in the same second.
+
+use std::collections::BTreeSet;
+
+use crate::conditions::accepted;
+
+/// The limit that applies to one namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// How many hooks may hold a slot.
+    pub value: usize,
+    /// Why the Namespace annotation was ignored, for the condition message.
+    pub problem: Option<String>,
+}
+
+/// The namespace's limit: the `outboundwebhooks.io/max-webhooks` annotation
+/// when it is a whole number, else `default` (with a message saying why).
+pub fn effective_limit(annotation: Option<&str>, default: usize) -> Limit {
+    let Some(raw) = annotation else {
+        return Limit {
+            value: default,
+            problem: None,
+        };
+    };
+    match raw.trim().parse::<usize>() {
+        Ok(value) => Limit { value, problem: None },
+        Err(_) => Limit {
+            value: default,
+            problem: Some(format!(
+                "the Namespace annotation {}={raw:?} is not a whole number >= 0, so the default limit of {default} applies",
+                crate::resource::MAX_WEBHOOKS_ANNOTATION
+            )),
+        },
+    }
+}
+
+/// Why a hook cannot hold a slot whatever the limit: its destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ineligible {
+    /// `InsecureURL` or `InvalidSpec`.
+    pub reason: &'static str,
+    /// For people.
+    pub message: String,
+}
+
+/// Checks the destination URL the API server already validated: it must
+/// parse, and `http://` only when the operator allows it.
+pub fn check_destination(url: &str, allow_http: bool) -> Result<(), Ineligible> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| Ineligible {
+        reason: accepted::INVALID_SPEC,
+        message: format!("spec.url {url:?} is not a valid absolute URL: {e}"),
+    })?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => Ok(()),
+        "http" => Err(Ineligible {
+            reason: accepted::INSECURE_URL,
+            message: "spec.url uses http://, which this operator refuses (events and signatures would travel unencrypted); use https:// or ask the platform team to start the controller with --allow-http".to_string(),
+        }),
+        other => Err(Ineligible {
+            reason: accepted::INVALID_SPEC,
+            message: format!("spec.url has scheme {other:?}; only https:// is served"),
+        }),
+    }
+}
+
+/// One hook of a namespace that may hold a slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    /// `metadata.name`.
+    pub name: &'a str,
+    /// `metadata.creationTimestamp` in Unix seconds (absent sorts first).
+    pub created: Option<i64>,
+    /// Whether the hook holds a slot now (its `Accepted` condition is True).
+    pub accepted: bool,
+}
+
+impl Candidate<'_> {
+    fn age_key(&self) -> (Option<i64>, &str) {
+        (self.created, self.name)
+    }
+}
+
+/// The names of the hooks that hold a slot after applying `limit` to the
+/// namespace's eligible hooks.
+pub fn accepted_set<'a>(candidates: &[Candidate<'a>], limit: usize) -> BTreeSet<&'a str> {
+    let mut holding: Vec<&Candidate<'a>> = candidates.iter().filter(|c| c.accepted).collect();
+    let mut waiting: Vec<&Candidate<'a>> = candidates.iter().filter(|c| !c.accepted).collect();
+    holding.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
+    waiting.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
+    // A lowered limit keeps the oldest accepted hooks and drops the newest.
+    holding.truncate(limit);
+    let free = limit - holding.len();
+    holding
+        .into_iter()
+        .chain(waiting.into_iter().take(free))
+        .map(|c| c.name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(name: &str, created: i64, accepted: bool) -> Candidate<'_> {
+        Candidate {
+            name,
+            created: Some(created),
+            accepted,
+        }
+    }
+
+    fn names<'a>(set: &BTreeSet<&'a str>) -> Vec<&'a str> {
+        set.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_annotation_overrides_the_default_and_garbage_falls_back_with_a_message() {
+        assert_eq!(
+            effective_limit(None, 5),
+            Limit {
+                value: 5,
+                problem: None
+            }
+        );
+        assert_eq!(
+            effective_limit(Some("2"), 5),
+            Limit {
+                value: 2,
+                problem: None
+            }
+        );
+        assert_eq!(
+            effective_limit(Some(" 0 "), 5),
+            Limit {
+                value: 0,
+                problem: None
+            }
+        );
+        for bad in ["two", "-1", "2.5", ""] {
+            let limit = effective_limit(Some(bad), 5);
+            assert_eq!(limit.value, 5, "{bad}");
+            let problem = limit.problem.expect("a message");
+            assert!(problem.contains("outboundwebhooks.io/max-webhooks"), "{problem}");
+            assert!(problem.contains("default limit of 5"), "{problem}");
+        }
+    }
+
+    #[test]
+    fn http_is_refused_unless_allowed() {
+        assert!(check_destination("https://a.example/x", false).is_ok());
+        let err = check_destination("http://a.example/x", false).unwrap_err();
+        assert_eq!(err.reason, "InsecureURL");
+        assert!(err.message.contains("--allow-http"));
+        assert!(check_destination("http://a.example/x", true).is_ok());
+        assert_eq!(check_destination("not a url", true).unwrap_err().reason, "InvalidSpec");
+        assert_eq!(
+            check_destination("ftp://a.example/", true).unwrap_err().reason,
+            "InvalidSpec"
+        );
+    }
+
+    #[test]
+    fn cold_start_admits_the_oldest_up_to_the_limit() {
+        let hooks = [
+            c("g", 10, false),
+            c("a", 30, false),
+            c("b", 20, false),
+            c("c", 40, false),
+            c("d", 50, false),
+            c("e", 60, false),
+            c("f", 70, false),
+        ];
+        assert_eq!(names(&accepted_set(&hooks, 5)), ["a", "b", "c", "d", "g"]);
+    }
+
+    #[test]
+    fn ties_on_creation_time_are_broken_by_name() {
+        let hooks = [c("b", 10, false), c("c", 10, false), c("a", 10, false)];
+        assert_eq!(names(&accepted_set(&hooks, 2)), ["a", "b"]);
+    }
+
+    #[test]
+    fn many_hooks_created_in_one_second_admit_the_first_names() {
+        let names_owned: Vec<String> = (0..50).map(|i| format!("hook-{i:02}")).collect();
+        let hooks: Vec<Candidate> = names_owned.iter().rev().map(|n| c(n, 1000, false)).collect();
+        let set = accepted_set(&hooks, 5);
+        assert_eq!(names(&set), ["hook-00", "hook-01", "hook-02", "hook-03", "hook-04"]);
+        // Feeding the result back in is stable: nothing flips.
+        let again: Vec<Candidate> = names_owned
+            .iter()
+            .map(|n| c(n, 1000, set.contains(n.as_str())))
+            .collect();
+        assert_eq!(accepted_set(&again, 5), set);
+    }
+
+    #[test]
+    fn accepted_hooks_keep_their_slot_even_when_an_older_one_waits() {
+        // "z" was accepted first; "a" arrived in the same second later.
+        let hooks = [c("z", 10, true), c("a", 10, false)];
+        assert_eq!(names(&accepted_set(&hooks, 1)), ["z"]);
+    }
+
+    #[test]
+    fn a_deleted_accepted_hook_frees_a_slot_for_the_oldest_waiting_one() {
+        let before = [c("a", 1, true), c("b", 2, true), c("c", 3, false), c("d", 4, false)];
+        assert_eq!(names(&accepted_set(&before, 2)), ["a", "b"]);
+        let after_deleting_a = [c("b", 2, true), c("c", 3, false), c("d", 4, false)];
+        assert_eq!(names(&accepted_set(&after_deleting_a, 2)), ["b", "c"]);
+    }
+
+    #[test]
+    fn deleting_a_waiting_hook_changes_nothing() {
+        let hooks = [c("a", 1, true), c("b", 2, true), c("d", 4, false)];
+        assert_eq!(names(&accepted_set(&hooks, 2)), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_lowered_limit_un_accepts_the_newest_accepted_hooks() {
+        let hooks = [
+            c("a", 1, true),
+            c("b", 2, true),
+            c("c", 3, true),
+            c("d", 3, true),
+            c("e", 5, false),
+        ];
+        assert_eq!(names(&accepted_set(&hooks, 2)), ["a", "b"]);
+        assert_eq!(names(&accepted_set(&hooks, 3)), ["a", "b", "c"]);
+        assert!(accepted_set(&hooks, 0).is_empty());
+    }
+
+    #[test]
+    fn a_lowered_limit_prefers_accepted_hooks_over_older_waiting_ones() {
+        let hooks = [c("old", 1, false), c("new1", 5, true), c("new2", 6, true)];
+        assert_eq!(names(&accepted_set(&hooks, 1)), ["new1"]);
+    }
+
+    #[test]
+    fn a_raised_limit_admits_waiting_hooks_oldest_first() {
+        let hooks = [
+            c("a", 1, true),
+            c("b", 2, true),
+            c("c", 4, false),
+            c("d", 3, false),
+            c("e", 5, false),
+        ];
+        assert_eq!(names(&accepted_set(&hooks, 4)), ["a", "b", "c", "d"]);
+        assert_eq!(names(&accepted_set(&hooks, 100)), ["a", "b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn hooks_without_a_creation_time_sort_first() {
+        let hooks = [
+            c("a", 1, false),
+            Candidate {
+                name: "b",
+                created: None,
+                accepted: false,
+            },
+        ];
+        assert_eq!(names(&accepted_set(&hooks, 1)), ["b"]);
+    }
+
+    #[test]
+    fn the_result_is_a_fixed_point_for_every_limit_and_order() {
+        // Exhaustive over small namespaces: every subset of accepted hooks,
+        // every limit; the result never exceeds the limit, always keeps as
+        // many accepted hooks as fit, and applying it again changes nothing.
+        let pool = [
+            c("a", 1, false),
+            c("b", 1, false),
+            c("c", 2, false),
+            c("d", 3, false),
+            c("e", 3, false),
+        ];
+        for mask in 0u32..(1 << pool.len()) {
+            let hooks: Vec<Candidate> = pool
+                .iter()
+                .enumerate()
+                .map(|(i, h)| Candidate {
+                    accepted: mask & (1 << i) != 0,
+                    ..h.clone()
+                })
+                .collect();
+            let accepted_now = hooks.iter().filter(|h| h.accepted).count();
+            for limit in 0..=pool.len() + 1 {
+                let set = accepted_set(&hooks, limit);
+                assert_eq!(set.len(), limit.min(hooks.len()), "mask {mask:b} limit {limit}");
+                let kept = hooks.iter().filter(|h| h.accepted && set.contains(h.name)).count();
+                assert_eq!(kept, accepted_now.min(limit), "mask {mask:b} limit {limit}");
+                let next: Vec<Candidate> = hooks
+                    .iter()
+                    .map(|h| Candidate {
+                        accepted: set.contains(h.name),
+                        ..h.clone()
+                    })
+                    .collect();
+                assert_eq!(accepted_set(&next, limit), set, "mask {mask:b} limit {limit}");
+            }
+        }
+    }
+}
