@@ -26,6 +26,8 @@ need() {
   command -v "$1" >/dev/null 2>&1 || { say "missing $1: $2"; exit 1; }
 }
 need go "install Go 1.26 (https://go.dev/doc/install)"
+need node "install Node.js 20 (apt-get install -y nodejs npm)"
+need python3 "install Python 3.11 (apt-get install -y python3)"
 
 export CGO_ENABLED=0
 export GOFLAGS=-buildvcs=false
@@ -60,10 +62,12 @@ build_go etcd "$ETCD_VERSION" "$repo/tools/etcd" . "-s -w"
 build_go helm "$HELM_VERSION" "$repo/tools/helm" helm.sh/helm/v3/cmd/helm \
   "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 
-# Debian packages: redis-server for the dispatcher's stream.
+# Debian packages: redis-server for the dispatcher's stream, openssl for the
+# test PKI, lua5.1 (Argo CD's Lua dialect) for the health check's tests.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)   # the Argo CD health check's tests
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   sudo_cmd=""
