@@ -137,5 +137,8 @@ fn a_failing_hook_is_shown_auto_disabled_by_kubectl_and_comes_back_by_annotation
         "the event published while the hook was off was dropped"
     );
     let described = kubectl_ok(&["describe", "owh", "crm", "-n", &ns]);
-    assert!(described.contains("ReEnabled"), "describe shows the re-enable:\n{described}");
+    assert!(
+        described.contains("ReEnabled"),
+        "describe shows the re-enable:\n{described}"
+    );
 }
