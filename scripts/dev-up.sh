@@ -24,6 +24,9 @@ run=$(mktemp -d "${TMPDIR:-/tmp}/outbound-webhooks-dev.XXXXXX")
 state="$run/control-plane"
 fifo="$run/lifeline"
 mkfifo "$fifo"
+# Every process started from here on carries this marker in its environment,
+# so a check can find any that outlive the script.
+export OUTBOUND_WEBHOOKS_DEV_RUN="$run"
 pids=()
 stop() {
   trap - EXIT INT TERM

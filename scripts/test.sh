@@ -19,3 +19,6 @@ scripts/test-receivers-and-health.sh
 
 echo "[test] cargo test (unit tests and end-to-end tests on the real control plane)" >&2
 cargo test --all-targets "$@"
+
+echo "[test] the README's first command (scripts/dev-up.sh), bounded, then a clean stop" >&2
+scripts/test-dev-up.sh

@@ -1,0 +1,209 @@
+//! The example receivers of `examples/receivers/` take real deliveries from
+//! the real dispatcher: they verify and accept them, and refuse a wrong
+//! secret and a tampered body with 401.
+
+mod harness;
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use harness::{Dispatcher, args, create_hook, new_token, publish};
+use serde_json::json;
+use support::{env, namespace, redis_prefix, repo_root, wait_for};
+
+const CREATE: &str = "kustomer.conversation.create";
+const UPDATE: &str = "kustomer.conversation.update";
+
+/// One example receiver as a child process, printing `verified ...` lines.
+struct ExampleReceiver {
+    child: Child,
+    port: u16,
+    stdout: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ExampleReceiver {
+    fn start(language: &str, token: &str) -> ExampleReceiver {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let stdout = dir.path().join("stdout");
+        let (program, script) = match language {
+            "node" => ("node", "examples/receivers/node/server.js"),
+            "python" => ("python3", "examples/receivers/python/receiver.py"),
+            other => panic!("no example receiver for {other}"),
+        };
+        let stderr = dir.path().join("stderr");
+        let child = Command::new(program)
+            .arg(repo_root().join(script))
+            .env("WEBHOOK_TOKEN", token)
+            .env("PORT", "0")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("receiver stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("receiver stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the {language} receiver ({program} must be installed): {e}"));
+        // It logs every request to stderr, so stderr goes to a file that is
+        // never closed under it; the first line says where it listens.
+        let port = wait_for(
+            &format!("the {language} receiver to listen"),
+            Duration::from_secs(20),
+            || {
+                let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+                text.lines()
+                    .find_map(|l| l.strip_prefix("listening on http://"))
+                    .and_then(|addr| addr.trim().rsplit(':').next())
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .ok_or(text)
+            },
+        );
+        ExampleReceiver {
+            child,
+            port,
+            stdout,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    fn verified(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.stdout)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("verified "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// POSTs `body` with a Kustomer signature header; returns the status code.
+    fn post(&self, body: &[u8], signature: &str) -> u16 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connecting to the receiver");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("read timeout");
+        write!(
+            stream,
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             X-Kustomer-Webhook-Signature: {signature}\r\nwebhook-id: tampered-1\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .and_then(|()| stream.write_all(body))
+        .expect("sending the request");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP answer: {response:?}"))
+    }
+}
+
+impl Drop for ExampleReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn real_deliveries_are_verified_and_bad_ones_refused(language: &str) {
+    let ns = namespace(&format!("receiver-{language}"));
+    let prefix = redis_prefix(&format!("receiver-{language}"));
+    let redis = &env().redis_url;
+
+    // The receiver knows the token of `right`; `wrong` signs with its own.
+    let placeholder = "http://127.0.0.1:9/";
+    let right = create_hook(&ns, "right", placeholder, &[CREATE], json!({}));
+    let receiver = ExampleReceiver::start(language, &right.token);
+    let out = support::kubectl(&[
+        "patch",
+        "owh",
+        "right",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        &json!({"spec": {"url": receiver.url()}}).to_string(),
+    ]);
+    assert!(out.success, "{}", out.stderr);
+    harness::accept(&ns, "right", true);
+    let wrong = create_hook(&ns, "wrong", &receiver.url(), &[UPDATE], json!({}));
+    assert_ne!(right.token, wrong.token);
+
+    let _dispatcher = Dispatcher::start(args(redis, &prefix, language, &["--retry-schedule", "100ms"]));
+
+    let events: Vec<String> = (0..3)
+        .map(|i| {
+            publish(
+                redis,
+                &prefix,
+                &ns,
+                CREATE,
+                &json!({"type": "conversation", "n": i, "text": "café ☕"}),
+            )
+        })
+        .collect();
+    let verified = wait_for(
+        "the receiver to verify three deliveries",
+        Duration::from_secs(30),
+        || {
+            let lines = receiver.verified();
+            if events.iter().all(|id| lines.iter().any(|l| l.contains(id.as_str()))) {
+                Ok(lines)
+            } else {
+                Err(format!("{lines:?}"))
+            }
+        },
+    );
+    assert_eq!(verified.len(), 3, "each event processed once: {verified:?}");
+    assert!(
+        verified
+            .iter()
+            .all(|l| l.contains(CREATE) && l.contains(&format!("org={ns}"))),
+        "{verified:?}"
+    );
+
+    // A delivery signed with another hook's secret: 401, which the
+    // dispatcher records as the hook's last failure.
+    publish(redis, &prefix, &ns, UPDATE, &json!({"type": "conversation"}));
+    wait_for(
+        "the wrong-secret delivery to fail with 401",
+        Duration::from_secs(40),
+        || {
+            let delivery = wrong.delivery();
+            if delivery["lastFailure"]["statusCode"] == json!(401) {
+                Ok(())
+            } else {
+                Err(delivery.to_string())
+            }
+        },
+    );
+
+    // A tampered body under a valid signature of the original: 401.
+    let body = br#"{"id":"tampered-1","name":"kustomer.conversation.create","org":"acme","data":{"amount":1}}"#;
+    let signature = outbound_webhooks::signing::kustomer_signature(&right.token, body);
+    let tampered = br#"{"id":"tampered-1","name":"kustomer.conversation.create","org":"acme","data":{"amount":9}}"#;
+    assert_eq!(receiver.post(tampered, &signature), 401, "a tampered body is refused");
+    assert_eq!(receiver.post(body, &signature), 200, "the untampered body is accepted");
+    let wrong_secret = outbound_webhooks::signing::kustomer_signature(&new_token(), body);
+    assert_eq!(receiver.post(body, &wrong_secret), 401, "a wrong secret is refused");
+    assert_eq!(receiver.verified().len(), 4, "only verified deliveries were processed");
+}
+
+#[test]
+fn the_node_receiver_verifies_real_deliveries_and_refuses_bad_ones() {
+    real_deliveries_are_verified_and_bad_ones_refused("node");
+}
+
+#[test]
+fn the_python_receiver_verifies_real_deliveries_and_refuses_bad_ones() {
+    real_deliveries_are_verified_and_bad_ones_refused("python");
+}
