@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use controller_process::{ControllerProcess, secret_data, wait_condition};
+use controller_process::{ControllerProcess, condition, secret_data, wait_condition};
 use harness::{Dispatcher, Receiver, Reply, args, publish};
 use serde_json::json;
 use support::{apply_yaml, kubectl, kubectl_ok, kubectl_with_input, namespace, redis_prefix, unique_suffix, wait_for};
@@ -505,8 +505,18 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
     assert!(out.success, "{}", out.stderr);
 
     // Ready: it read the hook, the Namespace and Secrets, generated the
-    // Secret, wrote status, recorded Events, and leads on its Lease.
-    wait_condition(&tenant, "crm", "Ready", "True", "Active", Duration::from_secs(60));
+    // Secret, wrote status, recorded Events, and leads on its Lease. A
+    // refusal fails at once, naming what was refused.
+    wait_for("crm Ready=True/Active", Duration::from_secs(60), || {
+        refuse_forbidden("controller", &controller.logs());
+        match condition(&tenant, "crm", "Ready") {
+            Some(c) if c.status == "True" && c.reason == "Active" => Ok(()),
+            other => Err(format!(
+                "{other:?}; controller log tail:\n{}",
+                tail(&controller.logs(), 10)
+            )),
+        }
+    });
     controller.wait_ready(Duration::from_secs(30));
     let secret = secret_data(&tenant, "crm-webhook-secret").expect("the controller generated the Secret");
     let token = secret.get("token").cloned().expect("the Secret has a token");
@@ -556,6 +566,7 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
         "the dispatcher's status.delivery write",
         Duration::from_secs(30),
         || {
+            refuse_forbidden("dispatcher", &dispatcher.log());
             let hook = kubectl_ok(&["get", "owh", "crm", "-n", &tenant, "-o", "json"]);
             let hook: serde_json::Value = serde_json::from_str(&hook).expect("kubectl printed JSON");
             match hook["status"]["delivery"]["consecutiveFailures"].as_i64() {
@@ -573,14 +584,21 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
         Duration::from_secs(30),
     );
 
-    for (who, log) in [("controller", controller.logs()), ("dispatcher", dispatcher.log())] {
-        assert!(
-            !log.to_lowercase().contains("forbidden"),
-            "the {who} was refused something with the chart's RBAC:\n{}",
-            log.lines()
-                .filter(|l| l.to_lowercase().contains("forbidden"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    refuse_forbidden("controller", &controller.logs());
+    refuse_forbidden("dispatcher", &dispatcher.log());
+}
+
+/// Fails the test when a log mentions `forbidden` (an RBAC refusal).
+fn refuse_forbidden(who: &str, log: &str) {
+    let refused: Vec<&str> = log.lines().filter(|l| l.to_lowercase().contains("forbidden")).collect();
+    assert!(
+        refused.is_empty(),
+        "the {who} was refused something with the chart's RBAC:\n{}",
+        refused.join("\n")
+    );
+}
+
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
