@@ -464,6 +464,27 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
     let tenant = namespace("chart-sa-tenant");
     let release = format!("sa{}", unique_suffix());
     let fullname = helm_install(&release, &system);
+    // The identities and Lease the installed Deployments run with, which
+    // this test gives the binaries.
+    let lease = format!("{fullname}-controller");
+    for (component, flag) in [
+        ("controller", Some(format!("--lease-name={lease}"))),
+        ("dispatcher", None),
+    ] {
+        let name = format!("{fullname}-{component}");
+        let deployment = kubectl_ok(&["get", "deployment", &name, "-n", &system, "-o", "json"]);
+        let deployment: serde_json::Value = serde_json::from_str(&deployment).expect("kubectl printed JSON");
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], json!(name), "{component} Deployment");
+        if let Some(flag) = flag {
+            assert!(
+                pod["containers"][0]["args"]
+                    .as_array()
+                    .is_some_and(|a| a.contains(&json!(flag))),
+                "{component} Deployment lacks {flag}: {pod}"
+            );
+        }
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let controller_sa = format!("system:serviceaccount:{system}:{fullname}-controller");
     let dispatcher_sa = format!("system:serviceaccount:{system}:{fullname}-dispatcher");
@@ -486,7 +507,6 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
 
     // The controller as in the chart's Deployment: its Lease in the release
     // namespace, named after the release.
-    let lease = format!("{fullname}-controller");
     let identity = format!("chart-sa-{}", unique_suffix());
     let controller = ControllerProcess::start_as(
         &identity,
