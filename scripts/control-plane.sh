@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Starts a real control plane on free loopback ports: etcd, kube-apiserver
-# (RBAC on, like envtest) and redis-server, then applies the OutboundWebhook
-# CRD and waits until the API serves it.
+# (RBAC on, like envtest), kube-controller-manager running only the
+# ClusterRole aggregation controller (so roles labelled aggregate-to-admin/
+# edit/view reach the built-in admin/edit/view, as on a real cluster; no
+# garbage collector, no other controller) and redis-server, then applies the
+# OutboundWebhook CRD and waits until the API serves it.
 #
 #   scripts/control-plane.sh STATE_DIR [--redis-aof]
 #
@@ -22,7 +25,7 @@ tools_dir=${OUTBOUND_WEBHOOKS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/outboun
 bin="$tools_dir/bin"
 
 say() { printf '[control-plane] %s\n' "$*" >&2; }
-for tool in etcd kube-apiserver kubectl; do
+for tool in etcd kube-apiserver kube-controller-manager kubectl; do
   if [ ! -x "$bin/$tool" ]; then
     say "missing $bin/$tool: run scripts/install-tools.sh first"
     exit 1
@@ -36,7 +39,8 @@ mkdir -p "$state"
 pids=()
 cleanup() {
   trap - EXIT INT TERM
-  # kube-apiserver first: it lingers in graceful shutdown once etcd is gone.
+  # Reverse start order (kube-controller-manager, then kube-apiserver, which
+  # lingers in graceful shutdown once etcd is gone).
   local pid i
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
   for _ in $(seq 50); do
@@ -143,6 +147,23 @@ done
 until kubectl get namespace default >/dev/null 2>&1; do
   alive
   [ $SECONDS -lt $deadline ] || { say "namespace default never appeared"; exit 1; }
+  sleep 0.5
+done
+# Only the ClusterRole aggregation controller: the garbage collector and the
+# rest stay off (tests assert owner references and rely on Secrets surviving
+# their owner's deletion). No serving port, no leader election.
+say "starting kube-controller-manager (clusterrole-aggregation-controller only)"
+"$bin/kube-controller-manager" \
+  --kubeconfig "$kubeconfig" \
+  --controllers clusterrole-aggregation-controller \
+  --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 \
+  >"$state/kube-controller-manager.log" 2>&1 </dev/null &
+pids+=($!)
+# Ready once it has aggregated the built-in roles: the bootstrap admin role
+# has an aggregationRule and no rules of its own.
+until [ -n "$(kubectl get clusterrole admin -o 'jsonpath={.rules}' 2>/dev/null)" ]; do
+  alive
+  [ $SECONDS -lt $deadline ] || { say "kube-controller-manager never aggregated the admin role"; tail -n 30 "$state/kube-controller-manager.log" >&2; exit 1; }
   sleep 0.5
 done
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and installs the real components the tests and the local run use:
-# kube-apiserver and kubectl (from the Go module proxy), etcd, helm, and
+# kube-apiserver, kube-controller-manager and kubectl (from the Go module
+# proxy), etcd, helm, and
 # Debian's redis-server. Idempotent: each tool is built once per version into
 # a cache outside the checkout, so a second run takes seconds.
 #
@@ -57,6 +58,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_stamp+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 build_go kube-apiserver "$KUBERNETES_VERSION" "$repo/tools/kubernetes" k8s.io/kubernetes/cmd/kube-apiserver "-s -w$k8s_stamp"
+build_go kube-controller-manager "$KUBERNETES_VERSION" "$repo/tools/kubernetes" k8s.io/kubernetes/cmd/kube-controller-manager "-s -w$k8s_stamp"
 build_go kubectl "$KUBERNETES_VERSION" "$repo/tools/kubernetes" k8s.io/kubernetes/cmd/kubectl "-s -w$k8s_stamp"
 build_go etcd "$ETCD_VERSION" "$repo/tools/etcd" . "-s -w"
 build_go helm "$HELM_VERSION" "$repo/tools/helm" helm.sh/helm/v3/cmd/helm \

@@ -1,12 +1,28 @@
 //! The Helm chart: lints clean, renders objects the real API server accepts
-//! (default values and every option on), and its RBAC grants each identity
-//! exactly what it needs, checked with `kubectl auth can-i`.
+//! (default values and every option on), `helm install`s into the test API
+//! server, its RBAC grants each identity exactly what it needs (checked with
+//! `kubectl auth can-i`, tenants through the built-in roles the chart's
+//! roles are aggregated into), and the real controller and dispatcher do
+//! their whole job with nothing but the chart's ServiceAccount identities.
 
+mod controller_process;
+mod harness;
 mod support;
 
-use std::process::{Command, Stdio};
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use support::{kubectl, kubectl_ok, kubectl_with_input, namespace};
+use controller_process::{ControllerProcess, condition, secret_data, wait_condition};
+use harness::{Dispatcher, Receiver, Reply, args, publish};
+use serde_json::json;
+use support::{apply_yaml, kubectl, kubectl_ok, kubectl_with_input, namespace, redis_prefix, unique_suffix, wait_for};
 
 const CHART: &str = "charts/outbound-webhooks";
 const ALL_OPTIONS: &str = "tests/fixtures/chart-all-options.yaml";
@@ -144,9 +160,210 @@ fn deployments_are_hardened_and_probe_the_ops_endpoints() {
     }
 }
 
-fn can_i(verb_and_resource: &[&str], ns: Option<&str>, who: &str) -> bool {
+/// `helm install RELEASE` of the chart into `ns` (the CRD is applied by the
+/// control plane already); returns the chart's full name for the release.
+fn helm_install(release: &str, ns: &str) -> String {
+    let (ok, out) = helm(&[
+        "install",
+        release,
+        CHART,
+        "--namespace",
+        ns,
+        "--set",
+        "crds.install=false",
+    ]);
+    assert!(ok, "helm install {release} failed:\n{out}");
+    format!("{release}-outbound-webhooks")
+}
+
+/// Waits until the aggregation controller has folded the chart's roles into
+/// the built-in `admin`, `edit` and `view`.
+fn wait_for_aggregation() {
+    for role in ["admin", "edit", "view"] {
+        wait_for(
+            &format!("the built-in {role} role to aggregate the chart's role"),
+            Duration::from_secs(60),
+            || {
+                let out = kubectl(&["get", "clusterrole", role, "-o", "json"]);
+                if out.success && out.stdout.contains("outboundwebhooks") {
+                    Ok(())
+                } else {
+                    Err(format!("{}{}", out.stdout, out.stderr))
+                }
+            },
+        );
+    }
+}
+
+/// Where a `kubectl auth can-i` check looks.
+#[derive(Clone, Copy, Debug)]
+enum Scope {
+    /// `--all-namespaces` (cluster-wide grants, cluster-scoped resources).
+    All,
+    /// The tenant namespace (where hooks live).
+    Tenant,
+    /// The release namespace (the Lease).
+    System,
+    /// A namespace nobody was given anything in.
+    Other,
+}
+
+const HOOKS: &str = "outboundwebhooks.outboundwebhooks.io";
+
+/// Who asks: the chart's ServiceAccounts, or tenant users bound to a built-in role.
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    Controller,
+    Dispatcher,
+    /// Bound to the built-in `admin` in the tenant namespace.
+    Admin,
+    /// Bound to the built-in `edit` in the tenant namespace.
+    Edit,
+    /// Bound to the built-in `view` in the tenant namespace.
+    View,
+}
+
+/// The verbs the binaries call: exactly these are allowed. `{lease}` is the
+/// controller's own Lease (`--lease-name` in the chart's Deployment).
+const ALLOWED_TO_OPERATOR: &[(Who, &str, Scope)] = &[
+    // The controller: hook reflector and reconciler.
+    (Who::Controller, "get HOOKS", Scope::All),
+    (Who::Controller, "list HOOKS", Scope::All),
+    (Who::Controller, "watch HOOKS", Scope::All),
+    (Who::Controller, "patch HOOKS --subresource=status", Scope::Tenant),
+    // Labelled Secrets: watched, read by name, generated, adopted (owner patch).
+    (Who::Controller, "get secrets", Scope::All),
+    (Who::Controller, "list secrets", Scope::All),
+    (Who::Controller, "watch secrets", Scope::All),
+    (Who::Controller, "create secrets", Scope::Tenant),
+    (Who::Controller, "patch secrets", Scope::Tenant),
+    // Namespaces: the limit annotation (a watch, field-selected when scoped).
+    (Who::Controller, "list namespaces", Scope::All),
+    (Who::Controller, "watch namespaces", Scope::All),
+    // Events: kube-runtime's Recorder creates, then patches a series.
+    (Who::Controller, "create events.events.k8s.io", Scope::Tenant),
+    (Who::Controller, "patch events.events.k8s.io", Scope::Tenant),
+    // Leader election: read, create, renew/release (replace) its own Lease.
+    (Who::Controller, "get leases.coordination.k8s.io/{lease}", Scope::System),
+    (Who::Controller, "create leases.coordination.k8s.io", Scope::System),
+    (
+        Who::Controller,
+        "update leases.coordination.k8s.io/{lease}",
+        Scope::System,
+    ),
+    // The dispatcher: hook and Secret reflectors, status.delivery.
+    (Who::Dispatcher, "get HOOKS", Scope::All),
+    (Who::Dispatcher, "list HOOKS", Scope::All),
+    (Who::Dispatcher, "watch HOOKS", Scope::All),
+    (Who::Dispatcher, "patch HOOKS --subresource=status", Scope::Tenant),
+    (Who::Dispatcher, "get secrets", Scope::All),
+    (Who::Dispatcher, "list secrets", Scope::All),
+    (Who::Dispatcher, "watch secrets", Scope::All),
+];
+
+/// Things neither binary does, refused.
+const REFUSED_TO_OPERATOR: &[(Who, &str, Scope)] = &[
+    (Who::Controller, "create HOOKS", Scope::Tenant),
+    (Who::Controller, "update HOOKS", Scope::Tenant),
+    (Who::Controller, "patch HOOKS", Scope::Tenant),
+    (Who::Controller, "delete HOOKS", Scope::Tenant),
+    (Who::Controller, "update HOOKS --subresource=status", Scope::Tenant),
+    (Who::Controller, "get HOOKS --subresource=status", Scope::Tenant),
+    (Who::Controller, "update secrets", Scope::Tenant),
+    (Who::Controller, "delete secrets", Scope::Tenant),
+    (Who::Controller, "get namespaces", Scope::All),
+    (Who::Controller, "update namespaces", Scope::All),
+    (Who::Controller, "create events", Scope::Tenant),
+    (Who::Controller, "delete events.events.k8s.io", Scope::Tenant),
+    (Who::Controller, "get configmaps", Scope::Tenant),
+    (Who::Controller, "delete deployments.apps", Scope::System),
+    (Who::Controller, "create pods", Scope::Tenant),
+    (Who::Controller, "create pods --subresource=exec", Scope::Tenant),
+    (
+        Who::Controller,
+        "update leases.coordination.k8s.io/someone-else",
+        Scope::System,
+    ),
+    (
+        Who::Controller,
+        "get leases.coordination.k8s.io/someone-else",
+        Scope::System,
+    ),
+    (
+        Who::Controller,
+        "patch leases.coordination.k8s.io/{lease}",
+        Scope::System,
+    ),
+    (
+        Who::Controller,
+        "delete leases.coordination.k8s.io/{lease}",
+        Scope::System,
+    ),
+    (
+        Who::Controller,
+        "update leases.coordination.k8s.io/{lease}",
+        Scope::Other,
+    ),
+    (Who::Controller, "create leases.coordination.k8s.io", Scope::Other),
+    (Who::Dispatcher, "create HOOKS", Scope::Tenant),
+    (Who::Dispatcher, "update HOOKS", Scope::Tenant),
+    (Who::Dispatcher, "patch HOOKS", Scope::Tenant),
+    (Who::Dispatcher, "delete HOOKS", Scope::Tenant),
+    (Who::Dispatcher, "update HOOKS --subresource=status", Scope::Tenant),
+    (Who::Dispatcher, "create secrets", Scope::Tenant),
+    (Who::Dispatcher, "update secrets", Scope::Tenant),
+    (Who::Dispatcher, "patch secrets", Scope::Tenant),
+    (Who::Dispatcher, "delete secrets", Scope::Tenant),
+    (Who::Dispatcher, "create events.events.k8s.io", Scope::Tenant),
+    (Who::Dispatcher, "watch namespaces", Scope::All),
+    (Who::Dispatcher, "get configmaps", Scope::Tenant),
+    (Who::Dispatcher, "delete deployments.apps", Scope::System),
+    (Who::Dispatcher, "create pods --subresource=exec", Scope::Tenant),
+    (Who::Dispatcher, "get leases.coordination.k8s.io/{lease}", Scope::System),
+    (
+        Who::Dispatcher,
+        "update leases.coordination.k8s.io/{lease}",
+        Scope::System,
+    ),
+    (Who::Dispatcher, "create leases.coordination.k8s.io", Scope::System),
+];
+
+/// Tenants through the built-in roles: `admin` manages hooks, `edit` and
+/// `view` read them, nobody writes status, nothing reaches other namespaces.
+const TENANTS: &[(Who, &str, Scope, bool)] = &[
+    (Who::Admin, "get HOOKS", Scope::Tenant, true),
+    (Who::Admin, "list HOOKS", Scope::Tenant, true),
+    (Who::Admin, "watch HOOKS", Scope::Tenant, true),
+    (Who::Admin, "create HOOKS", Scope::Tenant, true),
+    (Who::Admin, "update HOOKS", Scope::Tenant, true),
+    (Who::Admin, "patch HOOKS", Scope::Tenant, true),
+    (Who::Admin, "delete HOOKS", Scope::Tenant, true),
+    (Who::Admin, "deletecollection HOOKS", Scope::Tenant, true),
+    (Who::Admin, "patch HOOKS --subresource=status", Scope::Tenant, false),
+    (Who::Admin, "update HOOKS --subresource=status", Scope::Tenant, false),
+    (Who::Admin, "create HOOKS", Scope::Other, false),
+    (Who::Admin, "list HOOKS", Scope::Other, false),
+    (Who::Edit, "get HOOKS", Scope::Tenant, true),
+    (Who::Edit, "list HOOKS", Scope::Tenant, true),
+    (Who::Edit, "watch HOOKS", Scope::Tenant, true),
+    (Who::Edit, "create HOOKS", Scope::Tenant, false),
+    (Who::Edit, "update HOOKS", Scope::Tenant, false),
+    (Who::Edit, "patch HOOKS", Scope::Tenant, false),
+    (Who::Edit, "delete HOOKS", Scope::Tenant, false),
+    (Who::Edit, "patch HOOKS --subresource=status", Scope::Tenant, false),
+    (Who::View, "get HOOKS", Scope::Tenant, true),
+    (Who::View, "list HOOKS", Scope::Tenant, true),
+    (Who::View, "watch HOOKS", Scope::Tenant, true),
+    (Who::View, "create HOOKS", Scope::Tenant, false),
+    (Who::View, "update HOOKS", Scope::Tenant, false),
+    (Who::View, "delete HOOKS", Scope::Tenant, false),
+    (Who::View, "patch HOOKS --subresource=status", Scope::Tenant, false),
+];
+
+/// `kubectl auth can-i` as `who`; true for yes, false for no.
+fn can_i(what: &[&str], ns: Option<&str>, who: &str) -> bool {
     let mut args = vec!["auth", "can-i"];
-    args.extend_from_slice(verb_and_resource);
+    args.extend_from_slice(what);
     if let Some(ns) = ns {
         args.extend(["-n", ns]);
     } else {
@@ -158,7 +375,7 @@ fn can_i(verb_and_resource: &[&str], ns: Option<&str>, who: &str) -> bool {
     match out.stdout.trim() {
         "yes" => true,
         "no" => false,
-        other => panic!("kubectl auth can-i {}: {other} {}", args.join(" "), out.stderr),
+        other => panic!("kubectl {}: {other} {}", args.join(" "), out.stderr),
     }
 }
 
@@ -167,190 +384,241 @@ fn rbac_grants_each_identity_what_it_needs_and_nothing_more() {
     let system = namespace("chart-rbac-system");
     let tenant = namespace("chart-rbac-tenant");
     let other = namespace("chart-rbac-other");
-    let release = format!("rbac{}", support::unique_suffix());
-    let manifests = template(&release, &system, &["--set", "crds.install=false"]);
-    let out = kubectl_with_input(&["apply", "-n", &system, "-f", "-"], Some(&manifests));
-    assert!(out.success, "applying the chart's objects: {}", out.stderr);
+    let release = format!("rbac{}", unique_suffix());
+    let fullname = helm_install(&release, &system);
+    wait_for_aggregation();
 
-    let fullname = format!("{release}-outbound-webhooks");
-    let controller = format!("system:serviceaccount:{system}:{fullname}-controller");
-    let dispatcher = format!("system:serviceaccount:{system}:{fullname}-dispatcher");
-    let lease = format!("leases/{fullname}-controller");
-
-    let mut wrong = Vec::new();
-    let mut expect = |who: &str, label: &str, args: &[&str], ns: Option<&str>, want: bool| {
-        if can_i(args, ns, who) != want {
-            wrong.push(format!("{label}: {} in {ns:?} should be {want}", args.join(" ")));
-        }
+    // Tenants get the built-in roles, as a platform would bind them.
+    for (user, role) in [("alice", "admin"), ("erin", "edit"), ("victor", "view")] {
+        kubectl_ok(&[
+            "create",
+            "rolebinding",
+            &format!("{user}-{role}"),
+            "-n",
+            &tenant,
+            &format!("--clusterrole={role}"),
+            &format!("--user={user}"),
+        ]);
+    }
+    let identity = |who: Who| match who {
+        Who::Controller => format!("system:serviceaccount:{system}:{fullname}-controller"),
+        Who::Dispatcher => format!("system:serviceaccount:{system}:{fullname}-dispatcher"),
+        Who::Admin => "alice".to_string(),
+        Who::Edit => "erin".to_string(),
+        Who::View => "victor".to_string(),
     };
-    // The controller.
-    for args in [
-        &["list", "outboundwebhooks.outboundwebhooks.io"][..],
-        &["watch", "outboundwebhooks.outboundwebhooks.io"],
-        &["watch", "secrets"],
-        &["watch", "namespaces"],
-    ] {
-        expect(&controller, "controller", args, None, true);
+    let lease = format!("{fullname}-controller");
+    let rows = ALLOWED_TO_OPERATOR
+        .iter()
+        .map(|&(who, what, scope)| (who, what, scope, true))
+        .chain(
+            REFUSED_TO_OPERATOR
+                .iter()
+                .map(|&(who, what, scope)| (who, what, scope, false)),
+        )
+        .chain(TENANTS.iter().copied());
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for (who, what, scope, want) in rows {
+        let what = what.replace("HOOKS", HOOKS).replace("{lease}", &lease);
+        let words: Vec<&str> = what.split_whitespace().collect();
+        let ns = match scope {
+            Scope::All => None,
+            Scope::Tenant => Some(tenant.as_str()),
+            Scope::System => Some(system.as_str()),
+            Scope::Other => Some(other.as_str()),
+        };
+        checked += 1;
+        if can_i(&words, ns, &identity(who)) != want {
+            wrong.push(format!(
+                "{who:?}: `{what}` in {scope:?} should be {}",
+                if want { "allowed" } else { "refused" }
+            ));
+        }
     }
-    expect(
-        &controller,
-        "controller",
-        &["patch", "outboundwebhooks.outboundwebhooks.io", "--subresource=status"],
-        Some(&tenant),
-        true,
-    );
-    expect(&controller, "controller", &["create", "secrets"], Some(&tenant), true);
-    expect(&controller, "controller", &["patch", "secrets"], Some(&tenant), true);
-    expect(
-        &controller,
-        "controller",
-        &["create", "events.events.k8s.io"],
-        Some(&tenant),
-        true,
-    );
-    expect(&controller, "controller", &["update", &lease], Some(&system), true);
-    expect(
-        &controller,
-        "controller",
-        &["create", "leases.coordination.k8s.io"],
-        Some(&system),
-        true,
-    );
-    for args in [
-        &["patch", "outboundwebhooks.outboundwebhooks.io"][..],
-        &["delete", "outboundwebhooks.outboundwebhooks.io"],
-        &["update", "secrets"],
-        &["delete", "secrets"],
-        &["update", "namespaces"],
-        &["create", "pods"],
-    ] {
-        expect(&controller, "controller", args, Some(&tenant), false);
-    }
-    expect(
-        &controller,
-        "controller",
-        &["update", "leases/someone-else"],
-        Some(&system),
-        false,
-    );
-    expect(&controller, "controller", &["update", &lease], Some(&other), false);
-
-    // The dispatcher.
-    expect(
-        &dispatcher,
-        "dispatcher",
-        &["watch", "outboundwebhooks.outboundwebhooks.io"],
-        None,
-        true,
-    );
-    expect(&dispatcher, "dispatcher", &["watch", "secrets"], None, true);
-    expect(
-        &dispatcher,
-        "dispatcher",
-        &["patch", "outboundwebhooks.outboundwebhooks.io", "--subresource=status"],
-        Some(&tenant),
-        true,
-    );
-    for args in [
-        &["patch", "outboundwebhooks.outboundwebhooks.io"][..],
-        &["create", "secrets"],
-        &["update", "secrets"],
-        &["create", "events.events.k8s.io"],
-        &["watch", "namespaces"],
-    ] {
-        expect(&dispatcher, "dispatcher", args, Some(&tenant), false);
-    }
-    expect(&dispatcher, "dispatcher", &["update", &lease], Some(&system), false);
-
-    // Tenants: the aggregated roles, bound in the tenant namespace (no
-    // controller-manager runs here to aggregate them into admin/edit/view,
-    // so they are bound directly; their labels are checked below).
-    kubectl_ok(&[
-        "create",
-        "rolebinding",
-        "alice-admin",
-        "-n",
-        &tenant,
-        &format!("--clusterrole={fullname}-admin"),
-        "--user=alice",
-    ]);
-    kubectl_ok(&[
-        "create",
-        "rolebinding",
-        "bob-view",
-        "-n",
-        &tenant,
-        &format!("--clusterrole={fullname}-view"),
-        "--user=bob",
-    ]);
-    for verb in ["create", "update", "patch", "delete", "get", "list"] {
-        expect(
-            "alice",
-            "tenant admin",
-            &[verb, "outboundwebhooks.outboundwebhooks.io"],
-            Some(&tenant),
-            true,
-        );
-    }
-    expect(
-        "alice",
-        "tenant admin",
-        &["patch", "outboundwebhooks.outboundwebhooks.io", "--subresource=status"],
-        Some(&tenant),
-        false,
-    );
-    expect(
-        "alice",
-        "tenant admin",
-        &["create", "outboundwebhooks.outboundwebhooks.io"],
-        Some(&other),
-        false,
-    );
-    expect(
-        "bob",
-        "tenant viewer",
-        &["list", "outboundwebhooks.outboundwebhooks.io"],
-        Some(&tenant),
-        true,
-    );
-    for verb in ["create", "update", "delete"] {
-        expect(
-            "bob",
-            "tenant viewer",
-            &[verb, "outboundwebhooks.outboundwebhooks.io"],
-            Some(&tenant),
-            false,
-        );
-    }
-    expect(
-        "bob",
-        "tenant viewer",
-        &["patch", "outboundwebhooks.outboundwebhooks.io", "--subresource=status"],
-        Some(&tenant),
-        false,
-    );
-    assert!(wrong.is_empty(), "RBAC is off:\n{}", wrong.join("\n"));
-
-    let labels = kubectl_ok(&[
-        "get",
-        "clusterrole",
-        &format!("{fullname}-admin"),
-        "-o",
-        "jsonpath={.metadata.labels}",
-    ]);
     assert!(
-        labels.contains("\"rbac.authorization.k8s.io/aggregate-to-admin\":\"true\""),
-        "{labels}"
+        wrong.is_empty(),
+        "RBAC is off in {} of {checked} checks:\n{}",
+        wrong.len(),
+        wrong.join("\n")
     );
-    let labels = kubectl_ok(&[
+}
+
+/// A copy of the admin kubeconfig whose user impersonates `user` (kube-rs
+/// and kubectl both honour the `as` field).
+fn kubeconfig_as(dir: &Path, name: &str, user: &str) -> PathBuf {
+    let admin = std::fs::read_to_string(&support::env().kubeconfig).expect("reading the admin kubeconfig");
+    let mut config: serde_json::Value = serde_yaml_ng::from_str(&admin).expect("the kubeconfig is YAML");
+    for entry in config["users"].as_array_mut().expect("kubeconfig users") {
+        entry["user"]["as"] = json!(user);
+    }
+    let path = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&path, serde_yaml_ng::to_string(&config).expect("rendering YAML")).expect("writing a kubeconfig");
+    path
+}
+
+#[test]
+fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
+    const CREATE: &str = "kustomer.conversation.create";
+    let system = namespace("chart-sa-system");
+    let tenant = namespace("chart-sa-tenant");
+    let release = format!("sa{}", unique_suffix());
+    let fullname = helm_install(&release, &system);
+    // The identities and Lease the installed Deployments run with, which
+    // this test gives the binaries.
+    let lease = format!("{fullname}-controller");
+    for (component, flag) in [
+        ("controller", Some(format!("--lease-name={lease}"))),
+        ("dispatcher", None),
+    ] {
+        let name = format!("{fullname}-{component}");
+        let deployment = kubectl_ok(&["get", "deployment", &name, "-n", &system, "-o", "json"]);
+        let deployment: serde_json::Value = serde_json::from_str(&deployment).expect("kubectl printed JSON");
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], json!(name), "{component} Deployment");
+        if let Some(flag) = flag {
+            assert!(
+                pod["containers"][0]["args"]
+                    .as_array()
+                    .is_some_and(|a| a.contains(&json!(flag))),
+                "{component} Deployment lacks {flag}: {pod}"
+            );
+        }
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let controller_sa = format!("system:serviceaccount:{system}:{fullname}-controller");
+    let dispatcher_sa = format!("system:serviceaccount:{system}:{fullname}-dispatcher");
+    let controller_kubeconfig = kubeconfig_as(dir.path(), "controller", &controller_sa);
+    let dispatcher_kubeconfig = kubeconfig_as(dir.path(), "dispatcher", &dispatcher_sa);
+
+    // The impersonation takes: the API server sees the ServiceAccount.
+    let whoami = Command::new(support::env().bin_dir.join("kubectl"))
+        .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+        .env("KUBECONFIG", &controller_kubeconfig)
+        .output()
+        .expect("running kubectl auth whoami");
+    assert_eq!(String::from_utf8_lossy(&whoami.stdout), controller_sa);
+
+    let healthy = Arc::new(AtomicBool::new(true));
+    let receiver = {
+        let healthy = healthy.clone();
+        Receiver::start(move |_, _| Reply::Status(if healthy.load(Ordering::SeqCst) { 200 } else { 500 }))
+    };
+
+    // The controller as in the chart's Deployment: its Lease in the release
+    // namespace, named after the release.
+    let identity = format!("chart-sa-{}", unique_suffix());
+    let controller = ControllerProcess::start_as(
+        &identity,
+        &controller_kubeconfig,
+        &system,
+        &["--allow-http", "--watch-namespace", &tenant, "--lease-name", &lease],
+    );
+    let hook_yaml = json!({
+        "apiVersion": "outboundwebhooks.io/v1alpha1",
+        "kind": "OutboundWebhook",
+        "metadata": {"name": "crm"},
+        "spec": {"url": receiver.url("/hook"), "events": [CREATE]},
+    })
+    .to_string();
+    let out = apply_yaml(&tenant, &hook_yaml);
+    assert!(out.success, "{}", out.stderr);
+
+    // Ready: it read the hook, the Namespace and Secrets, generated the
+    // Secret, wrote status, recorded Events, and leads on its Lease. A
+    // refusal fails at once, naming what was refused.
+    wait_for("crm Ready=True/Active", Duration::from_secs(60), || {
+        refuse_forbidden("controller", &controller.logs());
+        match condition(&tenant, "crm", "Ready") {
+            Some(c) if c.status == "True" && c.reason == "Active" => Ok(()),
+            other => Err(format!(
+                "{other:?}; controller log tail:\n{}",
+                tail(&controller.logs(), 10)
+            )),
+        }
+    });
+    controller.wait_ready(Duration::from_secs(30));
+    let secret = secret_data(&tenant, "crm-webhook-secret").expect("the controller generated the Secret");
+    let token = secret.get("token").cloned().expect("the Secret has a token");
+    let holder = kubectl_ok(&[
         "get",
-        "clusterrole",
-        &format!("{fullname}-view"),
+        "lease",
+        &lease,
+        "-n",
+        &system,
         "-o",
-        "jsonpath={.metadata.labels}",
+        "jsonpath={.spec.holderIdentity}",
     ]);
-    assert!(
-        labels.contains("aggregate-to-view\":\"true\"") && labels.contains("aggregate-to-edit\":\"true\""),
-        "{labels}"
+    assert_eq!(holder, identity, "the controller holds the chart's Lease");
+    wait_for("the controller's Events", Duration::from_secs(20), || {
+        let events = kubectl_ok(&["get", "events.events.k8s.io", "-n", &tenant, "-o", "json"]);
+        if events.contains("SecretGenerated") {
+            Ok(())
+        } else {
+            Err(events)
+        }
+    });
+
+    // The dispatcher delivers, signed with the generated token.
+    let redis = &support::env().redis_url;
+    let prefix = redis_prefix("chart-sa");
+    let dispatcher = Dispatcher::start_with_env(
+        args(redis, &prefix, "chart-sa", &["--retry-schedule", "200ms,200ms"]),
+        vec![(
+            "KUBECONFIG".into(),
+            dispatcher_kubeconfig.to_string_lossy().into_owned(),
+        )],
     );
+    let first = publish(redis, &prefix, &tenant, CREATE, &json!({"n": 1}));
+    let delivered = receiver.wait_for_event(&first, 1, Duration::from_secs(30));
+    assert_eq!(
+        delivered[0].header("x-kustomer-webhook-signature"),
+        outbound_webhooks::signing::kustomer_signature(&token, &delivered[0].body),
+        "signed with the Secret the controller generated"
+    );
+
+    // Failures: the dispatcher writes status.delivery, the controller turns
+    // that into AutoDisabled.
+    healthy.store(false, Ordering::SeqCst);
+    let second = publish(redis, &prefix, &tenant, CREATE, &json!({"n": 2}));
+    receiver.wait_for_event(&second, 1, Duration::from_secs(30));
+    wait_for(
+        "the dispatcher's status.delivery write",
+        Duration::from_secs(30),
+        || {
+            refuse_forbidden("dispatcher", &dispatcher.log());
+            let hook = kubectl_ok(&["get", "owh", "crm", "-n", &tenant, "-o", "json"]);
+            let hook: serde_json::Value = serde_json::from_str(&hook).expect("kubectl printed JSON");
+            match hook["status"]["delivery"]["consecutiveFailures"].as_i64() {
+                Some(n) if n >= 1 => Ok(()),
+                _ => Err(hook["status"].to_string()),
+            }
+        },
+    );
+    wait_condition(
+        &tenant,
+        "crm",
+        "Ready",
+        "False",
+        "AutoDisabled",
+        Duration::from_secs(30),
+    );
+
+    refuse_forbidden("controller", &controller.logs());
+    refuse_forbidden("dispatcher", &dispatcher.log());
+}
+
+/// Fails the test when a log mentions `forbidden` (an RBAC refusal).
+fn refuse_forbidden(who: &str, log: &str) {
+    let refused: Vec<&str> = log.lines().filter(|l| l.to_lowercase().contains("forbidden")).collect();
+    assert!(
+        refused.is_empty(),
+        "the {who} was refused something with the chart's RBAC:\n{}",
+        refused.join("\n")
+    );
+}
+
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -8,6 +8,7 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
@@ -38,16 +39,21 @@ fn free_port() -> u16 {
 impl ControllerProcess {
     /// Starts the controller with `args` (besides the test defaults).
     pub fn start(identity: &str, args: &[&str]) -> ControllerProcess {
-        let env = support::env();
+        ControllerProcess::start_as(identity, &support::env().kubeconfig, "default", args)
+    }
+
+    /// Like [`ControllerProcess::start`], with another kubeconfig (e.g. one
+    /// that impersonates a ServiceAccount) and its Lease in `lease_namespace`.
+    pub fn start_as(identity: &str, kubeconfig: &Path, lease_namespace: &str, args: &[&str]) -> ControllerProcess {
         let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
         let log = tempfile::NamedTempFile::new().expect("a log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"))
             .arg("controller")
             .args(["--http-addr", &http_addr.to_string()])
-            .args(["--identity", identity, "--lease-namespace", "default"])
+            .args(["--identity", identity, "--lease-namespace", lease_namespace])
             .arg("--exit-on-stdin-close")
             .args(args)
-            .env("KUBECONFIG", &env.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,outbound_webhooks=debug,kube=debug")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

@@ -1,5 +1,6 @@
-//! Test support: one real control plane (etcd, kube-apiserver, redis-server)
-//! per test binary, started by `scripts/control-plane.sh`, and helpers to
+//! Test support: one real control plane (etcd, kube-apiserver,
+//! kube-controller-manager with only role aggregation, redis-server) per
+//! test binary, started by `scripts/control-plane.sh`, and helpers to
 //! drive it the way a user would (the built kubectl) or through kube-rs.
 //!
 //! Each test takes its own namespace and Redis key prefix, so tests run in
@@ -23,7 +24,8 @@ pub struct TestEnv {
     pub kubeconfig: PathBuf,
     /// `redis://127.0.0.1:PORT`.
     pub redis_url: String,
-    /// Where the built kubectl, helm, etcd and kube-apiserver live.
+    /// Where the built kubectl, helm, etcd, kube-apiserver and
+    /// kube-controller-manager live.
     pub bin_dir: PathBuf,
     _script: Mutex<(Child, ChildStdin)>,
 }
@@ -52,7 +54,7 @@ pub fn env() -> &'static TestEnv {
 
 fn start() -> TestEnv {
     let bin_dir = tools_bin_dir();
-    for tool in ["etcd", "kube-apiserver", "kubectl"] {
+    for tool in ["etcd", "kube-apiserver", "kube-controller-manager", "kubectl"] {
         assert!(
             bin_dir.join(tool).exists(),
             "{tool} is not installed in {}: run scripts/install-tools.sh (it builds the test tools once)",
