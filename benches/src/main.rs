@@ -168,7 +168,19 @@ impl Dispatcher {
     async fn start(env: &Env, prefix: &str, log_name: &str, extra: &[&str]) -> Result<Dispatcher, Error> {
         let http_port = free_port();
         let log = std::fs::File::create(env.state.join(format!("{log_name}.log")))?;
-        let mut child = Command::new(&env.dispatcher_binary)
+        // BENCH_DISPATCHER_WRAPPER (e.g. "valgrind --tool=callgrind") runs the
+        // dispatcher under a profiler.
+        let wrapper = std::env::var("BENCH_DISPATCHER_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(&env.dispatcher_binary);
+                c
+            }
+            None => Command::new(&env.dispatcher_binary),
+        };
+        let mut child = command
             .arg("--exit-when-stdin-closes")
             .arg("dispatcher")
             .arg("--http-addr")
@@ -192,7 +204,7 @@ impl Dispatcher {
             http_port,
         };
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let ready = client
                 .get(format!("http://127.0.0.1:{}/readyz", d.http_port))
@@ -590,6 +602,7 @@ async fn baseline_a(
 // ---------------------------------------------------------------- scenarios
 
 struct Drain {
+    redis_cpu_per_1000: f64,
     delivered: u64,
     target: u64,
     seconds: f64,
@@ -604,9 +617,12 @@ async fn drain(env: &Env, prefix: &str, name: &str, target: u64, timeout: Durati
     let start = env.receiver.fast.load(Relaxed);
     let dispatcher = Dispatcher::start(env, prefix, name, &[]).await?;
     let before = dispatcher.stats();
+    let mut conn = env.redis.clone();
+    let redis_before = redis_cpu_seconds(&mut conn).await;
     let t0 = Instant::now();
     let (delivered, last) = wait_count(&env.receiver.fast, start, target, timeout).await;
     let after = dispatcher.stats();
+    let redis_after = redis_cpu_seconds(&mut conn).await;
     let seconds = last.duration_since(t0).as_secs_f64().max(1e-3);
     drop(dispatcher);
     Ok(Drain {
@@ -616,7 +632,24 @@ async fn drain(env: &Env, prefix: &str, name: &str, target: u64, timeout: Durati
         rate: delivered as f64 / seconds,
         cpu_per_1000: (after.cpu_seconds - before.cpu_seconds) / (delivered.max(1) as f64 / 1000.0),
         peak_rss: after.peak_rss,
+        redis_cpu_per_1000: (redis_after - redis_before) / (delivered.max(1) as f64 / 1000.0),
     })
+}
+
+/// CPU seconds redis-server has used (user + system, from INFO cpu).
+async fn redis_cpu_seconds(conn: &mut redis::aio::MultiplexedConnection) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_sys:")
+                .or_else(|| l.strip_prefix("used_cpu_user:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -756,6 +789,9 @@ async fn run(repo: PathBuf, dispatcher_binary: PathBuf) -> Result<(), Error> {
     let redis_client = redis::Client::open(cp.redis_url.as_str())?;
     let redis = redis_client.get_multiplexed_async_connection().await?;
     let (receiver_port, receiver, receiver_runtime) = start_receiver()?;
+    // The receiver lives until the process exits (dropping a runtime inside
+    // another one's async context would panic).
+    std::mem::forget(receiver_runtime);
     let env = Env {
         state: state.clone(),
         kubeconfig: cp.kubeconfig.clone(),
@@ -838,6 +874,11 @@ async fn run(repo: PathBuf, dispatcher_binary: PathBuf) -> Result<(), Error> {
         format!("{:.1} MiB", mib(d1a.peak_rss)),
         "VmHWM",
     );
+
+    if std::env::var("BENCH_ONLY_1A").is_ok() {
+        report.print();
+        return Ok(());
+    }
 
     // ------------------------------------------------ scenario 1b: 5 hooks
     let n1b = scale(20_000);
@@ -990,7 +1031,6 @@ async fn run(repo: PathBuf, dispatcher_binary: PathBuf) -> Result<(), Error> {
     report.print();
     eprintln!("bench: finished in {:.0}s", bench_started.elapsed().as_secs_f64());
     drop(cp);
-    receiver_runtime.shutdown_background();
     Ok(())
 }
 
