@@ -1043,6 +1043,9 @@ async fn run(repo: PathBuf, dispatcher_binary: PathBuf) -> Result<(), Error> {
     report.print();
     eprintln!("bench: finished in {:.0}s", bench_started.elapsed().as_secs_f64());
     drop(cp);
+    // The cluster's data (etcd, Redis) is large; logs and results stay.
+    let _ = std::fs::remove_dir_all(state.join("cluster"));
+    let _ = writeln_partial(&state, &report);
     Ok(())
 }
 
