@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The delivery-path benchmark: release builds, then every process on loopback
+# (control plane, Redis, a fast receiver, dispatchers), the scenarios and a
+# table. Everything it starts stops when it ends, also on Ctrl-C.
+#
+#   benches/run.sh                  # full run (under 10 minutes after the build)
+#   BENCH_SCALE=0.1 benches/run.sh  # a smaller, quicker run
+#   BENCH_SKIP_10K=1 benches/run.sh # skip seeding 10,000 hooks
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+target="${CARGO_TARGET_DIR:-$repo/target}"
+
+echo "bench: building (release)" >&2
+cargo build --release --manifest-path "$repo/Cargo.toml" --bin outbound-webhooks
+CARGO_TARGET_DIR="$target" cargo build --release --manifest-path "$repo/benches/Cargo.toml"
+
+driver_pid=
+stop() {
+  if [ -n "$driver_pid" ]; then kill -INT "$driver_pid" 2>/dev/null || true; wait "$driver_pid" 2>/dev/null || true; fi
+}
+trap stop INT TERM
+"$target/release/outbound-webhooks-bench" "$repo" "$target/release/outbound-webhooks" &
+driver_pid=$!
+status=0
+wait "$driver_pid" || status=$?
+driver_pid=
+exit "$status"

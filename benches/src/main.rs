@@ -1,0 +1,1086 @@
+//! The delivery-path benchmark of outbound-webhooks.
+//!
+//! One process drives everything: it starts the control plane (etcd,
+//! kube-apiserver, Redis) through `scripts/control-plane.sh`, runs a fast
+//! hyper receiver in-process, seeds hooks with their Secrets and the
+//! controller's status (server-side apply, as the controller would), fills
+//! Redis streams, starts dispatcher processes, runs the baselines and prints
+//! a table. Every child stops when this process ends (their stdin closes).
+//!
+//! Usage: `outbound-webhooks-bench REPO_DIR DISPATCHER_BINARY`
+//! (`benches/run.sh` does the build and passes both).
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, body::Incoming, service::service_fn};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use outbound_webhooks::{OutboundWebhook, envelope, signing, stream_entry::parse_entry};
+use serde_json::json;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const EVENT: &str = "kustomer.conversation.create";
+const TOKEN: &str = "6b2f0c8e4a1d9e7f3c5b8a0d2e4f6a8c1b3d5e7f9a0c2e4b6d8f0a1c3e5b7d9f";
+const SLOW_RECEIVER: Duration = Duration::from_secs(5);
+
+/// Scale factor (env `BENCH_SCALE`, default 1): multiplies event counts.
+fn scale(n: usize) -> usize {
+    let factor: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    ((n as f64) * factor).round().max(1.0) as usize
+}
+
+// ---------------------------------------------------------------- child processes
+
+/// A child process that stops when dropped (stdin closed, then killed).
+struct Proc {
+    name: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    fn stop(&mut self, grace: Duration) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("bench: {} did not stop in time; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(15));
+    }
+}
+
+struct ControlPlane {
+    _proc: Proc,
+    kubeconfig: PathBuf,
+    redis_url: String,
+}
+
+fn start_control_plane(repo: &Path, state: &Path) -> Result<ControlPlane, Error> {
+    let log = std::fs::File::create(state.join("control-plane.out"))?;
+    let mut child = Command::new("bash")
+        .arg(repo.join("scripts/control-plane.sh"))
+        .arg(state.join("cluster"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()?;
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let proc = Proc {
+        name: "control plane",
+        child,
+        stdin,
+    };
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(rest) = line.strip_prefix("READY ") {
+            let field = |k: &str| {
+                rest.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string))
+            };
+            return Ok(ControlPlane {
+                _proc: proc,
+                kubeconfig: field("kubeconfig").ok_or("READY line without kubeconfig")?.into(),
+                redis_url: field("redis").ok_or("READY line without redis")?,
+            });
+        }
+    }
+    Err(format!(
+        "the control plane stopped before it was ready; see {}",
+        state.join("control-plane.out").display()
+    )
+    .into())
+}
+
+/// /proc figures of a process: CPU seconds (user + system), RSS and peak RSS in bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct ProcStats {
+    cpu_seconds: f64,
+    rss: u64,
+    peak_rss: u64,
+}
+
+fn proc_stats(pid: u32) -> ProcStats {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the command name: state is field 3 of proc(5); utime 14, stime 15.
+    let tick = |i: usize| fields.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    let cpu_seconds = (tick(11) + tick(12)) as f64 / ticks_per_second;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    ProcStats {
+        cpu_seconds,
+        rss: kib("VmRSS:"),
+        peak_rss: kib("VmHWM:"),
+    }
+}
+
+struct Dispatcher {
+    proc: Proc,
+    http_port: u16,
+}
+
+impl Dispatcher {
+    async fn start(env: &Env, prefix: &str, log_name: &str, extra: &[&str]) -> Result<Dispatcher, Error> {
+        let http_port = free_port();
+        let log = std::fs::File::create(env.state.join(format!("{log_name}.log")))?;
+        // BENCH_DISPATCHER_WRAPPER (e.g. "valgrind --tool=callgrind") runs the
+        // dispatcher under a profiler.
+        let wrapper = std::env::var("BENCH_DISPATCHER_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(&env.dispatcher_binary);
+                c
+            }
+            None => Command::new(&env.dispatcher_binary),
+        };
+        let mut child = command
+            .arg("--exit-when-stdin-closes")
+            .arg("dispatcher")
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .args(["--redis-url", &env.redis_url, "--redis-prefix", prefix])
+            .args(["--consumer-name", "bench", "--allow-destination-cidr", "127.0.0.0/8"])
+            .args(extra)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let d = Dispatcher {
+            proc: Proc {
+                name: "dispatcher",
+                child,
+                stdin,
+            },
+            http_port,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let ready = client
+                .get(format!("http://127.0.0.1:{}/readyz", d.http_port))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(d);
+            }
+            if Instant::now() > deadline {
+                return Err("the dispatcher did not become ready in 120s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    fn stats(&self) -> ProcStats {
+        proc_stats(self.proc.pid())
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+// ---------------------------------------------------------------- fast receiver
+
+/// Counts arrivals per path (`/fast`, `/slow`); records (event id, arrival)
+/// while `recording` is on.
+#[derive(Default)]
+struct ReceiverState {
+    fast: AtomicU64,
+    slow: AtomicU64,
+    recording: AtomicBool,
+    arrivals: Mutex<Vec<(String, Instant)>>,
+}
+
+async fn receive(req: Request<Incoming>, state: Arc<ReceiverState>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let arrived = Instant::now();
+    let slow = req.uri().path() == "/slow";
+    if state.recording.load(Relaxed) {
+        let id = req
+            .headers()
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        state.arrivals.lock().expect("arrivals lock").push((id, arrived));
+    }
+    let _ = req.into_body().collect().await;
+    if slow {
+        tokio::time::sleep(SLOW_RECEIVER).await;
+        state.slow.fetch_add(1, Relaxed);
+    } else {
+        state.fast.fetch_add(1, Relaxed);
+    }
+    Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
+}
+
+/// Starts the receiver on its own runtime; returns its port and state.
+fn start_receiver() -> Result<(u16, Arc<ReceiverState>, tokio::runtime::Runtime), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("receiver")
+        .enable_all()
+        .build()?;
+    let state = Arc::new(ReceiverState::default());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let st = state.clone();
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let st = st.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| receive(req, st.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((port, state, runtime))
+}
+
+// ---------------------------------------------------------------- seeding (playing the controller)
+
+struct Env {
+    state: PathBuf,
+    kubeconfig: PathBuf,
+    redis_url: String,
+    dispatcher_binary: PathBuf,
+    kube: Client,
+    redis: redis::aio::MultiplexedConnection,
+    receiver_port: u16,
+    receiver: Arc<ReceiverState>,
+}
+
+/// Creates the namespace, the hook, its labelled Secret and the controller's
+/// status (Accepted, SecretReady, Ready for the current generation).
+async fn seed_hook(kube: &Client, ns: &str, name: &str, url: &str) -> Result<(), Error> {
+    let apply = PatchParams::apply("outbound-webhooks-bench").force();
+    let hooks: Api<OutboundWebhook> = Api::namespaced(kube.clone(), ns);
+    let hook = hooks
+        .patch(
+            name,
+            &apply,
+            &Patch::Apply(json!({
+                "apiVersion": "outboundwebhooks.io/v1alpha1",
+                "kind": "OutboundWebhook",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"url": url, "events": [EVENT]},
+            })),
+        )
+        .await
+        .map_err(|e| format!("applying hook {ns}/{name}: {e}"))?;
+    let secret_name = format!("{name}-webhook-secret");
+    let secrets: Api<Secret> = Api::namespaced(kube.clone(), ns);
+    secrets
+        .patch(
+            &secret_name,
+            &apply,
+            &Patch::Apply(json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": secret_name, "namespace": ns,
+                             "labels": {"outboundwebhooks.io/webhook-secret": "true"}},
+                "stringData": {"token": TOKEN,
+                               "standard-webhooks-secret": signing::standard_webhooks_secret(TOKEN)},
+            })),
+        )
+        .await
+        .map_err(|e| format!("applying the Secret of {ns}/{name}: {e}"))?;
+    let generation = hook.metadata.generation.unwrap_or(1);
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let cond = |type_: &str, reason: &str| {
+        json!({"type": type_, "status": "True", "reason": reason, "message": "seeded by the benchmark",
+               "observedGeneration": generation, "lastTransitionTime": now})
+    };
+    hooks
+        .patch_status(
+            name,
+            &PatchParams::apply("outbound-webhooks-controller").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "outboundwebhooks.io/v1alpha1",
+                "kind": "OutboundWebhook",
+                "metadata": {"name": name, "namespace": ns},
+                "status": {
+                    "observedGeneration": generation,
+                    "secretName": secret_name,
+                    "conditions": [cond("Accepted", "Accepted"), cond("SecretReady", "SecretGenerated"),
+                                   cond("Ready", "Active")],
+                },
+            })),
+        )
+        .await
+        .map_err(|e| format!("writing the status of {ns}/{name}: {e}"))?;
+    Ok(())
+}
+
+/// Seeds `hooks` = (namespace, name, url) with `concurrency` requests in flight.
+async fn seed(kube: &Client, hooks: Vec<(String, String, String)>, concurrency: usize) -> Result<(), Error> {
+    let namespaces: Vec<String> = {
+        let mut n: Vec<String> = hooks.iter().map(|h| h.0.clone()).collect();
+        n.dedup();
+        n
+    };
+    let ns_api: Api<Namespace> = Api::all(kube.clone());
+    futures::stream::iter(namespaces)
+        .map(|ns| {
+            let ns_api = ns_api.clone();
+            async move {
+                ns_api
+                    .patch(
+                        &ns,
+                        &PatchParams::apply("outbound-webhooks-bench").force(),
+                        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Error::from(format!("applying namespace {ns}: {e}")))
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    futures::stream::iter(hooks)
+        .map(|(ns, name, url)| async move { seed_hook(kube, &ns, &name, &url).await })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- events
+
+static NEXT_EVENT: AtomicU64 = AtomicU64::new(1);
+
+fn next_event_id() -> String {
+    format!("be{:022x}", NEXT_EVENT.fetch_add(1, Relaxed))
+}
+
+fn event_data(n: u64) -> String {
+    json!({"type": "conversation", "id": format!("c{n:023x}"),
+           "attributes": {"name": "Order 1234 is late", "channels": ["email"], "priority": 3, "status": "open"}})
+    .to_string()
+}
+
+/// Appends `n` events for `org` to `{prefix}events`, pipelined.
+async fn fill(conn: &mut redis::aio::MultiplexedConnection, prefix: &str, org: &str, n: usize) -> Result<(), Error> {
+    let stream = format!("{prefix}events");
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(1000);
+        let mut pipe = redis::pipe();
+        for _ in 0..batch {
+            let id = next_event_id();
+            let data = event_data(NEXT_EVENT.load(Relaxed));
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("org")
+                .arg(org)
+                .arg("name")
+                .arg(EVENT)
+                .arg("data")
+                .arg(data)
+                .arg("id")
+                .arg(id)
+                .ignore();
+        }
+        let () = pipe.query_async(conn).await?;
+        left -= batch;
+    }
+    Ok(())
+}
+
+/// Waits until `counter` has grown by `target` or `timeout` passed; returns
+/// how many arrived and when the last one did.
+async fn wait_count(counter: &AtomicU64, start: u64, target: u64, timeout: Duration) -> (u64, Instant) {
+    let deadline = Instant::now() + timeout;
+    let mut last = counter.load(Relaxed);
+    let mut last_at = Instant::now();
+    loop {
+        let now = counter.load(Relaxed);
+        if now != last {
+            last = now;
+            last_at = Instant::now();
+        }
+        if now - start >= target || Instant::now() > deadline {
+            return (now - start, last_at);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+// ---------------------------------------------------------------- baselines
+
+/// Baseline B: bare XREADGROUP (COUNT 100) + XACK of every entry of a stream.
+/// Returns entries per second.
+async fn baseline_b(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> Result<f64, Error> {
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("baseline-b")
+        .arg("0")
+        .query_async(conn)
+        .await?;
+    let started = Instant::now();
+    let mut total = 0usize;
+    loop {
+        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("baseline-b")
+            .arg("c")
+            .arg("COUNT")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query_async(conn)
+            .await?;
+        let ids: Vec<String> = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).map(|i| i.id).collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            break;
+        }
+        total += ids.len();
+        let _: i64 = redis::cmd("XACK")
+            .arg(stream)
+            .arg("baseline-b")
+            .arg(&ids)
+            .query_async(conn)
+            .await?;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The envelope bodies the dispatcher would send for every entry of `stream`.
+async fn bodies_of(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let mut out = Vec::new();
+    let mut start = "-".to_string();
+    loop {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(5000)
+            .query_async(conn)
+            .await?;
+        if reply.ids.is_empty() {
+            break;
+        }
+        for entry in &reply.ids {
+            let fields: HashMap<String, Vec<u8>> = entry
+                .map
+                .iter()
+                .filter_map(|(k, v)| {
+                    redis::from_redis_value::<Vec<u8>>(v.clone())
+                        .ok()
+                        .map(|b| (k.clone(), b))
+                })
+                .collect();
+            let event = parse_entry(&entry.id, &fields).map_err(|e| format!("entry {}: {e}", entry.id))?;
+            out.push((event.id.clone(), envelope::build(&event)));
+        }
+        start = format!("({}", reply.ids.last().expect("non-empty").id);
+    }
+    Ok(out)
+}
+
+/// Baseline A: a bare reqwest loop sending `total` signed deliveries, cycling
+/// over `bodies`, `concurrency` at a time. Returns requests per second.
+async fn baseline_a(
+    url: &str,
+    bodies: Arc<Vec<(String, Vec<u8>)>>,
+    total: usize,
+    concurrency: usize,
+) -> Result<f64, Error> {
+    let client = reqwest::Client::builder()
+        .user_agent("outbound-webhooks/bench")
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, bodies, next, url) = (client.clone(), bodies.clone(), next.clone(), url.to_string());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Relaxed);
+                    if i >= total {
+                        return Ok::<(), reqwest::Error>(());
+                    }
+                    let (id, body) = &bodies[i % bodies.len()];
+                    let timestamp = jiff::Timestamp::now().as_second();
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("x-kustomer-webhook-event", EVENT)
+                        .header("x-kustomer-webhook-signature", signing::kustomer_signature(TOKEN, body))
+                        .header("webhook-id", id.as_str())
+                        .header("webhook-timestamp", timestamp.to_string())
+                        .header(
+                            "webhook-signature",
+                            signing::standard_webhooks_signature(TOKEN, id, timestamp, body),
+                        )
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    let _ = response.bytes().await?;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+// ---------------------------------------------------------------- scenarios
+
+struct Drain {
+    redis_cpu_per_1000: f64,
+    delivered: u64,
+    target: u64,
+    seconds: f64,
+    rate: f64,
+    cpu_per_1000: f64,
+    peak_rss: u64,
+}
+
+/// Starts a dispatcher on a pre-filled prefix and waits until `target`
+/// deliveries reached the receiver (counter `fast`).
+async fn drain(env: &Env, prefix: &str, name: &str, target: u64, timeout: Duration) -> Result<Drain, Error> {
+    let start = env.receiver.fast.load(Relaxed);
+    let dispatcher = Dispatcher::start(env, prefix, name, &[]).await?;
+    let before = dispatcher.stats();
+    let mut conn = env.redis.clone();
+    let redis_before = redis_cpu_seconds(&mut conn).await;
+    let t0 = Instant::now();
+    let (delivered, last) = wait_count(&env.receiver.fast, start, target, timeout).await;
+    let after = dispatcher.stats();
+    let redis_after = redis_cpu_seconds(&mut conn).await;
+    let seconds = last.duration_since(t0).as_secs_f64().max(1e-3);
+    drop(dispatcher);
+    Ok(Drain {
+        delivered,
+        target,
+        seconds,
+        rate: delivered as f64 / seconds,
+        cpu_per_1000: (after.cpu_seconds - before.cpu_seconds) / (delivered.max(1) as f64 / 1000.0),
+        peak_rss: after.peak_rss,
+        redis_cpu_per_1000: (redis_after - redis_before) / (delivered.max(1) as f64 / 1000.0),
+    })
+}
+
+/// CPU seconds redis-server has used (user + system, from INFO cpu).
+async fn redis_cpu_seconds(conn: &mut redis::aio::MultiplexedConnection) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_sys:")
+                .or_else(|| l.strip_prefix("used_cpu_user:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+struct Latency {
+    rate: f64,
+    sent: usize,
+    arrived: usize,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+/// Publishes at `rate` events/s for `seconds` into a running dispatcher and
+/// measures XADD (just before sending) to arrival at the receiver.
+async fn latency(env: &Env, prefix: &str, org: &str, rate: f64, seconds: f64) -> Result<Latency, Error> {
+    let client = redis::Client::open(env.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let stream = format!("{prefix}events");
+    let total = (rate * seconds).round() as usize;
+    env.receiver.arrivals.lock().expect("arrivals lock").clear();
+    env.receiver.recording.store(true, Relaxed);
+    let mut sent: HashMap<String, Instant> = HashMap::with_capacity(total);
+    let t0 = tokio::time::Instant::now();
+    for i in 0..total {
+        tokio::time::sleep_until(t0 + Duration::from_secs_f64(i as f64 / rate)).await;
+        let id = next_event_id();
+        let data = event_data(NEXT_EVENT.load(Relaxed));
+        sent.insert(id.clone(), Instant::now());
+        let _: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("org")
+            .arg(org)
+            .arg("name")
+            .arg(EVENT)
+            .arg("data")
+            .arg(data)
+            .arg("id")
+            .arg(&id)
+            .query_async(&mut conn)
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.receiver.arrivals.lock().expect("arrivals lock").len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.receiver.recording.store(false, Relaxed);
+    let arrivals = std::mem::take(&mut *env.receiver.arrivals.lock().expect("arrivals lock"));
+    let mut millis: Vec<f64> = arrivals
+        .iter()
+        .filter_map(|(id, at)| sent.get(id).map(|s| at.duration_since(*s).as_secs_f64() * 1000.0))
+        .collect();
+    millis.sort_by(f64::total_cmp);
+    Ok(Latency {
+        rate,
+        sent: total,
+        arrived: millis.len(),
+        p50: percentile(&millis, 50.0),
+        p99: percentile(&millis, 99.0),
+        p999: percentile(&millis, 99.9),
+        max: millis.last().copied().unwrap_or(f64::NAN),
+    })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Report rows: (scenario, measure, value, target/note).
+struct Report {
+    rows: Vec<(String, String, String, String)>,
+}
+
+impl Report {
+    fn row(&mut self, scenario: &str, measure: &str, value: String, note: &str) {
+        println!("bench: {scenario} | {measure} | {value} | {note}");
+        self.rows.push((scenario.into(), measure.into(), value, note.into()));
+    }
+    fn print(&self) {
+        let widths = self.rows.iter().fold([8, 7, 5, 4], |w, r| {
+            [
+                w[0].max(r.0.len()),
+                w[1].max(r.1.len()),
+                w[2].max(r.2.len()),
+                w[3].max(r.3.len()),
+            ]
+        });
+        let line = |a: &str, b: &str, c: &str, d: &str| {
+            println!(
+                "| {a:<w0$} | {b:<w1$} | {c:>w2$} | {d:<w3$} |",
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            )
+        };
+        println!();
+        line("scenario", "measure", "value", "note");
+        println!(
+            "|{}|{}|{}|{}|",
+            "-".repeat(widths[0] + 2),
+            "-".repeat(widths[1] + 2),
+            "-".repeat(widths[2] + 1) + ":",
+            "-".repeat(widths[3] + 2)
+        );
+        for r in &self.rows {
+            line(&r.0, &r.1, &r.2, &r.3);
+        }
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+async fn run(repo: PathBuf, dispatcher_binary: PathBuf) -> Result<(), Error> {
+    let bench_started = Instant::now();
+    let state = std::env::temp_dir().join(format!("outbound-webhooks-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&state)?;
+    eprintln!("bench: state and logs in {}", state.display());
+    eprintln!("bench: starting the control plane (etcd, kube-apiserver, redis-server)");
+    let cp = start_control_plane(&repo, &state)?;
+    let kube_config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&cp.kubeconfig)?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    let kube = Client::try_from(kube_config)?;
+    let redis_client = redis::Client::open(cp.redis_url.as_str())?;
+    let redis = redis_client.get_multiplexed_async_connection().await?;
+    let (receiver_port, receiver, receiver_runtime) = start_receiver()?;
+    // The receiver lives until the process exits (dropping a runtime inside
+    // another one's async context would panic).
+    std::mem::forget(receiver_runtime);
+    let env = Env {
+        state: state.clone(),
+        kubeconfig: cp.kubeconfig.clone(),
+        redis_url: cp.redis_url.clone(),
+        dispatcher_binary,
+        kube,
+        redis,
+        receiver_port,
+        receiver,
+    };
+    let fast_url = format!("http://127.0.0.1:{}/fast", env.receiver_port);
+    let slow_url = format!("http://127.0.0.1:{}/slow", env.receiver_port);
+    let mut report = Report { rows: vec![] };
+    let mut conn = env.redis.clone();
+
+    eprintln!("bench: seeding hooks (bench-one x1, bench-five x5, bench-iso 4 fast + 1 slow)");
+    let mut hooks = vec![("bench-one".to_string(), "hook-1".to_string(), fast_url.clone())];
+    for i in 1..=5 {
+        hooks.push(("bench-five".into(), format!("hook-{i}"), fast_url.clone()));
+    }
+    for i in 1..=4 {
+        hooks.push(("bench-iso".into(), format!("fast-{i}"), fast_url.clone()));
+    }
+    hooks.push(("bench-iso".into(), "slow-1".into(), slow_url.clone()));
+    seed(&env.kube, hooks, 8).await?;
+
+    // ------------------------------------------------ scenario 1a: 1 hook
+    let n1 = scale(100_000);
+    eprintln!("bench: scenario 1a: filling {n1} events for 1 hook");
+    fill(&mut conn, "bench-1a:", "bench-one", n1).await?;
+    // Baseline B runs over a copy of the same entries (its own stream, so the
+    // dispatcher's retention never sees a second group).
+    fill(&mut conn, "bench-b:", "bench-one", n1).await?;
+    eprintln!("bench: scenario 1a: dispatcher draining");
+    let d1a = drain(&env, "bench-1a:", "dispatcher-1a", n1 as u64, Duration::from_secs(150)).await?;
+    eprintln!("bench: baseline B: XREADGROUP + XACK over {n1} entries");
+    let b_rate = baseline_b(&mut conn, "bench-b:events").await?;
+    let bodies = Arc::new(bodies_of(&mut conn, "bench-b:events").await?);
+    eprintln!("bench: baseline A: reqwest, concurrency 16 (the per-hook bound)");
+    let a1_rate = baseline_a(&fast_url, bodies.clone(), n1, 16).await?;
+    report.row(
+        "1a throughput, 1 hook",
+        "dispatcher deliveries/s",
+        format!("{:.0}", d1a.rate),
+        &format!("{} of {} in {:.1}s", d1a.delivered, d1a.target, d1a.seconds),
+    );
+    report.row(
+        "1a throughput, 1 hook",
+        "baseline A (reqwest, 16 in flight) req/s",
+        format!("{a1_rate:.0}"),
+        "",
+    );
+    report.row(
+        "1a throughput, 1 hook",
+        "baseline B (XREADGROUP+XACK) entries/s",
+        format!("{b_rate:.0}"),
+        "",
+    );
+    report.row(
+        "1a throughput, 1 hook",
+        "dispatcher / baseline A",
+        format!("{:.0}%", 100.0 * d1a.rate / a1_rate),
+        &format!("target >= 70%: {}", verdict(d1a.rate >= 0.7 * a1_rate)),
+    );
+    report.row(
+        "1a throughput, 1 hook",
+        "dispatcher / baseline B",
+        format!("{:.1}%", 100.0 * d1a.rate / b_rate),
+        "",
+    );
+    report.row(
+        "4 footprint",
+        "CPU s per 1,000 deliveries (1a)",
+        format!("{:.3}", d1a.cpu_per_1000),
+        "user+system, /proc/PID/stat",
+    );
+    report.row(
+        "4 footprint",
+        "redis-server CPU s per 1,000 deliveries (1a)",
+        format!("{:.3}", d1a.redis_cpu_per_1000),
+        "INFO cpu",
+    );
+    report.row(
+        "4 footprint",
+        "peak RSS under 1a",
+        format!("{:.1} MiB", mib(d1a.peak_rss)),
+        "VmHWM",
+    );
+
+    if std::env::var("BENCH_ONLY_1A").is_ok() {
+        report.print();
+        return Ok(());
+    }
+
+    // ------------------------------------------------ scenario 1b: 5 hooks
+    let n1b = scale(20_000);
+    eprintln!("bench: scenario 1b: filling {n1b} events for an org with 5 hooks");
+    fill(&mut conn, "bench-1b:", "bench-five", n1b).await?;
+    let d1b = drain(
+        &env,
+        "bench-1b:",
+        "dispatcher-1b",
+        5 * n1b as u64,
+        Duration::from_secs(150),
+    )
+    .await?;
+    eprintln!("bench: baseline A: reqwest, concurrency 80 (5 hooks x 16)");
+    let a5_rate = baseline_a(&fast_url, bodies.clone(), 5 * n1b, 80).await?;
+    report.row(
+        "1b throughput, 5 hooks",
+        "dispatcher deliveries/s",
+        format!("{:.0}", d1b.rate),
+        &format!("{} of {} in {:.1}s", d1b.delivered, d1b.target, d1b.seconds),
+    );
+    report.row(
+        "1b throughput, 5 hooks",
+        "baseline A (reqwest, 80 in flight) req/s",
+        format!("{a5_rate:.0}"),
+        "",
+    );
+    report.row(
+        "1b throughput, 5 hooks",
+        "dispatcher / baseline A",
+        format!("{:.0}%", 100.0 * d1b.rate / a5_rate),
+        &format!("target >= 70%: {}", verdict(d1b.rate >= 0.7 * a5_rate)),
+    );
+    report.row(
+        "1b throughput, 5 hooks",
+        "dispatcher entries/s / baseline B",
+        format!("{:.1}%", 100.0 * (d1b.rate / 5.0) / b_rate),
+        "",
+    );
+    report.row(
+        "4 footprint",
+        "CPU s per 1,000 deliveries (1b)",
+        format!("{:.3}", d1b.cpu_per_1000),
+        "",
+    );
+    report.row(
+        "4 footprint",
+        "redis-server CPU s per 1,000 deliveries (1b)",
+        format!("{:.3}", d1b.redis_cpu_per_1000),
+        "INFO cpu",
+    );
+    report.row(
+        "4 footprint",
+        "peak RSS under 1b",
+        format!("{:.1} MiB", mib(d1b.peak_rss)),
+        "VmHWM",
+    );
+    let _ = writeln_partial(&state, &report);
+
+    // ------------------------------------------------ scenario 2: latency
+    let max_rate = d1a.rate.max(1.0);
+    {
+        eprintln!("bench: scenario 2: latency at 1,000 events/s and at half the measured max");
+        let dispatcher = Dispatcher::start(&env, "bench-lat:", "dispatcher-latency", &[]).await?;
+        let seconds = 10.0 * scale(1000) as f64 / 1000.0;
+        for rate in [1000.0, (max_rate / 2.0).round()] {
+            let l = latency(&env, "bench-lat:", "bench-one", rate, seconds).await?;
+            let name = format!("2 latency at {:.0} events/s", l.rate);
+            report.row(
+                &name,
+                "p50 XADD->arrival",
+                format!("{:.2} ms", l.p50),
+                &format!("{} of {} arrived", l.arrived, l.sent),
+            );
+            let note = if rate == 1000.0 {
+                format!("target <= 20 ms: {}", verdict(l.p99 <= 20.0))
+            } else {
+                String::new()
+            };
+            report.row(&name, "p99", format!("{:.2} ms", l.p99), &note);
+            report.row(
+                &name,
+                "p99.9",
+                format!("{:.2} ms", l.p999),
+                &format!("max {:.1} ms", l.max),
+            );
+        }
+        drop(dispatcher);
+    }
+    let _ = writeln_partial(&state, &report);
+
+    // ------------------------------------------------ scenario 3: isolation
+    {
+        let n3 = scale(20_000);
+        eprintln!("bench: scenario 3: {n3} events for 4 fast hooks + 1 hook answering in 5s");
+        fill(&mut conn, "bench-iso:", "bench-iso", n3).await?;
+        let d3 = drain(
+            &env,
+            "bench-iso:",
+            "dispatcher-isolation",
+            4 * n3 as u64,
+            Duration::from_secs(60),
+        )
+        .await?;
+        let per_fast_hook_1b = d1b.rate / 5.0;
+        let per_fast_hook_3 = d3.rate / 4.0;
+        report.row(
+            "3 isolation, 4 fast + 1 slow",
+            "fast deliveries/s",
+            format!("{:.0}", d3.rate),
+            &format!("{} of {} in {:.1}s (timeout 60s)", d3.delivered, d3.target, d3.seconds),
+        );
+        report.row(
+            "3 isolation, 4 fast + 1 slow",
+            "per fast hook vs 1b",
+            format!("{:.0}%", 100.0 * per_fast_hook_3 / per_fast_hook_1b),
+            &format!("target >= 90%: {}", verdict(per_fast_hook_3 >= 0.9 * per_fast_hook_1b)),
+        );
+    }
+    let _ = writeln_partial(&state, &report);
+
+    // ------------------------------------------------ scenario 4: 10,000 hooks idle
+    if std::env::var("BENCH_SKIP_10K").is_err() {
+        let namespaces = scale(2000);
+        eprintln!("bench: scenario 4: seeding {namespaces} namespaces x 5 hooks with Secrets and status");
+        let seeding = Instant::now();
+        let mut hooks = Vec::new();
+        for n in 0..namespaces {
+            for i in 1..=5 {
+                hooks.push((format!("fp-{n:04}"), format!("hook-{i}"), fast_url.clone()));
+            }
+        }
+        let count = hooks.len();
+        seed(&env.kube, hooks, 48).await?;
+        let seeded_in = seeding.elapsed().as_secs_f64();
+        let dispatcher = Dispatcher::start(&env, "bench-fp:", "dispatcher-10k", &[]).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let idle = dispatcher.stats();
+        drop(dispatcher);
+        report.row(
+            "4 footprint",
+            &format!("idle RSS, {} hooks cached", count + 11),
+            format!("{:.1} MiB", mib(idle.rss)),
+            &format!(
+                "target <= 100 MiB: {} (seeded in {seeded_in:.0}s)",
+                verdict(idle.rss <= 100 * 1024 * 1024)
+            ),
+        );
+    }
+    report.row(
+        "5 controller",
+        "1,000 hooks Ready",
+        "n/a".into(),
+        "no `controller` subcommand in this tree",
+    );
+    report.print();
+    eprintln!("bench: finished in {:.0}s", bench_started.elapsed().as_secs_f64());
+    drop(cp);
+    // The cluster's data (etcd, Redis) is large; logs and results stay.
+    let _ = std::fs::remove_dir_all(state.join("cluster"));
+    let _ = writeln_partial(&state, &report);
+    Ok(())
+}
+
+fn writeln_partial(state: &Path, report: &Report) -> std::io::Result<()> {
+    let text: String = report
+        .rows
+        .iter()
+        .map(|r| format!("{} | {} | {} | {}\n", r.0, r.1, r.2, r.3))
+        .collect();
+    std::fs::write(state.join("results-so-far.txt"), text)
+}
+
+fn main() -> std::process::ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 3 {
+        eprintln!("usage: outbound-webhooks-bench REPO_DIR DISPATCHER_BINARY");
+        return std::process::ExitCode::FAILURE;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run(args[1].clone().into(), args[2].clone().into()) => r,
+            _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
