@@ -9,6 +9,10 @@
 //! - `due`: sorted set of task members by due time (Unix ms). A claim moves
 //!   the score to the end of the lease, so a claimer that dies simply lets
 //!   the lease run out and the task comes due again.
+//! - `due:{hook uid}`: the same, per hook, and `hooks-due`: each hook by its
+//!   earliest due time. Claims walk `hooks-due` and skip a hook at its
+//!   concurrency limit in one step, so a slow hook's backlog never hides
+//!   other hooks' due tasks.
 //! - `hook-tasks:{hook uid}`: the members of one hook's tasks, to dead-letter
 //!   them together when the hook is turned off.
 //! - `health:{hook uid}`: consecutive failures, last success/failure, the
@@ -199,6 +203,13 @@ impl DeadLetter {
 const ROUTE_SCRIPT: &str = r#"
 -- KEYS: events, due; ARGV: group, entry id, now, prefix, then 6 per task:
 -- member, hook, uid, event id, event, org, body (7 per task)
+local due_key = KEYS[2]
+local prefix = ARGV[4]
+local function reindex(uid)
+  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
+  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
+  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
+end
 local n = (#ARGV - 4) / 7
 for i = 0, n - 1 do
   local b = 4 + i * 7
@@ -208,7 +219,9 @@ for i = 0, n - 1 do
     redis.call('HSET', tk, 'hook', ARGV[b + 2], 'uid', ARGV[b + 3], 'event_id', ARGV[b + 4],
       'event', ARGV[b + 5], 'org', ARGV[b + 6], 'body', ARGV[b + 7],
       'attempts', 0, 'first_attempt_ms', 0, 'created_ms', ARGV[3])
-    redis.call('ZADD', KEYS[2], ARGV[3], member)
+    redis.call('ZADD', due_key, ARGV[3], member)
+    redis.call('ZADD', prefix .. 'due:' .. ARGV[b + 3], ARGV[3], member)
+    reindex(ARGV[b + 3])
     redis.call('SADD', ARGV[4] .. 'hook-tasks:' .. ARGV[b + 3], member)
   end
 end
@@ -217,6 +230,26 @@ return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 
 const CLAIM_SCRIPT: &str = r#"
 -- KEYS: due; ARGV: now, lease ms, max, default per-hook capacity, then uid/capacity pairs
+-- Walks the hooks that have something due (hooks-due, by earliest due time)
+-- and takes from each hook's own due set only what its capacity allows, so a
+-- hook at its limit with a long backlog costs one skip, never a scan of its
+-- backlog: a slow hook holds back only its own tasks.
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
+local function uid_of(m) return string.match(m, '^([^:]+):') or m end
+-- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
+local function set_due(uid, m, score)
+  redis.call('ZADD', KEYS[1], score, m)
+  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
+end
+local function unset_due(uid, m)
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', prefix .. 'due:' .. uid, m)
+end
+local function reindex(uid)
+  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
+  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
+  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
+end
 local now = tonumber(ARGV[1])
 local lease_until = now + tonumber(ARGV[2])
 local max = tonumber(ARGV[3])
@@ -224,32 +257,45 @@ local default_cap = tonumber(ARGV[4])
 local caps = {}
 for i = 5, #ARGV, 2 do caps[ARGV[i]] = tonumber(ARGV[i + 1]) end
 local out = {}
-local offset = 0
-while #out < max and offset < 5000 do
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', offset, 500)
-  if #due == 0 then break end
-  local claimed_here = 0
-  for _, m in ipairs(due) do
-    if #out >= max then break end
-    local uid = string.match(m, '^([^:]+):') or m
-    local cap = caps[uid] or default_cap
-    if cap > 0 then
-      caps[uid] = cap - 1
-      redis.call('ZADD', KEYS[1], lease_until, m)
+local hooks = redis.call('ZRANGEBYSCORE', prefix .. 'hooks-due', '-inf', now, 'LIMIT', 0, 5000)
+for _, uid in ipairs(hooks) do
+  if #out >= max then break end
+  local cap = caps[uid] or default_cap
+  if cap > 0 then
+    local take = math.min(cap, max - #out)
+    local due = redis.call('ZRANGEBYSCORE', prefix .. 'due:' .. uid, '-inf', now, 'LIMIT', 0, take)
+    for _, m in ipairs(due) do
+      set_due(uid, m, lease_until)
       table.insert(out, m)
-      claimed_here = claimed_here + 1
     end
+    reindex(uid)
   end
-  -- claimed members left the range; skipped ones stay in front of us
-  offset = offset + #due - claimed_here
 end
 return out
 "#;
 
 const EXTEND_SCRIPT: &str = r#"
 -- KEYS: due; ARGV: member, claimed score, new score
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
+local function uid_of(m) return string.match(m, '^([^:]+):') or m end
+-- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
+local function set_due(uid, m, score)
+  redis.call('ZADD', KEYS[1], score, m)
+  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
+end
+local function unset_due(uid, m)
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', prefix .. 'due:' .. uid, m)
+end
+local function reindex(uid)
+  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
+  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
+  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
+end
 if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '-1') == tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  local uid = uid_of(ARGV[1])
+  set_due(uid, ARGV[1], ARGV[3])
+  reindex(uid)
   return 1
 end
 return 0
@@ -257,24 +303,75 @@ return 0
 
 const RESCHEDULE_SCRIPT: &str = r#"
 -- KEYS: due; ARGV: prefix, member, claimed score, next due, attempts, first attempt ms, last error
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
+local function uid_of(m) return string.match(m, '^([^:]+):') or m end
+-- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
+local function set_due(uid, m, score)
+  redis.call('ZADD', KEYS[1], score, m)
+  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
+end
+local function unset_due(uid, m)
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', prefix .. 'due:' .. uid, m)
+end
+local function reindex(uid)
+  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
+  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
+  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
+end
 if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[2]) or '-1') ~= tonumber(ARGV[3]) then return 0 end
+local uid = uid_of(ARGV[2])
 local tk = ARGV[1] .. 'task:' .. ARGV[2]
-if redis.call('EXISTS', tk) == 0 then redis.call('ZREM', KEYS[1], ARGV[2]) return 0 end
+if redis.call('EXISTS', tk) == 0 then unset_due(uid, ARGV[2]) reindex(uid) return 0 end
 redis.call('HSET', tk, 'attempts', ARGV[5], 'first_attempt_ms', ARGV[6], 'last_error', ARGV[7])
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+set_due(uid, ARGV[2], ARGV[4])
+reindex(uid)
 return 1
 "#;
 
 const FINISH_SCRIPT: &str = r#"
 -- KEYS: due; ARGV: prefix, member, uid
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
+local function uid_of(m) return string.match(m, '^([^:]+):') or m end
+-- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
+local function set_due(uid, m, score)
+  redis.call('ZADD', KEYS[1], score, m)
+  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
+end
+local function unset_due(uid, m)
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', prefix .. 'due:' .. uid, m)
+end
+local function reindex(uid)
+  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
+  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
+  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
+end
 redis.call('DEL', ARGV[1] .. 'task:' .. ARGV[2])
-redis.call('ZREM', KEYS[1], ARGV[2])
+unset_due(uid_of(ARGV[2]), ARGV[2])
+reindex(uid_of(ARGV[2]))
 redis.call('SREM', ARGV[1] .. 'hook-tasks:' .. ARGV[3], ARGV[2])
 return 1
 "#;
 
 const DEAD_LETTER_SCRIPT: &str = r#"
 -- KEYS: due, dead-letter; ARGV: prefix, claimed score ('' = any), reason, now, uid, members...
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
+local function uid_of(m) return string.match(m, '^([^:]+):') or m end
+-- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
+local function set_due(uid, m, score)
+  redis.call('ZADD', KEYS[1], score, m)
+  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
+end
+local function unset_due(uid, m)
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', prefix .. 'due:' .. uid, m)
+end
+local function reindex(uid)
+  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
+  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
+  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
+end
 local moved = 0
 for i = 6, #ARGV do
   local m = ARGV[i]
@@ -296,7 +393,8 @@ for i = 6, #ARGV do
     moved = moved + 1
   end
   if ok then
-    redis.call('ZREM', KEYS[1], m)
+    unset_due(uid_of(m), m)
+    reindex(uid_of(m))
     redis.call('SREM', ARGV[1] .. 'hook-tasks:' .. ARGV[5], m)
   end
 end
@@ -305,10 +403,27 @@ return moved
 
 const REPLAY_SCRIPT: &str = r#"
 -- KEYS: due, dead-letter; ARGV: prefix, dead letter id, now, member, hook, uid, event id, event, org, body
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
+local function uid_of(m) return string.match(m, '^([^:]+):') or m end
+-- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
+local function set_due(uid, m, score)
+  redis.call('ZADD', KEYS[1], score, m)
+  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
+end
+local function unset_due(uid, m)
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', prefix .. 'due:' .. uid, m)
+end
+local function reindex(uid)
+  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
+  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
+  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
+end
 local tk = ARGV[1] .. 'task:' .. ARGV[4]
 redis.call('HSET', tk, 'hook', ARGV[5], 'uid', ARGV[6], 'event_id', ARGV[7], 'event', ARGV[8],
   'org', ARGV[9], 'body', ARGV[10], 'attempts', 0, 'first_attempt_ms', 0, 'created_ms', ARGV[3])
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+set_due(ARGV[6], ARGV[4], ARGV[3])
+reindex(ARGV[6])
 redis.call('SADD', ARGV[1] .. 'hook-tasks:' .. ARGV[6], ARGV[4])
 redis.call('XDEL', KEYS[2], ARGV[2])
 return 1
@@ -575,9 +690,16 @@ impl Store {
 
     /// Drops a member whose task hash is gone.
     pub async fn forget_member(&self, member: &str) -> Result<(), StoreError> {
+        // A stale `hooks-due` entry left behind heals at the next claim.
+        let uid = member.split(':').next().unwrap_or(member);
         let mut conn = self.conn.clone();
-        let _: i64 = conn
+        let _: () = redis::pipe()
+            .atomic()
             .zrem(self.keys.due(), member)
+            .ignore()
+            .zrem(format!("{}due:{uid}", self.keys.prefix()), member)
+            .ignore()
+            .query_async(&mut conn)
             .await
             .context(|| format!("removing task {member}"))?;
         Ok(())
