@@ -65,6 +65,72 @@ fn an_endpoint_that_never_answers_does_not_delay_another_hook() {
 }
 
 #[test]
+fn a_hanging_hook_with_a_backlog_of_thousands_does_not_hide_another_hooks_tasks() {
+    // More held-back tasks than any scan of one shared due set would look at:
+    // the claim must skip the hook at its limit, not wade through its backlog.
+    const BACKLOG: usize = 6_000;
+    let ns = namespace("isolation-backlog");
+    let prefix = redis_prefix("isolation-backlog");
+    let url = &env().redis_url;
+    let hanging = Receiver::start(|_, _| Reply::Hang);
+    let fast = Receiver::ok();
+    create_hook(
+        &ns,
+        "hanging",
+        &hanging.url("/"),
+        &[USER],
+        json!({"timeoutSeconds": 30}),
+    );
+    create_hook(&ns, "fast", &fast.url("/"), &[CREATE], json!({}));
+    let _d = Dispatcher::start(args(url, &prefix, "isolation-backlog", &[]));
+
+    let mut conn = harness::redis(url);
+    let mut pipe = redis::pipe();
+    for i in 0..BACKLOG {
+        pipe.cmd("XADD")
+            .arg(format!("{prefix}events"))
+            .arg("*")
+            .arg("org")
+            .arg(&ns)
+            .arg("name")
+            .arg(USER)
+            .arg("data")
+            .arg(format!("{{\"i\":{i}}}"))
+            .ignore();
+    }
+    let () = pipe.query(&mut conn).expect("publishing the backlog");
+    wait_for("the backlog to be stored as tasks", Duration::from_secs(60), || {
+        let due: usize = redis::cmd("ZCARD")
+            .arg(format!("{prefix}due"))
+            .query(&mut conn)
+            .map_err(|e| e.to_string())?;
+        if due >= BACKLOG {
+            Ok(())
+        } else {
+            Err(format!("{due} tasks"))
+        }
+    });
+
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let sent = Instant::now();
+        let id = publish(url, &prefix, &ns, CREATE, &json!({"i": i}));
+        let got = fast.wait_for_event(&id, 1, Duration::from_secs(30));
+        worst = worst.max(got[0].at - sent);
+    }
+    eprintln!("worst delivery latency of the healthy hook behind a backlog of {BACKLOG}: {worst:?}");
+    assert!(
+        worst < ISOLATION_BOUND,
+        "worst latency {worst:?} exceeds {ISOLATION_BOUND:?}"
+    );
+    assert!(
+        hanging.requests().len() <= 16,
+        "the per-hook bound was not kept: {}",
+        hanging.requests().len()
+    );
+}
+
+#[test]
 fn two_dispatchers_deliver_1000_events_although_one_is_killed_repeatedly() {
     let ns = namespace("kill9");
     let prefix = redis_prefix("kill9");
