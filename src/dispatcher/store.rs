@@ -200,6 +200,27 @@ impl DeadLetter {
     }
 }
 
+/// Lua shared by the scripts that keep `due`, `due:{uid}` and `hooks-due`
+/// in step; prepended to each of them (KEYS[1] is always `due`).
+const DUE_PRELUDE: &str = r#"
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
+local function uid_of(m) return string.match(m, '^([^:]+):') or m end
+-- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
+local function set_due(uid, m, score)
+  redis.call('ZADD', KEYS[1], score, m)
+  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
+end
+local function unset_due(uid, m)
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', prefix .. 'due:' .. uid, m)
+end
+local function reindex(uid)
+  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
+  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
+  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
+end
+"#;
+
 const ROUTE_SCRIPT: &str = r#"
 -- KEYS: events, due; ARGV: group, entry id, now, prefix, then 6 per task:
 -- member, hook, uid, event id, event, org, body (7 per task)
@@ -234,22 +255,6 @@ const CLAIM_SCRIPT: &str = r#"
 -- and takes from each hook's own due set only what its capacity allows, so a
 -- hook at its limit with a long backlog costs one skip, never a scan of its
 -- backlog: a slow hook holds back only its own tasks.
-local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
-local function uid_of(m) return string.match(m, '^([^:]+):') or m end
--- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
-local function set_due(uid, m, score)
-  redis.call('ZADD', KEYS[1], score, m)
-  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
-end
-local function unset_due(uid, m)
-  redis.call('ZREM', KEYS[1], m)
-  redis.call('ZREM', prefix .. 'due:' .. uid, m)
-end
-local function reindex(uid)
-  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
-  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
-  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
-end
 local now = tonumber(ARGV[1])
 local lease_until = now + tonumber(ARGV[2])
 local max = tonumber(ARGV[3])
@@ -276,22 +281,6 @@ return out
 
 const EXTEND_SCRIPT: &str = r#"
 -- KEYS: due; ARGV: member, claimed score, new score
-local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
-local function uid_of(m) return string.match(m, '^([^:]+):') or m end
--- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
-local function set_due(uid, m, score)
-  redis.call('ZADD', KEYS[1], score, m)
-  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
-end
-local function unset_due(uid, m)
-  redis.call('ZREM', KEYS[1], m)
-  redis.call('ZREM', prefix .. 'due:' .. uid, m)
-end
-local function reindex(uid)
-  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
-  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
-  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
-end
 if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '-1') == tonumber(ARGV[2]) then
   local uid = uid_of(ARGV[1])
   set_due(uid, ARGV[1], ARGV[3])
@@ -303,22 +292,6 @@ return 0
 
 const RESCHEDULE_SCRIPT: &str = r#"
 -- KEYS: due; ARGV: prefix, member, claimed score, next due, attempts, first attempt ms, last error
-local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
-local function uid_of(m) return string.match(m, '^([^:]+):') or m end
--- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
-local function set_due(uid, m, score)
-  redis.call('ZADD', KEYS[1], score, m)
-  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
-end
-local function unset_due(uid, m)
-  redis.call('ZREM', KEYS[1], m)
-  redis.call('ZREM', prefix .. 'due:' .. uid, m)
-end
-local function reindex(uid)
-  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
-  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
-  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
-end
 if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[2]) or '-1') ~= tonumber(ARGV[3]) then return 0 end
 local uid = uid_of(ARGV[2])
 local tk = ARGV[1] .. 'task:' .. ARGV[2]
@@ -331,22 +304,6 @@ return 1
 
 const FINISH_SCRIPT: &str = r#"
 -- KEYS: due; ARGV: prefix, member, uid
-local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
-local function uid_of(m) return string.match(m, '^([^:]+):') or m end
--- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
-local function set_due(uid, m, score)
-  redis.call('ZADD', KEYS[1], score, m)
-  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
-end
-local function unset_due(uid, m)
-  redis.call('ZREM', KEYS[1], m)
-  redis.call('ZREM', prefix .. 'due:' .. uid, m)
-end
-local function reindex(uid)
-  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
-  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
-  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
-end
 redis.call('DEL', ARGV[1] .. 'task:' .. ARGV[2])
 unset_due(uid_of(ARGV[2]), ARGV[2])
 reindex(uid_of(ARGV[2]))
@@ -356,22 +313,6 @@ return 1
 
 const DEAD_LETTER_SCRIPT: &str = r#"
 -- KEYS: due, dead-letter; ARGV: prefix, claimed score ('' = any), reason, now, uid, members...
-local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
-local function uid_of(m) return string.match(m, '^([^:]+):') or m end
--- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
-local function set_due(uid, m, score)
-  redis.call('ZADD', KEYS[1], score, m)
-  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
-end
-local function unset_due(uid, m)
-  redis.call('ZREM', KEYS[1], m)
-  redis.call('ZREM', prefix .. 'due:' .. uid, m)
-end
-local function reindex(uid)
-  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
-  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
-  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
-end
 local moved = 0
 for i = 6, #ARGV do
   local m = ARGV[i]
@@ -403,22 +344,6 @@ return moved
 
 const REPLAY_SCRIPT: &str = r#"
 -- KEYS: due, dead-letter; ARGV: prefix, dead letter id, now, member, hook, uid, event id, event, org, body
-local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 3)
-local function uid_of(m) return string.match(m, '^([^:]+):') or m end
--- due:{uid} mirrors `due` per hook; hooks-due holds each hook's earliest score
-local function set_due(uid, m, score)
-  redis.call('ZADD', KEYS[1], score, m)
-  redis.call('ZADD', prefix .. 'due:' .. uid, score, m)
-end
-local function unset_due(uid, m)
-  redis.call('ZREM', KEYS[1], m)
-  redis.call('ZREM', prefix .. 'due:' .. uid, m)
-end
-local function reindex(uid)
-  local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
-  if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
-  else redis.call('ZREM', prefix .. 'hooks-due', uid) end
-end
 local tk = ARGV[1] .. 'task:' .. ARGV[4]
 redis.call('HSET', tk, 'hook', ARGV[5], 'uid', ARGV[6], 'event_id', ARGV[7], 'event', ARGV[8],
   'org', ARGV[9], 'body', ARGV[10], 'attempts', 0, 'first_attempt_ms', 0, 'created_ms', ARGV[3])
@@ -451,12 +376,12 @@ fn bytes_of(value: &Value) -> Vec<u8> {
 // Each script is hashed (SHA-1) once per process, not once per call: the
 // hashing showed up as ~10% of the dispatcher's instructions per delivery.
 static ROUTE: LazyLock<Script> = LazyLock::new(|| Script::new(ROUTE_SCRIPT));
-static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_SCRIPT));
-static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(EXTEND_SCRIPT));
-static RESCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(RESCHEDULE_SCRIPT));
-static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH_SCRIPT));
-static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| Script::new(DEAD_LETTER_SCRIPT));
-static REPLAY: LazyLock<Script> = LazyLock::new(|| Script::new(REPLAY_SCRIPT));
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{DUE_PRELUDE}{CLAIM_SCRIPT}")));
+static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{DUE_PRELUDE}{EXTEND_SCRIPT}")));
+static RESCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{DUE_PRELUDE}{RESCHEDULE_SCRIPT}")));
+static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{DUE_PRELUDE}{FINISH_SCRIPT}")));
+static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{DUE_PRELUDE}{DEAD_LETTER_SCRIPT}")));
+static REPLAY: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{DUE_PRELUDE}{REPLAY_SCRIPT}")));
 
 /// Converts a stream entry's fields to bytes.
 pub fn entry_fields(entry: &StreamId) -> HashMap<String, Vec<u8>> {
