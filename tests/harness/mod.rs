@@ -376,22 +376,15 @@ impl Dispatcher {
 
     /// Like [`Dispatcher::start`], with extra environment variables.
     pub fn start_with_env(args: Vec<String>, envs: Vec<(String, String)>) -> Dispatcher {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log_path = dir.path().join("dispatcher.log");
-        let mut d = Dispatcher {
-            child: None,
-            http_port: 0,
-            log_path,
-            _dir: dir,
-            args,
-            envs,
-        };
-        d.spawn(true);
-        d
+        Dispatcher::launch(args, envs, true)
     }
 
     /// Starts without waiting for readiness.
     pub fn start_unready(args: Vec<String>, envs: Vec<(String, String)>) -> Dispatcher {
+        Dispatcher::launch(args, envs, false)
+    }
+
+    fn launch(args: Vec<String>, envs: Vec<(String, String)>, wait_ready: bool) -> Dispatcher {
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("dispatcher.log");
         let mut d = Dispatcher {
@@ -402,7 +395,7 @@ impl Dispatcher {
             args,
             envs,
         };
-        d.spawn(false);
+        d.spawn(wait_ready);
         d
     }
 
