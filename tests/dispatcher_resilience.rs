@@ -99,12 +99,14 @@ fn a_hanging_hook_with_a_backlog_of_thousands_does_not_hide_another_hooks_tasks(
             .ignore();
     }
     let () = pipe.query(&mut conn).expect("publishing the backlog");
+    // All but the 16 first attempts in flight (their entries held) are
+    // stored as tasks: the hanging hook's slots are busy and slow.
     wait_for("the backlog to be stored as tasks", Duration::from_secs(60), || {
         let due: usize = redis::cmd("ZCARD")
             .arg(format!("{prefix}due"))
             .query(&mut conn)
             .map_err(|e| e.to_string())?;
-        if due >= BACKLOG {
+        if due >= BACKLOG - 16 {
             Ok(())
         } else {
             Err(format!("{due} tasks"))

@@ -181,7 +181,7 @@ impl Dispatcher {
             None => Command::new(&env.dispatcher_binary),
         };
         let mut child = command
-            .arg("--exit-when-stdin-closes")
+            .arg("--exit-on-stdin-close")
             .arg("dispatcher")
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{http_port}"))
@@ -195,7 +195,7 @@ impl Dispatcher {
             .stderr(log)
             .spawn()?;
         let stdin = child.stdin.take();
-        let d = Dispatcher {
+        let mut d = Dispatcher {
             proc: Proc {
                 name: "dispatcher",
                 child,
@@ -214,8 +214,11 @@ impl Dispatcher {
             if ready {
                 return Ok(d);
             }
+            if let Some(status) = d.proc.child.try_wait()? {
+                return Err(format!("the dispatcher exited ({status}) before it was ready; see {log_name}.log").into());
+            }
             if Instant::now() > deadline {
-                return Err("the dispatcher did not become ready in 120s".into());
+                return Err("the dispatcher did not become ready in 300s".into());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub dead_letter_length: Gauge,
     /// Attempts in flight on this replica.
     pub in_flight: Gauge,
+    /// First deliveries by path: `direct` (attempted straight from the
+    /// stream) or `stored` (kept as a task first: slow hook, secret not in
+    /// the cache yet, shutting down).
+    pub first_deliveries: Family<Labels, Counter>,
 }
 
 /// The status class label of an optional status code.
@@ -61,6 +65,7 @@ impl Metrics {
             tasks_scheduled: Gauge::default(),
             dead_letter_length: Gauge::default(),
             in_flight: Gauge::default(),
+            first_deliveries: Family::default(),
         };
         let r = registry;
         r.register(
@@ -122,6 +127,11 @@ impl Metrics {
             "outbound_webhooks_attempts_in_flight",
             "Attempts in flight on this replica",
             m.in_flight.clone(),
+        );
+        r.register(
+            "outbound_webhooks_first_deliveries",
+            "First deliveries of events to hooks, by path (direct from the stream, or stored as a task first)",
+            m.first_deliveries.clone(),
         );
         m
     }

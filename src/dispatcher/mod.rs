@@ -1,16 +1,23 @@
 //! `outbound-webhooks dispatcher`: from the events stream to signed
 //! deliveries.
 //!
-//! Three loops share one [`Store`] (Redis) and two caches (hooks and
-//! labelled Secrets):
+//! Loops sharing one [`Store`] (Redis) and two caches (hooks and labelled
+//! Secrets):
 //! - the **consumer** reads the stream in the consumer group, routes each
-//!   entry and stores one task per matching hook plus the XACK in one step;
-//! - the **claimer** leases due tasks within the global and per-hook bounds
-//!   and runs one attempt per task ([`attempt_task`]);
-//! - **upkeep** mirrors health to status, trims, reclaims entries of dead
-//!   replicas and removes idle consumers.
+//!   entry and runs the first attempts straight away ([`direct`]), holding
+//!   the entry until each matching hook got it or has a stored task;
+//! - the **acker** acknowledges settled entries and records successes in
+//!   batches ([`acker`]);
+//! - the **claimer** leases due tasks (retries, and deliveries stored before
+//!   a first attempt) within the global and per-hook bounds and runs one
+//!   attempt per task;
+//! - the **mirror** writes delivery health to status; **upkeep** trims,
+//!   and removes idle consumers.
 
+mod acker;
 pub mod delivery;
+mod direct;
+mod lanes;
 pub mod metrics;
 pub mod routing;
 pub mod status;
@@ -39,10 +46,13 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use self::{
+    acker::AckItem,
     delivery::Outcome,
+    direct::PendingEntry,
+    lanes::Lanes,
     metrics::{Metrics, status_class},
-    routing::{Deliverability, deliverability, route, signing_secret},
-    store::{NewTask, Store, StoreError, Task},
+    routing::{Deliverability, deliverability, route},
+    store::{Store, StoreError, Task},
 };
 use crate::{
     address_filter::AddressFilter,
@@ -124,9 +134,87 @@ struct Shared {
     kube: kube::Client,
     metrics: Metrics,
     mirror: mpsc::UnboundedSender<MirrorRequest>,
-    in_flight: Mutex<HashMap<String, usize>>,
+    lanes: Lanes,
     global: Arc<Semaphore>,
     wake: Notify,
+    acks: mpsc::UnboundedSender<AckItem>,
+    /// Entries read and not yet acknowledged, with when they were read (or
+    /// last renewed), Unix ms.
+    held: Mutex<HashMap<String, i64>>,
+    held_released: Notify,
+    shutdown: CancellationToken,
+}
+
+/// Most entries held (read, not yet acknowledged) at once: bounds memory
+/// and how far the consumer reads ahead of the receivers.
+const MAX_HELD: usize = 1000;
+/// Entries read per XREADGROUP.
+const READ_COUNT: usize = 200;
+
+impl Shared {
+    /// Holds the entries not held yet; returns them.
+    fn hold<'a>(&self, entries: &'a [redis::streams::StreamId]) -> Vec<&'a redis::streams::StreamId> {
+        let now = now_ms();
+        let mut held = self.held.lock().expect("held entries lock");
+        entries
+            .iter()
+            .filter(|e| {
+                if held.contains_key(&e.id) {
+                    return false;
+                }
+                held.insert(e.id.clone(), now);
+                true
+            })
+            .collect()
+    }
+
+    /// Forgets entries (acknowledged, or left pending to be read again).
+    fn release_held(&self, ids: &[String]) {
+        let mut held = self.held.lock().expect("held entries lock");
+        for id in ids {
+            held.remove(id);
+        }
+        drop(held);
+        self.held_released.notify_waiters();
+    }
+
+    fn held_count(&self) -> usize {
+        self.held.lock().expect("held entries lock").len()
+    }
+
+    /// Held entries read (or renewed) before `before_ms`.
+    fn held_since(&self, before_ms: i64) -> Vec<String> {
+        let held = self.held.lock().expect("held entries lock");
+        held.iter()
+            .filter(|(_, at)| **at < before_ms)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn mark_touched(&self, ids: &[String], now: i64) {
+        let mut held = self.held.lock().expect("held entries lock");
+        for id in ids {
+            if let Some(at) = held.get_mut(id) {
+                *at = now;
+            }
+        }
+    }
+
+    /// Waits until fewer than `limit` entries are held (or shutdown).
+    async fn wait_for_room(&self, limit: usize) {
+        loop {
+            let released = self.held_released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.held_count() < limit || self.shutdown.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = released => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -226,6 +314,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let filter = Arc::new(AddressFilter::new(config.allow_destination_cidrs.clone()));
     let http = delivery::client(filter.clone(), config.proxy.as_deref())?;
     let (mirror_tx, mirror_rx) = mpsc::unbounded_channel();
+    let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         store,
         hooks,
@@ -235,9 +324,13 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         kube,
         metrics,
         mirror: mirror_tx,
-        in_flight: Mutex::new(HashMap::new()),
+        lanes: Lanes::new(config.max_in_flight_per_hook),
         global: Arc::new(Semaphore::new(config.max_in_flight)),
         wake: Notify::new(),
+        acks: acks_tx,
+        held: Mutex::new(HashMap::new()),
+        held_released: Notify::new(),
+        shutdown: shutdown.clone(),
         config,
     });
     if let Err(e) = shared.store.ensure_group().await {
@@ -248,7 +341,10 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
 
     let consumer = tokio::spawn(consume(shared.clone(), shutdown.clone()));
     let claimer = tokio::spawn(claim_loop(shared.clone(), shutdown.clone()));
-    // The mirror outlives the claimer so the last attempts' health still reaches status.
+    // The acker and the mirror outlive the attempts, so their outcomes
+    // still reach Redis and status.
+    let acker_stop = CancellationToken::new();
+    let acker = tokio::spawn(acker::run(shared.clone(), acks_rx, acker_stop.clone()));
     let mirror_stop = CancellationToken::new();
     let mirror = tokio::spawn(mirror_loop(shared.clone(), mirror_rx, mirror_stop.clone()));
     let upkeep = tokio::spawn(upkeep_loop(shared.clone(), shutdown.clone()));
@@ -257,16 +353,29 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     readiness.set(false);
     let _ = consumer.await;
     let _ = claimer.await;
-    // Wait for in-flight attempts: they finish, reschedule or let their lease lapse.
+    // Wait for in-flight attempts: they finish, reschedule or let their
+    // lease lapse; then for held entries to be acknowledged.
     let all = u32::try_from(shared.config.max_in_flight).unwrap_or(u32::MAX);
-    if tokio::time::timeout(Duration::from_secs(40), shared.global.acquire_many(all))
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(Duration::from_secs(40), async {
+        let _all = shared.global.acquire_many(all).await;
+        while shared.held_count() > 0 {
+            let released = shared.held_released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if shared.held_count() == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), released).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!(
             "in-flight attempts did not finish in time; their leases will lapse and another replica retries them"
         );
     }
+    acker_stop.cancel();
+    let _ = acker.await;
     mirror_stop.cancel();
     let _ = mirror.await;
     let _ = upkeep.await;
@@ -301,11 +410,16 @@ async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
 
 async fn consume(shared: Arc<Shared>, shutdown: CancellationToken) {
     let consumer = shared.config.consumer_name.clone();
-    // First our own pending entries (a restart with the same name), then new ones.
-    let mut from_pending = true;
+    // First our own pending entries (a restart with the same name), walked
+    // with a cursor, then new ones.
+    let mut pending_cursor = Some("0".to_string());
     let mut last_reclaim = 0i64;
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
+        shared.wait_for_room(MAX_HELD).await;
+        if shutdown.is_cancelled() {
+            break;
+        }
         let result = async {
             if now_ms() - last_reclaim > ms(shared.config.reclaim_idle) / 2 {
                 last_reclaim = now_ms();
@@ -313,24 +427,23 @@ async fn consume(shared: Arc<Shared>, shutdown: CancellationToken) {
                     .store
                     .autoclaim(&consumer, shared.config.reclaim_idle.as_millis() as u64)
                     .await?;
+                let reclaimed = shared.hold(&reclaimed);
                 if !reclaimed.is_empty() {
                     tracing::info!(
                         count = reclaimed.len(),
                         "reclaimed entries left pending by another consumer"
                     );
                 }
-                for entry in &reclaimed {
-                    handle_entry(&shared, entry).await?;
-                }
+                handle_entries(&shared, &reclaimed).await?;
             }
-            let from = if from_pending { "0" } else { ">" };
-            let entries = shared.store.read_entries(&consumer, from, 100, 1000).await?;
-            if from_pending && entries.is_empty() {
-                from_pending = false;
+            let room = MAX_HELD.saturating_sub(shared.held_count()).clamp(1, READ_COUNT);
+            let from = pending_cursor.as_deref().unwrap_or(">");
+            let entries = shared.store.read_entries(&consumer, from, room, 1000).await?;
+            if pending_cursor.is_some() {
+                pending_cursor = entries.last().map(|e| e.id.clone());
             }
-            for entry in &entries {
-                handle_entry(&shared, entry).await?;
-            }
+            let entries = shared.hold(&entries);
+            handle_entries(&shared, &entries).await?;
             Ok::<(), StoreError>(())
         }
         .await;
@@ -341,11 +454,11 @@ async fn consume(shared: Arc<Shared>, shutdown: CancellationToken) {
                 if let Err(e) = shared.store.ensure_group().await {
                     tracing::warn!(error = %e, "recreating the consumer group");
                 }
-                from_pending = true;
+                pending_cursor = Some("0".to_string());
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reading the events stream; retrying");
-                from_pending = true;
+                pending_cursor = Some("0".to_string());
                 if !pause(&shutdown, backoff).await {
                     break;
                 }
@@ -355,7 +468,25 @@ async fn consume(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-async fn handle_entry(shared: &Shared, entry: &redis::streams::StreamId) -> Result<(), StoreError> {
+/// Routes held entries; malformed ones are dead-lettered at once.
+async fn handle_entries(shared: &Arc<Shared>, entries: &[&redis::streams::StreamId]) -> Result<(), StoreError> {
+    let hooks = shared.hooks.state();
+    for (i, entry) in entries.iter().enumerate() {
+        if let Err(e) = handle_entry(shared, &hooks, entry).await {
+            // Not routed: release them, so they are read again.
+            let ids: Vec<String> = entries[i..].iter().map(|e| e.id.clone()).collect();
+            shared.release_held(&ids);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+async fn handle_entry(
+    shared: &Arc<Shared>,
+    hooks: &[Arc<OutboundWebhook>],
+    entry: &redis::streams::StreamId,
+) -> Result<(), StoreError> {
     let fields = store::entry_fields(entry);
     let now = now_ms();
     let event = match parse_entry(&entry.id, &fields) {
@@ -367,37 +498,59 @@ async fn handle_entry(shared: &Shared, entry: &redis::streams::StreamId) -> Resu
                 .dead_letters
                 .get_or_create(&vec![("reason", malformed.code().to_string())])
                 .inc();
-            return shared
+            shared
                 .store
                 .dead_letter_entry(&entry.id, &fields, &malformed.to_string(), now)
-                .await;
+                .await?;
+            shared.release_held(std::slice::from_ref(&entry.id));
+            return Ok(());
         }
     };
-    let hooks = shared.hooks.state();
     let routed = route(hooks.iter(), &event.org, event.name);
     if routed.dropped_turned_off > 0 {
         shared.metrics.dropped_events.inc_by(routed.dropped_turned_off as u64);
         tracing::info!(event = %event.id, org = %event.org, count = routed.dropped_turned_off, "event dropped for turned-off hooks");
     }
     let body = envelope::build(&event);
-    let tasks: Vec<NewTask> = routed
-        .deliver
-        .iter()
-        .map(|hook| NewTask {
+    let pending = PendingEntry::new(&entry.id, routed.deliver.len());
+    for hook in &routed.deliver {
+        let uid = hook.uid().unwrap_or_default();
+        let task = Task {
+            member: store::task_member(&uid, &event.id),
             hook: format!("{}/{}", hook.namespace().unwrap_or_default(), hook.name_any()),
-            uid: hook.uid().unwrap_or_default(),
+            uid,
             event_id: event.id.clone(),
             event: event.name.as_str().to_string(),
             org: event.org.clone(),
             body: body.clone(),
-        })
-        .collect();
-    shared.store.store_tasks_and_ack(&entry.id, &tasks, now).await?;
-    shared.metrics.entries.inc();
-    tracing::debug!(entry = %entry.id, event = %event.id, tasks = tasks.len(), lag_ms = now - entry_id_millis(&entry.id).unwrap_or(now), "routed");
-    if !tasks.is_empty() {
-        shared.wake.notify_one();
+            attempts: 0,
+            first_attempt_ms: 0,
+            created_ms: now,
+        };
+        let lane = shared.lanes.lane(&task.uid);
+        // A hook whose slots are all busy with slow attempts gets a stored
+        // task instead: its entry is not held, and other hooks' events not
+        // held back behind it.
+        match direct::token_of(&shared.secrets, hook) {
+            Some(token) if !lane.is_slow(now) && !shared.shutdown.is_cancelled() => {
+                tokio::spawn(direct::first_attempt(
+                    shared.clone(),
+                    pending.clone(),
+                    hook.clone(),
+                    task,
+                    token,
+                    lane,
+                ));
+            }
+            _ => {
+                pending.store_later(direct::new_task(&task, None));
+                pending.settle_one(shared);
+            }
+        }
     }
+    pending.settle_one(shared);
+    shared.metrics.entries.inc();
+    tracing::debug!(entry = %entry.id, event = %event.id, hooks = routed.deliver.len(), lag_ms = now - entry_id_millis(&entry.id).unwrap_or(now), "routed");
     Ok(())
 }
 
@@ -415,13 +568,7 @@ async fn claim_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
             continue;
         }
-        let capacities: HashMap<String, usize> = {
-            let in_flight = shared.in_flight.lock().expect("in-flight map lock");
-            in_flight
-                .iter()
-                .map(|(uid, n)| (uid.clone(), per_hook.saturating_sub(*n)))
-                .collect()
-        };
+        let capacities = shared.lanes.capacities();
         let claimed = shared
             .store
             .claim(now_ms(), ms(shared.config.task_lease), free, per_hook, &capacities)
@@ -449,32 +596,22 @@ async fn claim_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
                 break;
             };
             let uid = member.split(':').next().unwrap_or_default().to_string();
-            *shared
-                .in_flight
-                .lock()
-                .expect("in-flight map lock")
-                .entry(uid.clone())
-                .or_default() += 1;
-            shared.metrics.in_flight.inc();
+            let lane = shared.lanes.lane(&uid);
             let shared = shared.clone();
             tokio::spawn(async move {
+                let slot = lane.acquire().await;
+                shared.metrics.in_flight.inc();
                 if let Err(e) = attempt_task(&shared, &member, lease_until).await {
                     // The lease lapses and the task comes due again.
                     tracing::warn!(task = %member, error = %e, "attempt bookkeeping failed; the task will be retried after its lease");
                 }
-                let mut in_flight = shared.in_flight.lock().expect("in-flight map lock");
-                if let Some(n) = in_flight.get_mut(&uid) {
-                    *n -= 1;
-                    if *n == 0 {
-                        in_flight.remove(&uid);
-                    }
-                }
-                drop(in_flight);
                 shared.metrics.in_flight.dec();
+                drop(slot);
                 drop(permit);
                 shared.wake.notify_one();
             });
         }
+        shared.lanes.prune();
     }
 }
 
@@ -553,7 +690,6 @@ async fn attempt_task(shared: &Shared, member: &str, claimed: i64) -> Result<(),
         tracing::info!(task = %member, hook = %task.hook, "hook deleted; dropping its task");
         return store.finish(&task).await;
     };
-    let hook_name = task.hook.clone();
     let now = now_ms();
     match deliverability(&hook) {
         Deliverability::Deliverable => {}
@@ -570,9 +706,7 @@ async fn attempt_task(shared: &Shared, member: &str, claimed: i64) -> Result<(),
             return wait_or_give_up(shared, &task, claimed, now, "signing secret not ready").await;
         }
     }
-    let ns = hook.namespace().unwrap_or_default();
-    let token = signing_secret(&hook).and_then(|(name, key)| secret_value(shared, &ns, &name, &key));
-    let Some(token) = token else {
+    let Some(token) = direct::token_of(&shared.secrets, &hook) else {
         return wait_or_give_up(shared, &task, claimed, now, "signing secret not in the cache").await;
     };
 
@@ -593,8 +727,32 @@ async fn attempt_task(shared: &Shared, member: &str, claimed: i64) -> Result<(),
     } else {
         now
     };
+    let (attempt, done_ms) = send_attempt(shared, &hook, &task, &token, attempt_number).await;
+    settle(
+        shared,
+        &hook,
+        &task,
+        claimed,
+        attempt,
+        attempt_number,
+        first_attempt_ms,
+        done_ms,
+    )
+    .await
+}
+
+/// Sends one attempt of `task` to `hook`, with its metrics and logs;
+/// returns it and when it ended (Unix ms).
+async fn send_attempt(
+    shared: &Shared,
+    hook: &OutboundWebhook,
+    task: &Task,
+    token: &str,
+    attempt_number: u32,
+) -> (delivery::Attempt, i64) {
+    let timeout = Duration::from_secs(hook.spec.timeout_seconds.clamp(1, 30) as u64);
     let started = std::time::Instant::now();
-    let attempt = match request_headers(shared, &hook, &task, &token) {
+    let attempt = match request_headers(shared, hook, task, token) {
         Ok(headers) => {
             delivery::send(
                 &shared.http,
@@ -628,26 +786,45 @@ async fn attempt_task(shared: &Shared, member: &str, claimed: i64) -> Result<(),
             ("status_class", status_class(attempt.status)),
         ])
         .inc();
-    let done_ms = now_ms();
     // Successes are routine (debug); failures are what on-call reads (info).
     if attempt.outcome == Outcome::Delivered {
         tracing::debug!(
-            hook = %hook_name, event = %task.event_id, attempt = attempt_number, status = attempt.status,
+            hook = %task.hook, event = %task.event_id, attempt = attempt_number, status = attempt.status,
             elapsed_ms = elapsed.as_millis() as u64, "delivered"
         );
     } else {
         tracing::info!(
-            hook = %hook_name, event = %task.event_id, attempt = attempt_number, outcome = outcome_label,
+            hook = %task.hook, event = %task.event_id, attempt = attempt_number, outcome = outcome_label,
             status = attempt.status, elapsed_ms = elapsed.as_millis() as u64, message = %attempt.message,
             "delivery attempt failed"
         );
     }
+    (attempt, now_ms())
+}
 
+/// What follows an attempt of a stored task claimed until `claimed`:
+/// finish, reschedule, dead-letter or turn the hook off.
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    shared: &Shared,
+    hook: &OutboundWebhook,
+    task: &Task,
+    claimed: i64,
+    attempt: delivery::Attempt,
+    attempt_number: u32,
+    first_attempt_ms: i64,
+    done_ms: i64,
+) -> Result<(), StoreError> {
+    let store = &shared.store;
+    let hook_name = task.hook.clone();
     match attempt.outcome {
         Outcome::Delivered => {
-            let previous = store.record_success(&task.uid, done_ms).await?;
-            store.finish(&task).await?;
-            let _ = shared.mirror.send((task.uid.clone(), hook_name, previous > 0));
+            store.finish(task).await?;
+            let _ = shared.acks.send(AckItem::Success {
+                uid: task.uid.clone(),
+                hook: hook_name,
+                at_ms: done_ms,
+            });
         }
         Outcome::Gone => {
             store
@@ -655,8 +832,8 @@ async fn attempt_task(shared: &Shared, member: &str, claimed: i64) -> Result<(),
                 .await?;
             turn_off(
                 shared,
-                &hook,
-                &task,
+                hook,
+                task,
                 DisableReason::Revoked,
                 &format!("the receiver answered {}: subscription revoked", attempt.message),
             )
@@ -673,7 +850,7 @@ async fn attempt_task(shared: &Shared, member: &str, claimed: i64) -> Result<(),
                     let delay = next_delay(delay, unit, attempt.retry_after);
                     store
                         .reschedule(
-                            &task,
+                            task,
                             claimed,
                             done_ms + ms(delay),
                             attempt_number,
@@ -690,13 +867,13 @@ async fn attempt_task(shared: &Shared, member: &str, claimed: i64) -> Result<(),
                     let succeeded_since = health.last_success_ms.is_some_and(|s| s >= first_attempt_ms);
                     if succeeded_since {
                         let reason = format!("failed all {attempt_number} attempts; last error: {}", attempt.message);
-                        dead_letter(shared, &task, claimed, &reason).await?;
+                        dead_letter(shared, task, claimed, &reason).await?;
                     } else {
                         let message = format!(
                             "event {} failed all {attempt_number} attempts and no request succeeded meanwhile; last error: {}",
                             task.event_id, attempt.message
                         );
-                        turn_off(shared, &hook, &task, DisableReason::AutoDisabled, &message).await?;
+                        turn_off(shared, hook, task, DisableReason::AutoDisabled, &message).await?;
                     }
                 }
             }

@@ -118,6 +118,9 @@ pub struct NewTask {
     pub org: String,
     /// The envelope bytes.
     pub body: Vec<u8>,
+    /// When it comes due (Unix ms); `None`: at once. A task stored by the
+    /// attempt that is running it is due at that attempt's lease end.
+    pub due_ms: Option<i64>,
 }
 
 /// A stored task as read back.
@@ -222,31 +225,35 @@ end
 "#;
 
 const ROUTE_SCRIPT: &str = r#"
--- KEYS: events, due; ARGV: group, entry id, now, prefix, then 6 per task:
--- member, hook, uid, event id, event, org, body (7 per task)
+-- KEYS: events, due; ARGV: group, now, prefix, entry count E, E entry ids,
+-- then 8 per task: member, hook, uid, event id, event, org, body, due.
+-- Stores the tasks not stored yet, then acknowledges the entries.
 local due_key = KEYS[2]
-local prefix = ARGV[4]
+local prefix = ARGV[3]
 local function reindex(uid)
   local first = redis.call('ZRANGE', prefix .. 'due:' .. uid, 0, 0, 'WITHSCORES')
   if first[1] then redis.call('ZADD', prefix .. 'hooks-due', first[2], uid)
   else redis.call('ZREM', prefix .. 'hooks-due', uid) end
 end
-local n = (#ARGV - 4) / 7
+local ne = tonumber(ARGV[4])
+local b0 = 4 + ne
+local n = (#ARGV - b0) / 8
 for i = 0, n - 1 do
-  local b = 4 + i * 7
+  local b = b0 + i * 8
   local member = ARGV[b + 1]
-  local tk = ARGV[4] .. 'task:' .. member
+  local tk = prefix .. 'task:' .. member
   if redis.call('EXISTS', tk) == 0 then
     redis.call('HSET', tk, 'hook', ARGV[b + 2], 'uid', ARGV[b + 3], 'event_id', ARGV[b + 4],
       'event', ARGV[b + 5], 'org', ARGV[b + 6], 'body', ARGV[b + 7],
-      'attempts', 0, 'first_attempt_ms', 0, 'created_ms', ARGV[3])
-    redis.call('ZADD', due_key, ARGV[3], member)
-    redis.call('ZADD', prefix .. 'due:' .. ARGV[b + 3], ARGV[3], member)
+      'attempts', 0, 'first_attempt_ms', 0, 'created_ms', ARGV[2])
+    redis.call('ZADD', due_key, ARGV[b + 8], member)
+    redis.call('ZADD', prefix .. 'due:' .. ARGV[b + 3], ARGV[b + 8], member)
     reindex(ARGV[b + 3])
-    redis.call('SADD', ARGV[4] .. 'hook-tasks:' .. ARGV[b + 3], member)
+    redis.call('SADD', prefix .. 'hook-tasks:' .. ARGV[b + 3], member)
   end
 end
-return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if ne > 0 then return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 5, 4 + ne)) end
+return 0
 "#;
 
 const CLAIM_SCRIPT: &str = r#"
@@ -490,15 +497,27 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores one task per hook and acknowledges the entry, atomically.
-    pub async fn store_tasks_and_ack(&self, entry_id: &str, tasks: &[NewTask], now_ms: i64) -> Result<(), StoreError> {
+    /// Stores the tasks not stored yet and acknowledges `entry_ids`, in
+    /// one atomic step (either may be empty).
+    pub async fn store_tasks_and_ack(
+        &self,
+        entry_ids: &[String],
+        tasks: &[NewTask],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if entry_ids.is_empty() && tasks.is_empty() {
+            return Ok(());
+        }
         let script: &Script = &ROUTE;
         let mut inv = script.key(self.keys.events());
         inv.key(self.keys.due())
             .arg(GROUP)
-            .arg(entry_id)
             .arg(now_ms)
-            .arg(self.keys.prefix());
+            .arg(self.keys.prefix())
+            .arg(entry_ids.len());
+        for id in entry_ids {
+            inv.arg(id);
+        }
         for t in tasks {
             inv.arg(task_member(&t.uid, &t.event_id))
                 .arg(&t.hook)
@@ -506,13 +525,34 @@ impl Store {
                 .arg(&t.event_id)
                 .arg(&t.event)
                 .arg(&t.org)
-                .arg(&t.body[..]);
+                .arg(&t.body[..])
+                .arg(t.due_ms.unwrap_or(now_ms));
         }
         let mut conn = self.conn.clone();
-        let _: i64 = inv
-            .invoke_async(&mut conn)
+        let _: i64 = inv.invoke_async(&mut conn).await.context(|| {
+            format!(
+                "storing {} delivery task(s) and acknowledging {} entries",
+                tasks.len(),
+                entry_ids.len()
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Claims `ids` for `consumer` again, resetting their idle time (they
+    /// are still being worked on here).
+    pub async fn touch_entries(&self, consumer: &str, ids: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(self.keys.events()).arg(GROUP).arg(consumer).arg(0);
+        for id in ids {
+            cmd.arg(id);
+        }
+        cmd.arg("JUSTID");
+        let _: Vec<String> = cmd
+            .query_async(&mut conn)
             .await
-            .context(|| format!("storing {} delivery task(s) for entry {entry_id}", tasks.len()))?;
+            .context(|| format!("renewing {} held entries", ids.len()))?;
         Ok(())
     }
 
@@ -707,6 +747,32 @@ impl Store {
         conn.smembers(self.keys.hook_tasks(uid))
             .await
             .context(|| format!("listing tasks of hook {uid}"))
+    }
+
+    /// Records successful requests of several hooks (UID, Unix ms) in one
+    /// round trip; returns, per hook, the failures in a row before it.
+    pub async fn record_successes(&self, successes: &[(String, i64)]) -> Result<Vec<i64>, StoreError> {
+        if successes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (uid, at_ms) in successes {
+            let key = self.keys.health(uid);
+            pipe.hget(&key, "consecutive_failures")
+                .hset_multiple(&key, &[("consecutive_failures", 0), ("last_success_ms", *at_ms)])
+                .ignore()
+                .hdel(&key, "first_failure_ms")
+                .ignore()
+                .expire(&key, HEALTH_TTL_SECONDS)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let previous: Vec<Option<i64>> = pipe
+            .query_async(&mut conn)
+            .await
+            .context(|| format!("recording successes of {} hook(s)", successes.len()))?;
+        Ok(previous.into_iter().map(|p| p.unwrap_or(0)).collect())
     }
 
     /// Records a successful request; returns the failures in a row before it.

@@ -1,0 +1,150 @@
+//! Batches what every delivery would otherwise pay a Redis round trip for:
+//! acknowledging settled stream entries (with the tasks they still need),
+//! and recording successful requests in the hooks' health.
+//!
+//! Entries are held (read, not acknowledged) while their first attempts
+//! run; the held set bounds how far the consumer reads ahead, and held
+//! entries are re-claimed for this consumer before another replica would
+//! take them as abandoned.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Shared, now_ms, store::NewTask};
+
+/// Most items flushed in one round trip.
+const MAX_BATCH: usize = 512;
+
+/// Work for the acker.
+#[derive(Debug)]
+pub enum AckItem {
+    /// An entry whose deliveries are settled: store `tasks` (deliveries not
+    /// attempted yet) and acknowledge it.
+    Entry {
+        /// The stream entry id.
+        id: String,
+        /// Tasks still to store.
+        tasks: Vec<NewTask>,
+    },
+    /// A request to a hook succeeded.
+    Success {
+        /// The hook's UID.
+        uid: String,
+        /// The hook's `namespace/name`.
+        hook: String,
+        /// Unix ms of the success.
+        at_ms: i64,
+    },
+}
+
+/// Runs until `stop` and then flushes what is queued.
+pub async fn run(shared: Arc<Shared>, mut items: mpsc::UnboundedReceiver<AckItem>, stop: CancellationToken) {
+    let touch_every = (shared.config.reclaim_idle / 4).max(Duration::from_millis(100));
+    let mut touch = tokio::time::interval(touch_every);
+    touch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            item = items.recv() => item,
+            _ = touch.tick() => {
+                touch_held(&shared, touch_every).await;
+                continue;
+            }
+            _ = stop.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match items.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        flush(&shared, batch, &stop).await;
+    }
+    let mut rest = Vec::new();
+    while let Ok(item) = items.try_recv() {
+        rest.push(item);
+    }
+    if !rest.is_empty() {
+        flush(&shared, rest, &CancellationToken::new()).await;
+    }
+}
+
+async fn flush(shared: &Shared, batch: Vec<AckItem>, stop: &CancellationToken) {
+    let mut ids = Vec::new();
+    let mut tasks = Vec::new();
+    let mut successes: HashMap<String, (String, i64)> = HashMap::new();
+    for item in batch {
+        match item {
+            AckItem::Entry { id, tasks: t } => {
+                ids.push(id);
+                tasks.extend(t);
+            }
+            AckItem::Success { uid, hook, at_ms } => {
+                let e = successes.entry(uid).or_insert((hook, at_ms));
+                e.1 = e.1.max(at_ms);
+            }
+        }
+    }
+    let mut backoff = Duration::from_millis(100);
+    let mut attempts = 0;
+    loop {
+        match shared.store.store_tasks_and_ack(&ids, &tasks, now_ms()).await {
+            Ok(()) => break,
+            Err(e) => {
+                attempts += 1;
+                // While stopping, give up after a few tries: the entries stay
+                // pending and are read again (here after a restart, or by
+                // another replica), so nothing is lost.
+                if stop.is_cancelled() && attempts >= 3 {
+                    tracing::warn!(error = %e, entries = ids.len(), "acknowledging entries while stopping; leaving them pending");
+                    break;
+                }
+                tracing::warn!(error = %e, entries = ids.len(), "acknowledging entries; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    if !tasks.is_empty() {
+        shared
+            .metrics
+            .first_deliveries
+            .get_or_create(&vec![("path", "stored".to_string())])
+            .inc_by(tasks.len() as u64);
+        shared.wake.notify_one();
+    }
+    shared.release_held(&ids);
+
+    if successes.is_empty() {
+        return;
+    }
+    let list: Vec<(String, i64)> = successes.iter().map(|(uid, (_, at))| (uid.clone(), *at)).collect();
+    match shared.store.record_successes(&list).await {
+        Ok(previous) => {
+            for ((uid, _), failures_before) in list.iter().zip(previous) {
+                let hook = successes[uid].0.clone();
+                // A success after failures changes what status shows: at once.
+                let _ = shared.mirror.send((uid.clone(), hook, failures_before > 0));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "recording successful deliveries in the hooks' health"),
+    }
+}
+
+/// Re-claims entries held longer than `older_than` for this consumer, so
+/// their idle time stays below `--reclaim-idle` while a slow first attempt
+/// runs and no other replica takes them as abandoned.
+async fn touch_held(shared: &Shared, older_than: Duration) {
+    let now = now_ms();
+    let ids = shared.held_since(now - older_than.as_millis() as i64);
+    if ids.is_empty() {
+        return;
+    }
+    match shared.store.touch_entries(&shared.config.consumer_name, &ids).await {
+        Ok(()) => shared.mark_touched(&ids, now),
+        Err(e) => tracing::warn!(error = %e, "renewing held stream entries"),
+    }
+}

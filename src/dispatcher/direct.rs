@@ -1,0 +1,168 @@
+//! First attempts straight from the stream.
+//!
+//! Storing a task per delivery before its first attempt costs Redis several
+//! writes and round trips for every event, though most first attempts
+//! succeed. Instead, the entry itself stays pending in the consumer group
+//! (durable, and read again if this replica dies) while its first attempts
+//! run; it is acknowledged, in a batch, once every matching hook either
+//! succeeded or has its task stored: a failed attempt stores the task as
+//! claimed by that attempt and settles it like any claimed task; a delivery
+//! not attempted (slow hook, secret not cached, stopping) is stored as a due
+//! task. The guarantee is SPEC's: no event is acknowledged before each
+//! matching hook got it or holds a durable task for it.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+
+use super::{
+    Shared,
+    acker::AckItem,
+    delivery::Outcome,
+    lanes::Lane,
+    ms, now_ms,
+    store::{NewTask, Task},
+};
+use crate::resource::OutboundWebhook;
+
+/// A first attempt waits this long at most for a free slot of its hook;
+/// then the delivery is stored as a task, so the entry is not held longer.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
+
+/// One stream entry whose deliveries are being settled.
+#[derive(Debug)]
+pub struct PendingEntry {
+    id: String,
+    open: AtomicUsize,
+    tasks: Mutex<Vec<NewTask>>,
+    /// A task could not be stored: leave the entry pending, to be read again.
+    unsettled: AtomicBool,
+}
+
+impl PendingEntry {
+    /// An entry with `open` deliveries (plus one the caller settles after
+    /// launching them, so it cannot settle while still being routed).
+    pub fn new(id: &str, open: usize) -> Arc<Self> {
+        Arc::new(PendingEntry {
+            id: id.to_string(),
+            open: AtomicUsize::new(open + 1),
+            tasks: Mutex::new(Vec::new()),
+            unsettled: AtomicBool::new(false),
+        })
+    }
+
+    /// Notes a delivery to store as a due task.
+    pub fn store_later(&self, task: NewTask) {
+        self.tasks.lock().expect("pending entry lock").push(task);
+    }
+
+    /// Settles one delivery; the last one hands the entry to the acker.
+    pub fn settle_one(&self, shared: &Shared) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        if self.unsettled.load(Ordering::Acquire) {
+            shared.release_held(std::slice::from_ref(&self.id));
+            return;
+        }
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("pending entry lock"));
+        let _ = shared.acks.send(AckItem::Entry {
+            id: self.id.clone(),
+            tasks,
+        });
+    }
+}
+
+/// The delivery of `task` as a task to store.
+pub fn new_task(task: &Task, due_ms: Option<i64>) -> NewTask {
+    NewTask {
+        hook: task.hook.clone(),
+        uid: task.uid.clone(),
+        event_id: task.event_id.clone(),
+        event: task.event.clone(),
+        org: task.org.clone(),
+        body: task.body.clone(),
+        due_ms,
+    }
+}
+
+/// The signing token of a hook from the Secret cache.
+pub fn token_of(secrets: &kube::runtime::reflector::Store<Secret>, hook: &OutboundWebhook) -> Option<String> {
+    let (name, key) = super::routing::signing_secret(hook)?;
+    let ns = hook.namespace().unwrap_or_default();
+    let secret = secrets.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&ns))?;
+    let bytes = secret.data.as_ref()?.get(&key)?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
+/// Runs the first attempt of `task` (to `hook`, on `lane`) for `entry`.
+pub async fn first_attempt(
+    shared: Arc<Shared>,
+    entry: Arc<PendingEntry>,
+    hook: Arc<OutboundWebhook>,
+    task: Task,
+    token: String,
+    lane: Arc<Lane>,
+) {
+    let slot = tokio::select! {
+        permit = lane.acquire() => Some(permit),
+        _ = tokio::time::sleep(SLOT_WAIT) => None,
+        _ = shared.shutdown.cancelled() => None,
+    };
+    let Some(slot) = slot else {
+        entry.store_later(new_task(&task, None));
+        entry.settle_one(&shared);
+        return;
+    };
+    let Ok(global) = shared.global.clone().acquire_owned().await else {
+        entry.store_later(new_task(&task, None));
+        entry.settle_one(&shared);
+        return;
+    };
+    shared.metrics.in_flight.inc();
+    shared
+        .metrics
+        .first_deliveries
+        .get_or_create(&vec![("path", "direct".to_string())])
+        .inc();
+    let started_ms = now_ms();
+    let (attempt, done_ms) = super::send_attempt(&shared, &hook, &task, &token, 1).await;
+    if attempt.outcome == Outcome::Delivered {
+        let _ = shared.acks.send(AckItem::Success {
+            uid: task.uid.clone(),
+            hook: task.hook.clone(),
+            at_ms: done_ms,
+        });
+    } else {
+        // Store the task as claimed by this attempt (due when a lease taken
+        // now would end), then settle it like any claimed task.
+        let claimed = done_ms + ms(shared.config.task_lease);
+        match shared
+            .store
+            .store_tasks_and_ack(&[], &[new_task(&task, Some(claimed))], started_ms)
+            .await
+        {
+            Ok(()) => {
+                if let Err(e) = super::settle(&shared, &hook, &task, claimed, attempt, 1, started_ms, done_ms).await {
+                    tracing::warn!(task = %task.member, error = %e, "attempt bookkeeping failed; the task will be retried after its lease");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(task = %task.member, error = %e, "storing a failed first attempt; the entry stays pending and is read again");
+                entry.unsettled.store(true, Ordering::Release);
+            }
+        }
+    }
+    shared.metrics.in_flight.dec();
+    drop(slot);
+    drop(global);
+    shared.wake.notify_one();
+    entry.settle_one(&shared);
+}
