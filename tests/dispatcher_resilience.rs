@@ -316,3 +316,56 @@ fn entries_left_pending_by_a_dead_replica_are_reclaimed() {
         receiver.wait_for_event(id, 1, Duration::from_secs(30));
     }
 }
+
+#[test]
+fn a_first_attempt_slower_than_reclaim_idle_is_not_taken_over_by_another_replica() {
+    // First attempts run while their stream entry is still pending; a
+    // replica must renew what it holds, or another one would reclaim the
+    // entry as abandoned and send the event a second time.
+    let ns = namespace("held");
+    let prefix = redis_prefix("held");
+    let url = &env().redis_url;
+    let receiver = Receiver::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(4000));
+        Reply::Status(200)
+    });
+    create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({"timeoutSeconds": 10}));
+    let more = ["--reclaim-idle", "1s"];
+    let a = Dispatcher::start(args(url, &prefix, "held-a", &more));
+    let b = Dispatcher::start(args(url, &prefix, "held-b", &more));
+    let ids: Vec<String> = (0..3)
+        .map(|i| publish(url, &prefix, &ns, CREATE, &json!({"i": i})))
+        .collect();
+    for id in &ids {
+        receiver.wait_for_event(id, 1, Duration::from_secs(30));
+    }
+    let stream = format!("{prefix}events");
+    let mut conn = harness::redis(url);
+    wait_for("every entry acknowledged", Duration::from_secs(20), || {
+        let pending: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg("dispatchers")
+            .query(&mut conn)
+            .map_err(|e| e.to_string())?;
+        match pending.count() {
+            0 => Ok(()),
+            n => Err(format!("{n} pending")),
+        }
+    });
+    for id in &ids {
+        assert_eq!(
+            receiver.requests_for(id).len(),
+            1,
+            "event {id} was sent more than once: its entry was taken over while its first attempt ran"
+        );
+    }
+    let direct = |d: &Dispatcher| {
+        d.metric("outbound_webhooks_first_deliveries_total{path=\"direct\"}")
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        direct(&a) + direct(&b),
+        3.0,
+        "every first attempt ran straight from the stream"
+    );
+}
