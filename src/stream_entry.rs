@@ -115,6 +115,11 @@ fn is_namespace_name(s: &str) -> bool {
 }
 
 fn json_object(text: &str) -> Result<(), String> {
+    // The common case, a valid object, is checked without building a tree
+    // (no allocation per key); only a failure is parsed again to say why.
+    if text.starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+        return Ok(());
+    }
     match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(_)) => Ok(()),
         Ok(other) => Err(format!("got a JSON {}", json_kind(&other))),
