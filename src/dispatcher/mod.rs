@@ -153,11 +153,11 @@ const READ_COUNT: usize = 200;
 
 impl Shared {
     /// Holds the entries not held yet; returns them.
-    fn hold<'a>(&self, entries: &'a [redis::streams::StreamId]) -> Vec<&'a redis::streams::StreamId> {
+    fn hold(&self, entries: Vec<redis::streams::StreamId>) -> Vec<redis::streams::StreamId> {
         let now = now_ms();
         let mut held = self.held.lock().expect("held entries lock");
         entries
-            .iter()
+            .into_iter()
             .filter(|e| {
                 if held.contains_key(&e.id) {
                     return false;
@@ -427,14 +427,14 @@ async fn consume(shared: Arc<Shared>, shutdown: CancellationToken) {
                     .store
                     .autoclaim(&consumer, shared.config.reclaim_idle.as_millis() as u64)
                     .await?;
-                let reclaimed = shared.hold(&reclaimed);
+                let reclaimed = shared.hold(reclaimed);
                 if !reclaimed.is_empty() {
                     tracing::info!(
                         count = reclaimed.len(),
                         "reclaimed entries left pending by another consumer"
                     );
                 }
-                handle_entries(&shared, &reclaimed).await?;
+                handle_entries(&shared, reclaimed).await?;
             }
             let room = MAX_HELD.saturating_sub(shared.held_count()).clamp(1, READ_COUNT);
             let from = pending_cursor.as_deref().unwrap_or(">");
@@ -442,8 +442,8 @@ async fn consume(shared: Arc<Shared>, shutdown: CancellationToken) {
             if pending_cursor.is_some() {
                 pending_cursor = entries.last().map(|e| e.id.clone());
             }
-            let entries = shared.hold(&entries);
-            handle_entries(&shared, &entries).await?;
+            let entries = shared.hold(entries);
+            handle_entries(&shared, entries).await?;
             Ok::<(), StoreError>(())
         }
         .await;
@@ -469,13 +469,13 @@ async fn consume(shared: Arc<Shared>, shutdown: CancellationToken) {
 }
 
 /// Routes held entries; malformed ones are dead-lettered at once.
-async fn handle_entries(shared: &Arc<Shared>, entries: &[&redis::streams::StreamId]) -> Result<(), StoreError> {
+async fn handle_entries(shared: &Arc<Shared>, entries: Vec<redis::streams::StreamId>) -> Result<(), StoreError> {
     let hooks = shared.hooks.state();
-    for (i, entry) in entries.iter().enumerate() {
+    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+    for (i, entry) in entries.into_iter().enumerate() {
         if let Err(e) = handle_entry(shared, &hooks, entry).await {
             // Not routed: release them, so they are read again.
-            let ids: Vec<String> = entries[i..].iter().map(|e| e.id.clone()).collect();
-            shared.release_held(&ids);
+            shared.release_held(&ids[i..]);
             return Err(e);
         }
     }
@@ -485,14 +485,14 @@ async fn handle_entries(shared: &Arc<Shared>, entries: &[&redis::streams::Stream
 async fn handle_entry(
     shared: &Arc<Shared>,
     hooks: &[Arc<OutboundWebhook>],
-    entry: &redis::streams::StreamId,
+    entry: redis::streams::StreamId,
 ) -> Result<(), StoreError> {
-    let fields = store::entry_fields(entry);
+    let (entry_id, fields) = store::into_entry_fields(entry);
     let now = now_ms();
-    let event = match parse_entry(&entry.id, &fields) {
+    let event = match parse_entry(&entry_id, &fields) {
         Ok(event) => event,
         Err(malformed) => {
-            tracing::warn!(entry = %entry.id, reason = %malformed, "malformed stream entry dead-lettered");
+            tracing::warn!(entry = %entry_id, reason = %malformed, "malformed stream entry dead-lettered");
             shared
                 .metrics
                 .dead_letters
@@ -500,9 +500,9 @@ async fn handle_entry(
                 .inc();
             shared
                 .store
-                .dead_letter_entry(&entry.id, &fields, &malformed.to_string(), now)
+                .dead_letter_entry(&entry_id, &fields, &malformed.to_string(), now)
                 .await?;
-            shared.release_held(std::slice::from_ref(&entry.id));
+            shared.release_held(std::slice::from_ref(&entry_id));
             return Ok(());
         }
     };
@@ -512,7 +512,7 @@ async fn handle_entry(
         tracing::info!(event = %event.id, org = %event.org, count = routed.dropped_turned_off, "event dropped for turned-off hooks");
     }
     let body = envelope::build(&event);
-    let pending = PendingEntry::new(&entry.id, routed.deliver.len());
+    let pending = PendingEntry::new(&entry_id, routed.deliver.len());
     for hook in &routed.deliver {
         let uid = hook.uid().unwrap_or_default();
         let task = Task {
@@ -550,7 +550,7 @@ async fn handle_entry(
     }
     pending.settle_one(shared);
     shared.metrics.entries.inc();
-    tracing::debug!(entry = %entry.id, event = %event.id, hooks = routed.deliver.len(), lag_ms = now - entry_id_millis(&entry.id).unwrap_or(now), "routed");
+    tracing::debug!(entry = %entry_id, event = %event.id, hooks = routed.deliver.len(), lag_ms = now - entry_id_millis(&entry_id).unwrap_or(now), "routed");
     Ok(())
 }
 

@@ -395,6 +395,22 @@ pub fn entry_fields(entry: &StreamId) -> HashMap<String, Vec<u8>> {
     entry.map.iter().map(|(k, v)| (k.clone(), bytes_of(v))).collect()
 }
 
+/// [`entry_fields`] taking the entry apart instead of copying its values.
+pub fn into_entry_fields(entry: StreamId) -> (String, HashMap<String, Vec<u8>>) {
+    let fields = entry
+        .map
+        .into_iter()
+        .map(|(k, v)| {
+            let bytes = match v {
+                Value::BulkString(b) => b,
+                other => bytes_of(&other),
+            };
+            (k, bytes)
+        })
+        .collect();
+    (entry.id, fields)
+}
+
 impl Store {
     /// Connects to `url`; the connection reconnects by itself after Redis restarts.
     pub async fn connect(url: &str, prefix: &str) -> Result<Store, StoreError> {
@@ -773,24 +789,6 @@ impl Store {
             .await
             .context(|| format!("recording successes of {} hook(s)", successes.len()))?;
         Ok(previous.into_iter().map(|p| p.unwrap_or(0)).collect())
-    }
-
-    /// Records a successful request; returns the failures in a row before it.
-    pub async fn record_success(&self, uid: &str, now_ms: i64) -> Result<i64, StoreError> {
-        let key = self.keys.health(uid);
-        let mut conn = self.conn.clone();
-        let (previous, ()): (Option<i64>, ()) = redis::pipe()
-            .atomic()
-            .hget(&key, "consecutive_failures")
-            .hset_multiple(&key, &[("consecutive_failures", 0), ("last_success_ms", now_ms)])
-            .hdel(&key, "first_failure_ms")
-            .ignore()
-            .expire(&key, HEALTH_TTL_SECONDS)
-            .ignore()
-            .query_async(&mut conn)
-            .await
-            .context(|| format!("recording a success of hook {uid}"))?;
-        Ok(previous.unwrap_or(0))
     }
 
     /// Records a failed request; returns the failures in a row including it.
