@@ -181,7 +181,7 @@ impl Dispatcher {
             None => Command::new(&env.dispatcher_binary),
         };
         let mut child = command
-            .arg("--exit-when-stdin-closes")
+            .arg("--exit-on-stdin-close")
             .arg("dispatcher")
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{http_port}"))
