@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The delivery-path benchmark: release builds, then every process on loopback
-# (control plane, Redis, a fast receiver, dispatchers), the scenarios and a
-# table. Everything it starts stops when it ends, also on Ctrl-C.
+# (control plane, Redis, the controller, a fast receiver, dispatchers), the
+# scenarios and a table. Everything it starts stops when it ends, also on Ctrl-C.
 #
 #   benches/run.sh                  # full run (under 10 minutes after the build)
 #   BENCH_SCALE=0.1 benches/run.sh  # a smaller, quicker run
 #   BENCH_SKIP_10K=1 benches/run.sh # skip seeding 10,000 hooks
+#   BENCH_ONLY_1A=1 benches/run.sh  # the control plane and scenario 1a only
+#   BENCH_ONLY_CONTROLLER=1 benches/run.sh
+#                                   # the control plane and the controller scenario only
+#                                   # (the real controller, 1,000 hooks created at once in
+#                                   # 200 namespaces, time until all are Ready, its RSS/CPU)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$repo/target}"

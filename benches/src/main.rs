@@ -1,13 +1,15 @@
 //! The delivery-path benchmark of outbound-webhooks.
 //!
 //! One process drives everything: it starts the control plane (etcd,
-//! kube-apiserver, Redis) through `scripts/control-plane.sh`, runs a fast
-//! hyper receiver in-process, seeds hooks with their Secrets and the
-//! controller's status (server-side apply, as the controller would), fills
-//! Redis streams, starts dispatcher processes, runs the baselines and prints
-//! a table. Every child stops when this process ends (their stdin closes).
+//! kube-apiserver, Redis) through `scripts/control-plane.sh`, first runs the
+//! controller scenario (the real controller process against 1,000 hooks
+//! created at once), then runs a fast hyper receiver in-process, seeds hooks
+//! with their Secrets and the controller's status (server-side apply, as the
+//! controller would), fills Redis streams, starts dispatcher processes, runs
+//! the baselines and prints a table. Every child stops when this process
+//! ends (their stdin closes).
 //!
-//! Usage: `outbound-webhooks-bench REPO_DIR DISPATCHER_BINARY`
+//! Usage: `outbound-webhooks-bench REPO_DIR OUTBOUND_WEBHOOKS_BINARY`
 //! (`benches/run.sh` does the build and passes both).
 
 use std::{
@@ -29,10 +31,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, body::Incoming, service::service_fn};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
-    Api, Client,
-    api::{Patch, PatchParams},
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
 };
-use outbound_webhooks::{OutboundWebhook, envelope, signing, stream_entry::parse_entry};
+use outbound_webhooks::{EventName, OutboundWebhook, conditions, envelope, signing, stream_entry::parse_entry};
 use serde_json::json;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -382,25 +385,7 @@ async fn seed(kube: &Client, hooks: Vec<(String, String, String)>, concurrency: 
         n.dedup();
         n
     };
-    let ns_api: Api<Namespace> = Api::all(kube.clone());
-    futures::stream::iter(namespaces)
-        .map(|ns| {
-            let ns_api = ns_api.clone();
-            async move {
-                ns_api
-                    .patch(
-                        &ns,
-                        &PatchParams::apply("outbound-webhooks-bench").force(),
-                        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| Error::from(format!("applying namespace {ns}: {e}")))
-            }
-        })
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<()>>()
-        .await?;
+    apply_namespaces(kube, namespaces, concurrency).await?;
     futures::stream::iter(hooks)
         .map(|(ns, name, url)| async move { seed_hook(kube, &ns, &name, &url).await })
         .buffer_unordered(concurrency)
@@ -725,6 +710,635 @@ async fn latency(env: &Env, prefix: &str, org: &str, rate: f64, seconds: f64) ->
     })
 }
 
+// ---------------------------------------------------------------- scenario 6: the controller
+
+/// Scenario 6: 200 namespaces x 5 hooks created at once.
+const CTL_NAMESPACES: usize = 200;
+const CTL_HOOKS_PER_NAMESPACE: usize = 5;
+/// Creates in flight, as `kubectl apply` of a big file or Argo CD would have.
+const CTL_CONCURRENCY: usize = 32;
+const CTL_TARGET: Duration = Duration::from_secs(30);
+const CTL_DEADLINE: Duration = Duration::from_secs(180);
+/// The label the scenario's hooks carry (its watch selects by it).
+const CTL_LABEL: &str = "outbound-webhooks-bench/scenario";
+const CTL_NAMESPACE_PREFIX: &str = "bench-ctl-";
+
+fn ctl_namespace(n: usize) -> String {
+    format!("{CTL_NAMESPACE_PREFIX}{n:03}")
+}
+
+/// `VAR` set to something other than empty or `0`.
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The real `outbound-webhooks controller`, its Lease in `default` (as the
+/// tests run it), its ops server on a free port, its log in the state dir.
+struct ControllerProc {
+    proc: Proc,
+    http_port: u16,
+    log: PathBuf,
+}
+
+impl ControllerProc {
+    async fn start(binary: &Path, kubeconfig: &Path, log: PathBuf) -> Result<ControllerProc, Error> {
+        let http_port = free_port();
+        let log_file = std::fs::File::create(&log)?;
+        let mut child = Command::new(binary)
+            .args(["--exit-on-stdin-close", "--log-format", "json", "controller"])
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .args([
+                "--lease-namespace",
+                "default",
+                "--lease-name",
+                "outbound-webhooks-bench",
+            ])
+            .args(["--lease-duration", "15s", "--identity", "bench-controller"])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let mut c = ControllerProc {
+            proc: Proc {
+                name: "controller",
+                child,
+                stdin,
+            },
+            http_port,
+            log,
+        };
+        // /readyz answers 200 once it leads and its caches are synced.
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ready = client
+                .get(format!("http://127.0.0.1:{http_port}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(c);
+            }
+            if let Some(status) = c.proc.child.try_wait()? {
+                return Err(format!(
+                    "the controller exited ({status}) before it was ready; see {}",
+                    c.log.display()
+                )
+                .into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the controller was not ready in 120s; see {}", c.log.display()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn stats(&self) -> ProcStats {
+        proc_stats(self.proc.pid())
+    }
+
+    /// Its unlabelled Prometheus samples (name -> value).
+    async fn metrics(&self) -> Result<HashMap<String, f64>, Error> {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.contains('{'))
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(name, value)| Some((name.to_string(), value.trim().parse().ok()?)))
+            .collect())
+    }
+
+    /// SIGTERM, then up to `grace` for it to release its Lease and exit.
+    async fn terminate(&mut self, grace: Duration) -> Result<Option<(std::process::ExitStatus, Duration)>, Error> {
+        let sent = Instant::now();
+        let killed = Command::new("kill")
+            .args(["-s", "TERM", &self.proc.pid().to_string()])
+            .status()?;
+        if !killed.success() {
+            return Err(format!("kill -s TERM {} failed", self.proc.pid()).into());
+        }
+        while sent.elapsed() < grace {
+            if let Some(status) = self.proc.child.try_wait()? {
+                return Ok(Some((status, sent.elapsed())));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(None)
+    }
+}
+
+/// Pids of processes named `comm` whose command line mentions `marker`
+/// (the cluster's state dir, so only this run's control plane matches).
+fn pids_of(comm: &str, marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .collect()
+}
+
+/// CPU seconds of `pids` together (NaN when none was found).
+fn cpu_of(pids: &[u32]) -> f64 {
+    if pids.is_empty() {
+        return f64::NAN;
+    }
+    pids.iter().map(|&pid| proc_stats(pid).cpu_seconds).sum()
+}
+
+/// The API server's request latencies from its /metrics:
+/// (verb, resource[/subresource]) -> (seconds summed, requests).
+type Latencies = HashMap<(String, String), (f64, f64)>;
+
+async fn apiserver_latencies(kube: &Client) -> Result<Latencies, Error> {
+    let text = kube
+        .request_text(hyper::Request::get("/metrics").body(Vec::new())?)
+        .await?;
+    let mut out = Latencies::new();
+    for line in text.lines() {
+        let (is_sum, rest) = if let Some(r) = line.strip_prefix("apiserver_request_duration_seconds_sum{") {
+            (true, r)
+        } else if let Some(r) = line.strip_prefix("apiserver_request_duration_seconds_count{") {
+            (false, r)
+        } else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix("=\""))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let resource = match label("subresource").as_str() {
+            "" => label("resource"),
+            sub => format!("{}/{sub}", label("resource")),
+        };
+        let entry = out.entry((label("verb"), resource)).or_default();
+        if is_sum {
+            entry.0 += value;
+        } else {
+            entry.1 += value;
+        }
+    }
+    Ok(out)
+}
+
+/// Mean latency in ms and number of the `verb` requests on `resource` between two scrapes.
+fn mean_latency(before: &Latencies, after: &Latencies, verb: &str, resource: &str) -> (f64, f64) {
+    let key = (verb.to_string(), resource.to_string());
+    let (s0, n0) = before.get(&key).copied().unwrap_or_default();
+    let (s1, n1) = after.get(&key).copied().unwrap_or((f64::NAN, f64::NAN));
+    (1000.0 * (s1 - s0) / (n1 - n0), n1 - n0)
+}
+
+/// Whether the hook's `Ready` condition is True for its current generation.
+fn ready_for_generation(hook: &OutboundWebhook) -> bool {
+    let generation = hook.metadata.generation;
+    hook.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == conditions::READY
+                && c.status == "True"
+                && c.observed_generation.is_some()
+                && c.observed_generation == generation
+        })
+    })
+}
+
+/// The `Ready` reason of a hook (for the summary of those not Ready).
+fn ready_reason(hook: &OutboundWebhook) -> String {
+    hook.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::READY))
+        .map(|c| format!("{}/{}", c.status, c.reason))
+        .unwrap_or_else(|| "no Ready condition".into())
+}
+
+fn hook_key(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
+/// The `n`th hook of the scenario: an https URL and 1 to 3 of the ten events.
+fn ctl_hook(ns: &str, name: &str, n: usize) -> Result<OutboundWebhook, Error> {
+    let events: Vec<&str> = (0..1 + n % 3)
+        .map(|k| EventName::ALL[(n + k) % EventName::ALL.len()].as_str())
+        .collect();
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "outboundwebhooks.io/v1alpha1",
+        "kind": "OutboundWebhook",
+        "metadata": {"name": name, "namespace": ns, "labels": {CTL_LABEL: "controller"}},
+        "spec": {"name": format!("Bench hook {n}"), "url": format!("https://example.com/hook-{n}"), "events": events},
+    }))?)
+}
+
+/// Creates (or leaves alone) `namespaces`, `concurrency` requests in flight.
+async fn apply_namespaces(kube: &Client, namespaces: Vec<String>, concurrency: usize) -> Result<(), Error> {
+    let ns_api: Api<Namespace> = Api::all(kube.clone());
+    futures::stream::iter(namespaces)
+        .map(|ns| {
+            let ns_api = ns_api.clone();
+            async move {
+                ns_api
+                    .patch(
+                        &ns,
+                        &PatchParams::apply("outbound-webhooks-bench").force(),
+                        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Error::from(format!("applying namespace {ns}: {e}")))
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Where each hook stands, as the scenario's watch saw it: when it was
+/// first Ready for its generation.
+type ReadyTimes = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// Watches the scenario's hooks and records when each first was Ready for
+/// its generation; the returned receiver fires once the initial list is in.
+fn watch_ready(
+    kube: &Client,
+) -> (
+    ReadyTimes,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let ready_at: ReadyTimes = Arc::default();
+    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+    let api: Api<OutboundWebhook> = Api::all(kube.clone());
+    let config = watcher::Config::default().labels(&format!("{CTL_LABEL}=controller"));
+    let times = ready_at.clone();
+    let task = tokio::spawn(async move {
+        let mut synced_tx = Some(synced_tx);
+        let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Apply(hook) | watcher::Event::InitApply(hook)) => {
+                    if ready_for_generation(&hook) {
+                        let key = hook_key(&hook.namespace().unwrap_or_default(), &hook.name_any());
+                        times
+                            .lock()
+                            .expect("ready lock")
+                            .entry(key)
+                            .or_insert_with(Instant::now);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(tx) = synced_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("bench: scenario 6: watch error (retrying): {e}"),
+            }
+        }
+    });
+    (ready_at, synced_rx, task)
+}
+
+/// Scenario 6: starts the real controller, creates 1,000 hooks at once in
+/// 200 namespaces and measures until every one is Ready for its generation.
+/// With `clean_up`, deletes the hooks and their Secrets afterwards (so the
+/// dispatcher scenarios' caches do not hold them).
+async fn controller_scenario(
+    kube: &Client,
+    binary: &Path,
+    kubeconfig: &Path,
+    state: &Path,
+    report: &mut Report,
+    clean_up: bool,
+) -> Result<(), Error> {
+    const SCENARIO: &str = "6 controller, 1,000 hooks";
+    let namespaces: Vec<String> = (0..CTL_NAMESPACES).map(ctl_namespace).collect();
+    let total = CTL_NAMESPACES * CTL_HOOKS_PER_NAMESPACE;
+    eprintln!("bench: scenario 6: creating {CTL_NAMESPACES} namespaces (not timed)");
+    apply_namespaces(kube, namespaces.clone(), CTL_CONCURRENCY).await?;
+
+    // The first OutboundWebhook write to a fresh API server takes about 2 s
+    // whatever the client (the ResourceQuota admission sets up for the new
+    // resource; the API server logs "quota admission added evaluator for:
+    // outboundwebhooks..." as it ends). A cluster in use paid that long
+    // ago, so one hook is created and deleted first, in a namespace of its
+    // own, before the controller starts.
+    let warm_up_ns = format!("{CTL_NAMESPACE_PREFIX}warm-up");
+    apply_namespaces(kube, vec![warm_up_ns.clone()], 1).await?;
+    let warm_up_api: Api<OutboundWebhook> = Api::namespaced(kube.clone(), &warm_up_ns);
+    let warm_up = Instant::now();
+    warm_up_api
+        .create(&PostParams::default(), &ctl_hook(&warm_up_ns, "warm-up", 0)?)
+        .await
+        .map_err(|e| format!("creating the warm-up hook: {e}"))?;
+    let warm_up = warm_up.elapsed();
+    warm_up_api
+        .delete("warm-up", &DeleteParams::default())
+        .await
+        .map_err(|e| format!("deleting the warm-up hook: {e}"))?;
+
+    eprintln!("bench: scenario 6: starting the controller");
+    let log = state.join("controller.log");
+    let mut controller = ControllerProc::start(binary, kubeconfig, log.clone()).await?;
+    let idle = controller.stats();
+    let (ready_at, synced, watch) = watch_ready(kube);
+    synced
+        .await
+        .map_err(|_| "the scenario's watch ended before its initial list")?;
+
+    let cluster = state.join("cluster").display().to_string();
+    let apiserver_pids = pids_of("kube-apiserver", &cluster);
+    let etcd_pids = pids_of("etcd", &cluster);
+    let before = controller.stats();
+    let (apiserver_before, etcd_before) = (cpu_of(&apiserver_pids), cpu_of(&etcd_pids));
+    let bench_before = proc_stats(std::process::id());
+    let latencies_before = apiserver_latencies(kube).await.unwrap_or_default();
+
+    eprintln!("bench: scenario 6: creating {total} hooks, {CTL_CONCURRENCY} in flight");
+    let hooks: Vec<(String, String, usize)> = namespaces
+        .iter()
+        .enumerate()
+        .flat_map(|(n, ns)| {
+            (1..=CTL_HOOKS_PER_NAMESPACE)
+                .map(move |i| (ns.clone(), format!("hook-{i}"), n * CTL_HOOKS_PER_NAMESPACE + i))
+        })
+        .collect();
+    let t0 = Instant::now();
+    let created_at: HashMap<String, Instant> = futures::stream::iter(hooks)
+        .map(|(ns, name, n)| async move {
+            let hook = ctl_hook(&ns, &name, n)?;
+            Api::<OutboundWebhook>::namespaced(kube.clone(), &ns)
+                .create(&PostParams::default(), &hook)
+                .await
+                .map_err(|e| format!("creating hook {ns}/{name}: {e}"))?;
+            Ok::<_, Error>((hook_key(&ns, &name), Instant::now()))
+        })
+        .buffer_unordered(CTL_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let all_created = t0.elapsed();
+    eprintln!(
+        "bench: scenario 6: all {total} created in {:.1}s; waiting for Ready",
+        all_created.as_secs_f64()
+    );
+
+    let deadline = t0 + CTL_DEADLINE;
+    loop {
+        let ready = ready_at.lock().expect("ready lock").len();
+        if ready >= total || Instant::now() > deadline {
+            break;
+        }
+        if let Some(status) = controller.proc.child.try_wait()? {
+            return Err(format!(
+                "the controller exited ({status}) with {ready} of {total} hooks Ready; see {}",
+                log.display()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let after = controller.stats();
+    let (apiserver_after, etcd_after) = (cpu_of(&apiserver_pids), cpu_of(&etcd_pids));
+    let bench_after = proc_stats(std::process::id());
+    let window = t0.elapsed().as_secs_f64();
+    let latencies_after = apiserver_latencies(kube).await.unwrap_or_default();
+    watch.abort();
+    let ready_at = std::mem::take(&mut *ready_at.lock().expect("ready lock"));
+    let metrics = controller.metrics().await.unwrap_or_default();
+
+    // The final word from a list, not the watch.
+    let listed = Api::<OutboundWebhook>::all(kube.clone())
+        .list(&ListParams::default().labels(&format!("{CTL_LABEL}=controller")))
+        .await?;
+    let ready_listed = listed.items.iter().filter(|h| ready_for_generation(h)).count();
+    let mut not_ready: HashMap<String, usize> = HashMap::new();
+    for hook in listed.items.iter().filter(|h| !ready_for_generation(h)) {
+        *not_ready.entry(ready_reason(hook)).or_default() += 1;
+    }
+    let secrets = Api::<Secret>::all(kube.clone())
+        .list(&ListParams::default().labels("outboundwebhooks.io/webhook-secret=true"))
+        .await?;
+    let good_secrets = secrets
+        .items
+        .iter()
+        .filter(|s| {
+            s.namespace().is_some_and(|ns| ns.starts_with(CTL_NAMESPACE_PREFIX))
+                && s.name_any().ends_with("-webhook-secret")
+                && s.owner_references()
+                    .iter()
+                    .any(|o| o.kind == "OutboundWebhook" && o.controller == Some(true))
+                && s.data
+                    .as_ref()
+                    .and_then(|d| d.get("token"))
+                    .is_some_and(|t| t.0.len() == 64 && t.0.iter().all(|b| b.is_ascii_hexdigit()))
+        })
+        .count();
+
+    eprintln!("bench: scenario 6: stopping the controller (SIGTERM)");
+    let stopped = controller.terminate(Duration::from_secs(15)).await?;
+    let released = std::fs::read_to_string(&log).is_ok_and(|l| l.contains("released the leader Lease"));
+    drop(controller);
+
+    let last_ready = ready_at.values().max().map(|at| at.duration_since(t0).as_secs_f64());
+    let all_ready = if ready_at.len() >= total { last_ready } else { None };
+    let mut lags: Vec<f64> = ready_at
+        .iter()
+        .filter_map(|(key, ready)| Some(ready.saturating_duration_since(*created_at.get(key)?).as_secs_f64()))
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    let since_t0 = |at: Option<&Instant>| at.map_or(f64::NAN, |at| at.duration_since(t0).as_secs_f64());
+    let first_created = since_t0(created_at.values().min());
+    let first_ready = since_t0(ready_at.values().min());
+    let half = {
+        let mut times: Vec<f64> = ready_at
+            .values()
+            .map(|at| at.duration_since(t0).as_secs_f64())
+            .collect();
+        times.sort_by(f64::total_cmp);
+        percentile(&times, 50.0)
+    };
+
+    match all_ready {
+        Some(seconds) => report.row(
+            SCENARIO,
+            "time to all Ready",
+            format!("{seconds:.1} s"),
+            &format!(
+                "target <= {} s: {} (first create to last Ready; half Ready at {half:.1} s)",
+                CTL_TARGET.as_secs(),
+                verdict(seconds <= CTL_TARGET.as_secs_f64())
+            ),
+        ),
+        None => report.row(
+            SCENARIO,
+            "time to all Ready",
+            format!("> {} s", CTL_DEADLINE.as_secs()),
+            &format!(
+                "target <= {} s: {} ({} of {total} Ready at the deadline)",
+                CTL_TARGET.as_secs(),
+                verdict(false),
+                ready_at.len()
+            ),
+        ),
+    }
+    report.row(
+        SCENARIO,
+        "time to all created",
+        format!("{:.1} s", all_created.as_secs_f64()),
+        &format!(
+            "{total} creates, {CTL_CONCURRENCY} in flight, {CTL_NAMESPACES} namespaces x {CTL_HOOKS_PER_NAMESPACE}; first answered at {first_created:.2} s, first Ready at {first_ready:.2} s"
+        ),
+    );
+    report.row(
+        SCENARIO,
+        "first hook create on the fresh API server",
+        format!("{:.2} s", warm_up.as_secs_f64()),
+        "not timed: one hook created and deleted before the controller starts",
+    );
+    report.row(
+        SCENARIO,
+        "create to Ready per hook, p50 / p99 / max",
+        format!(
+            "{:.2} / {:.2} / {:.2} s",
+            percentile(&lags, 50.0),
+            percentile(&lags, 99.0),
+            lags.last().copied().unwrap_or(f64::NAN)
+        ),
+        "create answered -> Ready seen by a watch",
+    );
+    let mut reasons: Vec<String> = not_ready.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    reasons.sort();
+    report.row(
+        SCENARIO,
+        "Ready for their generation (final list)",
+        format!("{ready_listed} of {}", listed.items.len()),
+        &if reasons.is_empty() {
+            String::new()
+        } else {
+            format!("not Ready: {}", reasons.join(", "))
+        },
+    );
+    report.row(
+        SCENARIO,
+        "signing Secrets",
+        format!("{good_secrets} of {total}"),
+        "labelled, controlled by their hook, 64-hex token",
+    );
+    report.row(
+        SCENARIO,
+        "controller peak RSS",
+        format!("{:.1} MiB", mib(after.peak_rss)),
+        &format!("VmHWM; {:.1} MiB after its caches synced", mib(idle.rss)),
+    );
+    report.row(
+        SCENARIO,
+        "controller RSS after",
+        format!("{:.1} MiB", mib(after.rss)),
+        "VmRSS once all were Ready",
+    );
+    let metric = |name: &str| metrics.get(name).copied().unwrap_or(f64::NAN);
+    let reconciles = metric("outbound_webhooks_controller_reconciles_total");
+    let mean_reconcile_ms = 1000.0 * metric("outbound_webhooks_controller_reconcile_duration_seconds_sum")
+        / metric("outbound_webhooks_controller_reconcile_duration_seconds_count");
+    report.row(
+        SCENARIO,
+        "controller CPU s",
+        format!("{:.2}", after.cpu_seconds - before.cpu_seconds),
+        &format!(
+            "over {window:.1} s; {reconciles:.0} reconciles (mean {mean_reconcile_ms:.1} ms), {:.0} status writes, {:.0} errors",
+            metric("outbound_webhooks_controller_status_writes_total"),
+            metric("outbound_webhooks_controller_reconcile_errors_total"),
+        ),
+    );
+    report.row(
+        SCENARIO,
+        "kube-apiserver / etcd / bench CPU s",
+        format!(
+            "{:.1} / {:.1} / {:.1}",
+            apiserver_after - apiserver_before,
+            etcd_after - etcd_before,
+            bench_after.cpu_seconds - bench_before.cpu_seconds
+        ),
+        &format!(
+            "same {window:.1} s, {} cores",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        ),
+    );
+    let calls: Vec<String> = [
+        ("POST", "outboundwebhooks", "create hook"),
+        ("POST", "secrets", "create Secret"),
+        ("APPLY", "outboundwebhooks/status", "apply status"),
+        ("POST", "events", "create Event"),
+    ]
+    .iter()
+    .map(|(verb, resource, what)| {
+        let (ms, n) = mean_latency(&latencies_before, &latencies_after, verb, resource);
+        format!("{what} {ms:.0} ms (x{n:.0})")
+    })
+    .collect();
+    report.row(
+        SCENARIO,
+        "API server mean latency per call",
+        calls.join(", "),
+        "apiserver_request_duration_seconds over the same window",
+    );
+    match stopped {
+        Some((status, took)) => eprintln!(
+            "bench: scenario 6: the controller exited ({status}) {:.1}s after SIGTERM{}",
+            took.as_secs_f64(),
+            if released {
+                ", Lease released"
+            } else {
+                "; it did not log releasing its Lease"
+            }
+        ),
+        None => eprintln!("bench: scenario 6: the controller did not exit within 15s of SIGTERM; killed"),
+    }
+
+    if clean_up {
+        eprintln!("bench: scenario 6: deleting its hooks and Secrets");
+        futures::stream::iter(namespaces)
+            .map(|ns| async move {
+                Api::<OutboundWebhook>::namespaced(kube.clone(), &ns)
+                    .delete_collection(&DeleteParams::default(), &ListParams::default())
+                    .await
+                    .map_err(|e| format!("deleting the hooks of {ns}: {e}"))?;
+                Api::<Secret>::namespaced(kube.clone(), &ns)
+                    .delete_collection(
+                        &DeleteParams::default(),
+                        &ListParams::default().labels("outboundwebhooks.io/webhook-secret=true"),
+                    )
+                    .await
+                    .map_err(|e| format!("deleting the Secrets of {ns}: {e}"))?;
+                Ok::<(), Error>(())
+            })
+            .buffer_unordered(CTL_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
+    Ok(())
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -776,7 +1390,7 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
-async fn run(repo: PathBuf, dispatcher_binary: PathBuf) -> Result<(), Error> {
+async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     let bench_started = Instant::now();
     let state = std::env::temp_dir().join(format!("outbound-webhooks-bench-{}", std::process::id()));
     std::fs::create_dir_all(&state)?;
@@ -789,6 +1403,22 @@ async fn run(repo: PathBuf, dispatcher_binary: PathBuf) -> Result<(), Error> {
     )
     .await?;
     let kube = Client::try_from(kube_config)?;
+    let mut report = Report { rows: vec![] };
+
+    // ------------------------------------------------ scenario 6: the controller
+    // First, before any hook is seeded: the controller would reconcile the
+    // seeded hooks too (and their Secrets, which no hook controls). It is
+    // stopped, and its hooks deleted, before the dispatcher scenarios.
+    let only_controller = env_flag("BENCH_ONLY_CONTROLLER");
+    if only_controller || std::env::var("BENCH_ONLY_1A").is_err() {
+        controller_scenario(&kube, &binary, &cp.kubeconfig, &state, &mut report, !only_controller).await?;
+        let _ = writeln_partial(&state, &report);
+    }
+    if only_controller {
+        finish(report, cp, &state, bench_started);
+        return Ok(());
+    }
+
     let redis_client = redis::Client::open(cp.redis_url.as_str())?;
     let redis = redis_client.get_multiplexed_async_connection().await?;
     let (receiver_port, receiver, receiver_runtime) = start_receiver()?;
@@ -799,7 +1429,7 @@ async fn run(repo: PathBuf, dispatcher_binary: PathBuf) -> Result<(), Error> {
         state: state.clone(),
         kubeconfig: cp.kubeconfig.clone(),
         redis_url: cp.redis_url.clone(),
-        dispatcher_binary,
+        dispatcher_binary: binary,
         kube,
         redis,
         receiver_port,
@@ -807,7 +1437,6 @@ async fn run(repo: PathBuf, dispatcher_binary: PathBuf) -> Result<(), Error> {
     };
     let fast_url = format!("http://127.0.0.1:{}/fast", env.receiver_port);
     let slow_url = format!("http://127.0.0.1:{}/slow", env.receiver_port);
-    let mut report = Report { rows: vec![] };
     let mut conn = env.redis.clone();
 
     eprintln!("bench: seeding hooks (bench-one x1, bench-five x5, bench-iso 4 fast + 1 slow)");
@@ -885,7 +1514,7 @@ async fn run(repo: PathBuf, dispatcher_binary: PathBuf) -> Result<(), Error> {
     );
 
     if std::env::var("BENCH_ONLY_1A").is_ok() {
-        report.print();
+        finish(report, cp, &state, bench_started);
         return Ok(());
     }
 
@@ -1037,19 +1666,18 @@ async fn run(repo: PathBuf, dispatcher_binary: PathBuf) -> Result<(), Error> {
             ),
         );
     }
-    report.row(
-        "5 controller",
-        "1,000 hooks Ready",
-        "n/a".into(),
-        "no `controller` subcommand in this tree",
-    );
+    finish(report, cp, &state, bench_started);
+    Ok(())
+}
+
+/// Prints the table, stops the control plane and removes its data.
+fn finish(report: Report, cp: ControlPlane, state: &Path, bench_started: Instant) {
     report.print();
     eprintln!("bench: finished in {:.0}s", bench_started.elapsed().as_secs_f64());
     drop(cp);
     // The cluster's data (etcd, Redis) is large; logs and results stay.
     let _ = std::fs::remove_dir_all(state.join("cluster"));
-    let _ = writeln_partial(&state, &report);
-    Ok(())
+    let _ = writeln_partial(state, &report);
 }
 
 fn writeln_partial(state: &Path, report: &Report) -> std::io::Result<()> {
@@ -1065,7 +1693,7 @@ fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
-        eprintln!("usage: outbound-webhooks-bench REPO_DIR DISPATCHER_BINARY");
+        eprintln!("usage: outbound-webhooks-bench REPO_DIR OUTBOUND_WEBHOOKS_BINARY");
         return std::process::ExitCode::FAILURE;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
