@@ -127,11 +127,7 @@ pub async fn first_attempt(
         return;
     };
     shared.metrics.in_flight.inc();
-    shared
-        .metrics
-        .first_deliveries
-        .get_or_create(&vec![("path", "direct".to_string())])
-        .inc();
+    shared.metrics.first_direct.inc();
     let started_ms = now_ms();
     let (attempt, done_ms) = super::send_attempt(&shared, &hook, &task, &token, 1).await;
     if attempt.outcome == Outcome::Delivered {

@@ -39,6 +39,11 @@ pub struct Metrics {
     /// stream) or `stored` (kept as a task first: slow hook, secret not in
     /// the cache yet, shutting down).
     pub first_deliveries: Family<Labels, Counter>,
+    /// The series of `attempts` every success increments, looked up once
+    /// (a lookup allocates its labels).
+    pub delivered_2xx: Counter,
+    /// The `direct` series of `first_deliveries`, looked up once.
+    pub first_direct: Counter,
 }
 
 /// The status class label of an optional status code.
@@ -66,6 +71,17 @@ impl Metrics {
             dead_letter_length: Gauge::default(),
             in_flight: Gauge::default(),
             first_deliveries: Family::default(),
+            delivered_2xx: Counter::default(),
+            first_direct: Counter::default(),
+        };
+        let delivered: Labels = vec![("outcome", "delivered".to_string()), ("status_class", "2xx".to_string())];
+        let direct: Labels = vec![("path", "direct".to_string())];
+        let delivered_2xx = m.attempts.get_or_create(&delivered).clone();
+        let first_direct = m.first_deliveries.get_or_create(&direct).clone();
+        let m = Metrics {
+            delivered_2xx,
+            first_direct,
+            ..m
         };
         let r = registry;
         r.register(

@@ -153,7 +153,7 @@ const READ_COUNT: usize = 200;
 
 impl Shared {
     /// Holds the entries not held yet; returns them.
-    fn hold(&self, entries: Vec<redis::streams::StreamId>) -> Vec<redis::streams::StreamId> {
+    fn hold(&self, entries: Vec<store::RawEntry>) -> Vec<store::RawEntry> {
         let now = now_ms();
         let mut held = self.held.lock().expect("held entries lock");
         entries
@@ -469,7 +469,7 @@ async fn consume(shared: Arc<Shared>, shutdown: CancellationToken) {
 }
 
 /// Routes held entries; malformed ones are dead-lettered at once.
-async fn handle_entries(shared: &Arc<Shared>, entries: Vec<redis::streams::StreamId>) -> Result<(), StoreError> {
+async fn handle_entries(shared: &Arc<Shared>, entries: Vec<store::RawEntry>) -> Result<(), StoreError> {
     let hooks = shared.hooks.state();
     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
     for (i, entry) in entries.into_iter().enumerate() {
@@ -485,9 +485,9 @@ async fn handle_entries(shared: &Arc<Shared>, entries: Vec<redis::streams::Strea
 async fn handle_entry(
     shared: &Arc<Shared>,
     hooks: &[Arc<OutboundWebhook>],
-    entry: redis::streams::StreamId,
+    entry: store::RawEntry,
 ) -> Result<(), StoreError> {
-    let (entry_id, fields) = store::into_entry_fields(entry);
+    let store::RawEntry { id: entry_id, fields } = entry;
     let now = now_ms();
     let event = match parse_entry(&entry_id, &fields) {
         Ok(event) => event,
@@ -778,14 +778,18 @@ async fn send_attempt(
         Outcome::Gone => "gone",
         Outcome::Failed => "failed",
     };
-    shared
-        .metrics
-        .attempts
-        .get_or_create(&vec![
-            ("outcome", outcome_label.to_string()),
-            ("status_class", status_class(attempt.status)),
-        ])
-        .inc();
+    if attempt.outcome == Outcome::Delivered && attempt.status.is_some_and(|s| (200..300).contains(&s)) {
+        shared.metrics.delivered_2xx.inc();
+    } else {
+        shared
+            .metrics
+            .attempts
+            .get_or_create(&vec![
+                ("outcome", outcome_label.to_string()),
+                ("status_class", status_class(attempt.status)),
+            ])
+            .inc();
+    }
     // Successes are routine (debug); failures are what on-call reads (info).
     if attempt.outcome == Outcome::Delivered {
         tracing::debug!(

@@ -395,20 +395,76 @@ pub fn entry_fields(entry: &StreamId) -> HashMap<String, Vec<u8>> {
     entry.map.iter().map(|(k, v)| (k.clone(), bytes_of(v))).collect()
 }
 
-/// [`entry_fields`] taking the entry apart instead of copying its values.
-pub fn into_entry_fields(entry: StreamId) -> (String, HashMap<String, Vec<u8>>) {
-    let fields = entry
-        .map
-        .into_iter()
-        .map(|(k, v)| {
-            let bytes = match v {
-                Value::BulkString(b) => b,
-                other => bytes_of(&other),
-            };
-            (k, bytes)
-        })
-        .collect();
-    (entry.id, fields)
+/// A stream entry as read: its id and fields (none when it was trimmed).
+#[derive(Clone, Debug, Default)]
+pub struct RawEntry {
+    /// The stream entry id.
+    pub id: String,
+    /// Field name -> bytes.
+    pub fields: HashMap<String, Vec<u8>>,
+}
+
+impl From<StreamId> for RawEntry {
+    fn from(entry: StreamId) -> Self {
+        let fields = entry.map.into_iter().map(|(k, v)| (k, owned_bytes(v))).collect();
+        RawEntry { id: entry.id, fields }
+    }
+}
+
+fn owned_bytes(value: Value) -> Vec<u8> {
+    match value {
+        Value::BulkString(b) => b,
+        other => bytes_of(&other),
+    }
+}
+
+fn owned_text(value: Value) -> String {
+    String::from_utf8(owned_bytes(value)).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Collects the entries of an XREADGROUP reply (RESP2 arrays or a RESP3 map
+/// of stream -> entries), taking the reply apart without copying it.
+pub fn read_reply_entries(reply: Value, out: &mut Vec<RawEntry>) {
+    let entry_lists: Vec<Value> = match reply {
+        // RESP2: [[name, entries], ...]
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|stream| match stream {
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                _ => None,
+            })
+            .collect(),
+        // RESP3: {name: entries, ...}
+        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        _ => return,
+    };
+    for entries in entry_lists {
+        let Value::Array(entries) = entries else { continue };
+        for entry in entries {
+            let Value::Array(parts) = entry else { continue };
+            let mut parts = parts.into_iter();
+            let Some(id) = parts.next() else { continue };
+            let mut fields = HashMap::new();
+            match parts.next() {
+                Some(Value::Array(kv)) => {
+                    let mut kv = kv.into_iter();
+                    while let (Some(k), Some(v)) = (kv.next(), kv.next()) {
+                        fields.insert(owned_text(k), owned_bytes(v));
+                    }
+                }
+                Some(Value::Map(kv)) => {
+                    for (k, v) in kv {
+                        fields.insert(owned_text(k), owned_bytes(v));
+                    }
+                }
+                _ => {}
+            }
+            out.push(RawEntry {
+                id: owned_text(id),
+                fields,
+            });
+        }
+    }
 }
 
 impl Store {
@@ -463,7 +519,7 @@ impl Store {
         from: &str,
         count: usize,
         block_ms: usize,
-    ) -> Result<Vec<StreamId>, StoreError> {
+    ) -> Result<Vec<RawEntry>, StoreError> {
         let mut conn = self.blocking.clone();
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP").arg(GROUP).arg(consumer).arg("COUNT").arg(count);
@@ -471,18 +527,20 @@ impl Store {
             cmd.arg("BLOCK").arg(block_ms);
         }
         cmd.arg("STREAMS").arg(self.keys.events()).arg(from);
-        let reply: Option<redis::streams::StreamReadReply> = cmd
+        // Taken apart by hand: redis-rs's StreamReadReply deep-copies the
+        // whole reply before converting it, every field of every entry.
+        let reply: Value = cmd
             .query_async(&mut conn)
             .await
             .context(|| format!("reading {} as consumer {consumer}", self.keys.events()))?;
-        Ok(reply
-            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-            .unwrap_or_default())
+        let mut out = Vec::new();
+        read_reply_entries(reply, &mut out);
+        Ok(out)
     }
 
     /// Claims entries pending longer than `min_idle_ms` on any consumer
     /// (e.g. a replica that died); acknowledges ones trimmed meanwhile.
-    pub async fn autoclaim(&self, consumer: &str, min_idle_ms: u64) -> Result<Vec<StreamId>, StoreError> {
+    pub async fn autoclaim(&self, consumer: &str, min_idle_ms: u64) -> Result<Vec<RawEntry>, StoreError> {
         let mut conn = self.conn.clone();
         let mut start = "0-0".to_string();
         let mut out = Vec::new();
@@ -504,7 +562,7 @@ impl Store {
                     .await
                     .context(|| "acknowledging trimmed entries".to_string())?;
             }
-            out.extend(reply.claimed);
+            out.extend(reply.claimed.into_iter().map(RawEntry::from));
             if reply.next_stream_id == "0-0" {
                 break;
             }
@@ -1039,5 +1097,41 @@ pub fn redact(url: &str) -> String {
         }
         Ok(u) => u.to_string(),
         Err(_) => "(unparsable URL)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn xreadgroup_replies_are_taken_apart_in_both_protocols() {
+        let entries = Value::Array(vec![
+            Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("org"), bulk("acme"), bulk("data"), bulk("{}")]),
+            ]),
+            // An entry trimmed while pending: no fields.
+            Value::Array(vec![bulk("2-0"), Value::Nil]),
+        ]);
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk("events"), entries.clone()])]);
+        let resp3 = Value::Map(vec![(bulk("events"), entries)]);
+        for reply in [resp2, resp3] {
+            let mut out = Vec::new();
+            read_reply_entries(reply, &mut out);
+            assert_eq!(out.len(), 2);
+            assert_eq!(out[0].id, "1-0");
+            assert_eq!(out[0].fields.get("org").map(Vec::as_slice), Some(&b"acme"[..]));
+            assert_eq!(out[0].fields.get("data").map(Vec::as_slice), Some(&b"{}"[..]));
+            assert_eq!(out[1].id, "2-0");
+            assert!(out[1].fields.is_empty());
+        }
+        let mut out = Vec::new();
+        read_reply_entries(Value::Nil, &mut out);
+        assert!(out.is_empty());
     }
 }
