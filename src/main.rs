@@ -31,6 +31,13 @@ struct Cli {
     #[arg(long, global = true, hide = true, env = "OUTBOUND_WEBHOOKS_EXIT_ON_STDIN_CLOSE")]
     exit_on_stdin_close: bool,
 
+    /// Threads running the process's work; default one per available core
+    /// (the container's CPU limit counts). A dispatcher sharing a small node
+    /// with busy neighbours does more per CPU second with fewer (see README
+    /// "Performance").
+    #[arg(long, global = true, env = "OUTBOUND_WEBHOOKS_WORKER_THREADS")]
+    worker_threads: Option<std::num::NonZeroUsize>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -153,6 +160,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let worker_threads = cli.worker_threads;
     // kube and reqwest both link rustls; with more than one crypto provider
     // compiled in, rustls needs the process-wide choice made explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -176,7 +184,7 @@ fn main() -> ExitCode {
         Command::Controller(mut args) => {
             telemetry::init(cli.log_format);
             args.exit_on_stdin_close = cli.exit_on_stdin_close;
-            let runtime = runtime();
+            let runtime = runtime_with(worker_threads);
             let result = runtime.block_on(outbound_webhooks::controller::run(args));
             runtime.shutdown_timeout(Duration::from_secs(1));
             match result {
@@ -189,18 +197,19 @@ fn main() -> ExitCode {
         }
         Command::Dispatcher(args) => {
             telemetry::init(cli.log_format);
-            runtime().block_on(run_dispatcher(*args))
+            runtime_with(worker_threads).block_on(run_dispatcher(*args))
         }
-        Command::Publish(args) => runtime().block_on(run_publish(args)),
-        Command::DeadLetter(cmd) => runtime().block_on(run_dead_letter(cmd)),
+        Command::Publish(args) => runtime_with(worker_threads).block_on(run_publish(args)),
+        Command::DeadLetter(cmd) => runtime_with(worker_threads).block_on(run_dead_letter(cmd)),
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("building the tokio runtime")
+fn runtime_with(worker_threads: Option<std::num::NonZeroUsize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n.get());
+    }
+    builder.enable_all().build().expect("building the tokio runtime")
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {

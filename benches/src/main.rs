@@ -134,6 +134,7 @@ fn start_control_plane(repo: &Path, state: &Path) -> Result<ControlPlane, Error>
 #[derive(Clone, Copy, Debug, Default)]
 struct ProcStats {
     cpu_seconds: f64,
+    system_seconds: f64,
     rss: u64,
     peak_rss: u64,
 }
@@ -157,6 +158,7 @@ fn proc_stats(pid: u32) -> ProcStats {
     };
     ProcStats {
         cpu_seconds,
+        system_seconds: tick(12) as f64 / ticks_per_second,
         rss: kib("VmRSS:"),
         peak_rss: kib("VmHWM:"),
     }
@@ -591,6 +593,10 @@ async fn baseline_a(
 
 struct Drain {
     redis_cpu_per_1000: f64,
+    /// Share of the dispatcher's CPU spent in the kernel.
+    system_share: f64,
+    /// CPU of this process (the receiver) per 1,000 deliveries.
+    receiver_cpu_per_1000: f64,
     delivered: u64,
     target: u64,
     seconds: f64,
@@ -601,15 +607,24 @@ struct Drain {
 
 /// Starts a dispatcher on a pre-filled prefix and waits until `target`
 /// deliveries reached the receiver (counter `fast`).
-async fn drain(env: &Env, prefix: &str, name: &str, target: u64, timeout: Duration) -> Result<Drain, Error> {
+async fn drain(
+    env: &Env,
+    prefix: &str,
+    name: &str,
+    target: u64,
+    timeout: Duration,
+    extra: &[&str],
+) -> Result<Drain, Error> {
     let start = env.receiver.fast.load(Relaxed);
-    let dispatcher = Dispatcher::start(env, prefix, name, &[]).await?;
+    let dispatcher = Dispatcher::start(env, prefix, name, extra).await?;
     let before = dispatcher.stats();
+    let own_before = proc_stats(std::process::id());
     let mut conn = env.redis.clone();
     let redis_before = redis_cpu_seconds(&mut conn).await;
     let t0 = Instant::now();
     let (delivered, last) = wait_count(&env.receiver.fast, start, target, timeout).await;
     let after = dispatcher.stats();
+    let own_after = proc_stats(std::process::id());
     let redis_after = redis_cpu_seconds(&mut conn).await;
     let seconds = last.duration_since(t0).as_secs_f64().max(1e-3);
     drop(dispatcher);
@@ -619,6 +634,9 @@ async fn drain(env: &Env, prefix: &str, name: &str, target: u64, timeout: Durati
         seconds,
         rate: delivered as f64 / seconds,
         cpu_per_1000: (after.cpu_seconds - before.cpu_seconds) / (delivered.max(1) as f64 / 1000.0),
+        system_share: (after.system_seconds - before.system_seconds)
+            / (after.cpu_seconds - before.cpu_seconds).max(1e-9),
+        receiver_cpu_per_1000: (own_after.cpu_seconds - own_before.cpu_seconds) / (delivered.max(1) as f64 / 1000.0),
         peak_rss: after.peak_rss,
         redis_cpu_per_1000: (redis_after - redis_before) / (delivered.max(1) as f64 / 1000.0),
     })
@@ -1457,13 +1475,40 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     // Baseline B runs over a copy of the same entries (its own stream, so the
     // dispatcher's retention never sees a second group).
     fill(&mut conn, "bench-b:", "bench-one", n1).await?;
+    fill(&mut conn, "bench-1a1:", "bench-one", n1).await?;
+    let bodies = Arc::new(bodies_of(&mut conn, "bench-b:events").await?);
+    // Baseline A runs before and after the dispatcher and counts their mean:
+    // this machine's speed drifts by 10-20% within minutes (a shared VM).
+    eprintln!("bench: baseline A: reqwest, concurrency 16 (the per-hook bound)");
+    let own_before = proc_stats(std::process::id());
+    let a1_first = baseline_a(&fast_url, bodies.clone(), n1, 16).await?;
+    let own_after = proc_stats(std::process::id());
     eprintln!("bench: scenario 1a: dispatcher draining");
-    let d1a = drain(&env, "bench-1a:", "dispatcher-1a", n1 as u64, Duration::from_secs(150)).await?;
+    let d1a = drain(
+        &env,
+        "bench-1a:",
+        "dispatcher-1a",
+        n1 as u64,
+        Duration::from_secs(150),
+        &[],
+    )
+    .await?;
+    eprintln!("bench: scenario 1a again, the dispatcher on one worker thread");
+    let d1a1 = drain(
+        &env,
+        "bench-1a1:",
+        "dispatcher-1a-one-thread",
+        n1 as u64,
+        Duration::from_secs(150),
+        &["--worker-threads", "1"],
+    )
+    .await?;
+    eprintln!("bench: baseline A again");
+    let a1_second = baseline_a(&fast_url, bodies.clone(), n1, 16).await?;
+    let a1_rate = (a1_first + a1_second) / 2.0;
     eprintln!("bench: baseline B: XREADGROUP + XACK over {n1} entries");
     let b_rate = baseline_b(&mut conn, "bench-b:events").await?;
-    let bodies = Arc::new(bodies_of(&mut conn, "bench-b:events").await?);
-    eprintln!("bench: baseline A: reqwest, concurrency 16 (the per-hook bound)");
-    let a1_rate = baseline_a(&fast_url, bodies.clone(), n1, 16).await?;
+    let a1_cpu_per_1000 = (own_after.cpu_seconds - own_before.cpu_seconds) / (n1 as f64 / 1000.0);
     report.row(
         "1a throughput, 1 hook",
         "dispatcher deliveries/s",
@@ -1474,7 +1519,7 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
         "1a throughput, 1 hook",
         "baseline A (reqwest, 16 in flight) req/s",
         format!("{a1_rate:.0}"),
-        "",
+        &format!("mean of {a1_first:.0} before and {a1_second:.0} after the dispatcher"),
     );
     report.row(
         "1a throughput, 1 hook",
@@ -1495,10 +1540,40 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
         "",
     );
     report.row(
+        "1a throughput, 1 hook",
+        "dispatcher, --worker-threads 1, deliveries/s",
+        format!("{:.0}", d1a1.rate),
+        &format!(
+            "{} of {} in {:.1}s; {:.3} CPU s per 1,000",
+            d1a1.delivered, d1a1.target, d1a1.seconds, d1a1.cpu_per_1000
+        ),
+    );
+    report.row(
+        "1a throughput, 1 hook",
+        "dispatcher, --worker-threads 1 / baseline A",
+        format!("{:.0}%", 100.0 * d1a1.rate / a1_rate),
+        &format!("target >= 70%: {}", verdict(d1a1.rate >= 0.7 * a1_rate)),
+    );
+    report.row(
         "4 footprint",
         "CPU s per 1,000 deliveries (1a)",
         format!("{:.3}", d1a.cpu_per_1000),
-        "user+system, /proc/PID/stat",
+        &format!(
+            "user+system, /proc/PID/stat; {:.0}% in the kernel",
+            100.0 * d1a.system_share
+        ),
+    );
+    report.row(
+        "4 footprint",
+        "receiver CPU s per 1,000 deliveries (1a)",
+        format!("{:.3}", d1a.receiver_cpu_per_1000),
+        "the bench process while the dispatcher drains",
+    );
+    report.row(
+        "4 footprint",
+        "baseline A CPU s per 1,000 requests",
+        format!("{a1_cpu_per_1000:.3}"),
+        "reqwest client + the same receiver, one process",
     );
     report.row(
         "4 footprint",
@@ -1522,16 +1597,31 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     let n1b = scale(20_000);
     eprintln!("bench: scenario 1b: filling {n1b} events for an org with 5 hooks");
     fill(&mut conn, "bench-1b:", "bench-five", n1b).await?;
+    fill(&mut conn, "bench-1b1:", "bench-five", n1b).await?;
+    eprintln!("bench: baseline A: reqwest, concurrency 80 (5 hooks x 16)");
+    let a5_first = baseline_a(&fast_url, bodies.clone(), 5 * n1b, 80).await?;
     let d1b = drain(
         &env,
         "bench-1b:",
         "dispatcher-1b",
         5 * n1b as u64,
         Duration::from_secs(150),
+        &[],
     )
     .await?;
-    eprintln!("bench: baseline A: reqwest, concurrency 80 (5 hooks x 16)");
-    let a5_rate = baseline_a(&fast_url, bodies.clone(), 5 * n1b, 80).await?;
+    eprintln!("bench: scenario 1b again, the dispatcher on one worker thread");
+    let d1b1 = drain(
+        &env,
+        "bench-1b1:",
+        "dispatcher-1b-one-thread",
+        5 * n1b as u64,
+        Duration::from_secs(150),
+        &["--worker-threads", "1"],
+    )
+    .await?;
+    eprintln!("bench: baseline A again");
+    let a5_second = baseline_a(&fast_url, bodies.clone(), 5 * n1b, 80).await?;
+    let a5_rate = (a5_first + a5_second) / 2.0;
     report.row(
         "1b throughput, 5 hooks",
         "dispatcher deliveries/s",
@@ -1542,13 +1632,28 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
         "1b throughput, 5 hooks",
         "baseline A (reqwest, 80 in flight) req/s",
         format!("{a5_rate:.0}"),
-        "",
+        &format!("mean of {a5_first:.0} before and {a5_second:.0} after the dispatcher"),
     );
     report.row(
         "1b throughput, 5 hooks",
         "dispatcher / baseline A",
         format!("{:.0}%", 100.0 * d1b.rate / a5_rate),
         &format!("target >= 70%: {}", verdict(d1b.rate >= 0.7 * a5_rate)),
+    );
+    report.row(
+        "1b throughput, 5 hooks",
+        "dispatcher, --worker-threads 1, deliveries/s",
+        format!("{:.0}", d1b1.rate),
+        &format!(
+            "{} of {} in {:.1}s; {:.3} CPU s per 1,000",
+            d1b1.delivered, d1b1.target, d1b1.seconds, d1b1.cpu_per_1000
+        ),
+    );
+    report.row(
+        "1b throughput, 5 hooks",
+        "dispatcher, --worker-threads 1 / baseline A",
+        format!("{:.0}%", 100.0 * d1b1.rate / a5_rate),
+        &format!("target >= 70%: {}", verdict(d1b1.rate >= 0.7 * a5_rate)),
     );
     report.row(
         "1b throughput, 5 hooks",
@@ -1619,6 +1724,7 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
             "dispatcher-isolation",
             4 * n3 as u64,
             Duration::from_secs(60),
+            &[],
         )
         .await?;
         let per_fast_hook_1b = d1b.rate / 5.0;

@@ -124,16 +124,43 @@ fn describe(error: reqwest::Error) -> String {
     parts.join(": ")
 }
 
+/// Parsed destination URLs by their text: parsing one costs more than the
+/// rest of preparing an attempt, and a hook sends to the same URL each time.
+#[derive(Debug, Default)]
+pub struct UrlCache {
+    parsed: std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>,
+}
+
+impl UrlCache {
+    /// Most URLs kept; past it the cache starts over (URLs of deleted or
+    /// edited hooks go with it).
+    const MAX: usize = 20_000;
+
+    /// `url` parsed.
+    pub fn parse(&self, url: &str) -> Result<reqwest::Url, String> {
+        let mut parsed = self.parsed.lock().expect("URL cache lock");
+        if let Some(u) = parsed.get(url) {
+            return Ok(u.clone());
+        }
+        let u = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+        if parsed.len() >= Self::MAX {
+            parsed.clear();
+        }
+        parsed.insert(url.to_string(), u.clone());
+        Ok(u)
+    }
+}
+
 /// POSTs `body` with `headers` to `url`, waiting at most `timeout`.
 pub async fn send(
     client: &reqwest::Client,
     filter: &AddressFilter,
-    url: &str,
+    url: Result<reqwest::Url, String>,
     headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
+    body: bytes::Bytes,
     timeout: Duration,
 ) -> Attempt {
-    let url = match reqwest::Url::parse(url) {
+    let url = match url {
         Ok(u) => u,
         Err(e) => return Attempt::failed(format!("invalid URL: {e}")),
     };

@@ -74,7 +74,10 @@ impl Metrics {
             delivered_2xx: Counter::default(),
             first_direct: Counter::default(),
         };
-        let delivered: Labels = vec![("outcome", "delivered".to_string()), ("status_class", "2xx".to_string())];
+        let delivered: Labels = vec![
+            ("outcome", "delivered".to_string()),
+            ("status_class", "2xx".to_string()),
+        ];
         let direct: Labels = vec![("path", "direct".to_string())];
         let delivered_2xx = m.attempts.get_or_create(&delivered).clone();
         let first_direct = m.first_deliveries.get_or_create(&direct).clone();

@@ -135,6 +135,7 @@ struct Shared {
     metrics: Metrics,
     mirror: mpsc::UnboundedSender<MirrorRequest>,
     lanes: Lanes,
+    urls: delivery::UrlCache,
     global: Arc<Semaphore>,
     wake: Notify,
     acks: mpsc::UnboundedSender<AckItem>,
@@ -325,6 +326,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         metrics,
         mirror: mirror_tx,
         lanes: Lanes::new(config.max_in_flight_per_hook),
+        urls: delivery::UrlCache::default(),
         global: Arc::new(Semaphore::new(config.max_in_flight)),
         wake: Notify::new(),
         acks: acks_tx,
@@ -511,7 +513,7 @@ async fn handle_entry(
         shared.metrics.dropped_events.inc_by(routed.dropped_turned_off as u64);
         tracing::info!(event = %event.id, org = %event.org, count = routed.dropped_turned_off, "event dropped for turned-off hooks");
     }
-    let body = envelope::build(&event);
+    let body = bytes::Bytes::from(envelope::build(&event));
     let pending = PendingEntry::new(&entry_id, routed.deliver.len());
     for hook in &routed.deliver {
         let uid = hook.uid().unwrap_or_default();
@@ -757,7 +759,7 @@ async fn send_attempt(
             delivery::send(
                 &shared.http,
                 &shared.filter,
-                &hook.spec.url,
+                shared.urls.parse(&hook.spec.url),
                 headers,
                 task.body.clone(),
                 timeout,

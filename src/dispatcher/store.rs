@@ -116,8 +116,8 @@ pub struct NewTask {
     pub event: String,
     /// The org.
     pub org: String,
-    /// The envelope bytes.
-    pub body: Vec<u8>,
+    /// The envelope bytes (shared, not copied, between an event's hooks).
+    pub body: bytes::Bytes,
     /// When it comes due (Unix ms); `None`: at once. A task stored by the
     /// attempt that is running it is due at that attempt's lease end.
     pub due_ms: Option<i64>,
@@ -139,7 +139,7 @@ pub struct Task {
     /// The org.
     pub org: String,
     /// The envelope bytes.
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
     /// Attempts made so far.
     pub attempts: u32,
     /// Unix ms of the first attempt (0 before it).
@@ -720,7 +720,7 @@ impl Store {
             event_id: text("event_id"),
             event: text("event"),
             org: text("org"),
-            body: map.get("body").cloned().unwrap_or_default(),
+            body: bytes::Bytes::from(map.get("body").cloned().unwrap_or_default()),
             attempts: text("attempts").parse().unwrap_or(0),
             first_attempt_ms: text("first_attempt_ms").parse().unwrap_or(0),
             created_ms: text("created_ms").parse().unwrap_or(0),
