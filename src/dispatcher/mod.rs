@@ -472,10 +472,27 @@ async fn consume(shared: Arc<Shared>, shutdown: CancellationToken) {
 
 /// Routes held entries; malformed ones are dead-lettered at once.
 async fn handle_entries(shared: &Arc<Shared>, entries: Vec<store::RawEntry>) -> Result<(), StoreError> {
-    let hooks = shared.hooks.state();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    // One pass over the cached hooks per batch, keeping the batch's orgs:
+    // routing then looks at an org's few hooks, not at every hook cached.
+    let orgs: std::collections::HashSet<&[u8]> = entries
+        .iter()
+        .filter_map(|e| e.fields.get("org").map(Vec::as_slice))
+        .collect();
+    let mut by_org: HashMap<String, Vec<Arc<OutboundWebhook>>> = HashMap::new();
+    for hook in shared.hooks.state() {
+        if let Some(ns) = hook.metadata.namespace.as_deref()
+            && orgs.contains(ns.as_bytes())
+        {
+            by_org.entry(ns.to_string()).or_default().push(hook);
+        }
+    }
+    drop(orgs);
     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
     for (i, entry) in entries.into_iter().enumerate() {
-        if let Err(e) = handle_entry(shared, &hooks, entry).await {
+        if let Err(e) = handle_entry(shared, &by_org, entry).await {
             // Not routed: release them, so they are read again.
             shared.release_held(&ids[i..]);
             return Err(e);
@@ -486,7 +503,7 @@ async fn handle_entries(shared: &Arc<Shared>, entries: Vec<store::RawEntry>) -> 
 
 async fn handle_entry(
     shared: &Arc<Shared>,
-    hooks: &[Arc<OutboundWebhook>],
+    by_org: &HashMap<String, Vec<Arc<OutboundWebhook>>>,
     entry: store::RawEntry,
 ) -> Result<(), StoreError> {
     let store::RawEntry { id: entry_id, fields } = entry;
@@ -508,7 +525,7 @@ async fn handle_entry(
             return Ok(());
         }
     };
-    let routed = route(hooks.iter(), &event.org, event.name);
+    let routed = route(by_org.get(&event.org).into_iter().flatten(), &event.org, event.name);
     if routed.dropped_turned_off > 0 {
         shared.metrics.dropped_events.inc_by(routed.dropped_turned_off as u64);
         tracing::info!(event = %event.id, org = %event.org, count = routed.dropped_turned_off, "event dropped for turned-off hooks");
