@@ -107,7 +107,13 @@ impl Receiver {
                     all.push(received.clone());
                     all.iter().filter(|r| r.event_id() == received.event_id()).count()
                 };
-                let (status, extra) = match script(&received, nth) {
+                // Scripts may block (sleep to play a slow receiver): off the
+                // shared runtime, so one test's slow receiver never delays
+                // another test's.
+                let reply = tokio::task::spawn_blocking(move || script(&received, nth))
+                    .await
+                    .expect("the receiver script panicked");
+                let (status, extra) = match reply {
                     Reply::Status(s) => (s, vec![]),
                     Reply::WithHeaders(s, h) => (s, h),
                     Reply::Hang => {
