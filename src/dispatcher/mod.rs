@@ -148,9 +148,9 @@ struct Shared {
 
 /// Most entries held (read, not yet acknowledged) at once: bounds memory
 /// and how far the consumer reads ahead of the receivers.
-const MAX_HELD: usize = 1000;
+const MAX_HELD: usize = 300;
 /// Entries read per XREADGROUP.
-const READ_COUNT: usize = 200;
+const READ_COUNT: usize = 100;
 
 impl Shared {
     /// Holds the entries not held yet; returns them.
