@@ -35,6 +35,9 @@ use crate::resource::OutboundWebhook;
 /// A first attempt waits this long at most for a free slot of its hook;
 /// then the delivery is stored as a task, so the entry is not held longer.
 const SLOT_WAIT: Duration = Duration::from_secs(1);
+/// How often a first attempt waiting for a slot checks whether its hook
+/// turned out slow.
+const RECHECK: Duration = Duration::from_millis(50);
 
 /// One stream entry whose deliveries are being settled.
 #[derive(Debug)]
@@ -111,10 +114,26 @@ pub async fn first_attempt(
     token: String,
     lane: Arc<Lane>,
 ) {
-    let slot = tokio::select! {
-        permit = lane.acquire() => Some(permit),
-        _ = tokio::time::sleep(SLOT_WAIT) => None,
-        _ = shared.shutdown.cancelled() => None,
+    // Wait for a slot, but not behind a hook found slow meanwhile (its
+    // slots may stay busy for its whole timeout), and not longer than
+    // SLOT_WAIT in any case: then the delivery is stored instead.
+    let slot = {
+        let acquire = lane.acquire();
+        tokio::pin!(acquire);
+        let give_up = tokio::time::Instant::now() + SLOT_WAIT;
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.tick().await;
+        loop {
+            tokio::select! {
+                permit = &mut acquire => break Some(permit),
+                _ = recheck.tick() => {
+                    if lane.is_slow(now_ms()) || tokio::time::Instant::now() >= give_up {
+                        break None;
+                    }
+                }
+                _ = shared.shutdown.cancelled() => break None,
+            }
+        }
     };
     let Some(slot) = slot else {
         entry.store_later(new_task(&task, None));

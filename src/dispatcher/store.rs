@@ -996,13 +996,36 @@ impl Store {
         if threshold == "0-0" {
             return Ok(0);
         }
-        redis::cmd("XTRIM")
+        // In steps of at most TRIM_STEP entries (whole stream nodes), so
+        // Redis frees a backlog's memory a little at a time between other
+        // clients' commands instead of stalling them all at once; then one
+        // exact trim of what is left in the first node.
+        const TRIM_STEP: usize = 1000;
+        let mut removed = 0;
+        for _ in 0..100_000 {
+            let n: i64 = redis::cmd("XTRIM")
+                .arg(&events)
+                .arg("MINID")
+                .arg("~")
+                .arg(&threshold)
+                .arg("LIMIT")
+                .arg(TRIM_STEP)
+                .query_async(&mut conn)
+                .await
+                .context(|| format!("trimming {events} below {threshold}"))?;
+            removed += n;
+            if n == 0 {
+                break;
+            }
+        }
+        let n: i64 = redis::cmd("XTRIM")
             .arg(&events)
             .arg("MINID")
             .arg(&threshold)
             .query_async(&mut conn)
             .await
-            .context(|| format!("trimming {events} below {threshold}"))
+            .context(|| format!("trimming {events} below {threshold}"))?;
+        Ok(removed + n)
     }
 
     /// Keeps dead letters younger than `max_age_ms` and at most `max_count`.
