@@ -121,8 +121,9 @@ pub async fn first_attempt(
         let acquire = lane.acquire();
         tokio::pin!(acquire);
         let give_up = tokio::time::Instant::now() + SLOT_WAIT;
-        let mut recheck = tokio::time::interval(RECHECK);
-        recheck.tick().await;
+        // The first check after RECHECK: a timer that is due at once still
+        // costs a turn of the timer driver (up to 1 ms) before it fires.
+        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
         loop {
             tokio::select! {
                 permit = &mut acquire => break Some(permit),
