@@ -231,6 +231,17 @@ impl Dispatcher {
     fn stats(&self) -> ProcStats {
         proc_stats(self.proc.pid())
     }
+    /// The value of one series (`name{labels}` exactly) on its `/metrics`; 0 when absent.
+    async fn metric(&self, series: &str) -> f64 {
+        let body = match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
 }
 
 fn free_port() -> u16 {
@@ -674,6 +685,8 @@ struct Latency {
     p99: f64,
     p999: f64,
     max: f64,
+    /// Seconds into the run at which the slowest event was sent.
+    worst_at_s: f64,
 }
 
 /// Publishes at `rate` events/s for `seconds` into a running dispatcher and
@@ -716,6 +729,15 @@ async fn latency(env: &Env, prefix: &str, org: &str, rate: f64, seconds: f64) ->
         .iter()
         .filter_map(|(id, at)| sent.get(id).map(|s| at.duration_since(*s).as_secs_f64() * 1000.0))
         .collect();
+    // When (seconds into the run) the slowest event was sent: to tell one
+    // pause from a steady tail, and to line it up with periodic work.
+    let started = t0.into_std();
+    let worst_at_s = arrivals
+        .iter()
+        .filter_map(|(id, at)| sent.get(id).map(|s| (at.duration_since(*s), s.duration_since(started))))
+        .max_by_key(|(took, _)| *took)
+        .map(|(_, when)| when.as_secs_f64())
+        .unwrap_or(f64::NAN);
     millis.sort_by(f64::total_cmp);
     Ok(Latency {
         rate,
@@ -725,6 +747,7 @@ async fn latency(env: &Env, prefix: &str, org: &str, rate: f64, seconds: f64) ->
         p99: percentile(&millis, 99.0),
         p999: percentile(&millis, 99.9),
         max: millis.last().copied().unwrap_or(f64::NAN),
+        worst_at_s,
     })
 }
 
@@ -1687,8 +1710,15 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
         eprintln!("bench: scenario 2: latency at 1,000 events/s and at half the measured max");
         let dispatcher = Dispatcher::start(&env, "bench-lat:", "dispatcher-latency", &[]).await?;
         let seconds = 10.0 * scale(1000) as f64 / 1000.0;
+        const STORED: &str = "outbound_webhooks_first_deliveries_total{path=\"stored\"}";
+        const DIRECT: &str = "outbound_webhooks_first_deliveries_total{path=\"direct\"}";
         for rate in [1000.0, (max_rate / 2.0).round()] {
+            let (stored_before, direct_before) = (dispatcher.metric(STORED).await, dispatcher.metric(DIRECT).await);
             let l = latency(&env, "bench-lat:", "bench-one", rate, seconds).await?;
+            let (stored, direct) = (
+                dispatcher.metric(STORED).await - stored_before,
+                dispatcher.metric(DIRECT).await - direct_before,
+            );
             let name = format!("2 latency at {:.0} events/s", l.rate);
             report.row(
                 &name,
@@ -1706,7 +1736,13 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
                 &name,
                 "p99.9",
                 format!("{:.2} ms", l.p999),
-                &format!("max {:.1} ms", l.max),
+                &format!("max {:.1} ms, sent {:.1} s into the run", l.max, l.worst_at_s),
+            );
+            report.row(
+                &name,
+                "first deliveries direct / stored as tasks",
+                format!("{direct:.0} / {stored:.0}"),
+                "stored: the hook looked slow or a slot did not free up in time",
             );
         }
         drop(dispatcher);
