@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use controller_process::{ControllerProcess, condition, secret_data, wait_condition};
+use controller_process::{ControllerProcess, condition, hook_yaml, secret_data, wait_condition};
 use harness::{Dispatcher, Receiver, Reply, args, publish};
 use serde_json::json;
 use support::{apply_yaml, kubectl, kubectl_ok, kubectl_with_input, namespace, redis_prefix, unique_suffix, wait_for};
@@ -514,13 +514,8 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
         &system,
         &["--allow-http", "--watch-namespace", &tenant, "--lease-name", &lease],
     );
-    let hook_yaml = json!({
-        "apiVersion": "outboundwebhooks.io/v1alpha1",
-        "kind": "OutboundWebhook",
-        "metadata": {"name": "crm"},
-        "spec": {"url": receiver.url("/hook"), "events": [CREATE]},
-    })
-    .to_string();
+    // The shared manifest subscribes to CREATE.
+    let hook_yaml = hook_yaml("crm", &receiver.url("/hook"), json!({}));
     let out = apply_yaml(&tenant, &hook_yaml);
     assert!(out.success, "{}", out.stderr);
 

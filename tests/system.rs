@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use controller_process::{ControllerProcess, secret_data, wait_condition};
+use controller_process::{ControllerProcess, hook_yaml, secret_data, wait_condition};
 use harness::{Dispatcher, Receiver, Reply, TestHook, args, dead_letters, publish, run_cli};
 use serde_json::json;
 use support::{apply_yaml, env, kubectl_ok, namespace, redis_prefix, unique_suffix, wait_for};
@@ -46,13 +46,8 @@ fn a_failing_hook_is_shown_auto_disabled_by_kubectl_and_comes_back_by_annotation
             "3s",
         ],
     );
-    let hook_yaml = json!({
-        "apiVersion": "outboundwebhooks.io/v1alpha1",
-        "kind": "OutboundWebhook",
-        "metadata": {"name": "crm"},
-        "spec": {"url": receiver.url("/hook"), "events": [CREATE]},
-    })
-    .to_string();
+    // The shared manifest subscribes to CREATE.
+    let hook_yaml = hook_yaml("crm", &receiver.url("/hook"), json!({}));
     let out = apply_yaml(&ns, &hook_yaml);
     assert!(out.success, "{}", out.stderr);
     wait_condition(&ns, "crm", "Ready", "True", "Active", Duration::from_secs(20));

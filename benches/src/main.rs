@@ -208,25 +208,14 @@ impl Dispatcher {
             },
             http_port,
         };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            let ready = client
-                .get(format!("http://127.0.0.1:{}/readyz", d.http_port))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return Ok(d);
-            }
-            if let Some(status) = d.proc.child.try_wait()? {
-                return Err(format!("the dispatcher exited ({status}) before it was ready; see {log_name}.log").into());
-            }
-            if Instant::now() > deadline {
-                return Err("the dispatcher did not become ready in 300s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_ready(
+            &mut d.proc,
+            d.http_port,
+            &env.state.join(format!("{log_name}.log")),
+            Duration::from_secs(300),
+        )
+        .await?;
+        Ok(d)
     }
     fn stats(&self) -> ProcStats {
         proc_stats(self.proc.pid())
@@ -241,6 +230,41 @@ impl Dispatcher {
             .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
+    }
+}
+
+/// Waits until a started process answers 200 on `/readyz`; fails at once
+/// when it exits first, naming its log.
+async fn wait_ready(proc: &mut Proc, http_port: u16, log: &Path, timeout: Duration) -> Result<(), Error> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ready = client
+            .get(format!("http://127.0.0.1:{http_port}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return Ok(());
+        }
+        if let Some(status) = proc.child.try_wait()? {
+            return Err(format!(
+                "the {} exited ({status}) before it was ready; see {}",
+                proc.name,
+                log.display()
+            )
+            .into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the {} was not ready in {}s; see {}",
+                proc.name,
+                timeout.as_secs(),
+                log.display()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -813,29 +837,8 @@ impl ControllerProc {
             log,
         };
         // /readyz answers 200 once it leads and its caches are synced.
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let ready = client
-                .get(format!("http://127.0.0.1:{http_port}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return Ok(c);
-            }
-            if let Some(status) = c.proc.child.try_wait()? {
-                return Err(format!(
-                    "the controller exited ({status}) before it was ready; see {}",
-                    c.log.display()
-                )
-                .into());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("the controller was not ready in 120s; see {}", c.log.display()).into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_ready(&mut c.proc, http_port, &c.log, Duration::from_secs(120)).await?;
+        Ok(c)
     }
 
     fn stats(&self) -> ProcStats {
