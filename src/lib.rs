@@ -3,6 +3,7 @@
 
 pub mod address_filter;
 pub mod auto_disable;
+pub mod commands;
 pub mod conditions;
 pub mod controller;
 pub mod crd_yaml;
@@ -10,7 +11,9 @@ pub mod dispatcher;
 pub mod envelope;
 pub mod event_name;
 pub mod ops_server;
+pub mod process;
 pub mod publish;
+pub mod redis_args;
 pub mod resource;
 pub mod retry_schedule;
 pub mod signing;

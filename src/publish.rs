@@ -15,6 +15,7 @@
 //! XADD can drop entries no dispatcher has read yet.
 
 use crate::{
+    dispatcher::store::Keys,
     event_name::EventName,
     stream_entry::{MAX_ENTRY_BYTES, new_event_id},
 };
@@ -76,14 +77,7 @@ impl NewEvent {
         if !data.is_object() {
             return Err(PublishError::NotAnObject { field: "data" });
         }
-        Ok(NewEvent {
-            org: org.to_string(),
-            name,
-            data: data.to_string(),
-            changes: None,
-            id: None,
-            created_at: None,
-        })
+        Ok(NewEvent::with_data(org, name, data.to_string()))
     }
 
     /// An event whose `data` is JSON text, kept byte for byte (key order
@@ -93,14 +87,18 @@ impl NewEvent {
         if !is_json_object(data) {
             return Err(PublishError::NotAnObject { field: "data" });
         }
-        Ok(NewEvent {
+        Ok(NewEvent::with_data(org, name, data.to_string()))
+    }
+
+    fn with_data(org: &str, name: EventName, data: String) -> Self {
+        NewEvent {
             org: org.to_string(),
             name,
-            data: data.to_string(),
+            data,
             changes: None,
             id: None,
             created_at: None,
-        })
+        }
     }
 
     /// Adds `changes` as JSON text, kept byte for byte once checked to be an object.
@@ -138,10 +136,7 @@ pub async fn publish<C: redis::aio::ConnectionLike>(
 ) -> Result<Published, PublishError> {
     for (field, text) in [("data", Some(&event.data)), ("changes", event.changes.as_ref())] {
         if let Some(text) = text
-            && !matches!(
-                serde_json::from_str::<serde_json::Value>(text),
-                Ok(serde_json::Value::Object(_))
-            )
+            && !is_json_object(text)
         {
             return Err(PublishError::NotAnObject { field });
         }
@@ -163,7 +158,7 @@ pub async fn publish<C: redis::aio::ConnectionLike>(
     if size > MAX_ENTRY_BYTES {
         return Err(PublishError::TooLarge(size));
     }
-    let stream = format!("{prefix}events");
+    let stream = Keys::new(prefix).events();
     let entry_id: String = redis::cmd("XADD")
         .arg(&stream)
         .arg("*")

@@ -190,11 +190,11 @@ mod tests {
     #[test]
     fn many_hooks_created_in_one_second_admit_the_first_names() {
         let names_owned: Vec<String> = (0..50).map(|i| format!("hook-{i:02}")).collect();
-        let hooks: Vec<Candidate> = names_owned.iter().rev().map(|n| c(n, 1000, false)).collect();
+        let hooks: Vec<Candidate<'_>> = names_owned.iter().rev().map(|n| c(n, 1000, false)).collect();
         let set = accepted_set(&hooks, 5);
         assert_eq!(names(&set), ["hook-00", "hook-01", "hook-02", "hook-03", "hook-04"]);
         // Feeding the result back in is stable: nothing flips.
-        let again: Vec<Candidate> = names_owned
+        let again: Vec<Candidate<'_>> = names_owned
             .iter()
             .map(|n| c(n, 1000, set.contains(n.as_str())))
             .collect();
@@ -281,7 +281,7 @@ mod tests {
             c("e", 3, false),
         ];
         for mask in 0u32..(1 << pool.len()) {
-            let hooks: Vec<Candidate> = pool
+            let hooks: Vec<Candidate<'_>> = pool
                 .iter()
                 .enumerate()
                 .map(|(i, h)| Candidate {
@@ -295,7 +295,7 @@ mod tests {
                 assert_eq!(set.len(), limit.min(hooks.len()), "mask {mask:b} limit {limit}");
                 let kept = hooks.iter().filter(|h| h.accepted && set.contains(h.name)).count();
                 assert_eq!(kept, accepted_now.min(limit), "mask {mask:b} limit {limit}");
-                let next: Vec<Candidate> = hooks
+                let next: Vec<Candidate<'_>> = hooks
                     .iter()
                     .map(|h| Candidate {
                         accepted: set.contains(h.name),

@@ -215,10 +215,7 @@ async fn finish_ops(
 }
 
 fn default_identity() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "outbound-webhooks-controller".to_string());
+    let host = crate::process::host_name("outbound-webhooks-controller");
     let mut bytes = [0u8; 4];
     // A failing OS random source only makes the suffix predictable.
     let _ = getrandom::fill(&mut bytes);
@@ -226,25 +223,7 @@ fn default_identity() -> String {
 }
 
 fn spawn_shutdown_triggers(shutdown: &CancellationToken, exit_on_stdin_close: bool) {
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        tokio::select! {
-            () = terminate => tracing::info!("SIGTERM: shutting down"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        }
-        token.cancel();
-    });
+    crate::process::cancel_on_signal(shutdown);
     if exit_on_stdin_close {
         let token = shutdown.clone();
         // A plain thread: a blocking read would hold up the runtime's shutdown.

@@ -142,7 +142,7 @@ impl Context {
                 )
             })
             .collect();
-        let candidates: Vec<Candidate> = known
+        let candidates: Vec<Candidate<'_>> = known
             .iter()
             .map(|(name, created, accepted)| Candidate {
                 name,

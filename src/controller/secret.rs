@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
     Api, Resource, ResourceExt,
@@ -17,6 +16,7 @@ use super::status::SecretOutcome;
 use crate::{
     conditions::secret_ready,
     resource::{OutboundWebhook, SecretKeyRef, WEBHOOK_SECRET_LABEL},
+    signing::standard_webhooks_secret,
 };
 
 /// Key of the hex token (the HMAC key, as UTF-8 bytes).
@@ -38,14 +38,6 @@ pub fn generate_token() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(hex::encode(bytes))
-}
-
-/// The Standard Webhooks form of a token: `whsec_` + base64 of its UTF-8 bytes.
-pub fn standard_webhooks_secret(token: &str) -> String {
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(token.as_bytes())
-    )
 }
 
 /// The Secret to create for a hook, labelled and controlled by it.

@@ -12,7 +12,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Shared, now_ms, store::NewTask};
+use super::{
+    context::{Shared, now_ms},
+    store::NewTask,
+};
 
 /// Most items flushed in one round trip.
 const MAX_BATCH: usize = 512;
@@ -116,7 +119,7 @@ async fn flush(shared: &Shared, batch: Vec<AckItem>, stop: &CancellationToken) {
             .inc_by(tasks.len() as u64);
         shared.wake.notify_one();
     }
-    shared.release_held(&ids);
+    shared.held.release(&ids);
 
     if successes.is_empty() {
         return;
@@ -127,7 +130,7 @@ async fn flush(shared: &Shared, batch: Vec<AckItem>, stop: &CancellationToken) {
             for ((uid, _), failures_before) in list.iter().zip(previous) {
                 let hook = successes[uid].0.clone();
                 // A success after failures changes what status shows: at once.
-                let _ = shared.mirror.send((uid.clone(), hook, failures_before > 0));
+                shared.mirror(uid, &hook, failures_before > 0);
             }
         }
         Err(e) => tracing::warn!(error = %e, "recording successful deliveries in the hooks' health"),
@@ -139,12 +142,12 @@ async fn flush(shared: &Shared, batch: Vec<AckItem>, stop: &CancellationToken) {
 /// runs and no other replica takes them as abandoned.
 async fn touch_held(shared: &Shared, older_than: Duration) {
     let now = now_ms();
-    let ids = shared.held_since(now - older_than.as_millis() as i64);
+    let ids = shared.held.since(now - older_than.as_millis() as i64);
     if ids.is_empty() {
         return;
     }
     match shared.store.touch_entries(&shared.config.consumer_name, &ids).await {
-        Ok(()) => shared.mark_touched(&ids, now),
+        Ok(()) => shared.held.mark_touched(&ids, now),
         Err(e) => tracing::warn!(error = %e, "renewing held stream entries"),
     }
 }

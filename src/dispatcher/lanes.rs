@@ -12,6 +12,8 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::context::now_ms;
+
 /// A saturated lane whose attempts take longer than this on average is slow.
 const SLOW_ATTEMPT_MS: i64 = 50;
 /// A saturated lane that released nothing for this long is slow (before its
@@ -38,7 +40,7 @@ pub struct LanePermit {
 
 impl Drop for LanePermit {
     fn drop(&mut self) {
-        let now = crate::dispatcher::now_ms();
+        let now = now_ms();
         let took = (now - self.started_ms).max(0);
         let avg = self.lane.average_ms.load(Ordering::Relaxed);
         // One slow answer weighs a fifth: enough to mark a hook that hangs
@@ -60,7 +62,7 @@ impl Lane {
             .expect("lane semaphores are never closed");
         LanePermit {
             lane: self.clone(),
-            started_ms: crate::dispatcher::now_ms(),
+            started_ms: now_ms(),
             _permit: permit,
         }
     }
@@ -104,7 +106,7 @@ impl Lanes {
         let lane = Arc::new(Lane {
             permits: Arc::new(Semaphore::new(self.per_hook)),
             average_ms: AtomicI64::new(-1),
-            last_release_ms: AtomicI64::new(crate::dispatcher::now_ms()),
+            last_release_ms: AtomicI64::new(now_ms()),
         });
         lanes.insert(uid.to_string(), lane.clone());
         lane
@@ -137,7 +139,7 @@ mod tests {
     async fn a_saturated_lane_with_slow_attempts_is_slow_and_a_fast_one_is_not() {
         let lanes = Lanes::new(2);
         let lane = lanes.lane("a");
-        let now = crate::dispatcher::now_ms();
+        let now = now_ms();
         assert!(!lane.is_slow(now));
         let p1 = lane.acquire().await;
         let p2 = lane.acquire().await;
@@ -149,11 +151,11 @@ mod tests {
         assert_eq!(lanes.capacities().get("a"), Some(&1));
         let p1 = lane.acquire().await;
         // Fast attempts and a recent release: not slow.
-        assert!(!lane.is_slow(crate::dispatcher::now_ms()));
+        assert!(!lane.is_slow(now_ms()));
         lane.average_ms.store(5_000, Ordering::Relaxed);
-        assert!(lane.is_slow(crate::dispatcher::now_ms()));
+        assert!(lane.is_slow(now_ms()));
         drop((p1, p2));
-        assert!(!lane.is_slow(crate::dispatcher::now_ms()));
+        assert!(!lane.is_slow(now_ms()));
         assert!(lanes.capacities().is_empty());
         drop(lane);
         lanes.prune();

@@ -1,11 +1,18 @@
 //! One HTTP attempt: the client (no redirects, no environment proxies,
-//! filtered DNS), the request, and the classification of the answer.
+//! filtered DNS), the signed request with its metrics and logs, and the
+//! classification of the answer.
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::{address_filter::AddressFilter, retry_schedule::parse_retry_after};
+use super::{
+    context::{Shared, now_ms},
+    headers::request_headers,
+    metrics::status_class,
+    store::Task,
+};
+use crate::{address_filter::AddressFilter, resource::OutboundWebhook, retry_schedule::parse_retry_after};
 
 /// Most response-body bytes read (only for the failure message).
 pub const MAX_RESPONSE_BYTES: usize = 4096;
@@ -230,6 +237,71 @@ pub async fn send(
         retry_after,
         message,
     }
+}
+
+/// Sends one attempt of `task` to `hook`, with its metrics and logs;
+/// returns it and when it ended (Unix ms).
+pub async fn send_signed(
+    shared: &Shared,
+    hook: &OutboundWebhook,
+    task: &Task,
+    token: &str,
+    attempt_number: u32,
+) -> (Attempt, i64) {
+    let timeout = Duration::from_secs(hook.spec.timeout_seconds.clamp(1, 30) as u64);
+    let started = std::time::Instant::now();
+    let attempt = match request_headers(&shared.secrets, hook, task, token) {
+        Ok(headers) => {
+            send(
+                &shared.http,
+                &shared.filter,
+                shared.urls.parse(&hook.spec.url),
+                headers,
+                task.body.clone(),
+                timeout,
+            )
+            .await
+        }
+        Err(message) => Attempt {
+            outcome: Outcome::Failed,
+            status: None,
+            retry_after: None,
+            message,
+        },
+    };
+    let elapsed = started.elapsed();
+    shared.metrics.attempt_duration.observe(elapsed.as_secs_f64());
+    let outcome_label = match attempt.outcome {
+        Outcome::Delivered => "delivered",
+        Outcome::Gone => "gone",
+        Outcome::Failed => "failed",
+    };
+    if attempt.outcome == Outcome::Delivered && attempt.status.is_some_and(|s| (200..300).contains(&s)) {
+        shared.metrics.delivered_2xx.inc();
+    } else {
+        shared
+            .metrics
+            .attempts
+            .get_or_create(&vec![
+                ("outcome", outcome_label.to_string()),
+                ("status_class", status_class(attempt.status)),
+            ])
+            .inc();
+    }
+    // Successes are routine (debug); failures are what on-call reads (info).
+    if attempt.outcome == Outcome::Delivered {
+        tracing::debug!(
+            hook = %task.hook, event = %task.event_id, attempt = attempt_number, status = attempt.status,
+            elapsed_ms = elapsed.as_millis() as u64, "delivered"
+        );
+    } else {
+        tracing::info!(
+            hook = %task.hook, event = %task.event_id, attempt = attempt_number, outcome = outcome_label,
+            status = attempt.status, elapsed_ms = elapsed.as_millis() as u64, message = %attempt.message,
+            "delivery attempt failed"
+        );
+    }
+    (attempt, now_ms())
 }
 
 #[cfg(test)]

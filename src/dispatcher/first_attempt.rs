@@ -19,15 +19,12 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
-
 use super::{
-    Shared,
     acker::AckItem,
-    delivery::Outcome,
+    attempt::{Outcome, send_signed},
+    context::{Shared, ms, now_ms},
     lanes::Lane,
-    ms, now_ms,
+    settle::{self, Settlement},
     store::{NewTask, Task},
 };
 use crate::resource::OutboundWebhook;
@@ -72,7 +69,7 @@ impl PendingEntry {
             return;
         }
         if self.unsettled.load(Ordering::Acquire) {
-            shared.release_held(std::slice::from_ref(&self.id));
+            shared.held.release(std::slice::from_ref(&self.id));
             return;
         }
         let tasks = std::mem::take(&mut *self.tasks.lock().expect("pending entry lock"));
@@ -83,30 +80,8 @@ impl PendingEntry {
     }
 }
 
-/// The delivery of `task` as a task to store.
-pub fn new_task(task: &Task, due_ms: Option<i64>) -> NewTask {
-    NewTask {
-        hook: task.hook.clone(),
-        uid: task.uid.clone(),
-        event_id: task.event_id.clone(),
-        event: task.event.clone(),
-        org: task.org.clone(),
-        body: task.body.clone(),
-        due_ms,
-    }
-}
-
-/// The signing token of a hook from the Secret cache.
-pub fn token_of(secrets: &kube::runtime::reflector::Store<Secret>, hook: &OutboundWebhook) -> Option<String> {
-    let (name, key) = super::routing::signing_secret(hook)?;
-    let ns = hook.namespace().unwrap_or_default();
-    let secret = secrets.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&ns))?;
-    let bytes = secret.data.as_ref()?.get(&key)?;
-    String::from_utf8(bytes.0.clone()).ok()
-}
-
 /// Runs the first attempt of `task` (to `hook`, on `lane`) for `entry`.
-pub async fn first_attempt(
+pub async fn run(
     shared: Arc<Shared>,
     entry: Arc<PendingEntry>,
     hook: Arc<OutboundWebhook>,
@@ -137,19 +112,19 @@ pub async fn first_attempt(
         }
     };
     let Some(slot) = slot else {
-        entry.store_later(new_task(&task, None));
+        entry.store_later(task.to_new(None));
         entry.settle_one(&shared);
         return;
     };
     let Ok(global) = shared.global.clone().acquire_owned().await else {
-        entry.store_later(new_task(&task, None));
+        entry.store_later(task.to_new(None));
         entry.settle_one(&shared);
         return;
     };
     shared.metrics.in_flight.inc();
     shared.metrics.first_direct.inc();
     let started_ms = now_ms();
-    let (attempt, done_ms) = super::send_attempt(&shared, &hook, &task, &token, 1).await;
+    let (attempt, done_ms) = send_signed(&shared, &hook, &task, &token, 1).await;
     if attempt.outcome == Outcome::Delivered {
         let _ = shared.acks.send(AckItem::Success {
             uid: task.uid.clone(),
@@ -162,11 +137,20 @@ pub async fn first_attempt(
         let claimed = done_ms + ms(shared.config.task_lease);
         match shared
             .store
-            .store_tasks_and_ack(&[], &[new_task(&task, Some(claimed))], started_ms)
+            .store_tasks_and_ack(&[], &[task.to_new(Some(claimed))], started_ms)
             .await
         {
             Ok(()) => {
-                if let Err(e) = super::settle(&shared, &hook, &task, claimed, attempt, 1, started_ms, done_ms).await {
+                let settlement = Settlement {
+                    hook: &hook,
+                    task: &task,
+                    claimed,
+                    attempt,
+                    attempt_number: 1,
+                    first_attempt_ms: started_ms,
+                    done_ms,
+                };
+                if let Err(e) = settle::settle(&shared, settlement).await {
                     tracing::warn!(task = %task.member, error = %e, "attempt bookkeeping failed; the task will be retried after its lease");
                 }
             }

@@ -1,0 +1,148 @@
+//! The claimer: leases due tasks (retries, deliveries stored before a
+//! first attempt, waiting tasks) within the replica's in-flight slots and
+//! each hook's lane, and runs one attempt per task.
+
+use std::{sync::Arc, time::Duration};
+
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    attempt::send_signed,
+    context::{Shared, ms, now_ms, pause},
+    headers::token_of,
+    routing::{Deliverability, deliverability},
+    settle::{self, Settlement},
+    store::{StoreError, Task, uid_of_member},
+};
+use crate::resource::OutboundWebhook;
+
+/// Runs until `shutdown`.
+pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let per_hook = shared.config.max_in_flight_per_hook;
+    while !shutdown.is_cancelled() {
+        let free = shared.global.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = shared.wake.notified() => {}
+                _ = tokio::time::sleep(shared.config.poll_interval) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        let capacities = shared.lanes.capacities();
+        let claimed = shared
+            .store
+            .claim(now_ms(), ms(shared.config.task_lease), free, per_hook, &capacities)
+            .await;
+        let (members, lease_until) = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming tasks; retrying");
+                if !pause(&shutdown, Duration::from_secs(1)).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if members.is_empty() {
+            tokio::select! {
+                _ = shared.wake.notified() => {}
+                _ = tokio::time::sleep(shared.config.poll_interval) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        for member in members {
+            let Ok(permit) = shared.global.clone().acquire_owned().await else {
+                break;
+            };
+            let uid = uid_of_member(&member).to_string();
+            let lane = shared.lanes.lane(&uid);
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let slot = lane.acquire().await;
+                shared.metrics.in_flight.inc();
+                if let Err(e) = attempt_task(&shared, &member, lease_until).await {
+                    // The lease lapses and the task comes due again.
+                    tracing::warn!(task = %member, error = %e, "attempt bookkeeping failed; the task will be retried after its lease");
+                }
+                shared.metrics.in_flight.dec();
+                drop(slot);
+                drop(permit);
+                shared.wake.notify_one();
+            });
+        }
+        shared.lanes.prune();
+    }
+}
+
+fn hook_of(shared: &Shared, task: &Task) -> Option<Arc<OutboundWebhook>> {
+    let (ns, name) = task.hook.split_once('/')?;
+    let hook = shared.hooks.get(&ObjectRef::new(name).within(ns))?;
+    (hook.uid().as_deref() == Some(task.uid.as_str())).then_some(hook)
+}
+
+/// Runs one claimed task: deliver, reschedule, dead-letter or turn the hook off.
+async fn attempt_task(shared: &Shared, member: &str, claimed: i64) -> Result<(), StoreError> {
+    let store = &shared.store;
+    let Some(task) = store.load_task(member).await? else {
+        return store.forget_member(member).await;
+    };
+    let Some(hook) = hook_of(shared, &task) else {
+        tracing::info!(task = %member, hook = %task.hook, "hook deleted; dropping its task");
+        return store.finish(&task).await;
+    };
+    let now = now_ms();
+    match deliverability(&hook) {
+        Deliverability::Deliverable => {}
+        Deliverability::TurnedOff => {
+            return settle::dead_letter(shared, &task, claimed, "hook is turned off (AutoDisabled or Revoked)").await;
+        }
+        Deliverability::DisabledBySpec => {
+            return settle::dead_letter(shared, &task, claimed, "hook is disabled by spec.enabled=false").await;
+        }
+        Deliverability::NotAccepted => {
+            return settle::wait_or_give_up(shared, &task, claimed, now, "not accepted for its current generation")
+                .await;
+        }
+        Deliverability::SecretNotReady => {
+            return settle::wait_or_give_up(shared, &task, claimed, now, "signing secret not ready").await;
+        }
+    }
+    let Some(token) = token_of(&shared.secrets, &hook) else {
+        return settle::wait_or_give_up(shared, &task, claimed, now, "signing secret not in the cache").await;
+    };
+
+    let timeout = Duration::from_secs(hook.spec.timeout_seconds.clamp(1, 30) as u64);
+    // The lease must outlast the request, or another replica would retry meanwhile.
+    let mut claimed = claimed;
+    let needed = now + ms(timeout) + 5_000;
+    if needed > claimed {
+        if !store.extend_lease(member, claimed, needed).await? {
+            return Ok(()); // someone else holds it now
+        }
+        claimed = needed;
+    }
+
+    let attempt_number = task.attempts + 1;
+    let first_attempt_ms = if task.first_attempt_ms > 0 {
+        task.first_attempt_ms
+    } else {
+        now
+    };
+    let (attempt, done_ms) = send_signed(shared, &hook, &task, &token, attempt_number).await;
+    settle::settle(
+        shared,
+        Settlement {
+            hook: &hook,
+            task: &task,
+            claimed,
+            attempt,
+            attempt_number,
+            first_attempt_ms,
+            done_ms,
+        },
+    )
+    .await
+}

@@ -1,0 +1,124 @@
+//! The dispatcher's flags ([`DispatcherArgs`], each with an
+//! `OUTBOUND_WEBHOOKS_<FLAG>` environment twin) and the [`Config`] they
+//! become.
+
+use std::{net::SocketAddr, time::Duration};
+
+use crate::{
+    address_filter::{AddressFilter, InvalidCidr},
+    redis_args::RedisArgs,
+    retry_schedule::{DEFAULT_RETRY_SCHEDULE, RetrySchedule, parse_duration},
+};
+
+/// Everything the dispatcher is configured with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where `/metrics`, `/healthz`, `/readyz` listen.
+    pub http_addr: SocketAddr,
+    /// The Redis URL.
+    pub redis_url: String,
+    /// The key prefix.
+    pub redis_prefix: String,
+    /// Delays between attempts.
+    pub retry_schedule: RetrySchedule,
+    /// Non-public destinations that may be reached anyway.
+    pub allow_destination_cidrs: Vec<ipnet::IpNet>,
+    /// This replica's consumer name.
+    pub consumer_name: String,
+    /// Attempts in flight on this replica.
+    pub max_in_flight: usize,
+    /// Attempts in flight per hook on this replica.
+    pub max_in_flight_per_hook: usize,
+    /// Lease of a claimed task (extended when a hook's timeout needs more).
+    pub task_lease: Duration,
+    /// Stream entries pending this long on another consumer are reclaimed.
+    pub reclaim_idle: Duration,
+    /// Consumers holding nothing and idle this long are removed.
+    pub idle_consumer_timeout: Duration,
+    /// Dead letters older than this are trimmed.
+    pub dead_letter_max_age: Duration,
+    /// At most this many dead letters are kept.
+    pub dead_letter_max_count: usize,
+    /// How often retention and gauges run.
+    pub maintenance_interval: Duration,
+    /// How often due tasks are polled when idle.
+    pub poll_interval: Duration,
+    /// An explicit outbound proxy; environment proxies are ignored.
+    pub proxy: Option<String>,
+}
+
+/// Flags of `outbound-webhooks dispatcher`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DispatcherArgs {
+    /// Where /metrics, /healthz and /readyz listen.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Delays after attempts 1..N-1 (comma-separated, e.g. 30s,1m,1m30s or 50ms).
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_RETRY_SCHEDULE", default_value = DEFAULT_RETRY_SCHEDULE)]
+    pub retry_schedule: RetrySchedule,
+    /// Comma-separated CIDRs that may be reached although not public (e.g. 127.0.0.0/8).
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_ALLOW_DESTINATION_CIDR", default_value = "")]
+    pub allow_destination_cidr: String,
+    /// This replica's name in the consumer group; defaults to the host name.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_CONSUMER_NAME")]
+    pub consumer_name: Option<String>,
+    /// Attempts in flight at once on this replica.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Attempts in flight at once per hook on this replica.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_MAX_IN_FLIGHT_PER_HOOK", default_value_t = 16)]
+    pub max_in_flight_per_hook: usize,
+    /// Lease of a claimed task; extended to the hook's timeout plus 5s when shorter.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_TASK_LEASE", default_value = "45s", value_parser = parse_duration)]
+    pub task_lease: Duration,
+    /// Stream entries pending this long on another (dead) consumer are reclaimed.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_RECLAIM_IDLE", default_value = "1m", value_parser = parse_duration)]
+    pub reclaim_idle: Duration,
+    /// Consumers holding nothing and idle this long are removed from the group.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_IDLE_CONSUMER_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub idle_consumer_timeout: Duration,
+    /// Dead letters older than this are deleted.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_DEAD_LETTER_MAX_AGE", default_value = "168h", value_parser = parse_duration)]
+    pub dead_letter_max_age: Duration,
+    /// At most this many dead letters are kept (oldest go first).
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_DEAD_LETTER_MAX_COUNT", default_value_t = 100_000)]
+    pub dead_letter_max_count: usize,
+    /// How often the stream and dead letters are trimmed.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_MAINTENANCE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub maintenance_interval: Duration,
+    /// How often due tasks are polled when nothing wakes the claimer.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_POLL_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Send deliveries through this proxy; proxy environment variables are ignored.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_PROXY")]
+    pub proxy: Option<String>,
+}
+
+impl DispatcherArgs {
+    /// The configuration these flags give; `consumer_name` defaults to the
+    /// host name.
+    pub fn into_config(self) -> Result<Config, InvalidCidr> {
+        Ok(Config {
+            http_addr: self.http_addr,
+            redis_url: self.redis.redis_url,
+            redis_prefix: self.redis.redis_prefix,
+            retry_schedule: self.retry_schedule,
+            allow_destination_cidrs: AddressFilter::parse_list(&self.allow_destination_cidr)?,
+            consumer_name: self
+                .consumer_name
+                .unwrap_or_else(|| crate::process::host_name("dispatcher")),
+            max_in_flight: self.max_in_flight.max(1),
+            max_in_flight_per_hook: self.max_in_flight_per_hook.max(1),
+            task_lease: self.task_lease,
+            reclaim_idle: self.reclaim_idle,
+            idle_consumer_timeout: self.idle_consumer_timeout,
+            dead_letter_max_age: self.dead_letter_max_age,
+            dead_letter_max_count: self.dead_letter_max_count,
+            maintenance_interval: self.maintenance_interval,
+            poll_interval: self.poll_interval,
+            proxy: self.proxy,
+        })
+    }
+}

@@ -1,0 +1,197 @@
+//! The consumer: reads the events stream in the consumer group (its own
+//! pending entries first, then new ones; entries a dead replica left
+//! pending are reclaimed), routes each entry to the matching hooks and
+//! starts their first attempts straight away ([`super::first_attempt`]),
+//! holding the entry until each hook got the event or has a stored task.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use kube::ResourceExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    context::{Shared, ms, now_ms, pause},
+    first_attempt::{self, PendingEntry},
+    headers::token_of,
+    routing::route,
+    store::{self, RawEntry, StoreError, Task},
+};
+use crate::{
+    envelope,
+    resource::OutboundWebhook,
+    stream_entry::{entry_id_millis, parse_entry},
+};
+
+/// Most entries held (read, not yet acknowledged) at once: bounds memory
+/// and how far the consumer reads ahead of the receivers.
+const MAX_HELD: usize = 300;
+/// Entries read per XREADGROUP.
+const READ_COUNT: usize = 100;
+
+/// Runs until `shutdown`.
+pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let consumer = shared.config.consumer_name.clone();
+    // First our own pending entries (a restart with the same name), walked
+    // with a cursor, then new ones.
+    let mut pending_cursor = Some("0".to_string());
+    let mut last_reclaim = 0i64;
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        shared.held.wait_for_room(MAX_HELD, &shutdown).await;
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let result = async {
+            if now_ms() - last_reclaim > ms(shared.config.reclaim_idle) / 2 {
+                last_reclaim = now_ms();
+                let reclaimed = shared
+                    .store
+                    .autoclaim(&consumer, shared.config.reclaim_idle.as_millis() as u64)
+                    .await?;
+                let reclaimed = shared.held.hold(reclaimed);
+                if !reclaimed.is_empty() {
+                    tracing::info!(
+                        count = reclaimed.len(),
+                        "reclaimed entries left pending by another consumer"
+                    );
+                }
+                handle_entries(&shared, reclaimed).await?;
+            }
+            let room = MAX_HELD.saturating_sub(shared.held.count()).clamp(1, READ_COUNT);
+            let from = pending_cursor.as_deref().unwrap_or(">");
+            let entries = shared.store.read_entries(&consumer, from, room, 1000).await?;
+            if pending_cursor.is_some() {
+                pending_cursor = entries.last().map(|e| e.id.clone());
+            }
+            let entries = shared.held.hold(entries);
+            handle_entries(&shared, entries).await?;
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(e) if e.is_no_group() => {
+                tracing::warn!(error = %e, "the consumer group is gone (Redis lost its data?); recreating it from 0");
+                if let Err(e) = shared.store.ensure_group().await {
+                    tracing::warn!(error = %e, "recreating the consumer group");
+                }
+                pending_cursor = Some("0".to_string());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the events stream; retrying");
+                pending_cursor = Some("0".to_string());
+                if !pause(&shutdown, backoff).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Routes held entries; malformed ones are dead-lettered at once.
+async fn handle_entries(shared: &Arc<Shared>, entries: Vec<RawEntry>) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    // One pass over the cached hooks per batch, keeping the batch's orgs:
+    // routing then looks at an org's few hooks, not at every hook cached.
+    let orgs: HashSet<&[u8]> = entries
+        .iter()
+        .filter_map(|e| e.fields.get("org").map(Vec::as_slice))
+        .collect();
+    let mut by_org: HashMap<String, Vec<Arc<OutboundWebhook>>> = HashMap::new();
+    for hook in shared.hooks.state() {
+        if let Some(ns) = hook.metadata.namespace.as_deref()
+            && orgs.contains(ns.as_bytes())
+        {
+            by_org.entry(ns.to_string()).or_default().push(hook);
+        }
+    }
+    drop(orgs);
+    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+    for (i, entry) in entries.into_iter().enumerate() {
+        if let Err(e) = handle_entry(shared, &by_org, entry).await {
+            // Not routed: release them, so they are read again.
+            shared.held.release(&ids[i..]);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+async fn handle_entry(
+    shared: &Arc<Shared>,
+    by_org: &HashMap<String, Vec<Arc<OutboundWebhook>>>,
+    entry: RawEntry,
+) -> Result<(), StoreError> {
+    let RawEntry { id: entry_id, fields } = entry;
+    let now = now_ms();
+    let event = match parse_entry(&entry_id, &fields) {
+        Ok(event) => event,
+        Err(malformed) => {
+            tracing::warn!(entry = %entry_id, reason = %malformed, "malformed stream entry dead-lettered");
+            shared
+                .metrics
+                .dead_letters
+                .get_or_create(&vec![("reason", malformed.code().to_string())])
+                .inc();
+            shared
+                .store
+                .dead_letter_entry(&entry_id, &fields, &malformed.to_string(), now)
+                .await?;
+            shared.held.release(std::slice::from_ref(&entry_id));
+            return Ok(());
+        }
+    };
+    let routed = route(by_org.get(&event.org).into_iter().flatten(), &event.org, event.name);
+    if routed.dropped_turned_off > 0 {
+        shared.metrics.dropped_events.inc_by(routed.dropped_turned_off as u64);
+        tracing::info!(event = %event.id, org = %event.org, count = routed.dropped_turned_off, "event dropped for turned-off hooks");
+    }
+    let body = bytes::Bytes::from(envelope::build(&event));
+    let pending = PendingEntry::new(&entry_id, routed.deliver.len());
+    for hook in &routed.deliver {
+        let uid = hook.uid().unwrap_or_default();
+        let task = Task {
+            member: store::task_member(&uid, &event.id),
+            hook: format!("{}/{}", hook.namespace().unwrap_or_default(), hook.name_any()),
+            uid,
+            event_id: event.id.clone(),
+            event: event.name.as_str().to_string(),
+            org: event.org.clone(),
+            body: body.clone(),
+            attempts: 0,
+            first_attempt_ms: 0,
+            created_ms: now,
+        };
+        let lane = shared.lanes.lane(&task.uid);
+        // A hook whose slots are all busy with slow attempts gets a stored
+        // task instead: its entry is not held, and other hooks' events not
+        // held back behind it.
+        match token_of(&shared.secrets, hook) {
+            Some(token) if !lane.is_slow(now) && !shared.shutdown.is_cancelled() => {
+                tokio::spawn(first_attempt::run(
+                    shared.clone(),
+                    pending.clone(),
+                    hook.clone(),
+                    task,
+                    token,
+                    lane,
+                ));
+            }
+            _ => {
+                pending.store_later(task.to_new(None));
+                pending.settle_one(shared);
+            }
+        }
+    }
+    pending.settle_one(shared);
+    shared.metrics.entries.inc();
+    tracing::debug!(entry = %entry_id, event = %event.id, hooks = routed.deliver.len(), lag_ms = now - entry_id_millis(&entry_id).unwrap_or(now), "routed");
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! What every loop of the dispatcher shares: configuration, the Redis
+//! store, the caches, the HTTP client, the slots, and the channels to the
+//! acker and the status mirror.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Config, acker::AckItem, attempt::UrlCache, held::HeldEntries, lanes::Lanes, metrics::Metrics, store::Store,
+};
+use crate::{address_filter::AddressFilter, resource::OutboundWebhook};
+
+/// A request to mirror one hook's health to its status.
+#[derive(Clone, Debug)]
+pub struct MirrorRequest {
+    /// The hook's UID.
+    pub uid: String,
+    /// The hook's `namespace/name`.
+    pub hook: String,
+    /// At once (a transition), rather than within the mirror interval.
+    pub urgent: bool,
+}
+
+/// The dispatcher's shared state.
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Redis.
+    pub store: Store,
+    /// Cached hooks (all namespaces).
+    pub hooks: reflector::Store<OutboundWebhook>,
+    /// Cached Secrets labelled for the operator.
+    pub secrets: reflector::Store<Secret>,
+    /// The outbound HTTP client.
+    pub http: reqwest::Client,
+    /// Which destination addresses may be reached.
+    pub filter: Arc<AddressFilter>,
+    /// The Kubernetes client (status writes).
+    pub kube: kube::Client,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// To the status mirror.
+    pub mirror: mpsc::UnboundedSender<MirrorRequest>,
+    /// Per-hook slots.
+    pub lanes: Lanes,
+    /// Parsed destination URLs.
+    pub urls: UrlCache,
+    /// The replica's in-flight slots.
+    pub global: Arc<Semaphore>,
+    /// Wakes the claimer (a slot freed, a task stored).
+    pub wake: Notify,
+    /// To the acker.
+    pub acks: mpsc::UnboundedSender<AckItem>,
+    /// Entries read and not yet acknowledged.
+    pub held: HeldEntries,
+    /// Cancelled on SIGTERM/SIGINT.
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Asks the mirror to write one hook's health to its status.
+    pub fn mirror(&self, uid: &str, hook: &str, urgent: bool) {
+        let _ = self.mirror.send(MirrorRequest {
+            uid: uid.to_string(),
+            hook: hook.to_string(),
+            urgent,
+        });
+    }
+}
+
+/// Now, in Unix ms.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// A duration in whole ms.
+pub fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Sleeps unless shutdown comes first; returns false on shutdown.
+pub async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = shutdown.cancelled() => false,
+    }
+}

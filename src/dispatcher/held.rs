@@ -1,0 +1,100 @@
+//! Entries read from the stream and not yet acknowledged ("held"), with
+//! when each was read or last renewed: they bound how far the consumer
+//! reads ahead, and the acker renews the old ones so no other replica
+//! reclaims them while their first attempts run.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{context::now_ms, store::RawEntry};
+
+/// The held entries of this replica.
+#[derive(Debug, Default)]
+pub struct HeldEntries {
+    /// Entry id -> Unix ms it was read (or last renewed).
+    held: Mutex<HashMap<String, i64>>,
+    released: Notify,
+}
+
+impl HeldEntries {
+    /// Holds the entries not held yet; returns them.
+    pub fn hold(&self, entries: Vec<RawEntry>) -> Vec<RawEntry> {
+        let now = now_ms();
+        let mut held = self.held.lock().expect("held entries lock");
+        entries
+            .into_iter()
+            .filter(|e| {
+                if held.contains_key(&e.id) {
+                    return false;
+                }
+                held.insert(e.id.clone(), now);
+                true
+            })
+            .collect()
+    }
+
+    /// Forgets entries (acknowledged, or left pending to be read again).
+    pub fn release(&self, ids: &[String]) {
+        let mut held = self.held.lock().expect("held entries lock");
+        for id in ids {
+            held.remove(id);
+        }
+        drop(held);
+        self.released.notify_waiters();
+    }
+
+    /// How many entries are held.
+    pub fn count(&self) -> usize {
+        self.held.lock().expect("held entries lock").len()
+    }
+
+    /// Held entries read (or renewed) before `before_ms`.
+    pub fn since(&self, before_ms: i64) -> Vec<String> {
+        let held = self.held.lock().expect("held entries lock");
+        held.iter()
+            .filter(|(_, at)| **at < before_ms)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Notes that `ids` were renewed at `now`.
+    pub fn mark_touched(&self, ids: &[String], now: i64) {
+        let mut held = self.held.lock().expect("held entries lock");
+        for id in ids {
+            if let Some(at) = held.get_mut(id) {
+                *at = now;
+            }
+        }
+    }
+
+    /// Waits until fewer than `limit` entries are held, or `shutdown`.
+    pub async fn wait_for_room(&self, limit: usize, shutdown: &CancellationToken) {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.count() < limit || shutdown.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = released => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Waits until nothing is held, re-checking at least every 100 ms.
+    pub async fn wait_until_empty(&self) {
+        while self.count() > 0 {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.count() == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), released).await;
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! What follows an attempt of a stored task: finish it, reschedule it,
+//! dead-letter it, or turn its hook off.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use rand::Rng;
+
+use super::{
+    acker::AckItem,
+    attempt::{Attempt, Outcome},
+    context::{Shared, ms, now_ms},
+    store::{Claim, Rescheduled, StoreError, Task},
+};
+use crate::{
+    resource::{DisableReason, DisableRecord, OutboundWebhook, REENABLE_ANNOTATION},
+    retry_schedule::next_delay,
+};
+
+/// One finished attempt of a claimed task.
+pub struct Settlement<'a> {
+    /// The hook it went to.
+    pub hook: &'a OutboundWebhook,
+    /// The task.
+    pub task: &'a Task,
+    /// The lease end this replica claimed the task until.
+    pub claimed: i64,
+    /// How the attempt went.
+    pub attempt: Attempt,
+    /// Its number (1 for the first).
+    pub attempt_number: u32,
+    /// Unix ms of the event's first attempt.
+    pub first_attempt_ms: i64,
+    /// Unix ms the attempt ended.
+    pub done_ms: i64,
+}
+
+/// What follows an attempt of a stored task: finish, reschedule,
+/// dead-letter or turn the hook off.
+pub async fn settle(shared: &Shared, settlement: Settlement<'_>) -> Result<(), StoreError> {
+    let Settlement {
+        hook,
+        task,
+        claimed,
+        attempt,
+        attempt_number,
+        first_attempt_ms,
+        done_ms,
+    } = settlement;
+    let store = &shared.store;
+    let hook_name = task.hook.clone();
+    match attempt.outcome {
+        Outcome::Delivered => {
+            store.finish(task).await?;
+            let _ = shared.acks.send(AckItem::Success {
+                uid: task.uid.clone(),
+                hook: hook_name,
+                at_ms: done_ms,
+            });
+        }
+        Outcome::Gone => {
+            store
+                .record_failure(&task.uid, done_ms, attempt.status, &attempt.message)
+                .await?;
+            turn_off(
+                shared,
+                hook,
+                task,
+                DisableReason::Revoked,
+                &format!("the receiver answered {}: subscription revoked", attempt.message),
+            )
+            .await?;
+        }
+        Outcome::Failed => {
+            let failures = store
+                .record_failure(&task.uid, done_ms, attempt.status, &attempt.message)
+                .await?;
+            shared.mirror(&task.uid, &hook_name, failures == 1);
+            match shared.config.retry_schedule.delay_after(attempt_number) {
+                Some(delay) => {
+                    let unit: f64 = rand::rng().random();
+                    let delay = next_delay(delay, unit, attempt.retry_after);
+                    store
+                        .reschedule(
+                            task,
+                            claimed,
+                            Rescheduled {
+                                due_ms: done_ms + ms(delay),
+                                attempts: attempt_number,
+                                first_attempt_ms,
+                                last_error: &attempt.message,
+                            },
+                        )
+                        .await?;
+                }
+                None => {
+                    // Exhausted. Turn the hook off only when nothing succeeded
+                    // since this event's first attempt: then the endpoint is
+                    // down, not merely rejecting this payload.
+                    let health = store.health(&task.uid).await?;
+                    let succeeded_since = health.last_success_ms.is_some_and(|s| s >= first_attempt_ms);
+                    if succeeded_since {
+                        let reason = format!("failed all {attempt_number} attempts; last error: {}", attempt.message);
+                        dead_letter(shared, task, claimed, &reason).await?;
+                    } else {
+                        let message = format!(
+                            "event {} failed all {attempt_number} attempts and no request succeeded meanwhile; last error: {}",
+                            task.event_id, attempt.message
+                        );
+                        turn_off(shared, hook, task, DisableReason::AutoDisabled, &message).await?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A hook not deliverable right now: wait (acceptance catching up) or, after
+/// longer than any retry schedule, give up.
+pub async fn wait_or_give_up(
+    shared: &Shared,
+    task: &Task,
+    claimed: i64,
+    now: i64,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let give_up_after = ms(shared.config.retry_schedule.total()) + 3_600_000;
+    if now - task.created_ms > give_up_after {
+        dead_letter(shared, task, claimed, &format!("hook {reason} for too long")).await
+    } else {
+        shared
+            .store
+            .reschedule(
+                task,
+                claimed,
+                Rescheduled {
+                    due_ms: now + 5_000,
+                    attempts: task.attempts,
+                    first_attempt_ms: task.first_attempt_ms,
+                    last_error: reason,
+                },
+            )
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Dead-letters one claimed task with `reason`.
+pub async fn dead_letter(shared: &Shared, task: &Task, claimed: i64, reason: &str) -> Result<(), StoreError> {
+    let moved = shared
+        .store
+        .dead_letter_tasks(
+            &task.uid,
+            std::slice::from_ref(&task.member),
+            Claim::Held(claimed),
+            reason,
+            now_ms(),
+        )
+        .await?;
+    if moved > 0 {
+        shared
+            .metrics
+            .dead_letters
+            .get_or_create(&vec![("reason", "delivery".to_string())])
+            .inc();
+        tracing::warn!(hook = %task.hook, event = %task.event_id, %reason, "delivery dead-lettered");
+    }
+    Ok(())
+}
+
+/// Writes the disable record, dead-letters the hook's pending tasks and
+/// mirrors status at once.
+async fn turn_off(
+    shared: &Shared,
+    hook: &OutboundWebhook,
+    task: &Task,
+    reason: DisableReason,
+    message: &str,
+) -> Result<(), StoreError> {
+    let record = DisableRecord {
+        reason,
+        at: Time(jiff::Timestamp::now()),
+        message: message.chars().take(1000).collect(),
+        reenable_token: hook.annotations().get(REENABLE_ANNOTATION).cloned().unwrap_or_default(),
+        generation: hook.metadata.generation.unwrap_or_default(),
+    };
+    let json = serde_json::to_string(&record).expect("the disable record serializes");
+    shared.store.set_disable_record(&task.uid, Some(&json)).await?;
+    shared
+        .metrics
+        .disabled_hooks
+        .get_or_create(&vec![("reason", reason.as_str().to_string())])
+        .inc();
+    tracing::warn!(hook = %task.hook, reason = reason.as_str(), %message, "hook turned off");
+    let mut members = shared.store.hook_task_members(&task.uid).await?;
+    if !members.contains(&task.member) {
+        members.push(task.member.clone());
+    }
+    let dl_reason = format!("hook turned off ({}): {message}", reason.as_str());
+    let moved = shared
+        .store
+        .dead_letter_tasks(&task.uid, &members, Claim::Any, &dl_reason, now_ms())
+        .await?;
+    shared
+        .metrics
+        .dead_letters
+        .get_or_create(&vec![("reason", "hook_turned_off".to_string())])
+        .inc_by(moved.max(0) as u64);
+    shared.mirror(&task.uid, &task.hook, true);
+    Ok(())
+}

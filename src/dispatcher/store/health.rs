@@ -1,0 +1,140 @@
+//! One hook's delivery health in Redis (`health:{uid}`): failures in a row,
+//! last success and failure, the disable record, when status was mirrored.
+
+use std::collections::HashMap;
+
+use redis::AsyncCommands;
+
+use super::{Context, Store, StoreError};
+
+/// Health of a hook nobody delivered to for this long expires (deleted
+/// hooks must not leave keys behind forever).
+const HEALTH_TTL_SECONDS: i64 = 30 * 24 * 3600;
+
+/// Health figures of one hook as kept in Redis.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    /// Failed requests in a row.
+    pub consecutive_failures: i64,
+    /// Unix ms of the first failure of the current run of failures.
+    pub first_failure_ms: Option<i64>,
+    /// Unix ms of the last success.
+    pub last_success_ms: Option<i64>,
+    /// Unix ms of the last failure.
+    pub last_failure_ms: Option<i64>,
+    /// HTTP status of the last failure.
+    pub last_status: Option<i32>,
+    /// Message of the last failure.
+    pub last_message: Option<String>,
+    /// The disable record as JSON, if the dispatcher turned the hook off.
+    pub disabled: Option<String>,
+    /// Unix ms status was last mirrored.
+    pub mirrored_ms: Option<i64>,
+}
+
+impl Store {
+    /// Records successful requests of several hooks (UID, Unix ms) in one
+    /// round trip; returns, per hook, the failures in a row before it.
+    pub async fn record_successes(&self, successes: &[(String, i64)]) -> Result<Vec<i64>, StoreError> {
+        if successes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (uid, at_ms) in successes {
+            let key = self.keys.health(uid);
+            pipe.hget(&key, "consecutive_failures")
+                .hset_multiple(&key, &[("consecutive_failures", 0), ("last_success_ms", *at_ms)])
+                .ignore()
+                .hdel(&key, "first_failure_ms")
+                .ignore()
+                .expire(&key, HEALTH_TTL_SECONDS)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let previous: Vec<Option<i64>> = pipe
+            .query_async(&mut conn)
+            .await
+            .context(|| format!("recording successes of {} hook(s)", successes.len()))?;
+        Ok(previous.into_iter().map(|p| p.unwrap_or(0)).collect())
+    }
+
+    /// Records a failed request; returns the failures in a row including it.
+    pub async fn record_failure(
+        &self,
+        uid: &str,
+        now_ms: i64,
+        status: Option<u16>,
+        message: &str,
+    ) -> Result<i64, StoreError> {
+        let key = self.keys.health(uid);
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hincr(&key, "consecutive_failures", 1)
+            .hset_multiple(
+                &key,
+                &[
+                    ("last_failure_ms", now_ms.to_string()),
+                    ("last_status", status.map(|s| s.to_string()).unwrap_or_default()),
+                    ("last_message", message.to_string()),
+                ],
+            )
+            .ignore()
+            .expire(&key, HEALTH_TTL_SECONDS)
+            .ignore();
+        let (count,): (i64,) = pipe
+            .query_async(&mut conn)
+            .await
+            .context(|| format!("recording a failure of hook {uid}"))?;
+        if count == 1 {
+            let _: i64 = conn
+                .hset(&key, "first_failure_ms", now_ms)
+                .await
+                .context(|| format!("recording the first failure of hook {uid}"))?;
+        }
+        Ok(count)
+    }
+
+    /// Stores (or with `None` clears) the disable record JSON of a hook.
+    pub async fn set_disable_record(&self, uid: &str, record: Option<&str>) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.health(uid);
+        let result: redis::RedisResult<i64> = match record {
+            Some(json) => conn.hset(&key, "disabled", json).await,
+            None => conn.hdel(&key, "disabled").await,
+        };
+        result.context(|| format!("storing the disable record of hook {uid}"))?;
+        Ok(())
+    }
+
+    /// Notes that status was mirrored at `now_ms`.
+    pub async fn set_mirrored(&self, uid: &str, now_ms: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn
+            .hset(self.keys.health(uid), "mirrored_ms", now_ms)
+            .await
+            .context(|| format!("noting the status mirror of hook {uid}"))?;
+        Ok(())
+    }
+
+    /// Reads one hook's health.
+    pub async fn health(&self, uid: &str) -> Result<Health, StoreError> {
+        let mut conn = self.conn.clone();
+        let map: HashMap<String, String> = conn
+            .hgetall(self.keys.health(uid))
+            .await
+            .context(|| format!("reading the health of hook {uid}"))?;
+        let int = |k: &str| map.get(k).and_then(|v| v.parse::<i64>().ok());
+        Ok(Health {
+            consecutive_failures: int("consecutive_failures").unwrap_or(0),
+            first_failure_ms: int("first_failure_ms"),
+            last_success_ms: int("last_success_ms"),
+            last_failure_ms: int("last_failure_ms"),
+            last_status: int("last_status").map(|s| s as i32),
+            last_message: map.get("last_message").cloned(),
+            disabled: map.get("disabled").cloned(),
+            mirrored_ms: int("mirrored_ms"),
+        })
+    }
+}

@@ -1,0 +1,108 @@
+//! Every Redis key name, built in one place: the dispatcher, producers
+//! (`publish`), the `dead-letter` command, tests and the benchmark all take
+//! their key names from [`Keys`].
+
+/// Key names under one prefix (e.g. `{outbound-webhooks}:`; its hash tag
+/// keeps every key in one Redis Cluster slot, so scripts may touch them
+/// together).
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The prefix itself.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The events stream producers append to.
+    pub fn events(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    /// The dead-letter stream.
+    pub fn dead_letter(&self) -> String {
+        format!("{}dead-letter", self.prefix)
+    }
+
+    /// The sorted set of every task member by due time.
+    pub fn due(&self) -> String {
+        format!("{}due", self.prefix)
+    }
+
+    /// The sorted set of one hook's task members by due time.
+    pub fn hook_due(&self, uid: &str) -> String {
+        format!("{}{uid}", self.hook_due_prefix())
+    }
+
+    /// What [`Keys::hook_due`] puts before the UID (the claim script builds
+    /// those keys itself while it walks the hooks).
+    pub fn hook_due_prefix(&self) -> String {
+        format!("{}due:", self.prefix)
+    }
+
+    /// The sorted set of hooks by their earliest due task.
+    pub fn hooks_due(&self) -> String {
+        format!("{}hooks-due", self.prefix)
+    }
+
+    /// One task's hash.
+    pub fn task(&self, member: &str) -> String {
+        format!("{}task:{member}", self.prefix)
+    }
+
+    /// The set of one hook's task members.
+    pub fn hook_tasks(&self, uid: &str) -> String {
+        format!("{}hook-tasks:{uid}", self.prefix)
+    }
+
+    /// One hook's delivery health.
+    pub fn health(&self, uid: &str) -> String {
+        format!("{}health:{uid}", self.prefix)
+    }
+}
+
+/// The member naming a task in the due sets and `hook-tasks`:
+/// `{hook uid}:{event id}`.
+pub fn task_member(uid: &str, event_id: &str) -> String {
+    format!("{uid}:{event_id}")
+}
+
+/// The hook UID of a task member.
+pub fn uid_of_member(member: &str) -> &str {
+    member.split(':').next().unwrap_or(member)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_shares_the_prefix_and_its_hash_tag() {
+        let keys = Keys::new("{owh}:");
+        for key in [
+            keys.events(),
+            keys.dead_letter(),
+            keys.due(),
+            keys.hook_due("u1"),
+            keys.hooks_due(),
+            keys.task("u1:e1"),
+            keys.hook_tasks("u1"),
+            keys.health("u1"),
+        ] {
+            assert!(key.starts_with("{owh}:"), "{key}");
+        }
+        assert_eq!(keys.events(), "{owh}:events");
+        assert_eq!(keys.hook_due("u1"), "{owh}:due:u1");
+        assert_eq!(task_member("u1", "e1"), "u1:e1");
+        assert_eq!(uid_of_member("u1:e1"), "u1");
+    }
+}

@@ -1,0 +1,160 @@
+//! Everything the dispatcher keeps in Redis, behind one type, [`Store`].
+//!
+//! Keys (all under the prefix, built by [`Keys`]; the prefix's hash tag
+//! keeps them in one Cluster slot so the Lua scripts may touch them
+//! together):
+//! - `events`: the stream producers append to, read by the consumer group
+//!   [`GROUP`].
+//! - `dead-letter`: a stream of deliveries and entries given up on.
+//! - `task:{hook uid}:{event id}`: one durable delivery task (a hash; field
+//!   names in [`task::field`]).
+//! - `due`: sorted set of task members by due time (Unix ms). A claim moves
+//!   the score to the end of the lease, so a claimer that dies simply lets
+//!   the lease run out and the task comes due again.
+//! - `due:{hook uid}`: the same, per hook, and `hooks-due`: each hook by its
+//!   earliest due time. Claims walk `hooks-due` and skip a hook at its
+//!   concurrency limit in one step, so a slow hook's backlog never hides
+//!   other hooks' due tasks.
+//! - `hook-tasks:{hook uid}`: the members of one hook's tasks, to dead-letter
+//!   them together when the hook is turned off.
+//! - `health:{hook uid}`: consecutive failures, last success/failure, the
+//!   disable record, when status was last mirrored.
+//!
+//! The scripts that change several of these at once are `.lua` files in
+//! `scripts/`, called through the typed wrappers of [`scripts`].
+
+mod dead_letters;
+mod health;
+pub mod keys;
+mod retention;
+pub mod scripts;
+mod stream;
+pub mod task;
+
+use std::collections::HashMap;
+
+use redis::{AsyncCommands, aio::ConnectionManager};
+
+pub use self::{
+    dead_letters::PAGE as DEAD_LETTER_PAGE,
+    health::Health,
+    keys::{Keys, task_member, uid_of_member},
+    retention::Sizes,
+    scripts::{Claim, Rescheduled},
+    stream::{RawEntry, entry_fields, read_reply_entries},
+    task::{DeadLetter, NewTask, Task},
+};
+
+/// The consumer group every dispatcher replica joins.
+pub const GROUP: &str = "dispatchers";
+
+/// A Redis operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct StoreError {
+    what: String,
+    #[source]
+    source: redis::RedisError,
+}
+
+impl StoreError {
+    /// Whether Redis lost the consumer group (e.g. after FLUSHALL).
+    pub fn is_no_group(&self) -> bool {
+        self.source.code() == Some("NOGROUP") || self.source.to_string().contains("NOGROUP")
+    }
+}
+
+trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for redis::RedisResult<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError { what: what(), source })
+    }
+}
+
+/// The dispatcher's Redis state, over a reconnecting connection.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    // Blocking XREADGROUP gets its own connection: on a shared multiplexed
+    // connection it would hold up every other command for the block time.
+    blocking: ConnectionManager,
+    keys: Keys,
+}
+
+impl Store {
+    /// Connects to `url`; the connection reconnects by itself after Redis restarts.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Store, StoreError> {
+        let client = redis::Client::open(url).context(|| format!("parsing the Redis URL {}", redact(url)))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(std::time::Duration::from_secs(10)))
+            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_number_of_retries(3)
+            .set_max_delay(std::time::Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
+            .await
+            .context(|| format!("connecting to Redis at {}", redact(url)))?;
+        let blocking = ConnectionManager::new_with_config(client, config)
+            .await
+            .context(|| format!("connecting to Redis at {}", redact(url)))?;
+        Ok(Store {
+            conn,
+            blocking,
+            keys: Keys::new(prefix),
+        })
+    }
+
+    /// The key names.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Reads a task; `None` when it no longer exists.
+    pub async fn load_task(&self, member: &str) -> Result<Option<Task>, StoreError> {
+        let mut conn = self.conn.clone();
+        let map: HashMap<String, Vec<u8>> = conn
+            .hgetall(self.keys.task(member))
+            .await
+            .context(|| format!("reading task {member}"))?;
+        Ok(Task::decode(member, map))
+    }
+
+    /// Drops a member whose task hash is gone.
+    pub async fn forget_member(&self, member: &str) -> Result<(), StoreError> {
+        // A stale `hooks-due` entry left behind heals at the next claim.
+        let uid = uid_of_member(member);
+        let mut conn = self.conn.clone();
+        let _: () = redis::pipe()
+            .atomic()
+            .zrem(self.keys.due(), member)
+            .ignore()
+            .zrem(self.keys.hook_due(uid), member)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .context(|| format!("removing task {member}"))?;
+        Ok(())
+    }
+
+    /// Every pending task member of one hook.
+    pub async fn hook_task_members(&self, uid: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        conn.smembers(self.keys.hook_tasks(uid))
+            .await
+            .context(|| format!("listing tasks of hook {uid}"))
+    }
+}
+
+/// The URL with any password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(unparsable URL)".to_string(),
+    }
+}

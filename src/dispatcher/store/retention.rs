@@ -1,0 +1,165 @@
+//! Upkeep of what Redis holds: trimming the events stream below its oldest
+//! unacknowledged entry, dead-letter retention, removing idle consumers,
+//! and the queue sizes behind the gauges.
+
+use redis::AsyncCommands;
+
+use super::{Context, GROUP, Store, StoreError};
+
+/// Queue sizes, for the gauges.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sizes {
+    /// Entries in the events stream.
+    pub stream_length: i64,
+    /// Entries read by the group and not acknowledged.
+    pub pending: i64,
+    /// Entries not yet read by the group.
+    pub lag: i64,
+    /// Tasks in `due` (waiting, retrying or leased).
+    pub tasks_scheduled: i64,
+    /// Entries in the dead-letter stream.
+    pub dead_letters: i64,
+}
+
+impl Store {
+    /// Trims the events stream below its oldest unacknowledged entry.
+    /// Returns how many entries were removed.
+    pub async fn trim_events(&self) -> Result<i64, StoreError> {
+        let mut conn = self.conn.clone();
+        let events = self.keys.events();
+        let groups: redis::RedisResult<redis::streams::StreamInfoGroupsReply> = conn.xinfo_groups(&events).await;
+        let Ok(groups) = groups else {
+            return Ok(0); // no stream yet
+        };
+        let Some(group) = groups.groups.iter().find(|g| g.name == GROUP) else {
+            return Ok(0);
+        };
+        if groups.groups.len() > 1 {
+            // Another group (not ours) may still need older entries.
+            return Ok(0);
+        }
+        let pending: redis::streams::StreamPendingReply = conn
+            .xpending(&events, GROUP)
+            .await
+            .context(|| format!("reading pending entries of {events}"))?;
+        let threshold = match pending {
+            redis::streams::StreamPendingReply::Data(d) => d.start_id,
+            _ => group.last_delivered_id.clone(),
+        };
+        if threshold == "0-0" {
+            return Ok(0);
+        }
+        // In steps of at most TRIM_STEP entries (whole stream nodes), so
+        // Redis frees a backlog's memory a little at a time between other
+        // clients' commands instead of stalling them all at once; then one
+        // exact trim of what is left in the first node.
+        const TRIM_STEP: usize = 1000;
+        let mut removed = 0;
+        for _ in 0..100_000 {
+            let n: i64 = redis::cmd("XTRIM")
+                .arg(&events)
+                .arg("MINID")
+                .arg("~")
+                .arg(&threshold)
+                .arg("LIMIT")
+                .arg(TRIM_STEP)
+                .query_async(&mut conn)
+                .await
+                .context(|| format!("trimming {events} below {threshold}"))?;
+            removed += n;
+            if n == 0 {
+                break;
+            }
+        }
+        let n: i64 = redis::cmd("XTRIM")
+            .arg(&events)
+            .arg("MINID")
+            .arg(&threshold)
+            .query_async(&mut conn)
+            .await
+            .context(|| format!("trimming {events} below {threshold}"))?;
+        Ok(removed + n)
+    }
+
+    /// Keeps dead letters younger than `max_age_ms` and at most `max_count`.
+    pub async fn trim_dead_letters(&self, now_ms: i64, max_age_ms: i64, max_count: usize) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.dead_letter();
+        let min_id = format!("{}-0", (now_ms - max_age_ms).max(0));
+        redis::pipe()
+            .cmd("XTRIM")
+            .arg(&key)
+            .arg("MINID")
+            .arg(&min_id)
+            .ignore()
+            .cmd("XTRIM")
+            .arg(&key)
+            .arg("MAXLEN")
+            .arg(max_count)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .context(|| format!("trimming {key}"))
+    }
+
+    /// Removes consumers other than `me` that hold nothing and were idle
+    /// longer than `idle_ms`. Returns their names.
+    pub async fn remove_idle_consumers(&self, me: &str, idle_ms: u64) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let events = self.keys.events();
+        let reply: redis::RedisResult<redis::streams::StreamInfoConsumersReply> =
+            conn.xinfo_consumers(&events, GROUP).await;
+        let Ok(reply) = reply else {
+            return Ok(Vec::new());
+        };
+        let mut removed = Vec::new();
+        for c in reply.consumers {
+            if c.name != me && c.pending == 0 && c.idle as u64 > idle_ms {
+                let _: i64 = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&events)
+                    .arg(GROUP)
+                    .arg(&c.name)
+                    .query_async(&mut conn)
+                    .await
+                    .context(|| format!("removing idle consumer {}", c.name))?;
+                removed.push(c.name);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Queue sizes for the gauges.
+    pub async fn sizes(&self) -> Result<Sizes, StoreError> {
+        let mut conn = self.conn.clone();
+        let (stream_length, tasks_scheduled, dead_letters): (i64, i64, i64) = redis::pipe()
+            .xlen(self.keys.events())
+            .zcard(self.keys.due())
+            .xlen(self.keys.dead_letter())
+            .query_async(&mut conn)
+            .await
+            .context(|| "reading queue sizes".to_string())?;
+        let groups: redis::RedisResult<redis::streams::StreamInfoGroupsReply> =
+            conn.xinfo_groups(self.keys.events()).await;
+        let group = groups.ok().and_then(|g| g.groups.into_iter().find(|g| g.name == GROUP));
+        Ok(Sizes {
+            stream_length,
+            pending: group.as_ref().map(|g| g.pending as i64).unwrap_or(0),
+            lag: group.and_then(|g| g.lag).map(|l| l as i64).unwrap_or(0),
+            tasks_scheduled,
+            dead_letters,
+        })
+    }
+
+    /// Redis's `maxmemory-policy`, when the server lets us read it.
+    pub async fn maxmemory_policy(&self) -> Result<String, StoreError> {
+        let mut conn = self.conn.clone();
+        let pairs: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await
+            .context(|| "reading maxmemory-policy".to_string())?;
+        Ok(pairs.get(1).cloned().unwrap_or_default())
+    }
+}

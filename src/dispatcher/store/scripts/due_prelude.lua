@@ -1,0 +1,20 @@
+-- Prepended to every script that moves tasks between due times (not a
+-- script of its own). Keeps three sorted sets in step:
+--   `due`        every task member by due time (Unix ms; a claim sets it to
+--                the lease end, so a dead claimer's task comes due again),
+--   `due:{uid}`  the same for one hook,
+--   `hooks-due`  each hook by the earliest score in its `due:{uid}`.
+-- A member is `{hook uid}:{event id}`.
+local function set_due(due, hook_due, member, score)
+  redis.call('ZADD', due, score, member)
+  redis.call('ZADD', hook_due, score, member)
+end
+local function unset_due(due, hook_due, member)
+  redis.call('ZREM', due, member)
+  redis.call('ZREM', hook_due, member)
+end
+local function reindex(hook_due, hooks_due, uid)
+  local first = redis.call('ZRANGE', hook_due, 0, 0, 'WITHSCORES')
+  if first[1] then redis.call('ZADD', hooks_due, first[2], uid)
+  else redis.call('ZREM', hooks_due, uid) end
+end

@@ -1,0 +1,17 @@
+-- reschedule: records an attempt and sets the task's next due time, only
+-- while the caller still holds the claim.
+-- KEYS[1] due, KEYS[2] due:{uid}, KEYS[3] hooks-due, KEYS[4] the task hash
+-- ARGV[1] member, ARGV[2] uid, ARGV[3] claimed score, ARGV[4] next due,
+--   then field/value pairs to set in the task hash
+-- Returns 1 when rescheduled, 0 when the claim was lost or the task is gone
+-- (its member is then dropped from the due sets).
+if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '-1') ~= tonumber(ARGV[3]) then return 0 end
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  unset_due(KEYS[1], KEYS[2], ARGV[1])
+  reindex(KEYS[2], KEYS[3], ARGV[2])
+  return 0
+end
+redis.call('HSET', KEYS[4], unpack(ARGV, 5))
+set_due(KEYS[1], KEYS[2], ARGV[1], ARGV[4])
+reindex(KEYS[2], KEYS[3], ARGV[2])
+return 1

@@ -1,0 +1,257 @@
+//! The events stream as the consumer group sees it: reading (new and own
+//! pending entries), reclaiming a dead consumer's entries, renewing held
+//! ones, and dead-lettering a malformed entry.
+
+use std::collections::HashMap;
+
+use redis::{AsyncCommands, Value, streams::StreamId};
+
+use super::{Context, GROUP, Store, StoreError, task::field};
+
+fn bytes_of(value: &Value) -> Vec<u8> {
+    match value {
+        Value::BulkString(b) => b.clone(),
+        Value::SimpleString(s) => s.clone().into_bytes(),
+        Value::Int(i) => i.to_string().into_bytes(),
+        _ => Vec::new(),
+    }
+}
+
+/// Converts a stream entry's fields to bytes.
+pub fn entry_fields(entry: &StreamId) -> HashMap<String, Vec<u8>> {
+    entry.map.iter().map(|(k, v)| (k.clone(), bytes_of(v))).collect()
+}
+
+/// A stream entry as read: its id and fields (none when it was trimmed).
+#[derive(Clone, Debug, Default)]
+pub struct RawEntry {
+    /// The stream entry id.
+    pub id: String,
+    /// Field name -> bytes.
+    pub fields: HashMap<String, Vec<u8>>,
+}
+
+impl From<StreamId> for RawEntry {
+    fn from(entry: StreamId) -> Self {
+        let fields = entry.map.into_iter().map(|(k, v)| (k, owned_bytes(v))).collect();
+        RawEntry { id: entry.id, fields }
+    }
+}
+
+fn owned_bytes(value: Value) -> Vec<u8> {
+    match value {
+        Value::BulkString(b) => b,
+        other => bytes_of(&other),
+    }
+}
+
+fn owned_text(value: Value) -> String {
+    String::from_utf8(owned_bytes(value)).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Collects the entries of an XREADGROUP reply (RESP2 arrays or a RESP3 map
+/// of stream -> entries), taking the reply apart without copying it.
+pub fn read_reply_entries(reply: Value, out: &mut Vec<RawEntry>) {
+    let entry_lists: Vec<Value> = match reply {
+        // RESP2: [[name, entries], ...]
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|stream| match stream {
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                _ => None,
+            })
+            .collect(),
+        // RESP3: {name: entries, ...}
+        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        _ => return,
+    };
+    for entries in entry_lists {
+        let Value::Array(entries) = entries else { continue };
+        for entry in entries {
+            let Value::Array(parts) = entry else { continue };
+            let mut parts = parts.into_iter();
+            let Some(id) = parts.next() else { continue };
+            let mut fields = HashMap::new();
+            match parts.next() {
+                Some(Value::Array(kv)) => {
+                    let mut kv = kv.into_iter();
+                    while let (Some(k), Some(v)) = (kv.next(), kv.next()) {
+                        fields.insert(owned_text(k), owned_bytes(v));
+                    }
+                }
+                Some(Value::Map(kv)) => {
+                    for (k, v) in kv {
+                        fields.insert(owned_text(k), owned_bytes(v));
+                    }
+                }
+                _ => {}
+            }
+            out.push(RawEntry {
+                id: owned_text(id),
+                fields,
+            });
+        }
+    }
+}
+
+impl Store {
+    /// Creates the consumer group (from `0`, with the stream) unless it exists.
+    pub async fn ensure_group(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let result: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.keys.events())
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e).context(|| format!("creating consumer group {GROUP} on {}", self.keys.events())),
+        }
+    }
+
+    /// Reads entries for `consumer`: new ones (`>`) or its own pending ones (`0`).
+    pub async fn read_entries(
+        &self,
+        consumer: &str,
+        from: &str,
+        count: usize,
+        block_ms: usize,
+    ) -> Result<Vec<RawEntry>, StoreError> {
+        let mut conn = self.blocking.clone();
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(GROUP).arg(consumer).arg("COUNT").arg(count);
+        if from == ">" {
+            cmd.arg("BLOCK").arg(block_ms);
+        }
+        cmd.arg("STREAMS").arg(self.keys.events()).arg(from);
+        // Taken apart by hand: redis-rs's StreamReadReply deep-copies the
+        // whole reply before converting it, every field of every entry.
+        let reply: Value = cmd
+            .query_async(&mut conn)
+            .await
+            .context(|| format!("reading {} as consumer {consumer}", self.keys.events()))?;
+        let mut out = Vec::new();
+        read_reply_entries(reply, &mut out);
+        Ok(out)
+    }
+
+    /// Claims entries pending longer than `min_idle_ms` on any consumer
+    /// (e.g. a replica that died); acknowledges ones trimmed meanwhile.
+    pub async fn autoclaim(&self, consumer: &str, min_idle_ms: u64) -> Result<Vec<RawEntry>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut start = "0-0".to_string();
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            let reply: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(self.keys.events())
+                .arg(GROUP)
+                .arg(consumer)
+                .arg(min_idle_ms)
+                .arg(&start)
+                .arg("COUNT")
+                .arg(100)
+                .query_async(&mut conn)
+                .await
+                .context(|| format!("reclaiming idle entries of {}", self.keys.events()))?;
+            if !reply.deleted_ids.is_empty() {
+                let _: i64 = conn
+                    .xack(self.keys.events(), GROUP, &reply.deleted_ids)
+                    .await
+                    .context(|| "acknowledging trimmed entries".to_string())?;
+            }
+            out.extend(reply.claimed.into_iter().map(RawEntry::from));
+            if reply.next_stream_id == "0-0" {
+                break;
+            }
+            start = reply.next_stream_id;
+        }
+        Ok(out)
+    }
+
+    /// Claims `ids` for `consumer` again, resetting their idle time (they
+    /// are still being worked on here).
+    pub async fn touch_entries(&self, consumer: &str, ids: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(self.keys.events()).arg(GROUP).arg(consumer).arg(0);
+        for id in ids {
+            cmd.arg(id);
+        }
+        cmd.arg("JUSTID");
+        let _: Vec<String> = cmd
+            .query_async(&mut conn)
+            .await
+            .context(|| format!("renewing {} held entries", ids.len()))?;
+        Ok(())
+    }
+
+    /// Dead-letters a malformed entry and acknowledges it, atomically.
+    pub async fn dead_letter_entry(
+        &self,
+        entry_id: &str,
+        fields: &HashMap<String, Vec<u8>>,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut items: Vec<(String, Vec<u8>)> = vec![
+            (field::REASON.into(), reason.as_bytes().to_vec()),
+            (field::ENTRY_ID.into(), entry_id.as_bytes().to_vec()),
+            (field::FAILED_AT_MS.into(), now_ms.to_string().into_bytes()),
+        ];
+        for (k, v) in fields {
+            // Keep the original fields under their own names, prefixed so they
+            // cannot collide with ours; cap their size so a 1 MiB+ entry is not copied.
+            let mut v = v.clone();
+            v.truncate(64 * 1024);
+            items.push((format!("{}{k}", field::ENTRY_PREFIX), v));
+        }
+        pipe.xadd(self.keys.dead_letter(), "*", &items).ignore();
+        pipe.xack(self.keys.events(), GROUP, &[entry_id]).ignore();
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .context(|| format!("dead-lettering malformed entry {entry_id}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn xreadgroup_replies_are_taken_apart_in_both_protocols() {
+        let entries = Value::Array(vec![
+            Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("org"), bulk("acme"), bulk("data"), bulk("{}")]),
+            ]),
+            // An entry trimmed while pending: no fields.
+            Value::Array(vec![bulk("2-0"), Value::Nil]),
+        ]);
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk("events"), entries.clone()])]);
+        let resp3 = Value::Map(vec![(bulk("events"), entries)]);
+        for reply in [resp2, resp3] {
+            let mut out = Vec::new();
+            read_reply_entries(reply, &mut out);
+            assert_eq!(out.len(), 2);
+            assert_eq!(out[0].id, "1-0");
+            assert_eq!(out[0].fields.get("org").map(Vec::as_slice), Some(&b"acme"[..]));
+            assert_eq!(out[0].fields.get("data").map(Vec::as_slice), Some(&b"{}"[..]));
+            assert_eq!(out[1].id, "2-0");
+            assert!(out[1].fields.is_empty());
+        }
+        let mut out = Vec::new();
+        read_reply_entries(Value::Nil, &mut out);
+        assert!(out.is_empty());
+    }
+}

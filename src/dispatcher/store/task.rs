@@ -1,0 +1,251 @@
+//! A delivery task's Redis hash and a dead letter's fields: the field names
+//! live here only (the scripts get them as arguments).
+
+use std::collections::HashMap;
+
+/// Field names of a task hash and of a dead letter.
+pub mod field {
+    /// The hook's `namespace/name`.
+    pub const HOOK: &str = "hook";
+    /// The hook's UID.
+    pub const UID: &str = "uid";
+    /// The event id.
+    pub const EVENT_ID: &str = "event_id";
+    /// The event name.
+    pub const EVENT: &str = "event";
+    /// The org.
+    pub const ORG: &str = "org";
+    /// The envelope bytes.
+    pub const BODY: &str = "body";
+    /// Attempts made so far.
+    pub const ATTEMPTS: &str = "attempts";
+    /// Unix ms of the first attempt (0 before it).
+    pub const FIRST_ATTEMPT_MS: &str = "first_attempt_ms";
+    /// Unix ms the task was stored.
+    pub const CREATED_MS: &str = "created_ms";
+    /// The last attempt's error.
+    pub const LAST_ERROR: &str = "last_error";
+    /// Dead letters: why it was given up on.
+    pub const REASON: &str = "reason";
+    /// Dead letters: when (Unix ms).
+    pub const FAILED_AT_MS: &str = "failed_at_ms";
+    /// Dead letters of malformed entries: the stream entry id.
+    pub const ENTRY_ID: &str = "entry_id";
+    /// Dead letters of malformed entries: what precedes each original field.
+    pub const ENTRY_PREFIX: &str = "entry.";
+}
+
+/// The fields of a task hash as stored, in the order [`NewTask::values`]
+/// gives their values.
+pub const STORED_FIELDS: [&str; 9] = [
+    field::HOOK,
+    field::UID,
+    field::EVENT_ID,
+    field::EVENT,
+    field::ORG,
+    field::BODY,
+    field::ATTEMPTS,
+    field::FIRST_ATTEMPT_MS,
+    field::CREATED_MS,
+];
+
+/// Task fields a dead letter leaves out (they mean nothing after it).
+pub const NOT_IN_DEAD_LETTERS: [&str; 2] = [field::FIRST_ATTEMPT_MS, field::CREATED_MS];
+
+/// A new task to store for one matching hook.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    /// The hook's `namespace/name`.
+    pub hook: String,
+    /// The hook's UID.
+    pub uid: String,
+    /// The event id.
+    pub event_id: String,
+    /// The event name.
+    pub event: String,
+    /// The org.
+    pub org: String,
+    /// The envelope bytes (shared, not copied, between an event's hooks).
+    pub body: bytes::Bytes,
+    /// When it comes due (Unix ms); `None`: at once. A task stored by the
+    /// attempt that is running it is due at that attempt's lease end.
+    pub due_ms: Option<i64>,
+}
+
+impl NewTask {
+    /// The task's member in the due sets.
+    pub fn member(&self) -> String {
+        super::keys::task_member(&self.uid, &self.event_id)
+    }
+
+    /// The values of [`STORED_FIELDS`], for a task stored at `now_ms`
+    /// with no attempt made.
+    pub fn values(&self, now_ms: i64) -> [Vec<u8>; 9] {
+        [
+            self.hook.as_bytes().to_vec(),
+            self.uid.as_bytes().to_vec(),
+            self.event_id.as_bytes().to_vec(),
+            self.event.as_bytes().to_vec(),
+            self.org.as_bytes().to_vec(),
+            self.body.to_vec(),
+            b"0".to_vec(),
+            b"0".to_vec(),
+            now_ms.to_string().into_bytes(),
+        ]
+    }
+}
+
+/// A stored task as read back.
+#[derive(Clone, Debug, Default)]
+pub struct Task {
+    /// `{uid}:{event id}`.
+    pub member: String,
+    /// The hook's `namespace/name`.
+    pub hook: String,
+    /// The hook's UID.
+    pub uid: String,
+    /// The event id.
+    pub event_id: String,
+    /// The event name.
+    pub event: String,
+    /// The org.
+    pub org: String,
+    /// The envelope bytes.
+    pub body: bytes::Bytes,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Unix ms of the first attempt (0 before it).
+    pub first_attempt_ms: i64,
+    /// Unix ms the task was stored.
+    pub created_ms: i64,
+}
+
+impl Task {
+    /// Decodes a task hash (`HGETALL`); `None` when it is empty (gone).
+    pub fn decode(member: &str, mut map: HashMap<String, Vec<u8>>) -> Option<Task> {
+        if map.is_empty() {
+            return None;
+        }
+        let text = |map: &HashMap<String, Vec<u8>>, k: &str| {
+            map.get(k)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        Some(Task {
+            member: member.to_string(),
+            hook: text(&map, field::HOOK),
+            uid: text(&map, field::UID),
+            event_id: text(&map, field::EVENT_ID),
+            event: text(&map, field::EVENT),
+            org: text(&map, field::ORG),
+            attempts: text(&map, field::ATTEMPTS).parse().unwrap_or(0),
+            first_attempt_ms: text(&map, field::FIRST_ATTEMPT_MS).parse().unwrap_or(0),
+            created_ms: text(&map, field::CREATED_MS).parse().unwrap_or(0),
+            body: bytes::Bytes::from(map.remove(field::BODY).unwrap_or_default()),
+        })
+    }
+
+    /// The same delivery as a task to store (due at `due_ms`, or at once).
+    pub fn to_new(&self, due_ms: Option<i64>) -> NewTask {
+        NewTask {
+            hook: self.hook.clone(),
+            uid: self.uid.clone(),
+            event_id: self.event_id.clone(),
+            event: self.event.clone(),
+            org: self.org.clone(),
+            body: self.body.clone(),
+            due_ms,
+        }
+    }
+}
+
+/// What an attempt changes in its task's hash when it is rescheduled.
+pub fn attempt_fields(attempts: u32, first_attempt_ms: i64, last_error: &str) -> [(&'static str, String); 3] {
+    [
+        (field::ATTEMPTS, attempts.to_string()),
+        (field::FIRST_ATTEMPT_MS, first_attempt_ms.to_string()),
+        (field::LAST_ERROR, last_error.to_string()),
+    ]
+}
+
+/// A dead letter as read back for `dead-letter list|replay`.
+#[derive(Clone, Debug, Default)]
+pub struct DeadLetter {
+    /// Stream entry id in the dead-letter stream.
+    pub id: String,
+    /// All fields.
+    pub fields: HashMap<String, Vec<u8>>,
+}
+
+impl DeadLetter {
+    /// A field as text (lossy), empty when absent.
+    pub fn text(&self, field: &str) -> String {
+        self.fields
+            .get(field)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The hook's `namespace/name`; empty for a malformed entry.
+    pub fn hook(&self) -> String {
+        self.text(field::HOOK)
+    }
+
+    /// The event name, also of a malformed entry (its original `name`).
+    pub fn event(&self) -> String {
+        let event = self.text(field::EVENT);
+        if event.is_empty() {
+            self.text(&format!("{}name", field::ENTRY_PREFIX))
+        } else {
+            event
+        }
+    }
+
+    /// Whether it is a delivery (it names a hook) rather than a malformed entry.
+    pub fn is_delivery(&self) -> bool {
+        !self.hook().is_empty() && !self.text(field::UID).is_empty()
+    }
+
+    /// The delivery as a task to store again.
+    pub fn to_new_task(&self) -> NewTask {
+        NewTask {
+            hook: self.hook(),
+            uid: self.text(field::UID),
+            event_id: self.text(field::EVENT_ID),
+            event: self.text(field::EVENT),
+            org: self.text(field::ORG),
+            body: bytes::Bytes::from(self.fields.get(field::BODY).cloned().unwrap_or_default()),
+            due_ms: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_task_decodes_to_what_was_stored() {
+        let new = NewTask {
+            hook: "acme/shop".into(),
+            uid: "u1".into(),
+            event_id: "e1".into(),
+            event: "kustomer.conversation.create".into(),
+            org: "acme".into(),
+            body: bytes::Bytes::from_static(b"{\"id\":\"e1\"}"),
+            due_ms: None,
+        };
+        let map: HashMap<String, Vec<u8>> = STORED_FIELDS
+            .iter()
+            .map(|f| f.to_string())
+            .zip(new.values(42))
+            .collect();
+        let task = Task::decode(&new.member(), map).expect("a task");
+        assert_eq!(task.member, "u1:e1");
+        assert_eq!((task.hook.as_str(), task.uid.as_str()), ("acme/shop", "u1"));
+        assert_eq!(task.event_id, "e1");
+        assert_eq!(&task.body[..], b"{\"id\":\"e1\"}");
+        assert_eq!((task.attempts, task.first_attempt_ms, task.created_ms), (0, 0, 42));
+        assert!(Task::decode("u1:e1", HashMap::new()).is_none());
+    }
+}
