@@ -1,0 +1,240 @@
+//! The dispatcher's Redis store against a real redis-server of its own (no
+//! control plane): one test per script behaviour, so a Lua edit gets
+//! feedback in seconds.
+
+mod harness;
+mod support;
+
+use std::{collections::HashMap, sync::OnceLock};
+
+use harness::RedisServer;
+use outbound_webhooks::dispatcher::store::{
+    Claim, DeadLetter, NewTask, Rescheduled, Store, Task, task::field, task_member,
+};
+use support::redis_prefix;
+
+/// One redis-server for every test here; each test has its own prefix.
+fn redis_url() -> String {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(|| RedisServer::start(&[])).url()
+}
+
+async fn store(test: &str) -> Store {
+    Store::connect(&redis_url(), &redis_prefix(test))
+        .await
+        .expect("connecting to the test redis-server")
+}
+
+fn task(uid: &str, event_id: &str, due_ms: i64) -> NewTask {
+    NewTask {
+        hook: format!("acme/{uid}"),
+        uid: uid.to_string(),
+        event_id: event_id.to_string(),
+        event: "kustomer.conversation.create".to_string(),
+        org: "acme".to_string(),
+        body: bytes::Bytes::from(format!("{{\"id\":\"{event_id}\"}}")),
+        due_ms: Some(due_ms),
+    }
+}
+
+async fn load(store: &Store, uid: &str, event_id: &str) -> Option<Task> {
+    store.load_task(&task_member(uid, event_id)).await.expect("HGETALL")
+}
+
+async fn zscore(key: String, member: &str) -> Option<i64> {
+    let client = redis::Client::open(redis_url()).expect("URL");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connection");
+    redis::cmd("ZSCORE")
+        .arg(key)
+        .arg(member)
+        .query_async::<Option<f64>>(&mut conn)
+        .await
+        .expect("ZSCORE")
+        .map(|s| s as i64)
+}
+
+async fn all_dead_letters(store: &Store) -> Vec<DeadLetter> {
+    store.dead_letters_after(None, 1000).await.expect("XRANGE")
+}
+
+#[tokio::test]
+async fn claims_walk_hooks_by_earliest_due_time_within_each_hooks_capacity() {
+    let store = store("claim-order").await;
+    let tasks = [
+        task("hook-a", "a1", 1_000),
+        task("hook-a", "a2", 2_000),
+        task("hook-a", "a3", 3_000),
+        task("hook-b", "b1", 1_500),
+        task("hook-c", "c1", 9_000_000), // not due yet
+    ];
+    store.store_tasks_and_ack(&[], &tasks, 500).await.expect("storing");
+
+    // Default capacity 2: two of hook-a (its earliest), then hook-b's one.
+    let (members, lease_until) = store
+        .claim(10_000, 30_000, 10, 2, &HashMap::new())
+        .await
+        .expect("claim");
+    assert_eq!(members, ["hook-a:a1", "hook-a:a2", "hook-b:b1"]);
+    assert_eq!(lease_until, 40_000);
+    // Claimed tasks are due at their lease end; the rest keep their time.
+    let keys = store.keys().clone();
+    assert_eq!(zscore(keys.due(), "hook-a:a1").await, Some(40_000));
+    assert_eq!(zscore(keys.hook_due("hook-a"), "hook-a:a1").await, Some(40_000));
+    assert_eq!(zscore(keys.hooks_due(), "hook-a").await, Some(3_000));
+
+    // A hook at capacity 0 is skipped in one step; others are still claimed.
+    store
+        .store_tasks_and_ack(&[], &[task("hook-b", "b2", 5_000)], 500)
+        .await
+        .expect("storing");
+    let busy = HashMap::from([("hook-a".to_string(), 0)]);
+    let (members, _) = store.claim(10_000, 30_000, 10, 2, &busy).await.expect("claim");
+    assert_eq!(members, ["hook-b:b2"]);
+    // Nothing is claimed twice while its lease runs.
+    let (members, _) = store
+        .claim(10_001, 30_000, 10, 2, &HashMap::new())
+        .await
+        .expect("claim");
+    assert_eq!(members, ["hook-a:a3"]);
+}
+
+#[tokio::test]
+async fn a_stale_claim_is_refused_on_extend_and_reschedule() {
+    let store = store("stale-claim").await;
+    store
+        .store_tasks_and_ack(&[], &[task("hook-a", "e1", 1_000)], 500)
+        .await
+        .expect("storing");
+    let (members, claimed) = store.claim(2_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    assert_eq!(members, ["hook-a:e1"]);
+    let loaded = load(&store, "hook-a", "e1").await.expect("the task");
+
+    assert!(
+        !store
+            .extend_lease("hook-a:e1", claimed - 1, 99_000)
+            .await
+            .expect("extend")
+    );
+    let next = Rescheduled {
+        due_ms: 50_000,
+        attempts: 1,
+        first_attempt_ms: 2_000,
+        last_error: "HTTP 500",
+    };
+    assert!(!store.reschedule(&loaded, claimed + 1, next).await.expect("reschedule"));
+
+    assert!(store.extend_lease("hook-a:e1", claimed, 20_000).await.expect("extend"));
+    // The old lease end no longer holds the claim.
+    assert!(!store.reschedule(&loaded, claimed, next).await.expect("reschedule"));
+    assert!(store.reschedule(&loaded, 20_000, next).await.expect("reschedule"));
+    let rescheduled = load(&store, "hook-a", "e1").await.expect("the task");
+    assert_eq!((rescheduled.attempts, rescheduled.first_attempt_ms), (1, 2_000));
+    let keys = store.keys().clone();
+    assert_eq!(zscore(keys.due(), "hook-a:e1").await, Some(50_000));
+    assert_eq!(zscore(keys.hooks_due(), "hook-a").await, Some(50_000));
+}
+
+#[tokio::test]
+async fn a_dead_letter_replays_as_a_fresh_task_and_is_gone_in_the_same_step() {
+    let store = store("dead-letter").await;
+    store
+        .store_tasks_and_ack(&[], &[task("hook-a", "e1", 1_000), task("hook-a", "e2", 1_000)], 500)
+        .await
+        .expect("storing");
+    let (_, claimed) = store.claim(2_000, 10_000, 1, 4, &HashMap::new()).await.expect("claim");
+
+    // A lost claim moves nothing; the held one moves its task.
+    let members = ["hook-a:e1".to_string()];
+    let moved = store
+        .dead_letter_tasks("hook-a", &members, Claim::Held(claimed + 1), "nope", 3_000)
+        .await
+        .expect("dead-letter");
+    assert_eq!(moved, 0);
+    let moved = store
+        .dead_letter_tasks(
+            "hook-a",
+            &members,
+            Claim::Held(claimed),
+            "failed all 10 attempts",
+            3_000,
+        )
+        .await
+        .expect("dead-letter");
+    assert_eq!(moved, 1);
+    assert!(load(&store, "hook-a", "e1").await.is_none());
+    assert_eq!(zscore(store.keys().due(), "hook-a:e1").await, None);
+
+    let letters = all_dead_letters(&store).await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.text(field::REASON), "failed all 10 attempts");
+    assert_eq!(letter.hook(), "acme/hook-a");
+    assert_eq!(letter.text(field::EVENT_ID), "e1");
+    assert_eq!(
+        letter.fields.get(field::BODY).map(Vec::as_slice),
+        Some(&b"{\"id\":\"e1\"}"[..])
+    );
+    assert!(!letter.fields.contains_key(field::CREATED_MS));
+    assert!(letter.is_delivery());
+
+    store.replay(letter, 4_000).await.expect("replay");
+    assert!(all_dead_letters(&store).await.is_empty());
+    let replayed = load(&store, "hook-a", "e1").await.expect("the replayed task");
+    assert_eq!((replayed.attempts, replayed.created_ms), (0, 4_000));
+    assert_eq!(&replayed.body[..], b"{\"id\":\"e1\"}");
+    // e2 (never claimed) is due since 1,000, the replayed e1 since 4,000.
+    let (members, _) = store.claim(5_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    assert_eq!(members, ["hook-a:e2", "hook-a:e1"]);
+
+    // A turn-off moves every task of the hook, whatever its claim.
+    let members = store.hook_task_members("hook-a").await.expect("SMEMBERS");
+    assert_eq!(members.len(), 2);
+    let moved = store
+        .dead_letter_tasks("hook-a", &members, Claim::Any, "hook turned off", 6_000)
+        .await
+        .expect("dead-letter");
+    assert_eq!(moved, 2);
+    assert!(store.hook_task_members("hook-a").await.expect("SMEMBERS").is_empty());
+    assert_eq!(zscore(store.keys().hooks_due(), "hook-a").await, None);
+}
+
+#[tokio::test]
+async fn routing_a_re_read_entry_stores_its_task_once_and_acknowledges_it() {
+    let store = store("route").await;
+    store.ensure_group().await.expect("the consumer group");
+    let client = redis::Client::open(redis_url()).expect("URL");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connection");
+    let entry_id: String = redis::cmd("XADD")
+        .arg(store.keys().events())
+        .arg("*")
+        .arg(&["org", "acme"])
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+    let read = store.read_entries("me", ">", 10, 100).await.expect("XREADGROUP");
+    assert_eq!(read.len(), 1);
+
+    let first = task("hook-a", "e1", 1_000);
+    store.store_tasks_and_ack(&[], &[first], 500).await.expect("storing");
+    // The same entry read again (a restart): its task is not stored twice
+    // nor moved, and the entry is acknowledged.
+    store
+        .store_tasks_and_ack(std::slice::from_ref(&entry_id), &[task("hook-a", "e1", 7_777)], 600)
+        .await
+        .expect("storing again");
+    let stored = load(&store, "hook-a", "e1").await.expect("the task");
+    assert_eq!(stored.created_ms, 500);
+    assert_eq!(zscore(store.keys().due(), "hook-a:e1").await, Some(1_000));
+    assert_eq!(
+        store.hook_task_members("hook-a").await.expect("SMEMBERS"),
+        ["hook-a:e1"]
+    );
+    let pending = store.read_entries("me", "0", 10, 0).await.expect("XREADGROUP 0");
+    assert!(pending.is_empty(), "the entry is still pending: {pending:?}");
+
+    // A finished task leaves nothing behind.
+    store.finish(&stored).await.expect("finish");
+    assert!(load(&store, "hook-a", "e1").await.is_none());
+    assert!(store.hook_task_members("hook-a").await.expect("SMEMBERS").is_empty());
+    assert_eq!(zscore(store.keys().hooks_due(), "hook-a").await, None);
+}
