@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::OnceLock};
 
 use harness::RedisServer;
 use outbound_webhooks::dispatcher::store::{
-    Claim, DeadLetter, NewTask, Rescheduled, Store, Task, task::field, task_member,
+    Claim, DeadLetter, Delivery, NewTask, Rescheduled, Store, Task, task::field, task_member,
 };
 use support::redis_prefix;
 
@@ -27,12 +27,14 @@ async fn store(test: &str) -> Store {
 
 fn task(uid: &str, event_id: &str, due_ms: i64) -> NewTask {
     NewTask {
-        hook: format!("acme/{uid}"),
-        uid: uid.to_string(),
-        event_id: event_id.to_string(),
-        event: "kustomer.conversation.create".to_string(),
-        org: "acme".to_string(),
-        body: bytes::Bytes::from(format!("{{\"id\":\"{event_id}\"}}")),
+        delivery: Delivery {
+            hook: format!("acme/{uid}"),
+            uid: uid.to_string(),
+            event_id: event_id.to_string(),
+            event: "kustomer.conversation.create".to_string(),
+            org: "acme".to_string(),
+            body: bytes::Bytes::from(format!("{{\"id\":\"{event_id}\"}}")),
+        },
         due_ms: Some(due_ms),
     }
 }

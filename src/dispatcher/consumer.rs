@@ -18,7 +18,7 @@ use super::{
     first_attempt::{self, PendingEntry},
     headers::token_of,
     routing::route,
-    store::{self, RawEntry, StoreError, Task},
+    store::{self, Delivery, RawEntry, StoreError, Task},
 };
 use crate::{
     envelope,
@@ -159,12 +159,14 @@ async fn handle_entry(
         let uid = hook.uid().unwrap_or_default();
         let task = Task {
             member: store::task_member(&uid, &event.id),
-            hook: format!("{}/{}", hook.namespace().unwrap_or_default(), hook.name_any()),
-            uid,
-            event_id: event.id.clone(),
-            event: event.name.as_str().to_string(),
-            org: event.org.clone(),
-            body: body.clone(),
+            delivery: Delivery {
+                hook: format!("{}/{}", hook.namespace().unwrap_or_default(), hook.name_any()),
+                uid,
+                event_id: event.id.clone(),
+                event: event.name.as_str().to_string(),
+                org: event.org.clone(),
+                body: body.clone(),
+            },
             attempts: 0,
             first_attempt_ms: 0,
             created_ms: now,

@@ -42,7 +42,7 @@ pub use self::{
     retention::Sizes,
     scripts::{Claim, Rescheduled},
     stream::{RawEntry, entry_fields, read_reply_entries},
-    task::{DeadLetter, NewTask, Task},
+    task::{DeadLetter, Delivery, NewTask, Task},
 };
 
 /// The consumer group every dispatcher replica joins.

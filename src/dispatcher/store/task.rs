@@ -52,9 +52,10 @@ pub const STORED_FIELDS: [&str; 9] = [
 /// Task fields a dead letter leaves out (they mean nothing after it).
 pub const NOT_IN_DEAD_LETTERS: [&str; 2] = [field::FIRST_ATTEMPT_MS, field::CREATED_MS];
 
-/// A new task to store for one matching hook.
-#[derive(Clone, Debug)]
-pub struct NewTask {
+/// What a task delivers, to which hook: the part of a task that is the
+/// same whether it is new, stored or dead-lettered.
+#[derive(Clone, Debug, Default)]
+pub struct Delivery {
     /// The hook's `namespace/name`.
     pub hook: String,
     /// The hook's UID.
@@ -67,9 +68,23 @@ pub struct NewTask {
     pub org: String,
     /// The envelope bytes (shared, not copied, between an event's hooks).
     pub body: bytes::Bytes,
+}
+
+/// A new task to store for one matching hook.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    /// What it delivers.
+    pub delivery: Delivery,
     /// When it comes due (Unix ms); `None`: at once. A task stored by the
     /// attempt that is running it is due at that attempt's lease end.
     pub due_ms: Option<i64>,
+}
+
+impl std::ops::Deref for NewTask {
+    type Target = Delivery;
+    fn deref(&self) -> &Delivery {
+        &self.delivery
+    }
 }
 
 impl NewTask {
@@ -100,24 +115,21 @@ impl NewTask {
 pub struct Task {
     /// `{uid}:{event id}`.
     pub member: String,
-    /// The hook's `namespace/name`.
-    pub hook: String,
-    /// The hook's UID.
-    pub uid: String,
-    /// The event id.
-    pub event_id: String,
-    /// The event name.
-    pub event: String,
-    /// The org.
-    pub org: String,
-    /// The envelope bytes.
-    pub body: bytes::Bytes,
+    /// What it delivers.
+    pub delivery: Delivery,
     /// Attempts made so far.
     pub attempts: u32,
     /// Unix ms of the first attempt (0 before it).
     pub first_attempt_ms: i64,
     /// Unix ms the task was stored.
     pub created_ms: i64,
+}
+
+impl std::ops::Deref for Task {
+    type Target = Delivery;
+    fn deref(&self) -> &Delivery {
+        &self.delivery
+    }
 }
 
 impl Task {
@@ -133,27 +145,24 @@ impl Task {
         };
         Some(Task {
             member: member.to_string(),
-            hook: text(&map, field::HOOK),
-            uid: text(&map, field::UID),
-            event_id: text(&map, field::EVENT_ID),
-            event: text(&map, field::EVENT),
-            org: text(&map, field::ORG),
             attempts: text(&map, field::ATTEMPTS).parse().unwrap_or(0),
             first_attempt_ms: text(&map, field::FIRST_ATTEMPT_MS).parse().unwrap_or(0),
             created_ms: text(&map, field::CREATED_MS).parse().unwrap_or(0),
-            body: bytes::Bytes::from(map.remove(field::BODY).unwrap_or_default()),
+            delivery: Delivery {
+                hook: text(&map, field::HOOK),
+                uid: text(&map, field::UID),
+                event_id: text(&map, field::EVENT_ID),
+                event: text(&map, field::EVENT),
+                org: text(&map, field::ORG),
+                body: bytes::Bytes::from(map.remove(field::BODY).unwrap_or_default()),
+            },
         })
     }
 
     /// The same delivery as a task to store (due at `due_ms`, or at once).
     pub fn to_new(&self, due_ms: Option<i64>) -> NewTask {
         NewTask {
-            hook: self.hook.clone(),
-            uid: self.uid.clone(),
-            event_id: self.event_id.clone(),
-            event: self.event.clone(),
-            org: self.org.clone(),
-            body: self.body.clone(),
+            delivery: self.delivery.clone(),
             due_ms,
         }
     }
@@ -209,12 +218,14 @@ impl DeadLetter {
     /// The delivery as a task to store again.
     pub fn to_new_task(&self) -> NewTask {
         NewTask {
-            hook: self.hook(),
-            uid: self.text(field::UID),
-            event_id: self.text(field::EVENT_ID),
-            event: self.text(field::EVENT),
-            org: self.text(field::ORG),
-            body: bytes::Bytes::from(self.fields.get(field::BODY).cloned().unwrap_or_default()),
+            delivery: Delivery {
+                hook: self.hook(),
+                uid: self.text(field::UID),
+                event_id: self.text(field::EVENT_ID),
+                event: self.text(field::EVENT),
+                org: self.text(field::ORG),
+                body: bytes::Bytes::from(self.fields.get(field::BODY).cloned().unwrap_or_default()),
+            },
             due_ms: None,
         }
     }
@@ -227,12 +238,14 @@ mod tests {
     #[test]
     fn a_stored_task_decodes_to_what_was_stored() {
         let new = NewTask {
-            hook: "acme/shop".into(),
-            uid: "u1".into(),
-            event_id: "e1".into(),
-            event: "kustomer.conversation.create".into(),
-            org: "acme".into(),
-            body: bytes::Bytes::from_static(b"{\"id\":\"e1\"}"),
+            delivery: Delivery {
+                hook: "acme/shop".into(),
+                uid: "u1".into(),
+                event_id: "e1".into(),
+                event: "kustomer.conversation.create".into(),
+                org: "acme".into(),
+                body: bytes::Bytes::from_static(b"{\"id\":\"e1\"}"),
+            },
             due_ms: None,
         };
         let map: HashMap<String, Vec<u8>> = STORED_FIELDS
