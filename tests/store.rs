@@ -122,6 +122,7 @@ async fn a_stale_claim_is_refused_on_extend_and_reschedule() {
         attempts: 1,
         first_attempt_ms: 2_000,
         last_error: "HTTP 500",
+        waiting: false,
     };
     assert!(!store.reschedule(&loaded, claimed + 1, next).await.expect("reschedule"));
 
@@ -239,4 +240,51 @@ async fn routing_a_re_read_entry_stores_its_task_once_and_acknowledges_it() {
     assert!(load(&store, "hook-a", "e1").await.is_none());
     assert!(store.hook_task_members("hook-a").await.expect("SMEMBERS").is_empty());
     assert_eq!(zscore(store.keys().hooks_due(), "hook-a").await, None);
+}
+
+#[tokio::test]
+async fn a_waiting_task_sleeps_until_its_hook_changes_and_a_claim_ends_its_wait() {
+    let store = store("waiting").await;
+    store
+        .store_tasks_and_ack(&[], &[task("hook-a", "e1", 1_000), task("hook-b", "e2", 1_000)], 500)
+        .await
+        .expect("storing");
+    let (members, claimed) = store.claim(2_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    assert_eq!(members.len(), 2);
+    for (uid, event_id) in [("hook-a", "e1"), ("hook-b", "e2")] {
+        let loaded = load(&store, uid, event_id).await.expect("the task");
+        let wait = Rescheduled {
+            due_ms: 60_000,
+            attempts: 0,
+            first_attempt_ms: 0,
+            last_error: "its conditions do not carry its current generation yet",
+            waiting: true,
+        };
+        assert!(store.reschedule(&loaded, claimed, wait).await.expect("reschedule"));
+    }
+    // Asleep: nothing due before its re-check time.
+    let (members, _) = store.claim(3_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    assert!(members.is_empty());
+
+    // hook-a changed: only its task wakes, due at once.
+    let woken = store
+        .wake(&["hook-a".to_string(), "hook-c".to_string()], 3_500)
+        .await
+        .expect("wake");
+    assert_eq!(woken, 1);
+    assert_eq!(zscore(store.keys().due(), "hook-a:e1").await, Some(3_500));
+    assert_eq!(zscore(store.keys().due(), "hook-b:e2").await, Some(60_000));
+    let (members, claimed) = store.claim(4_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    assert_eq!(members, ["hook-a:e1"]);
+    // Waking again changes nothing: the woken task no longer waits.
+    assert_eq!(store.wake(&["hook-a".to_string()], 4_500).await.expect("wake"), 0);
+    assert_eq!(zscore(store.keys().due(), "hook-a:e1").await, Some(claimed));
+
+    // A claim of a waiting task (its re-check time came) ends its wait too.
+    let (members, _) = store
+        .claim(61_000, 10_000, 10, 4, &HashMap::new())
+        .await
+        .expect("claim");
+    assert_eq!(members, ["hook-b:e2"]);
+    assert_eq!(store.wake(&["hook-b".to_string()], 61_500).await.expect("wake"), 0);
 }

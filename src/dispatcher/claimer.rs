@@ -77,41 +77,62 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-fn hook_of(shared: &Shared, task: &Task) -> Option<Arc<OutboundWebhook>> {
-    let (ns, name) = task.hook.split_once('/')?;
-    let hook = shared.hooks.get(&ObjectRef::new(name).within(ns))?;
-    (hook.uid().as_deref() == Some(task.uid.as_str())).then_some(hook)
+/// The cached hook a task is for: `Ok` with the hook of its UID, `Err`
+/// with whether the name now belongs to another hook (a delete and
+/// re-apply) when that UID is gone.
+fn hook_of(shared: &Shared, task: &Task) -> Result<Arc<OutboundWebhook>, bool> {
+    let (ns, name) = task.hook.split_once('/').ok_or(false)?;
+    let hook = shared.hooks.get(&ObjectRef::new(name).within(ns)).ok_or(false)?;
+    if hook.uid().as_deref() == Some(task.uid.as_str()) {
+        Ok(hook)
+    } else {
+        Err(true)
+    }
 }
 
-/// Runs one claimed task: deliver, reschedule, dead-letter or turn the hook off.
+/// A task younger than this whose hook this replica has not seen may be
+/// for a hook created moments ago (another replica's cache saw it first).
+const UNSEEN_HOOK_GRACE_MS: i64 = 30_000;
+
+/// Runs one claimed task: deliver, reschedule, wait, dead-letter or turn
+/// the hook off.
 async fn attempt_task(shared: &Shared, member: &str, claimed: i64) -> Result<(), StoreError> {
     let store = &shared.store;
     let Some(task) = store.load_task(member).await? else {
         return store.forget_member(member).await;
     };
-    let Some(hook) = hook_of(shared, &task) else {
-        tracing::info!(task = %member, hook = %task.hook, "hook deleted; dropping its task");
-        return store.finish(&task).await;
-    };
     let now = now_ms();
-    match deliverability(&hook) {
-        Deliverability::Deliverable => {}
-        Deliverability::TurnedOff => {
-            return settle::dead_letter(shared, &task, claimed, "hook is turned off (AutoDisabled or Revoked)").await;
+    let hook = match hook_of(shared, &task) {
+        Ok(hook) => hook,
+        Err(renamed) if !renamed && now - task.created_ms < UNSEEN_HOOK_GRACE_MS => {
+            return settle::retry_soon(shared, &task, claimed, now, "hook not in this replica's cache yet").await;
         }
-        Deliverability::DisabledBySpec => {
-            return settle::dead_letter(shared, &task, claimed, "hook is disabled by spec.enabled=false").await;
+        Err(_) => {
+            let reason = format!(
+                "HookDeleted: hook {} (uid {}) no longer exists; `dead-letter replay --hook {}` delivers it to a hook of that name",
+                task.hook, task.uid, task.hook
+            );
+            return settle::dead_letter(shared, &task, claimed, "hook_deleted", &reason).await;
         }
-        Deliverability::NotAccepted => {
-            return settle::wait_or_give_up(shared, &task, claimed, now, "not accepted for its current generation")
-                .await;
-        }
-        Deliverability::SecretNotReady => {
-            return settle::wait_or_give_up(shared, &task, claimed, now, "signing secret not ready").await;
-        }
+    };
+    let state = deliverability(&hook);
+    if state.waits() {
+        let why = match state {
+            Deliverability::SecretNotReady => "its Secret is not ready (SecretReady=False)",
+            _ => "its conditions do not carry its current generation yet",
+        };
+        return settle::wait(shared, &task, claimed, now, why).await;
+    }
+    if let Some(label) = state.drop_reason() {
+        let reason = match state {
+            Deliverability::TurnedOff => "hook is turned off (AutoDisabled or Revoked)",
+            Deliverability::DisabledBySpec => "hook is disabled by spec.enabled=false",
+            _ => "hook is not accepted for its current generation",
+        };
+        return settle::dead_letter(shared, &task, claimed, label, reason).await;
     }
     let Some(token) = token_of(&shared.secrets, &hook) else {
-        return settle::wait_or_give_up(shared, &task, claimed, now, "signing secret not in the cache").await;
+        return settle::wait(shared, &task, claimed, now, "its signing Secret is not in the cache").await;
     };
 
     let timeout = Duration::from_secs(hook.spec.timeout_seconds.clamp(1, 30) as u64);

@@ -17,6 +17,7 @@ use super::{
     context::{Shared, ms, now_ms, pause},
     first_attempt::{self, PendingEntry},
     headers::token_of,
+    metrics::EventOutcome,
     routing::route,
     store::{self, Delivery, RawEntry, StoreError, Task},
 };
@@ -144,20 +145,27 @@ async fn handle_entry(
                 .store
                 .dead_letter_entry(&entry_id, &fields, &malformed.to_string(), now)
                 .await?;
+            // A malformed entry matches no hook: counted once.
+            shared
+                .metrics
+                .count_events(EventOutcome::DeadLettered(malformed.code()), 1);
             shared.held.release(std::slice::from_ref(&entry_id));
             return Ok(());
         }
     };
     let routed = route(by_org.get(&event.org).into_iter().flatten(), &event.org, event.name);
-    if routed.dropped_turned_off > 0 {
-        shared.metrics.dropped_events.inc_by(routed.dropped_turned_off as u64);
-        tracing::info!(event = %event.id, org = %event.org, count = routed.dropped_turned_off, "event dropped for turned-off hooks");
+    for reason in &routed.dropped {
+        shared.metrics.count_events(EventOutcome::Dropped(reason), 1);
+        if *reason == "turned_off" {
+            shared.metrics.dropped_events.inc();
+        }
+        tracing::info!(event = %event.id, org = %event.org, %reason, "event dropped for a hook that does not take it");
     }
     let body = bytes::Bytes::from(envelope::build(&event));
-    let pending = PendingEntry::new(&entry_id, routed.deliver.len());
-    for hook in &routed.deliver {
+    let pending = PendingEntry::new(&entry_id, routed.deliver.len() + routed.wait.len());
+    let task_for = |hook: &OutboundWebhook| {
         let uid = hook.uid().unwrap_or_default();
-        let task = Task {
+        Task {
             member: store::task_member(&uid, &event.id),
             delivery: Delivery {
                 hook: format!("{}/{}", hook.namespace().unwrap_or_default(), hook.name_any()),
@@ -170,7 +178,16 @@ async fn handle_entry(
             attempts: 0,
             first_attempt_ms: 0,
             created_ms: now,
-        };
+        }
+    };
+    // Hooks whose conditions lag or whose Secret is not ready: a stored
+    // task, which the claimer turns into a waiting one.
+    for hook in &routed.wait {
+        pending.store_later(task_for(hook).to_new(None));
+        pending.settle_one(shared);
+    }
+    for hook in &routed.deliver {
+        let task = task_for(hook);
         let lane = shared.lanes.lane(&task.uid);
         // A hook whose slots are all busy with slow attempts gets a stored
         // task instead: its entry is not held, and other hooks' events not

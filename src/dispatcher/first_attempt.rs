@@ -126,6 +126,7 @@ pub async fn run(
     let started_ms = now_ms();
     let (attempt, done_ms) = send_signed(&shared, &hook, &task, &token, 1).await;
     if attempt.outcome == Outcome::Delivered {
+        shared.metrics.events_delivered.inc();
         let _ = shared.acks.send(AckItem::Success {
             uid: task.uid.clone(),
             hook: task.hook.clone(),

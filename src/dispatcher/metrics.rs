@@ -44,6 +44,23 @@ pub struct Metrics {
     pub delivered_2xx: Counter,
     /// The `direct` series of `first_deliveries`, looked up once.
     pub first_direct: Counter,
+    /// How each (event, matching hook) ended: `outcome` delivered,
+    /// dead_lettered or dropped, with its `reason`; every event a hook
+    /// matches is counted here exactly once.
+    pub events: Family<Labels, Counter>,
+    /// The delivered series of `events`, looked up once.
+    pub events_delivered: Counter,
+    /// Dead letters deleted by retention (age or count).
+    pub dead_letters_trimmed: Counter,
+}
+
+/// How one (event, hook) ended, for [`Metrics::events`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Dead-lettered, with the reason's label.
+    DeadLettered(&'static str),
+    /// Dropped (the hook is disabled by spec, turned off or not accepted).
+    Dropped(&'static str),
 }
 
 /// The status class label of an optional status code.
@@ -54,7 +71,31 @@ pub fn status_class(status: Option<u16>) -> String {
     }
 }
 
+fn register_accounting(r: &mut Registry, m: &Metrics) {
+    r.register(
+        "outbound_webhooks_events",
+        "How each (event, matching hook) ended: outcome delivered, dead_lettered or dropped, by reason",
+        m.events.clone(),
+    );
+    r.register(
+        "outbound_webhooks_dead_letters_trimmed",
+        "Dead letters deleted by retention (age or count)",
+        m.dead_letters_trimmed.clone(),
+    );
+}
+
 impl Metrics {
+    /// Counts `n` (event, hook) pairs that ended as `outcome`.
+    pub fn count_events(&self, outcome: EventOutcome, n: u64) {
+        let (label, reason) = match outcome {
+            EventOutcome::DeadLettered(reason) => ("dead_lettered", reason),
+            EventOutcome::Dropped(reason) => ("dropped", reason),
+        };
+        self.events
+            .get_or_create(&vec![("outcome", label.to_string()), ("reason", reason.to_string())])
+            .inc_by(n);
+    }
+
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Metrics {
         let m = Metrics {
@@ -73,6 +114,9 @@ impl Metrics {
             first_deliveries: Family::default(),
             delivered_2xx: Counter::default(),
             first_direct: Counter::default(),
+            events: Family::default(),
+            events_delivered: Counter::default(),
+            dead_letters_trimmed: Counter::default(),
         };
         let delivered: Labels = vec![
             ("outcome", "delivered".to_string()),
@@ -81,11 +125,20 @@ impl Metrics {
         let direct: Labels = vec![("path", "direct".to_string())];
         let delivered_2xx = m.attempts.get_or_create(&delivered).clone();
         let first_direct = m.first_deliveries.get_or_create(&direct).clone();
+        let events_delivered = m
+            .events
+            .get_or_create(&vec![
+                ("outcome", "delivered".to_string()),
+                ("reason", "ok".to_string()),
+            ])
+            .clone();
         let m = Metrics {
             delivered_2xx,
             first_direct,
+            events_delivered,
             ..m
         };
+        register_accounting(registry, &m);
         let r = registry;
         r.register(
             "outbound_webhooks_delivery_attempts",

@@ -16,7 +16,8 @@
 //!   outcome does (reschedule, dead-letter, turn off) is [`settle`];
 //! - the **mirror** ([`mirror`]) writes delivery health to status
 //!   ([`status`]); **upkeep** ([`upkeep`]) trims and removes idle
-//!   consumers.
+//!   consumers; the **waker** ([`waker`]) wakes tasks waiting for a hook
+//!   when it or its Secrets change.
 
 mod acker;
 pub mod attempt;
@@ -35,6 +36,7 @@ mod settle;
 pub mod status;
 pub mod store;
 mod upkeep;
+mod waker;
 
 use std::{sync::Arc, time::Duration};
 
@@ -54,6 +56,7 @@ use self::{
     lanes::Lanes,
     metrics::Metrics,
     store::{Store, StoreError},
+    waker::Changed,
 };
 use crate::{
     address_filter::AddressFilter,
@@ -138,15 +141,30 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     .modify(|s| s.managed_fields_mut().clear())
     .reflect(secret_writer)
     .applied_objects();
-    tokio::spawn(hook_stream.for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "watching OutboundWebhooks");
+    // Every change wakes the tasks waiting for the hooks it concerns.
+    let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+    let hook_changes = changes_tx.clone();
+    tokio::spawn(hook_stream.for_each(move |r| {
+        match r {
+            Ok(hook) => {
+                if let Some(change) = Changed::hook(&hook) {
+                    let _ = hook_changes.send(change);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "watching OutboundWebhooks"),
         }
+        futures::future::ready(())
     }));
-    tokio::spawn(secret_stream.for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "watching labelled Secrets");
+    tokio::spawn(secret_stream.for_each(move |r| {
+        match r {
+            Ok(secret) => {
+                if let Some(change) = Changed::secret(&secret) {
+                    let _ = changes_tx.send(change);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "watching labelled Secrets"),
         }
+        futures::future::ready(())
     }));
     tokio::select! {
         r = async { tokio::try_join!(hooks.wait_until_ready(), secrets.wait_until_ready()) } => {
@@ -197,6 +215,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let mirror_stop = CancellationToken::new();
     let mirror = tokio::spawn(mirror::run(shared.clone(), mirror_rx, mirror_stop.clone()));
     let upkeep = tokio::spawn(upkeep::run(shared.clone(), shutdown.clone()));
+    let waker = tokio::spawn(waker::run(shared.clone(), changes_rx, shutdown.clone()));
 
     shutdown.cancelled().await;
     tracing::info!("stopping: no new claims, finishing in-flight attempts");
@@ -221,6 +240,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     mirror_stop.cancel();
     let _ = mirror.await;
     let _ = upkeep.await;
+    let _ = waker.await;
     let _ = ops.await;
     tracing::info!("stopped");
     Ok(())

@@ -4,34 +4,67 @@ use std::sync::Arc;
 
 use crate::{
     auto_disable::is_auto_disabled,
-    conditions::{ACCEPTED, SECRET_READY, is_true_for_current_generation},
+    conditions::{ACCEPTED, SECRET_READY, find},
     event_name::EventName,
     resource::OutboundWebhook,
 };
 
-/// Whether a hook may be delivered to right now, and if not, why.
+/// Whether a hook may be delivered to right now, and if not, what becomes
+/// of its events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Deliverability {
     /// Accepted, secret ready (both for the current generation), enabled, not turned off.
     Deliverable,
-    /// `spec.enabled` is false.
+    /// `spec.enabled` is false: events are dropped (and counted).
     DisabledBySpec,
-    /// `Accepted` is not True for the current generation (e.g. a spec edit
-    /// the controller has not seen yet).
+    /// `Accepted` is False for the current generation (over the org's
+    /// limit, an insecure URL): events are dropped (and counted).
     NotAccepted,
-    /// `SecretReady` is not True for the current generation.
+    /// `Accepted` or `SecretReady` does not carry the current generation
+    /// yet (a spec edit the controller has not reconciled, a fail-over):
+    /// events wait.
+    Lagging,
+    /// `SecretReady` is False for the current generation (a Secret missing,
+    /// unlabelled or invalid): events wait.
     SecretNotReady,
-    /// The dispatcher turned it off (AutoDisabled or Revoked).
+    /// The dispatcher turned it off (AutoDisabled or Revoked): events are
+    /// dropped (and counted).
     TurnedOff,
+}
+
+impl Deliverability {
+    /// Whether events for the hook wait (as waiting tasks) rather than
+    /// being delivered or dropped.
+    pub fn waits(self) -> bool {
+        matches!(self, Deliverability::Lagging | Deliverability::SecretNotReady)
+    }
+
+    /// The `reason` label of an event dropped for this state, if it drops.
+    pub fn drop_reason(self) -> Option<&'static str> {
+        match self {
+            Deliverability::DisabledBySpec => Some("disabled_by_spec"),
+            Deliverability::NotAccepted => Some("not_accepted"),
+            Deliverability::TurnedOff => Some("turned_off"),
+            _ => None,
+        }
+    }
 }
 
 /// Decides [`Deliverability`] from the hook's spec, conditions and disable record.
 pub fn deliverability(hook: &OutboundWebhook) -> Deliverability {
     if !hook.spec.enabled {
-        Deliverability::DisabledBySpec
-    } else if !is_true_for_current_generation(hook, ACCEPTED) {
+        return Deliverability::DisabledBySpec;
+    }
+    let current = |type_: &str| find(hook, type_).filter(|c| c.observed_generation == hook.metadata.generation);
+    let (Some(accepted), Some(secret_ready)) = (current(ACCEPTED), current(SECRET_READY)) else {
+        return match current(ACCEPTED) {
+            Some(accepted) if accepted.status != "True" => Deliverability::NotAccepted,
+            _ => Deliverability::Lagging,
+        };
+    };
+    if accepted.status != "True" {
         Deliverability::NotAccepted
-    } else if !is_true_for_current_generation(hook, SECRET_READY) {
+    } else if secret_ready.status != "True" {
         Deliverability::SecretNotReady
     } else if is_auto_disabled(hook) {
         Deliverability::TurnedOff
@@ -43,14 +76,17 @@ pub fn deliverability(hook: &OutboundWebhook) -> Deliverability {
 /// The routing of one event.
 #[derive(Debug, Default)]
 pub struct Route {
-    /// Hooks that get a delivery task.
+    /// Hooks that get a delivery now.
     pub deliver: Vec<Arc<OutboundWebhook>>,
-    /// Subscribed hooks that are turned off: the event is dropped for them.
-    pub dropped_turned_off: usize,
+    /// Hooks whose conditions lag or whose Secret is not ready: the event
+    /// waits for them as a stored task.
+    pub wait: Vec<Arc<OutboundWebhook>>,
+    /// Subscribed hooks the event is dropped for, by reason.
+    pub dropped: Vec<&'static str>,
 }
 
-/// Routes an event of `org` named `name` over all cached hooks: same
-/// namespace, subscribed, deliverable.
+/// Routes an event of `org` named `name` over the cached hooks: same
+/// namespace, subscribed, not being deleted.
 pub fn route<'a>(hooks: impl IntoIterator<Item = &'a Arc<OutboundWebhook>>, org: &str, name: EventName) -> Route {
     let mut route = Route::default();
     for hook in hooks {
@@ -60,10 +96,13 @@ pub fn route<'a>(hooks: impl IntoIterator<Item = &'a Arc<OutboundWebhook>>, org:
         if hook.metadata.deletion_timestamp.is_some() || hook.metadata.uid.is_none() {
             continue;
         }
-        match deliverability(hook) {
-            Deliverability::Deliverable => route.deliver.push(hook.clone()),
-            Deliverability::TurnedOff => route.dropped_turned_off += 1,
-            _ => {}
+        let state = deliverability(hook);
+        if state == Deliverability::Deliverable {
+            route.deliver.push(hook.clone());
+        } else if state.waits() {
+            route.wait.push(hook.clone());
+        } else if let Some(reason) = state.drop_reason() {
+            route.dropped.push(reason);
         }
     }
     route
@@ -131,7 +170,15 @@ mod tests {
     fn stale_or_false_conditions_and_disabled_spec_block_delivery() {
         let mut stale = hook("acme", &["kustomer.conversation.create"]);
         stale.metadata.generation = Some(3);
-        assert_eq!(deliverability(&stale), Deliverability::NotAccepted);
+        assert_eq!(deliverability(&stale), Deliverability::Lagging);
+
+        let mut refused = hook("acme", &["kustomer.conversation.create"]);
+        refused.status.as_mut().unwrap().conditions[0].status = "False".into();
+        assert_eq!(deliverability(&refused), Deliverability::NotAccepted);
+
+        let mut unseen = hook("acme", &["kustomer.conversation.create"]);
+        unseen.status = None;
+        assert_eq!(deliverability(&unseen), Deliverability::Lagging);
 
         let mut secret = hook("acme", &["kustomer.conversation.create"]);
         secret.status.as_mut().unwrap().conditions[1].status = "False".into();
@@ -141,10 +188,18 @@ mod tests {
         off.spec.enabled = false;
         assert_eq!(deliverability(&off), Deliverability::DisabledBySpec);
 
-        let hooks = [Arc::new(stale), Arc::new(secret), Arc::new(off)];
+        let hooks = [
+            Arc::new(stale),
+            Arc::new(secret),
+            Arc::new(off),
+            Arc::new(refused),
+            Arc::new(unseen),
+        ];
         let r = route(&hooks, "acme", CREATE);
         assert!(r.deliver.is_empty());
-        assert_eq!(r.dropped_turned_off, 0);
+        // Lagging conditions and a Secret not ready wait; the rest drop, counted.
+        assert_eq!(r.wait.len(), 3);
+        assert_eq!(r.dropped, ["disabled_by_spec", "not_accepted"]);
     }
 
     #[test]
@@ -162,7 +217,7 @@ mod tests {
         });
         let r = route(&[Arc::new(h)], "acme", CREATE);
         assert!(r.deliver.is_empty());
-        assert_eq!(r.dropped_turned_off, 1);
+        assert_eq!(r.dropped, ["turned_off"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::{
     acker::AckItem,
     attempt::{Attempt, Outcome},
     context::{Shared, ms, now_ms},
+    metrics::EventOutcome,
     store::{Claim, Rescheduled, StoreError, Task},
 };
 use crate::{
@@ -51,6 +52,7 @@ pub async fn settle(shared: &Shared, settlement: Settlement<'_>) -> Result<(), S
     match attempt.outcome {
         Outcome::Delivered => {
             store.finish(task).await?;
+            shared.metrics.events_delivered.inc();
             let _ = shared.acks.send(AckItem::Success {
                 uid: task.uid.clone(),
                 hook: hook_name,
@@ -88,6 +90,7 @@ pub async fn settle(shared: &Shared, settlement: Settlement<'_>) -> Result<(), S
                                 attempts: attempt_number,
                                 first_attempt_ms,
                                 last_error: &attempt.message,
+                                waiting: false,
                             },
                         )
                         .await?;
@@ -100,7 +103,7 @@ pub async fn settle(shared: &Shared, settlement: Settlement<'_>) -> Result<(), S
                     let succeeded_since = health.last_success_ms.is_some_and(|s| s >= first_attempt_ms);
                     if succeeded_since {
                         let reason = format!("failed all {attempt_number} attempts; last error: {}", attempt.message);
-                        dead_letter(shared, task, claimed, &reason).await?;
+                        dead_letter(shared, task, claimed, "attempts_exhausted", &reason).await?;
                     } else {
                         let message = format!(
                             "event {} failed all {attempt_number} attempts and no request succeeded meanwhile; last error: {}",
@@ -115,38 +118,60 @@ pub async fn settle(shared: &Shared, settlement: Settlement<'_>) -> Result<(), S
     Ok(())
 }
 
-/// A hook not deliverable right now: wait (acceptance catching up) or, after
-/// longer than any retry schedule, give up.
-pub async fn wait_or_give_up(
+/// How long a waiting task sleeps at most before its claimer looks again
+/// (a change of its hook or Secrets wakes it sooner).
+const WAIT_RECHECK_MS: i64 = 60_000;
+
+/// A task whose hook cannot take it yet (conditions lag its spec, a Secret
+/// missing, invalid or not cached yet): it waits, woken when the hook or
+/// one of its Secrets changes; after the retry schedule's whole span it is
+/// dead-lettered `NotReady`.
+pub async fn wait(shared: &Shared, task: &Task, claimed: i64, now: i64, why: &str) -> Result<(), StoreError> {
+    let give_up_at = task.created_ms + ms(shared.config.retry_schedule.total());
+    if now >= give_up_at {
+        let reason = format!("NotReady: {why} for the whole retry schedule");
+        return dead_letter(shared, task, claimed, "not_ready", &reason).await;
+    }
+    shared
+        .store
+        .reschedule(
+            task,
+            claimed,
+            Rescheduled {
+                due_ms: give_up_at.min(now + WAIT_RECHECK_MS),
+                attempts: task.attempts,
+                first_attempt_ms: task.first_attempt_ms,
+                last_error: why,
+                waiting: true,
+            },
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Looks again at a task shortly (its hook may not be in this replica's
+/// cache yet), without marking it waiting.
+pub async fn retry_soon(shared: &Shared, task: &Task, claimed: i64, now: i64, why: &str) -> Result<(), StoreError> {
+    let next = Rescheduled {
+        due_ms: now + 2_000,
+        attempts: task.attempts,
+        first_attempt_ms: task.first_attempt_ms,
+        last_error: why,
+        waiting: false,
+    };
+    shared.store.reschedule(task, claimed, next).await.map(|_| ())
+}
+
+/// Dead-letters one claimed task with `reason` (`label`: the metrics'
+/// reason).
+pub async fn dead_letter(
     shared: &Shared,
     task: &Task,
     claimed: i64,
-    now: i64,
+    label: &'static str,
     reason: &str,
 ) -> Result<(), StoreError> {
-    let give_up_after = ms(shared.config.retry_schedule.total()) + 3_600_000;
-    if now - task.created_ms > give_up_after {
-        dead_letter(shared, task, claimed, &format!("hook {reason} for too long")).await
-    } else {
-        shared
-            .store
-            .reschedule(
-                task,
-                claimed,
-                Rescheduled {
-                    due_ms: now + 5_000,
-                    attempts: task.attempts,
-                    first_attempt_ms: task.first_attempt_ms,
-                    last_error: reason,
-                },
-            )
-            .await
-            .map(|_| ())
-    }
-}
-
-/// Dead-letters one claimed task with `reason`.
-pub async fn dead_letter(shared: &Shared, task: &Task, claimed: i64, reason: &str) -> Result<(), StoreError> {
+    let reason = cut(reason);
     let moved = shared
         .store
         .dead_letter_tasks(
@@ -163,9 +188,26 @@ pub async fn dead_letter(shared: &Shared, task: &Task, claimed: i64, reason: &st
             .dead_letters
             .get_or_create(&vec![("reason", "delivery".to_string())])
             .inc();
+        shared.metrics.count_events(EventOutcome::DeadLettered(label), 1);
         tracing::warn!(hook = %task.hook, event = %task.event_id, %reason, "delivery dead-lettered");
     }
     Ok(())
+}
+
+/// Dead-letter reasons and the messages they quote are cut to this many
+/// bytes: a huge field must not become a huge reason or log line.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// `text` cut to [`MAX_REASON_BYTES`] (on a character boundary).
+pub fn cut(text: &str) -> &str {
+    if text.len() <= MAX_REASON_BYTES {
+        return text;
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Writes the disable record, dead-letters the hook's pending tasks and
@@ -206,6 +248,9 @@ async fn turn_off(
         .dead_letters
         .get_or_create(&vec![("reason", "hook_turned_off".to_string())])
         .inc_by(moved.max(0) as u64);
+    shared
+        .metrics
+        .count_events(EventOutcome::DeadLettered("turned_off"), moved.max(0) as u64);
     shared.mirror(&task.uid, &task.hook, true);
     Ok(())
 }

@@ -49,6 +49,16 @@ impl Keys {
         format!("{}due:", self.prefix)
     }
 
+    /// The set of one hook's tasks that wait for it to become deliverable.
+    pub fn hook_waiting(&self, uid: &str) -> String {
+        format!("{}{uid}", self.hook_waiting_prefix())
+    }
+
+    /// What [`Keys::hook_waiting`] puts before the UID.
+    pub fn hook_waiting_prefix(&self) -> String {
+        format!("{}waiting:", self.prefix)
+    }
+
     /// The sorted set of hooks by their earliest due task.
     pub fn hooks_due(&self) -> String {
         format!("{}hooks-due", self.prefix)
@@ -96,6 +106,7 @@ mod tests {
             keys.hooks_due(),
             keys.task("u1:e1"),
             keys.hook_tasks("u1"),
+            keys.hook_waiting("u1"),
             keys.health("u1"),
         ] {
             assert!(key.starts_with("{owh}:"), "{key}");

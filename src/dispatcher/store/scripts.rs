@@ -27,6 +27,7 @@ static EXTEND: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("sc
 static RESCHEDULE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/reschedule.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/finish.lua")));
 static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/dead_letter.lua")));
+static WAKE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/wake.lua")));
 static REPLAY: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/replay.lua")));
 
 /// Which claim a task-moving call must still hold.
@@ -99,7 +100,8 @@ impl Store {
             .arg(lease_ms)
             .arg(max)
             .arg(default_capacity)
-            .arg(self.keys.hook_due_prefix());
+            .arg(self.keys.hook_due_prefix())
+            .arg(self.keys.hook_waiting_prefix());
         for (uid, cap) in capacities {
             inv.arg(uid).arg(*cap);
         }
@@ -137,10 +139,12 @@ impl Store {
         inv.key(self.keys.hook_due(&task.uid))
             .key(self.keys.hooks_due())
             .key(self.keys.task(&task.member))
+            .key(self.keys.hook_waiting(&task.uid))
             .arg(&task.member)
             .arg(&task.uid)
             .arg(claimed)
-            .arg(next.due_ms);
+            .arg(next.due_ms)
+            .arg(if next.waiting { "1" } else { "0" });
         for (name, value) in attempt_fields(next.attempts, next.first_attempt_ms, next.last_error) {
             inv.arg(name).arg(value);
         }
@@ -161,6 +165,7 @@ impl Store {
             .key(self.keys.hooks_due())
             .key(self.keys.task(&task.member))
             .key(self.keys.hook_tasks(&task.uid))
+            .key(self.keys.hook_waiting(&task.uid))
             .arg(&task.member)
             .arg(&task.uid)
             .invoke_async(&mut conn)
@@ -186,7 +191,8 @@ impl Store {
         inv.key(self.keys.dead_letter())
             .key(self.keys.hook_due(uid))
             .key(self.keys.hooks_due())
-            .key(self.keys.hook_tasks(uid));
+            .key(self.keys.hook_tasks(uid))
+            .key(self.keys.hook_waiting(uid));
         match claim {
             Claim::Held(score) => inv.arg(score),
             Claim::Any => inv.arg(""),
@@ -208,6 +214,25 @@ impl Store {
         inv.invoke_async(&mut conn)
             .await
             .context(|| format!("dead-lettering {} task(s) of hook {uid}", members.len()))
+    }
+
+    /// Makes the waiting tasks of hooks `uids` due at `now_ms`; returns how
+    /// many woke. `wake.lua`.
+    pub async fn wake(&self, uids: &[String], now_ms: i64) -> Result<i64, StoreError> {
+        if uids.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = WAKE.key(self.keys.due());
+        inv.key(self.keys.hooks_due()).arg(now_ms);
+        for uid in uids {
+            inv.key(self.keys.hook_due(uid))
+                .key(self.keys.hook_waiting(uid))
+                .arg(uid);
+        }
+        let mut conn = self.conn.clone();
+        inv.invoke_async(&mut conn)
+            .await
+            .context(|| format!("waking the waiting tasks of {} hook(s)", uids.len()))
     }
 
     /// Stores `task` as a fresh task due at `now_ms` and deletes dead
@@ -247,4 +272,7 @@ pub struct Rescheduled<'a> {
     pub first_attempt_ms: i64,
     /// The last attempt's error (or why it waits).
     pub last_error: &'a str,
+    /// It waits for its hook to become deliverable: a change of the hook
+    /// wakes it before `due_ms` ([`Store::wake`]).
+    pub waiting: bool,
 }

@@ -1,7 +1,7 @@
 -- dead_letter: moves tasks of one hook to the dead-letter stream.
 -- KEYS[1] due, KEYS[2] dead-letter stream, KEYS[3] due:{uid},
---   KEYS[4] hooks-due, KEYS[5] hook-tasks:{uid}, then the task hash of
---   each member, in the order of the members in ARGV
+--   KEYS[4] hooks-due, KEYS[5] hook-tasks:{uid}, KEYS[6] waiting:{uid},
+--   then the task hash of each member, in the order of the members in ARGV
 -- ARGV[1] claimed score ('' = whatever the score: a turn-off moves every
 --   task of the hook), ARGV[2] uid, ARGV[3] pair count P, then P
 --   field/value pairs added to each dead letter (reason, time), then
@@ -17,7 +17,7 @@ local members_at = skip_at + skip_count
 local moved = 0
 for i = members_at + 1, #ARGV do
   local member = ARGV[i]
-  local task_key = KEYS[5 + i - members_at]
+  local task_key = KEYS[6 + i - members_at]
   local ok = true
   if ARGV[1] ~= '' then
     ok = tonumber(redis.call('ZSCORE', KEYS[1], member) or '-1') == tonumber(ARGV[1])
@@ -38,6 +38,7 @@ for i = members_at + 1, #ARGV do
   if ok then
     unset_due(KEYS[1], KEYS[3], member)
     redis.call('SREM', KEYS[5], member)
+    redis.call('SREM', KEYS[6], member)
   end
 end
 reindex(KEYS[3], KEYS[4], ARGV[2])
