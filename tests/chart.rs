@@ -508,7 +508,7 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
     // The controller as in the chart's Deployment: its Lease in the release
     // namespace, named after the release.
     let identity = format!("chart-sa-{}", unique_suffix());
-    let controller = ControllerProcess::start_as(
+    let mut controller = ControllerProcess::start_as(
         &identity,
         &controller_kubeconfig,
         &system,

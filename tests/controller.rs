@@ -25,7 +25,7 @@ const SOON: Duration = Duration::from_secs(15);
 fn controller() -> &'static ControllerProcess {
     static SHARED: OnceLock<ControllerProcess> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let process = ControllerProcess::start(
+        let mut process = ControllerProcess::start(
             &format!("shared-{}", support::unique_suffix()),
             &["--lease-name", "shared-controller", "--lease-duration", "5s"],
         );

@@ -45,7 +45,7 @@ fn leader_gauge(process: &ControllerProcess) -> Option<String> {
 fn http_destinations_are_accepted_with_allow_http() {
     let ns = namespace("allow-http");
     let lease = format!("allow-http-{}", support::unique_suffix());
-    let controller = scoped("allow-http", &ns, &lease, &["--allow-http"]);
+    let mut controller = scoped("allow-http", &ns, &lease, &["--allow-http"]);
     controller.wait_ready(Duration::from_secs(30));
     assert!(apply_yaml(&ns, &hook_yaml("plain", "http://hooks.example.com/in", json!({}))).success);
     wait_condition(&ns, "plain", "Accepted", "True", "Accepted", SOON);
@@ -76,7 +76,7 @@ fn the_token_survives_a_controller_restart() {
     // With no controller running at all, deleting a hook does not hang.
     support::kubectl_ok(&["delete", "owh", "doomed", "-n", &ns, "--timeout=10s"]);
 
-    let second = scoped("restart-second", &ns, &lease, &["--log-format", "json"]);
+    let mut second = scoped("restart-second", &ns, &lease, &["--log-format", "json"]);
     second.wait_ready(Duration::from_secs(30));
     let logs = second.logs();
     let first_line = logs.lines().next().unwrap_or_default();
@@ -98,7 +98,7 @@ fn two_controllers_elect_one_leader_and_hand_over_on_kill_and_on_sigterm() {
     let ns = namespace("leader");
     let lease = format!("leader-{}", support::unique_suffix());
     let suffix = support::unique_suffix();
-    let a = scoped(&format!("a-{suffix}"), &ns, &lease, &[]);
+    let mut a = scoped(&format!("a-{suffix}"), &ns, &lease, &[]);
     a.wait_ready(Duration::from_secs(30));
     let mut b = scoped(&format!("b-{suffix}"), &ns, &lease, &[]);
     wait_for("the follower's metrics", SOON, || match leader_gauge(&b) {
@@ -177,7 +177,7 @@ fn metric(process: &ControllerProcess, name: &str) -> u64 {
 fn many_waiting_hooks_cost_one_status_write_each_not_one_per_pair() {
     let ns = namespace("many-waiting");
     let lease = format!("many-{}", support::unique_suffix());
-    let controller = scoped("many", &ns, &lease, &["--max-webhooks-per-namespace", "3"]);
+    let mut controller = scoped("many", &ns, &lease, &["--max-webhooks-per-namespace", "3"]);
     controller.wait_ready(Duration::from_secs(30));
     let dir = tempfile::tempdir().expect("a temporary folder");
     let count = 60;

@@ -6,34 +6,27 @@
 #![allow(dead_code)]
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
     path::Path,
-    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
-    time::{Duration, Instant},
+    process::{Command, ExitStatus},
+    time::Duration,
 };
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::support::{self, kubectl, kubectl_ok};
+use crate::support::{
+    self, kubectl, kubectl_ok,
+    process::{ChildProcess, free_port, http_get},
+};
 
 /// One running `outbound-webhooks controller`.
 pub struct ControllerProcess {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    log: tempfile::NamedTempFile,
+    process: ChildProcess,
+    _log_dir: tempfile::TempDir,
     /// Where its /metrics, /healthz and /readyz listen.
-    pub http_addr: SocketAddr,
+    pub http_port: u16,
     /// Its identity in the Lease.
     pub identity: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a free port")
-        .port()
 }
 
 impl ControllerProcess {
@@ -45,99 +38,63 @@ impl ControllerProcess {
     /// Like [`ControllerProcess::start`], with another kubeconfig (e.g. one
     /// that impersonates a ServiceAccount) and its Lease in `lease_namespace`.
     pub fn start_as(identity: &str, kubeconfig: &Path, lease_namespace: &str, args: &[&str]) -> ControllerProcess {
-        let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
-        let log = tempfile::NamedTempFile::new().expect("a log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"))
+        let http_port = free_port();
+        let log_dir = tempfile::tempdir().expect("a log directory");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"));
+        command
             .arg("controller")
-            .args(["--http-addr", &http_addr.to_string()])
+            .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
             .args(["--identity", identity, "--lease-namespace", lease_namespace])
             .arg("--exit-on-stdin-close")
             .args(args)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,outbound_webhooks=debug,kube=debug")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(log.reopen().expect("reopening the log file"))
-            .spawn()
-            .expect("starting the controller binary");
-        let stdin = child.stdin.take();
+            .env("RUST_LOG", "info,outbound_webhooks=debug,kube=debug");
+        let process = ChildProcess::start("controller", command, Some(&log_dir.path().join("controller.log")))
+            .unwrap_or_else(|e| panic!("{e}"));
         ControllerProcess {
-            child,
-            stdin,
-            log,
-            http_addr,
+            process,
+            _log_dir: log_dir,
+            http_port,
             identity: identity.to_string(),
         }
     }
 
     /// Everything it logged so far.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+        self.process.log()
     }
 
     /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Sends a signal (`TERM`, `KILL`) with kill(1).
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.pid().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -s {signal} failed");
+        self.process.signal(signal).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Closes its stdin, as the death of the test binary would.
     pub fn close_stdin(&mut self) {
-        drop(self.stdin.take());
+        self.process.close_stdin();
     }
 
     /// Waits up to `timeout` for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("polling the controller") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process.wait_exit(timeout)
     }
 
     /// `GET path` on its ops server: (status code, body), or None when it
     /// does not answer.
     pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect_timeout(&self.http_addr, Duration::from_secs(1)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let code = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Some((code, body))
+        http_get(self.http_port, path)
     }
 
     /// Waits until /readyz answers 200 (it leads and its caches are synced).
-    pub fn wait_ready(&self, timeout: Duration) {
-        support::wait_for("the controller's /readyz", timeout, || match self.http_get("/readyz") {
-            Some((200, _)) => Ok(()),
-            other => Err(format!("{other:?}; logs:\n{}", self.logs())),
-        });
-    }
-}
-
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        self.process
+            .wait_ready(self.http_port, timeout)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

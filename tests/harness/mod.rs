@@ -7,7 +7,7 @@
 use std::{
     collections::HashMap,
     io::Write,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
@@ -15,7 +15,11 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::support::{self, apply_yaml, kubectl_ok, kubectl_with_input, wait_for};
+use crate::support::{
+    self, apply_yaml, kubectl_ok, kubectl_with_input,
+    process::{ChildProcess, free_port, http_get},
+    wait_for,
+};
 
 // ---------------------------------------------------------------- receiver
 
@@ -319,21 +323,13 @@ pub fn write_controller_status(
 /// A dispatcher child process; killed on drop, and exits by itself when the
 /// test binary dies (its stdin closes).
 pub struct Dispatcher {
-    child: Option<Child>,
+    process: ChildProcess,
     /// Port of /metrics, /healthz, /readyz.
     pub http_port: u16,
     pub log_path: PathBuf,
     _dir: tempfile::TempDir,
     pub args: Vec<String>,
     pub envs: Vec<(String, String)>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Arguments every test dispatcher gets (later duplicates win).
@@ -393,32 +389,26 @@ impl Dispatcher {
     fn launch(args: Vec<String>, envs: Vec<(String, String)>, wait_ready: bool) -> Dispatcher {
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("dispatcher.log");
-        let mut d = Dispatcher {
-            child: None,
-            http_port: 0,
+        let (process, http_port) = Dispatcher::spawn(&args, &envs, &log_path, wait_ready);
+        Dispatcher {
+            process,
+            http_port,
             log_path,
             _dir: dir,
             args,
             envs,
-        };
-        d.spawn(wait_ready);
-        d
+        }
     }
 
-    fn spawn(&mut self, wait: bool) {
-        let offset = self.log().len();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("log file");
-        self.http_port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"));
-        cmd.arg("--exit-on-stdin-close")
+    fn spawn(args: &[String], envs: &[(String, String)], log_path: &Path, wait: bool) -> (ChildProcess, u16) {
+        let http_port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"));
+        command
+            .arg("--exit-on-stdin-close")
             .arg("dispatcher")
             .arg("--http-addr")
-            .arg(format!("127.0.0.1:{}", self.http_port))
-            .args(&self.args)
+            .arg(format!("127.0.0.1:{http_port}"))
+            .args(args)
             .env("KUBECONFIG", &support::env().kubeconfig)
             .env("RUST_LOG", "info,outbound_webhooks=debug")
             .env_remove("HTTP_PROXY")
@@ -426,49 +416,20 @@ impl Dispatcher {
             .env_remove("http_proxy")
             .env_remove("https_proxy")
             .env_remove("ALL_PROXY")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in &self.envs {
-            cmd.env(k, v);
+            .envs(envs.iter().map(|(k, v)| (k, v)));
+        let mut process = ChildProcess::start("dispatcher", command, Some(log_path)).unwrap_or_else(|e| panic!("{e}"));
+        if wait {
+            // Ready once its caches are synced and it consumes the stream.
+            process
+                .wait_ready(http_port, Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("{e}"));
         }
-        self.child = Some(cmd.spawn().expect("starting the dispatcher"));
-        if !wait {
-            return;
-        }
-        wait_for("the dispatcher to sync its caches", Duration::from_secs(60), || {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("the dispatcher exited with {status}; log:\n{}", self.log());
-            }
-            let log = self.log();
-            if log.get(offset..).is_some_and(|l| l.contains("dispatching")) {
-                Ok(())
-            } else {
-                Err(tail_n(&log, 5))
-            }
-        });
+        (process, http_port)
     }
 
     /// GET one of the ops endpoints: (status code, body); None when nothing listens.
     pub fn ops_get(&self, path: &str) -> Option<(u16, String)> {
-        use std::io::Read;
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let code = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Some((code, body))
+        http_get(self.http_port, path)
     }
 
     /// The value of one metric line (`name{labels}` exactly), if present.
@@ -481,52 +442,26 @@ impl Dispatcher {
 
     /// SIGTERM; waits up to `timeout` for the exit and returns its success.
     pub fn terminate(&mut self, timeout: Duration) -> Option<bool> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status.success());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        self.process.terminate(timeout).map(|status| status.success())
     }
 
     /// The log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.log()
     }
 
     /// SIGKILL, no goodbyes.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Starts it again with the same arguments (after [`Dispatcher::kill`]).
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn(true);
+        let (process, http_port) = Dispatcher::spawn(&self.args, &self.envs, &self.log_path, true);
+        self.process = process;
+        self.http_port = http_port;
     }
-}
-
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let _ = writeln!(std::io::stderr(), "--- dispatcher log ---\n{}", tail_n(&self.log(), 80));
-        }
-    }
-}
-
-fn tail_n(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 // ---------------------------------------------------------------- publishing and Redis

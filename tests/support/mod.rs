@@ -11,12 +11,14 @@
 #![allow(dead_code)]
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Output, Stdio},
-    sync::{Mutex, OnceLock},
+    process::{Command, Output, Stdio},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
+
+pub mod control_plane;
+pub mod process;
 
 /// The shared control plane of this test binary.
 pub struct TestEnv {
@@ -27,7 +29,7 @@ pub struct TestEnv {
     /// Where the built kubectl, helm, etcd, kube-apiserver and
     /// kube-controller-manager live.
     pub bin_dir: PathBuf,
-    _script: Mutex<(Child, ChildStdin)>,
+    _control_plane: control_plane::ControlPlane,
 }
 
 /// Root of the repository.
@@ -62,34 +64,15 @@ fn start() -> TestEnv {
         );
     }
     let state = std::env::temp_dir().join(format!("owh-test-{}-{}", std::process::id(), unique_suffix()));
-    let mut child = Command::new(repo_root().join("scripts/control-plane.sh"))
-        .arg(&state)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting scripts/control-plane.sh");
-    let stdin = child.stdin.take().expect("piped stdin");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reading the control plane's READY line");
-    assert!(
-        line.starts_with("READY "),
-        "the control plane did not start (see the [control-plane] lines above); got {line:?}"
-    );
-    let field = |key: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("READY line lacks {key}: {line}"))
-            .to_string()
-    };
+    // No log file: the script's `[control-plane]` lines go to our stderr,
+    // and it removes its state directory (a log in it would go too).
+    let control_plane =
+        control_plane::ControlPlane::start(&repo_root(), &state, &[], None).unwrap_or_else(|e| panic!("{e}"));
     TestEnv {
-        kubeconfig: PathBuf::from(field("kubeconfig")),
-        redis_url: field("redis"),
+        kubeconfig: control_plane.kubeconfig.clone(),
+        redis_url: control_plane.redis_url.clone(),
         bin_dir,
-        _script: Mutex::new((child, stdin)),
+        _control_plane: control_plane,
     }
 }
 
