@@ -10,10 +10,7 @@ mod support;
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::Ordering,
     time::Duration,
 };
 
@@ -508,8 +505,7 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
         .expect("running kubectl auth whoami");
     assert_eq!(String::from_utf8_lossy(&whoami.stdout), controller_sa);
 
-    let healthy = Arc::new(AtomicBool::new(true));
-    let receiver = Receiver::healthy_while(&healthy);
+    let (receiver, healthy) = Receiver::switchable(true);
 
     // The controller as in the chart's Deployment: its Lease in the release
     // namespace, named after the release.

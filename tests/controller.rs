@@ -20,8 +20,8 @@ use serde_json::json;
 use support::{
     controller::ControllerProcess,
     hooks::{
-        SOON, apply_hook, condition, generation, hook_yaml, label_secret_command, labelled_secret, uid, wait_active,
-        wait_condition, wait_not_ready, wait_token, write_delivery_status,
+        SOON, apply_hook, assert_token_kept, condition, generation, hook_yaml, label_secret_command, labelled_secret,
+        uid, wait_active, wait_condition, wait_not_ready, wait_token, write_delivery_status,
     },
     kubectl,
     kubectl::{apply_folder, apply_ok, describe, get_json, secret_data},
@@ -39,6 +39,29 @@ fn controller() -> &'static ControllerProcess {
         );
         process.wait_ready(Duration::from_secs(60));
         process
+    })
+}
+
+/// A new namespace with the hook `shop` applied and Ready (the shared
+/// controller started); returns the namespace.
+fn active_shop(test: &str) -> String {
+    controller();
+    let ns = namespace(test);
+    apply_hook(&ns, "shop");
+    wait_active(&ns, "shop", SOON);
+    ns
+}
+
+/// Waits until `kubectl describe owh shop` shows every one of `events`
+/// (Event reasons); returns the text.
+fn wait_described(ns: &str, events: &[&str]) -> String {
+    wait_for(&format!("{events:?} in kubectl describe"), SOON, || {
+        let text = describe(ns, "shop");
+        if events.iter().all(|event| text.contains(event)) {
+            Ok(text)
+        } else {
+            Err(text)
+        }
     })
 }
 
@@ -93,24 +116,14 @@ fn an_applied_hook_is_ready_within_5s_with_a_labelled_owned_secret_and_events() 
         "{table}"
     );
 
-    let text = wait_for("Events in kubectl describe", SOON, || {
-        let text = describe(&ns, "shop");
-        if text.contains(secret_ready::SECRET_GENERATED) && text.contains(accepted::ACCEPTED) {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    });
+    let text = wait_described(&ns, &[secret_ready::SECRET_GENERATED, accepted::ACCEPTED]);
     assert!(text.contains("Events:"), "{text}");
     assert!(!text.contains(token.as_str()), "token in describe:\n{text}");
 }
 
 #[test]
 fn the_token_survives_spec_edits_and_delete_and_reapply() {
-    controller();
-    let ns = namespace("token-stays");
-    apply_hook(&ns, "shop");
-    wait_active(&ns, "shop", SOON);
+    let ns = active_shop("token-stays");
     let token = wait_token(&ns, "shop", SOON);
 
     let edited = hook_yaml(
@@ -121,11 +134,7 @@ fn the_token_survives_spec_edits_and_delete_and_reapply() {
     apply_ok(&ns, &edited);
     let ready = wait_active(&ns, "shop", SOON);
     assert_eq!(ready.observed_generation, Some(2));
-    assert_eq!(
-        wait_token(&ns, "shop", SOON),
-        token,
-        "token changed after editing url and events"
-    );
+    assert_token_kept(&ns, "shop", &token, "token changed after editing url and events");
 
     let old_uid = uid(&ns, "shop");
     kubectl_ok(&["delete", "owh", "shop", "-n", &ns]);
@@ -135,11 +144,7 @@ fn the_token_survives_spec_edits_and_delete_and_reapply() {
     let new_uid = uid(&ns, "shop");
     assert_ne!(old_uid, new_uid);
     wait_active(&ns, "shop", SOON);
-    assert_eq!(
-        wait_token(&ns, "shop", SOON),
-        token,
-        "token changed after delete and re-apply"
-    );
+    assert_token_kept(&ns, "shop", &token, "token changed after delete and re-apply");
     let secret = get_json(&ns, "secret", "shop-webhook-secret").expect("Secret");
     let owners = secret["metadata"]["ownerReferences"]
         .as_array()
@@ -155,10 +160,7 @@ fn the_token_survives_spec_edits_and_delete_and_reapply() {
 
 #[test]
 fn enabled_false_is_disabled_by_spec_and_true_is_ready_again() {
-    controller();
-    let ns = namespace("enabled");
-    apply_hook(&ns, "shop");
-    wait_active(&ns, "shop", SOON);
+    let ns = active_shop("enabled");
     let off = hook_yaml("shop", "https://hooks.example.com/in", json!({"enabled": false}));
     apply_ok(&ns, &off);
     let c = wait_not_ready(&ns, "shop", ready::DISABLED_BY_SPEC, SOON);
@@ -167,14 +169,7 @@ fn enabled_false_is_disabled_by_spec_and_true_is_ready_again() {
     assert_eq!(hook["status"]["specDisabledGeneration"], 2);
     apply_hook(&ns, "shop");
     wait_active(&ns, "shop", SOON);
-    let text = wait_for("the DisabledBySpec Event", SOON, || {
-        let text = describe(&ns, "shop");
-        if text.contains(ready::DISABLED_BY_SPEC) {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    });
+    let text = wait_described(&ns, &[ready::DISABLED_BY_SPEC]);
     assert!(text.contains("Normal"), "{text}");
 }
 
@@ -346,44 +341,26 @@ fn hook_file(i: usize) -> (String, String) {
 }
 
 /// A dispatcher's turn-off record of the hook's current generation.
-fn disable_record(
-    ns: &str,
-    hook: &str,
-    reason: &str,
-    at: &str,
-    message: &str,
-    reenable_token: &str,
-) -> serde_json::Value {
-    json!({
-        "reason": reason,
-        "at": at,
-        "message": message,
-        "reenableToken": reenable_token,
-        "generation": generation(ns, hook),
-    })
+/// Writes `status.delivery` as a dispatcher turning `shop` off would: the
+/// turn-off `record` for its current generation, and the failure count when given.
+fn write_turn_off(ns: &str, mut record: serde_json::Value, failures: Option<i64>) {
+    record["generation"] = json!(generation(ns, "shop"));
+    let mut delivery = json!({"disabled": record});
+    if let Some(failures) = failures {
+        delivery["consecutiveFailures"] = json!(failures);
+    }
+    write_delivery_status(ns, "shop", delivery);
 }
 
 #[test]
 fn a_dispatcher_disable_record_turns_ready_off_until_reenabled_by_annotation_or_enabled_toggle() {
-    controller();
-    let ns = namespace("disabled");
-    apply_hook(&ns, "shop");
-    wait_active(&ns, "shop", SOON);
+    let ns = active_shop("disabled");
 
-    write_delivery_status(
+    write_turn_off(
         &ns,
-        "shop",
-        json!({
-            "consecutiveFailures": 10,
-            "disabled": disable_record(
-                &ns,
-                "shop",
-                ready::AUTO_DISABLED,
-                "2026-11-27T10:00:00Z",
-                "HTTP 500 Internal Server Error on 10 attempts",
-                "",
-            ),
-        }),
+        json!({"reason": ready::AUTO_DISABLED, "at": "2026-11-27T10:00:00Z", "reenableToken": "",
+               "message": "HTTP 500 Internal Server Error on 10 attempts"}),
+        Some(10),
     );
     let c = wait_not_ready(&ns, "shop", ready::AUTO_DISABLED, SOON);
     let command = format!("kubectl annotate owh/shop -n {ns} {REENABLE_ANNOTATION}=\"$(date +%s)\" --overwrite");
@@ -412,31 +389,13 @@ fn a_dispatcher_disable_record_turns_ready_off_until_reenabled_by_annotation_or_
         hook["status"]["delivery"]["consecutiveFailures"], 10,
         "the controller touched delivery"
     );
-    let text = wait_for("AutoDisabled and ReEnabled Events", SOON, || {
-        let text = describe(&ns, "shop");
-        if text.contains(ready::AUTO_DISABLED) && text.contains("ReEnabled") {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    });
+    let text = wait_described(&ns, &[ready::AUTO_DISABLED, "ReEnabled"]);
     assert!(text.contains("Warning"), "{text}");
 
     // A second record clears by enabled false, DisabledBySpec, then true.
-    write_delivery_status(
-        &ns,
-        "shop",
-        json!({
-            "disabled": disable_record(
-                &ns,
-                "shop",
-                ready::AUTO_DISABLED,
-                "2026-11-27T10:05:00Z",
-                "timeout after 10s",
-                "1700000000",
-            ),
-        }),
-    );
+    let record = json!({"reason": ready::AUTO_DISABLED, "at": "2026-11-27T10:05:00Z",
+                        "message": "timeout after 10s", "reenableToken": "1700000000"});
+    write_turn_off(&ns, record, None);
     wait_not_ready(&ns, "shop", ready::AUTO_DISABLED, SOON);
     apply_ok(
         &ns,
@@ -447,20 +406,9 @@ fn a_dispatcher_disable_record_turns_ready_off_until_reenabled_by_annotation_or_
     wait_active(&ns, "shop", SOON);
 
     // A Revoked record shows Revoked.
-    write_delivery_status(
-        &ns,
-        "shop",
-        json!({
-            "disabled": disable_record(
-                &ns,
-                "shop",
-                ready::REVOKED,
-                "2026-11-27T10:10:00Z",
-                "HTTP 410 Gone",
-                "1700000000",
-            ),
-        }),
-    );
+    let record = json!({"reason": ready::REVOKED, "at": "2026-11-27T10:10:00Z",
+                        "message": "HTTP 410 Gone", "reenableToken": "1700000000"});
+    write_turn_off(&ns, record, None);
     let c = wait_not_ready(&ns, "shop", ready::REVOKED, SOON);
     assert!(c.message.contains("410") && c.message.contains(&command), "{c:?}");
 }
@@ -564,9 +512,7 @@ fn a_same_named_secret_owned_by_nobody_is_left_untouched() {
 #[test]
 fn the_token_never_appears_in_logs_status_or_events() {
     let process = controller();
-    let ns = namespace("no-leak");
-    apply_hook(&ns, "shop");
-    wait_active(&ns, "shop", SOON);
+    let ns = active_shop("no-leak");
     let token = wait_token(&ns, "shop", SOON);
     let whsec = secret_data(&ns, "shop-webhook-secret").expect("data")[STANDARD_WEBHOOKS_KEY].clone();
     // Make the controller log and publish more about this hook.

@@ -11,7 +11,7 @@ use outbound_webhooks::conditions::{ACCEPTED, accepted};
 use serde_json::json;
 use support::{
     controller::{ControllerProcess, unique_lease},
-    hooks::{SOON, apply_hook, hook_yaml, wait_active, wait_condition, wait_token},
+    hooks::{SOON, apply_hook, assert_token_kept, hook_yaml, wait_active, wait_condition, wait_token},
     kubectl::{apply_folder, apply_ok, get_json, lease_holder},
     kubectl_ok, namespace, wait_for,
 };
@@ -27,6 +27,14 @@ fn ready_scoped(test: &str, extra: &[&str]) -> (String, String, ControllerProces
     let mut controller = scoped(test, &ns, &lease, extra);
     controller.wait_ready(Duration::from_secs(30));
     (ns, lease, controller)
+}
+
+/// Waits up to 10 s until `identity` holds the Lease.
+fn wait_for_holder(what: &str, lease: &str, identity: &str) {
+    wait_for(what, Duration::from_secs(10), || {
+        let holder = lease_holder(lease);
+        if holder == identity { Ok(()) } else { Err(holder) }
+    });
 }
 
 fn leader_gauge(process: &ControllerProcess) -> Option<String> {
@@ -79,11 +87,7 @@ fn the_token_survives_a_controller_restart() {
     apply_ok(&ns, &edited);
     let c = wait_active(&ns, "shop", SOON);
     assert_eq!(c.observed_generation, Some(2));
-    assert_eq!(
-        wait_token(&ns, "shop", SOON),
-        token,
-        "the token changed across a restart"
-    );
+    assert_token_kept(&ns, "shop", &token, "the token changed across a restart");
 }
 
 #[test]
@@ -117,10 +121,7 @@ fn two_controllers_elect_one_leader_and_hand_over_on_kill_and_on_sigterm() {
     // (3 s) plus the renew period, and new hooks still become Ready.
     a.signal("KILL");
     let killed = Instant::now();
-    wait_for("the follower to take the Lease", Duration::from_secs(10), || {
-        let holder = lease_holder(&lease);
-        if holder == b.identity { Ok(()) } else { Err(holder) }
-    });
+    wait_for_holder("the follower to take the Lease", &lease, &b.identity);
     let takeover = killed.elapsed();
     eprintln!("takeover after kill -9: {takeover:?}");
     // Lease duration 3 s + renew period 1 s, plus half a second for the API.
@@ -139,10 +140,7 @@ fn two_controllers_elect_one_leader_and_hand_over_on_kill_and_on_sigterm() {
     });
     b.signal("TERM");
     let terminated = Instant::now();
-    wait_for("the new follower to take the Lease", Duration::from_secs(10), || {
-        let holder = lease_holder(&lease);
-        if holder == c.identity { Ok(()) } else { Err(holder) }
-    });
+    wait_for_holder("the new follower to take the Lease", &lease, &c.identity);
     let handover = terminated.elapsed();
     eprintln!("handover after SIGTERM: {handover:?}");
     assert!(

@@ -175,10 +175,7 @@ fn only_ready_subscribed_hooks_of_the_org_receive_and_a_restart_delivers_what_wa
     test.publish_until_delivered(
         "the edited hook to be accepted in the cache",
         &edited_new,
-        &json!({}),
         Duration::from_millis(500),
-        1,
-        Duration::from_secs(30),
     );
 }
 

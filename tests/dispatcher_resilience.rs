@@ -227,7 +227,7 @@ fn dispatchers_recover_from_a_redis_restart_with_aof_and_from_a_flush() {
 
     // A flush loses the consumer group; the dispatcher recreates it.
     let _: () = redis::cmd("FLUSHALL").query(&mut test.redis()).unwrap();
-    test.publish_until_delivered(
+    test.publish_until(
         "delivery after FLUSHALL",
         &receiver,
         &json!({"after": "flush"}),

@@ -3,13 +3,7 @@
 
 mod support;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use outbound_webhooks::{conditions::ready, dispatcher, resource::REENABLE_ANNOTATION};
 use serde_json::{Value, json};
@@ -26,8 +20,7 @@ use support::{
 fn a_failing_endpoint_gets_n_spaced_attempts_then_the_hook_is_turned_off_and_can_be_re_enabled_and_replayed() {
     let test = DeliveryTest::new("always-500");
     let (ns, prefix, url) = (&test.ns, &test.prefix, &test.redis_url);
-    let healthy = Arc::new(AtomicBool::new(false));
-    let receiver = Receiver::healthy_while(&healthy);
+    let (receiver, healthy) = Receiver::switchable(false);
     let hook = test.hook("flaky", &receiver.url("/"), json!({}));
     let schedule = [400u64, 800, 1200];
     let d = test.dispatcher(&["--retry-schedule", "400ms,800ms,1200ms"]);
@@ -89,10 +82,7 @@ fn a_failing_endpoint_gets_n_spaced_attempts_then_the_hook_is_turned_off_and_can
     test.publish_until_delivered(
         "events to flow after re-enabling",
         &receiver,
-        &json!({"n": 3}),
         Duration::from_millis(700),
-        1,
-        Duration::from_secs(30),
     );
 
     // Replaying the hook's dead letters delivers the first event.
@@ -257,8 +247,7 @@ fn retry_after_on_429_delays_the_next_attempt() {
 fn disabling_and_enabling_the_spec_turns_an_auto_disabled_hook_back_on() {
     let test = DeliveryTest::new("spec-toggle");
     let ns = &test.ns;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let receiver = Receiver::healthy_while(&healthy);
+    let (receiver, healthy) = Receiver::switchable(false);
     let hook = test.hook("toggle", &receiver.url("/"), json!({}));
     let d = test.dispatcher(&["--retry-schedule", "100ms"]);
     test.publish(&json!({}));
@@ -287,10 +276,7 @@ fn disabling_and_enabling_the_spec_turns_an_auto_disabled_hook_back_on() {
     test.publish_until_delivered(
         "events to flow after the spec toggle",
         &receiver,
-        &json!({}),
         Duration::from_millis(700),
-        1,
-        Duration::from_secs(30),
     );
     // The histogram and every other metric carry no per-hook label.
     let (_, metrics) = d.ops_get("/metrics").unwrap();

@@ -6,13 +6,7 @@
 
 mod support;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use outbound_webhooks::{conditions::ready, controller::secret::TOKEN_KEY, resource::REENABLE_ANNOTATION};
 use serde_json::json;
@@ -31,8 +25,7 @@ use support::{
 fn a_failing_hook_is_shown_auto_disabled_by_kubectl_and_comes_back_by_annotation_and_replay() {
     let test = DeliveryTest::new("system");
     let (ns, prefix, redis) = (&test.ns, &test.prefix, &test.redis_url);
-    let healthy = Arc::new(AtomicBool::new(false));
-    let receiver = Receiver::healthy_while(&healthy);
+    let (receiver, healthy) = Receiver::switchable(false);
 
     let _controller = ControllerProcess::start(
         &format!("system-{}", unique_suffix()),

@@ -95,11 +95,23 @@ impl DeliveryTest {
         dispatcher::dead_letters(&self.redis_url, &self.prefix, hook)
     }
 
+    /// Publishes `{}` events, `pause` apart, until one reaches `receiver`
+    /// (within 30 s): for changes the dispatcher's caches take a moment to see.
+    pub fn publish_until_delivered(&self, what: &str, receiver: &Receiver, pause: Duration) {
+        self.publish_until(
+            what,
+            receiver,
+            &Value::Object(Default::default()),
+            pause,
+            1,
+            Duration::from_secs(30),
+        );
+    }
+
     /// Publishes `data` again and again, `pause` apart, until one of them
     /// reaches `receiver` in `requests` requests (2 when the first attempt
-    /// fails by design): for changes the dispatcher's caches take a moment
-    /// to see. Fails after `timeout`.
-    pub fn publish_until_delivered(
+    /// fails by design). Fails after `timeout`.
+    pub fn publish_until(
         &self,
         what: &str,
         receiver: &Receiver,

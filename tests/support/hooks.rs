@@ -305,6 +305,11 @@ pub fn wait_token(namespace: &str, hook: &str, timeout: Duration) -> String {
     })
 }
 
+/// Fails unless the hook's generated Secret (waited for) holds `token`.
+pub fn assert_token_kept(namespace: &str, hook: &str, token: &str, message: &str) {
+    assert_eq!(wait_token(namespace, hook, SOON), token, "{message}");
+}
+
 /// One hook's Accepted verdict in a namespace listing.
 #[derive(Clone, Debug)]
 pub struct Verdict {

@@ -165,10 +165,13 @@ impl Receiver {
 }
 
 impl Receiver {
-    /// A receiver answering 200 while `healthy` is set, 500 otherwise.
-    pub fn healthy_while(healthy: &Arc<AtomicBool>) -> Receiver {
-        let healthy = healthy.clone();
-        Receiver::start(move |_, _| Reply::Status(if healthy.load(Ordering::SeqCst) { 200 } else { 500 }))
+    /// A receiver answering 200 while the returned switch is on, 500
+    /// while it is off; it starts `healthy` or not.
+    pub fn switchable(healthy: bool) -> (Receiver, Arc<AtomicBool>) {
+        let switch = Arc::new(AtomicBool::new(healthy));
+        let on = switch.clone();
+        let receiver = Receiver::start(move |_, _| Reply::Status(if on.load(Ordering::SeqCst) { 200 } else { 500 }));
+        (receiver, switch)
     }
 
     /// A receiver that waits `delay` before answering 200 (a slow endpoint).
