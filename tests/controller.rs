@@ -12,7 +12,7 @@ use std::{
 
 use base64::Engine as _;
 use outbound_webhooks::{
-    conditions::{ACCEPTED, SECRET_READY, accepted, ready, secret_ready},
+    conditions::{ACCEPTED, READY, SECRET_READY, accepted, ready, secret_ready},
     controller::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
     resource::{MAX_WEBHOOKS_ANNOTATION, REENABLE_ANNOTATION, WEBHOOK_SECRET_LABEL},
 };
@@ -20,8 +20,8 @@ use serde_json::json;
 use support::{
     controller::ControllerProcess,
     hooks::{
-        SOON, apply_hook, assert_token_kept, condition, generation, hook_yaml, label_secret_command, labelled_secret,
-        uid, wait_active, wait_condition, wait_not_ready, wait_token, write_delivery_status,
+        SOON, apply_hook, assert_token_kept, condition, generated_secret, generation, hook_yaml, label_secret_command,
+        labelled_secret, uid, wait_active, wait_condition, wait_not_ready, wait_token, write_delivery_status,
     },
     kubectl,
     kubectl::{apply_folder, apply_ok, describe, get_json, secret_data},
@@ -71,7 +71,14 @@ fn an_applied_hook_is_ready_within_5s_with_a_labelled_owned_secret_and_events() 
     let ns = namespace("ready");
     apply_hook(&ns, "shop");
     let started = Instant::now();
-    let out = kubectl(&["wait", "--for=condition=Ready", "owh/shop", "-n", &ns, "--timeout=5s"]);
+    let out = kubectl(&[
+        "wait",
+        &format!("--for=condition={READY}"),
+        "owh/shop",
+        "-n",
+        &ns,
+        "--timeout=5s",
+    ]);
     assert!(
         out.success,
         "kubectl wait failed after {:?}: {}{}",
@@ -247,7 +254,7 @@ fn the_per_namespace_limit_is_sticky_admits_the_oldest_waiting_and_follows_the_a
         assert!(c.message.contains("allows 5") && c.message.contains("has 5"), "{c:?}");
         wait_not_ready(&ns, name, ready::NOT_ACCEPTED, SOON);
         assert!(
-            secret_data(&ns, &format!("{name}-webhook-secret")).is_none(),
+            generated_secret(&ns, name).is_none(),
             "{name} is waiting but got a Secret"
         );
     }
@@ -300,7 +307,7 @@ fn the_per_namespace_limit_is_sticky_admits_the_oldest_waiting_and_follows_the_a
     let c = wait_condition(&ns, dropped, ACCEPTED, "False", accepted::ORG_LIMIT_EXCEEDED, SOON);
     assert!(c.message.contains("allows 2"), "{c:?}");
     // Its Secret is kept.
-    assert!(secret_data(&ns, &format!("{dropped}-webhook-secret")).is_some());
+    assert!(generated_secret(&ns, dropped).is_some());
     wait_accepted(&other, &["neighbour-1".to_string(), "neighbour-2".to_string()], SOON);
 
     // An invalid annotation: the default applies, and the message says why.
