@@ -82,21 +82,3 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Res
         }
     }
 }
-
-/// Polls `value` until `accept` holds for it; returns it, or fails after
-/// `timeout` quoting the last value.
-pub fn wait_until<T: std::fmt::Debug>(
-    what: &str,
-    timeout: Duration,
-    mut value: impl FnMut() -> T,
-    accept: impl Fn(&T) -> bool,
-) -> T {
-    wait_for(what, timeout, || {
-        let value = value();
-        if accept(&value) {
-            Ok(value)
-        } else {
-            Err(format!("{value:?}"))
-        }
-    })
-}
