@@ -5,16 +5,10 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{apply_yaml, kubectl, kubectl_ok, namespace};
+use support::{apply_yaml, hooks::hook_with_spec, kubectl, kubectl_ok, namespace};
 
 fn hook(name: &str, spec: Value) -> String {
-    json!({
-        "apiVersion": "outboundwebhooks.io/v1alpha1",
-        "kind": "OutboundWebhook",
-        "metadata": {"name": name},
-        "spec": spec,
-    })
-    .to_string()
+    hook_with_spec(name, spec).to_string()
 }
 
 fn valid_spec() -> Value {

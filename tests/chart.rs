@@ -5,24 +5,32 @@
 //! roles are aggregated into), and the real controller and dispatcher do
 //! their whole job with nothing but the chart's ServiceAccount identities.
 
-mod controller_process;
-mod harness;
 mod support;
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::Ordering,
     time::Duration,
 };
 
-use controller_process::{ControllerProcess, condition, hook_yaml, secret_data, wait_condition};
-use harness::{Dispatcher, Receiver, Reply, args, publish};
+use outbound_webhooks::{
+    conditions::{self, ready},
+    controller::secret::TOKEN_KEY,
+};
 use serde_json::json;
-use support::{apply_yaml, kubectl, kubectl_ok, kubectl_with_input, namespace, redis_prefix, unique_suffix, wait_for};
+use support::{
+    controller::ControllerProcess,
+    delivery_test::DeliveryTest,
+    dispatcher::Dispatcher,
+    hooks::{condition, generated_secret, hook_yaml, wait_not_ready},
+    kubectl,
+    kubectl::{apply_ok, lease_holder_in},
+    kubectl_ok, kubectl_with_input, namespace,
+    process::tail,
+    receiver::Receiver,
+    unique_suffix, wait_for,
+};
 
 const CHART: &str = "charts/outbound-webhooks";
 const ALL_OPTIONS: &str = "tests/fixtures/chart-all-options.yaml";
@@ -75,11 +83,9 @@ fn helm_lint_is_clean_with_defaults_and_with_every_option() {
 
 #[test]
 fn the_chart_copy_of_the_crd_is_the_generated_one() {
-    let generated = outbound_webhooks::crd_yaml::crd_yaml().expect("rendering the CRD");
-    let in_chart = support::read_repo_file("charts/outbound-webhooks/files/outboundwebhooks.io_outboundwebhooks.yaml");
-    assert!(
-        generated == in_chart,
-        "charts/outbound-webhooks/files/ has a stale CRD: copy crds/outboundwebhooks.io_outboundwebhooks.yaml there"
+    support::assert_is_the_generated_crd(
+        "charts/outbound-webhooks/files/outboundwebhooks.io_outboundwebhooks.yaml",
+        "copy crds/outboundwebhooks.io_outboundwebhooks.yaml there",
     );
 }
 
@@ -459,9 +465,9 @@ fn kubeconfig_as(dir: &Path, name: &str, user: &str) -> PathBuf {
 
 #[test]
 fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
-    const CREATE: &str = "kustomer.conversation.create";
     let system = namespace("chart-sa-system");
-    let tenant = namespace("chart-sa-tenant");
+    let test = DeliveryTest::new("chart-sa-tenant");
+    let tenant = &test.ns;
     let release = format!("sa{}", unique_suffix());
     let fullname = helm_install(&release, &system);
     // The identities and Lease the installed Deployments run with, which
@@ -499,33 +505,27 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
         .expect("running kubectl auth whoami");
     assert_eq!(String::from_utf8_lossy(&whoami.stdout), controller_sa);
 
-    let healthy = Arc::new(AtomicBool::new(true));
-    let receiver = {
-        let healthy = healthy.clone();
-        Receiver::start(move |_, _| Reply::Status(if healthy.load(Ordering::SeqCst) { 200 } else { 500 }))
-    };
+    let (receiver, healthy) = Receiver::switchable(true);
 
     // The controller as in the chart's Deployment: its Lease in the release
     // namespace, named after the release.
     let identity = format!("chart-sa-{}", unique_suffix());
-    let controller = ControllerProcess::start_as(
+    let mut controller = ControllerProcess::start_as(
         &identity,
         &controller_kubeconfig,
         &system,
-        &["--allow-http", "--watch-namespace", &tenant, "--lease-name", &lease],
+        &["--allow-http", "--watch-namespace", tenant, "--lease-name", &lease],
     );
     // The shared manifest subscribes to CREATE.
-    let hook_yaml = hook_yaml("crm", &receiver.url("/hook"), json!({}));
-    let out = apply_yaml(&tenant, &hook_yaml);
-    assert!(out.success, "{}", out.stderr);
+    apply_ok(tenant, &hook_yaml("crm", &receiver.url("/hook"), json!({})));
 
     // Ready: it read the hook, the Namespace and Secrets, generated the
     // Secret, wrote status, recorded Events, and leads on its Lease. A
     // refusal fails at once, naming what was refused.
     wait_for("crm Ready=True/Active", Duration::from_secs(60), || {
         refuse_forbidden("controller", &controller.logs());
-        match condition(&tenant, "crm", "Ready") {
-            Some(c) if c.status == "True" && c.reason == "Active" => Ok(()),
+        match condition(tenant, "crm", conditions::READY) {
+            Some(c) if c.status == "True" && c.reason == ready::ACTIVE => Ok(()),
             other => Err(format!(
                 "{other:?}; controller log tail:\n{}",
                 tail(&controller.logs(), 10)
@@ -533,20 +533,12 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
         }
     });
     controller.wait_ready(Duration::from_secs(30));
-    let secret = secret_data(&tenant, "crm-webhook-secret").expect("the controller generated the Secret");
-    let token = secret.get("token").cloned().expect("the Secret has a token");
-    let holder = kubectl_ok(&[
-        "get",
-        "lease",
-        &lease,
-        "-n",
-        &system,
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
+    let secret = generated_secret(tenant, "crm").expect("the controller generated the Secret");
+    let token = secret.get(TOKEN_KEY).cloned().expect("the Secret has a token");
+    let holder = lease_holder_in(&system, &lease);
     assert_eq!(holder, identity, "the controller holds the chart's Lease");
     wait_for("the controller's Events", Duration::from_secs(20), || {
-        let events = kubectl_ok(&["get", "events.events.k8s.io", "-n", &tenant, "-o", "json"]);
+        let events = kubectl_ok(&["get", "events.events.k8s.io", "-n", tenant, "-o", "json"]);
         if events.contains("SecretGenerated") {
             Ok(())
         } else {
@@ -555,16 +547,14 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
     });
 
     // The dispatcher delivers, signed with the generated token.
-    let redis = &support::env().redis_url;
-    let prefix = redis_prefix("chart-sa");
     let dispatcher = Dispatcher::start_with_env(
-        args(redis, &prefix, "chart-sa", &["--retry-schedule", "200ms,200ms"]),
+        test.args("chart-sa", &["--retry-schedule", "200ms,200ms"]),
         vec![(
             "KUBECONFIG".into(),
             dispatcher_kubeconfig.to_string_lossy().into_owned(),
         )],
     );
-    let first = publish(redis, &prefix, &tenant, CREATE, &json!({"n": 1}));
+    let first = test.publish(&json!({"n": 1}));
     let delivered = receiver.wait_for_event(&first, 1, Duration::from_secs(30));
     assert_eq!(
         delivered[0].header("x-kustomer-webhook-signature"),
@@ -575,29 +565,21 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
     // Failures: the dispatcher writes status.delivery, the controller turns
     // that into AutoDisabled.
     healthy.store(false, Ordering::SeqCst);
-    let second = publish(redis, &prefix, &tenant, CREATE, &json!({"n": 2}));
+    let second = test.publish(&json!({"n": 2}));
     receiver.wait_for_event(&second, 1, Duration::from_secs(30));
     wait_for(
         "the dispatcher's status.delivery write",
         Duration::from_secs(30),
         || {
             refuse_forbidden("dispatcher", &dispatcher.log());
-            let hook = kubectl_ok(&["get", "owh", "crm", "-n", &tenant, "-o", "json"]);
-            let hook: serde_json::Value = serde_json::from_str(&hook).expect("kubectl printed JSON");
+            let hook = support::kubectl::get_json(tenant, "owh", "crm").expect("the hook exists");
             match hook["status"]["delivery"]["consecutiveFailures"].as_i64() {
                 Some(n) if n >= 1 => Ok(()),
                 _ => Err(hook["status"].to_string()),
             }
         },
     );
-    wait_condition(
-        &tenant,
-        "crm",
-        "Ready",
-        "False",
-        "AutoDisabled",
-        Duration::from_secs(30),
-    );
+    wait_not_ready(tenant, "crm", ready::AUTO_DISABLED, Duration::from_secs(30));
 
     refuse_forbidden("controller", &controller.logs());
     refuse_forbidden("dispatcher", &dispatcher.log());
@@ -611,9 +593,4 @@ fn refuse_forbidden(who: &str, log: &str) {
         "the {who} was refused something with the chart's RBAC:\n{}",
         refused.join("\n")
     );
-}
-
-fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -3,7 +3,6 @@
 //! binary; tests that need other flags or restart controllers live in
 //! `controller_processes.rs`, which has its own API server.
 
-mod controller_process;
 mod support;
 
 use std::{
@@ -12,20 +11,29 @@ use std::{
 };
 
 use base64::Engine as _;
-use controller_process::{
-    ControllerProcess, apply_hook, condition, get_json, hook_yaml, secret_data, uid, wait_condition, wait_token,
+use outbound_webhooks::{
+    conditions::{ACCEPTED, READY, SECRET_READY, accepted, ready, secret_ready},
+    controller::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
+    resource::{MAX_WEBHOOKS_ANNOTATION, REENABLE_ANNOTATION, WEBHOOK_SECRET_LABEL},
 };
 use serde_json::json;
-use support::{apply_yaml, kubectl, kubectl_ok, namespace, wait_for};
-
-const SOON: Duration = Duration::from_secs(15);
+use support::{
+    controller::ControllerProcess,
+    hooks::{
+        SOON, apply_hook, assert_token_kept, condition, generated_secret, generation, hook_yaml, label_secret_command,
+        labelled_secret, uid, wait_active, wait_condition, wait_not_ready, wait_token, write_delivery_status,
+    },
+    kubectl,
+    kubectl::{apply_folder, apply_ok, describe, get_json, secret_data},
+    kubectl_ok, namespace, wait_for,
+};
 
 /// The controller shared by every test here; it exits with the test binary
 /// (its stdin closes).
 fn controller() -> &'static ControllerProcess {
     static SHARED: OnceLock<ControllerProcess> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let process = ControllerProcess::start(
+        let mut process = ControllerProcess::start(
             &format!("shared-{}", support::unique_suffix()),
             &["--lease-name", "shared-controller", "--lease-duration", "5s"],
         );
@@ -34,8 +42,27 @@ fn controller() -> &'static ControllerProcess {
     })
 }
 
-fn describe(namespace: &str, hook: &str) -> String {
-    kubectl_ok(&["describe", "owh", hook, "-n", namespace])
+/// A new namespace with the hook `shop` applied and Ready (the shared
+/// controller started); returns the namespace.
+fn active_shop(test: &str) -> String {
+    controller();
+    let ns = namespace(test);
+    apply_hook(&ns, "shop");
+    wait_active(&ns, "shop", SOON);
+    ns
+}
+
+/// Waits until `kubectl describe owh shop` shows every one of `events`
+/// (Event reasons); returns the text.
+fn wait_described(ns: &str, events: &[&str]) -> String {
+    wait_for(&format!("{events:?} in kubectl describe"), SOON, || {
+        let text = describe(ns, "shop");
+        if events.iter().all(|event| text.contains(event)) {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
 }
 
 #[test]
@@ -44,7 +71,14 @@ fn an_applied_hook_is_ready_within_5s_with_a_labelled_owned_secret_and_events() 
     let ns = namespace("ready");
     apply_hook(&ns, "shop");
     let started = Instant::now();
-    let out = kubectl(&["wait", "--for=condition=Ready", "owh/shop", "-n", &ns, "--timeout=5s"]);
+    let out = kubectl(&[
+        "wait",
+        &format!("--for=condition={READY}"),
+        "owh/shop",
+        "-n",
+        &ns,
+        "--timeout=5s",
+    ]);
     assert!(
         out.success,
         "kubectl wait failed after {:?}: {}{}",
@@ -54,10 +88,7 @@ fn an_applied_hook_is_ready_within_5s_with_a_labelled_owned_secret_and_events() 
     );
 
     let secret = get_json(&ns, "secret", "shop-webhook-secret").expect("the generated Secret exists");
-    assert_eq!(
-        secret["metadata"]["labels"]["outboundwebhooks.io/webhook-secret"],
-        "true"
-    );
+    assert_eq!(secret["metadata"]["labels"][WEBHOOK_SECRET_LABEL], "true");
     let owners = secret["metadata"]["ownerReferences"]
         .as_array()
         .expect("owner references");
@@ -67,14 +98,14 @@ fn an_applied_hook_is_ready_within_5s_with_a_labelled_owned_secret_and_events() 
     assert_eq!(owners[0]["controller"], true);
     assert_eq!(owners[0]["uid"].as_str(), Some(uid(&ns, "shop").as_str()));
     let data = secret_data(&ns, "shop-webhook-secret").expect("data");
-    let token = &data["token"];
+    let token = &data[TOKEN_KEY];
     assert_eq!(token.len(), 64, "token length");
     assert!(
         token.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')),
         "lowercase hex"
     );
     assert_eq!(
-        data["standard-webhooks-secret"],
+        data[STANDARD_WEBHOOKS_KEY],
         format!(
             "whsec_{}",
             base64::engine::general_purpose::STANDARD.encode(token.as_bytes())
@@ -88,28 +119,18 @@ fn an_applied_hook_is_ready_within_5s_with_a_labelled_owned_secret_and_events() 
     let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
     assert_eq!(
         row[..4],
-        ["shop", "https://hooks.example.com/in", "True", "Active"],
+        ["shop", "https://hooks.example.com/in", "True", ready::ACTIVE],
         "{table}"
     );
 
-    let text = wait_for("Events in kubectl describe", SOON, || {
-        let text = describe(&ns, "shop");
-        if text.contains("SecretGenerated") && text.contains("Accepted") {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    });
+    let text = wait_described(&ns, &[secret_ready::SECRET_GENERATED, accepted::ACCEPTED]);
     assert!(text.contains("Events:"), "{text}");
     assert!(!text.contains(token.as_str()), "token in describe:\n{text}");
 }
 
 #[test]
 fn the_token_survives_spec_edits_and_delete_and_reapply() {
-    controller();
-    let ns = namespace("token-stays");
-    apply_hook(&ns, "shop");
-    wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
+    let ns = active_shop("token-stays");
     let token = wait_token(&ns, "shop", SOON);
 
     let edited = hook_yaml(
@@ -117,14 +138,10 @@ fn the_token_survives_spec_edits_and_delete_and_reapply() {
         "https://other.example.com/new",
         json!({"events": ["kustomer.customer.create", "kustomer.user.update"]}),
     );
-    assert!(apply_yaml(&ns, &edited).success);
-    let ready = wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
+    apply_ok(&ns, &edited);
+    let ready = wait_active(&ns, "shop", SOON);
     assert_eq!(ready.observed_generation, Some(2));
-    assert_eq!(
-        wait_token(&ns, "shop", SOON),
-        token,
-        "token changed after editing url and events"
-    );
+    assert_token_kept(&ns, "shop", &token, "token changed after editing url and events");
 
     let old_uid = uid(&ns, "shop");
     kubectl_ok(&["delete", "owh", "shop", "-n", &ns]);
@@ -133,12 +150,8 @@ fn the_token_survives_spec_edits_and_delete_and_reapply() {
     apply_hook(&ns, "shop");
     let new_uid = uid(&ns, "shop");
     assert_ne!(old_uid, new_uid);
-    wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
-    assert_eq!(
-        wait_token(&ns, "shop", SOON),
-        token,
-        "token changed after delete and re-apply"
-    );
+    wait_active(&ns, "shop", SOON);
+    assert_token_kept(&ns, "shop", &token, "token changed after delete and re-apply");
     let secret = get_json(&ns, "secret", "shop-webhook-secret").expect("Secret");
     let owners = secret["metadata"]["ownerReferences"]
         .as_array()
@@ -154,26 +167,16 @@ fn the_token_survives_spec_edits_and_delete_and_reapply() {
 
 #[test]
 fn enabled_false_is_disabled_by_spec_and_true_is_ready_again() {
-    controller();
-    let ns = namespace("enabled");
-    apply_hook(&ns, "shop");
-    wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
+    let ns = active_shop("enabled");
     let off = hook_yaml("shop", "https://hooks.example.com/in", json!({"enabled": false}));
-    assert!(apply_yaml(&ns, &off).success);
-    let c = wait_condition(&ns, "shop", "Ready", "False", "DisabledBySpec", SOON);
+    apply_ok(&ns, &off);
+    let c = wait_not_ready(&ns, "shop", ready::DISABLED_BY_SPEC, SOON);
     assert!(c.message.contains("spec.enabled is false"), "{c:?}");
     let hook = get_json(&ns, "owh", "shop").expect("hook");
     assert_eq!(hook["status"]["specDisabledGeneration"], 2);
     apply_hook(&ns, "shop");
-    wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
-    let text = wait_for("the DisabledBySpec Event", SOON, || {
-        let text = describe(&ns, "shop");
-        if text.contains("DisabledBySpec") {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    });
+    wait_active(&ns, "shop", SOON);
+    let text = wait_described(&ns, &[ready::DISABLED_BY_SPEC]);
     assert!(text.contains("Normal"), "{text}");
 }
 
@@ -181,10 +184,10 @@ fn enabled_false_is_disabled_by_spec_and_true_is_ready_again() {
 fn an_http_destination_is_not_accepted_without_allow_http() {
     controller();
     let ns = namespace("insecure");
-    assert!(apply_yaml(&ns, &hook_yaml("plain", "http://hooks.example.com/in", json!({}))).success);
-    let c = wait_condition(&ns, "plain", "Accepted", "False", "InsecureURL", SOON);
+    apply_ok(&ns, &hook_yaml("plain", "http://hooks.example.com/in", json!({})));
+    let c = wait_condition(&ns, "plain", ACCEPTED, "False", accepted::INSECURE_URL, SOON);
     assert!(c.message.contains("http://"), "{c:?}");
-    wait_condition(&ns, "plain", "Ready", "False", "NotAccepted", SOON);
+    wait_not_ready(&ns, "plain", ready::NOT_ACCEPTED, SOON);
     assert!(
         secret_data(&ns, "plain-webhook-secret").is_none(),
         "no Secret for a refused hook"
@@ -194,11 +197,11 @@ fn an_http_destination_is_not_accepted_without_allow_http() {
 /// Names of the hooks whose Accepted condition is True (every hook must
 /// have a current Accepted condition, else Err).
 fn accepted_names(ns: &str) -> Result<Vec<String>, String> {
-    let all = controller_process::accepted_conditions(ns);
+    let all = support::hooks::accepted_conditions(ns);
     let mut accepted = Vec::new();
-    for (name, (_, c, current)) in &all {
-        match c {
-            Some(c) if *current => {
+    for (name, verdict) in &all {
+        match &verdict.accepted {
+            Some(c) if verdict.current => {
                 if c.status == "True" {
                     accepted.push(name.clone());
                 }
@@ -225,9 +228,9 @@ fn wait_accepted(ns: &str, expected: &[String], timeout: Duration) {
 
 /// Hook names ordered as the limit orders them: creation time, then name.
 fn by_age(ns: &str) -> Vec<String> {
-    let mut hooks: Vec<(String, String)> = controller_process::accepted_conditions(ns)
+    let mut hooks: Vec<(String, String)> = support::hooks::accepted_conditions(ns)
         .into_iter()
-        .map(|(name, (created, _, _))| (created, name))
+        .map(|(name, verdict)| (verdict.created, name))
         .collect();
     hooks.sort();
     hooks.into_iter().map(|(_, name)| name).collect()
@@ -238,16 +241,7 @@ fn the_per_namespace_limit_is_sticky_admits_the_oldest_waiting_and_follows_the_a
     controller();
     let ns = namespace("limit");
     let other = namespace("limit-other");
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    for i in 1..=7 {
-        std::fs::write(
-            dir.path().join(format!("hook-{i}.yaml")),
-            hook_yaml(&format!("hook-{i}"), "https://hooks.example.com/in", json!({})),
-        )
-        .expect("writing a manifest");
-    }
-    let dir_path = dir.path().to_str().expect("utf-8 path");
-    kubectl_ok(&["apply", "-n", &ns, "-f", dir_path]);
+    apply_folder(&ns, (1..=7).map(hook_file));
     apply_hook(&other, "neighbour-1");
     apply_hook(&other, "neighbour-2");
 
@@ -256,48 +250,48 @@ fn the_per_namespace_limit_is_sticky_admits_the_oldest_waiting_and_follows_the_a
     let (first_five, last_two) = ordered.split_at(5);
     wait_accepted(&ns, first_five, SOON);
     for name in last_two {
-        let c = wait_condition(&ns, name, "Accepted", "False", "OrgLimitExceeded", SOON);
+        let c = wait_condition(&ns, name, ACCEPTED, "False", accepted::ORG_LIMIT_EXCEEDED, SOON);
         assert!(c.message.contains("allows 5") && c.message.contains("has 5"), "{c:?}");
-        wait_condition(&ns, name, "Ready", "False", "NotAccepted", SOON);
+        wait_not_ready(&ns, name, ready::NOT_ACCEPTED, SOON);
         assert!(
-            secret_data(&ns, &format!("{name}-webhook-secret")).is_none(),
+            generated_secret(&ns, name).is_none(),
             "{name} is waiting but got a Secret"
         );
     }
     for name in first_five {
-        wait_condition(&ns, name, "Ready", "True", "Active", SOON);
+        wait_active(&ns, name, SOON);
     }
-    wait_condition(&other, "neighbour-1", "Ready", "True", "Active", SOON);
-    wait_condition(&other, "neighbour-2", "Ready", "True", "Active", SOON);
+    wait_active(&other, "neighbour-1", SOON);
+    wait_active(&other, "neighbour-2", SOON);
 
     // Over 20 s, no accepted hook ever flips.
-    let baseline = controller_process::accepted_conditions(&ns);
+    let baseline = support::hooks::accepted_conditions(&ns);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut observations = 0;
     while Instant::now() < deadline {
-        let now = controller_process::accepted_conditions(&ns);
-        for (name, (_, c, _)) in &now {
-            let before = &baseline[name].1;
-            assert_eq!(c, before, "{name} changed while nothing happened");
+        let now = support::hooks::accepted_conditions(&ns);
+        for (name, verdict) in &now {
+            let before = &baseline[name].accepted;
+            assert_eq!(&verdict.accepted, before, "{name} changed while nothing happened");
         }
         observations += 1;
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(observations >= 20, "only {observations} observations");
     let text = kubectl_ok(&["describe", "owh", &last_two[0], "-n", &ns]);
-    assert!(text.contains("OrgLimitExceeded"), "{text}");
+    assert!(text.contains(accepted::ORG_LIMIT_EXCEEDED), "{text}");
 
     // Deleting an accepted hook admits the oldest waiting one, which gets its Secret.
     kubectl_ok(&["delete", "owh", &first_five[1], "-n", &ns]);
     let mut now_accepted: Vec<String> = first_five.iter().filter(|n| **n != first_five[1]).cloned().collect();
     now_accepted.push(last_two[0].clone());
     wait_accepted(&ns, &now_accepted, SOON);
-    wait_condition(&ns, &last_two[0], "Ready", "True", "Active", SOON);
+    wait_active(&ns, &last_two[0], SOON);
     wait_token(&ns, &last_two[0], SOON);
-    wait_condition(&ns, &last_two[1], "Accepted", "False", "OrgLimitExceeded", SOON);
+    wait_condition(&ns, &last_two[1], ACCEPTED, "False", accepted::ORG_LIMIT_EXCEEDED, SOON);
 
     // The Namespace annotation set to 2 leaves exactly the two oldest accepted.
-    kubectl_ok(&["annotate", "namespace", &ns, "outboundwebhooks.io/max-webhooks=2"]);
+    kubectl_ok(&["annotate", "namespace", &ns, &format!("{MAX_WEBHOOKS_ANNOTATION}=2")]);
     let remaining = by_age(&ns);
     let oldest_two: Vec<String> = remaining
         .iter()
@@ -310,10 +304,10 @@ fn the_per_namespace_limit_is_sticky_admits_the_oldest_waiting_and_follows_the_a
         .iter()
         .find(|n| !oldest_two.contains(n))
         .expect("a dropped hook");
-    let c = wait_condition(&ns, dropped, "Accepted", "False", "OrgLimitExceeded", SOON);
+    let c = wait_condition(&ns, dropped, ACCEPTED, "False", accepted::ORG_LIMIT_EXCEEDED, SOON);
     assert!(c.message.contains("allows 2"), "{c:?}");
     // Its Secret is kept.
-    assert!(secret_data(&ns, &format!("{dropped}-webhook-secret")).is_some());
+    assert!(generated_secret(&ns, dropped).is_some());
     wait_accepted(&other, &["neighbour-1".to_string(), "neighbour-2".to_string()], SOON);
 
     // An invalid annotation: the default applies, and the message says why.
@@ -321,12 +315,12 @@ fn the_per_namespace_limit_is_sticky_admits_the_oldest_waiting_and_follows_the_a
         "annotate",
         "namespace",
         &ns,
-        "outboundwebhooks.io/max-webhooks=lots",
+        &format!("{MAX_WEBHOOKS_ANNOTATION}=lots"),
         "--overwrite",
     ]);
     let first = &oldest_two[0];
     let c = wait_for("the invalid-annotation message", SOON, || {
-        match condition(&ns, first, "Accepted") {
+        match condition(&ns, first, ACCEPTED) {
             Some(c) if c.message.contains("not a whole number") => Ok(c),
             other => Err(format!("{other:?}")),
         }
@@ -334,7 +328,7 @@ fn the_per_namespace_limit_is_sticky_admits_the_oldest_waiting_and_follows_the_a
     assert!(c.message.contains("default limit of 5"), "{c:?}");
 
     // Removing the annotation admits the waiting ones again (six hooks, five slots).
-    kubectl_ok(&["annotate", "namespace", &ns, "outboundwebhooks.io/max-webhooks-"]);
+    kubectl_ok(&["annotate", "namespace", &ns, &format!("{MAX_WEBHOOKS_ANNOTATION}-")]);
     wait_for("five accepted again", SOON, || {
         let accepted = accepted_names(&ns)?;
         if accepted.len() == 5 {
@@ -345,64 +339,43 @@ fn the_per_namespace_limit_is_sticky_admits_the_oldest_waiting_and_follows_the_a
     });
 }
 
-fn apply_dispatcher_status(ns: &str, hook: &str, delivery: serde_json::Value) {
-    let body = json!({
-        "apiVersion": "outboundwebhooks.io/v1alpha1",
-        "kind": "OutboundWebhook",
-        "metadata": {"name": hook},
-        "status": {"delivery": delivery},
-    })
-    .to_string();
-    let out = support::kubectl_with_input(
-        &[
-            "apply",
-            "--server-side",
-            "--subresource=status",
-            "--field-manager=outbound-webhooks-dispatcher",
-            "-n",
-            ns,
-            "-f",
-            "-",
-        ],
-        Some(&body),
-    );
-    assert!(out.success, "dispatcher-style status apply failed: {}", out.stderr);
+/// `hook-N.yaml` with the manifest of `hook-N`, for [`apply_folder`].
+fn hook_file(i: usize) -> (String, String) {
+    (
+        format!("hook-{i}.yaml"),
+        hook_yaml(&format!("hook-{i}"), "https://hooks.example.com/in", json!({})),
+    )
 }
 
-fn generation(ns: &str, hook: &str) -> i64 {
-    get_json(ns, "owh", hook).expect("hook")["metadata"]["generation"]
-        .as_i64()
-        .expect("generation")
+/// A dispatcher's turn-off record of the hook's current generation.
+/// Writes `status.delivery` as a dispatcher turning `shop` off would: the
+/// turn-off `record` for its current generation, and the failure count when given.
+fn write_turn_off(ns: &str, mut record: serde_json::Value, failures: Option<i64>) {
+    record["generation"] = json!(generation(ns, "shop"));
+    let mut delivery = json!({"disabled": record});
+    if let Some(failures) = failures {
+        delivery["consecutiveFailures"] = json!(failures);
+    }
+    write_delivery_status(ns, "shop", delivery);
 }
 
 #[test]
 fn a_dispatcher_disable_record_turns_ready_off_until_reenabled_by_annotation_or_enabled_toggle() {
-    controller();
-    let ns = namespace("disabled");
-    apply_hook(&ns, "shop");
-    wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
+    let ns = active_shop("disabled");
 
-    apply_dispatcher_status(
+    write_turn_off(
         &ns,
-        "shop",
-        json!({
-            "consecutiveFailures": 10,
-            "disabled": {
-                "reason": "AutoDisabled",
-                "at": "2026-11-27T10:00:00Z",
-                "message": "HTTP 500 Internal Server Error on 10 attempts",
-                "reenableToken": "",
-                "generation": generation(&ns, "shop"),
-            },
-        }),
+        json!({"reason": ready::AUTO_DISABLED, "at": "2026-11-27T10:00:00Z", "reenableToken": "",
+               "message": "HTTP 500 Internal Server Error on 10 attempts"}),
+        Some(10),
     );
-    let c = wait_condition(&ns, "shop", "Ready", "False", "AutoDisabled", SOON);
-    let command = format!("kubectl annotate owh/shop -n {ns} outboundwebhooks.io/reenable=\"$(date +%s)\" --overwrite");
+    let c = wait_not_ready(&ns, "shop", ready::AUTO_DISABLED, SOON);
+    let command = format!("kubectl annotate owh/shop -n {ns} {REENABLE_ANNOTATION}=\"$(date +%s)\" --overwrite");
     assert!(c.message.contains("HTTP 500 Internal Server Error"), "{c:?}");
     assert!(c.message.contains(&command), "{c:?}");
     let table = kubectl_ok(&["get", "owh", "shop", "-n", &ns]);
     assert!(
-        table.lines().nth(1).unwrap_or_default().contains("AutoDisabled"),
+        table.lines().nth(1).unwrap_or_default().contains(ready::AUTO_DISABLED),
         "{table}"
     );
     let wide = kubectl_ok(&["get", "owh", "shop", "-n", &ns, "-o", "wide"]);
@@ -414,66 +387,36 @@ fn a_dispatcher_disable_record_turns_ready_off_until_reenabled_by_annotation_or_
         "owh/shop",
         "-n",
         &ns,
-        "outboundwebhooks.io/reenable=1700000000",
+        &format!("{REENABLE_ANNOTATION}=1700000000"),
         "--overwrite",
     ]);
-    wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
+    wait_active(&ns, "shop", SOON);
     let hook = get_json(&ns, "owh", "shop").expect("hook");
     assert_eq!(
         hook["status"]["delivery"]["consecutiveFailures"], 10,
         "the controller touched delivery"
     );
-    let text = wait_for("AutoDisabled and ReEnabled Events", SOON, || {
-        let text = describe(&ns, "shop");
-        if text.contains("AutoDisabled") && text.contains("ReEnabled") {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    });
+    let text = wait_described(&ns, &[ready::AUTO_DISABLED, "ReEnabled"]);
     assert!(text.contains("Warning"), "{text}");
 
     // A second record clears by enabled false, DisabledBySpec, then true.
-    apply_dispatcher_status(
+    let record = json!({"reason": ready::AUTO_DISABLED, "at": "2026-11-27T10:05:00Z",
+                        "message": "timeout after 10s", "reenableToken": "1700000000"});
+    write_turn_off(&ns, record, None);
+    wait_not_ready(&ns, "shop", ready::AUTO_DISABLED, SOON);
+    apply_ok(
         &ns,
-        "shop",
-        json!({
-            "disabled": {
-                "reason": "AutoDisabled",
-                "at": "2026-11-27T10:05:00Z",
-                "message": "timeout after 10s",
-                "reenableToken": "1700000000",
-                "generation": generation(&ns, "shop"),
-            },
-        }),
+        &hook_yaml("shop", "https://hooks.example.com/in", json!({"enabled": false})),
     );
-    wait_condition(&ns, "shop", "Ready", "False", "AutoDisabled", SOON);
-    assert!(
-        apply_yaml(
-            &ns,
-            &hook_yaml("shop", "https://hooks.example.com/in", json!({"enabled": false}))
-        )
-        .success
-    );
-    wait_condition(&ns, "shop", "Ready", "False", "DisabledBySpec", SOON);
+    wait_not_ready(&ns, "shop", ready::DISABLED_BY_SPEC, SOON);
     apply_hook(&ns, "shop");
-    wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
+    wait_active(&ns, "shop", SOON);
 
     // A Revoked record shows Revoked.
-    apply_dispatcher_status(
-        &ns,
-        "shop",
-        json!({
-            "disabled": {
-                "reason": "Revoked",
-                "at": "2026-11-27T10:10:00Z",
-                "message": "HTTP 410 Gone",
-                "reenableToken": "1700000000",
-                "generation": generation(&ns, "shop"),
-            },
-        }),
-    );
-    let c = wait_condition(&ns, "shop", "Ready", "False", "Revoked", SOON);
+    let record = json!({"reason": ready::REVOKED, "at": "2026-11-27T10:10:00Z",
+                        "message": "HTTP 410 Gone", "reenableToken": "1700000000"});
+    write_turn_off(&ns, record, None);
+    let c = wait_not_ready(&ns, "shop", ready::REVOKED, SOON);
     assert!(c.message.contains("410") && c.message.contains(&command), "{c:?}");
 }
 
@@ -486,10 +429,10 @@ fn a_secret_ref_recovers_from_missing_and_unlabelled_with_no_other_action() {
         "https://hooks.example.com/in",
         json!({"secretRef": {"name": "mine", "key": "token"}}),
     );
-    assert!(apply_yaml(&ns, &yaml).success);
-    let c = wait_condition(&ns, "byo", "SecretReady", "False", "SecretNotFound", SOON);
+    apply_ok(&ns, &yaml);
+    let c = wait_condition(&ns, "byo", SECRET_READY, "False", secret_ready::SECRET_NOT_FOUND, SOON);
     assert!(c.message.contains("mine"), "{c:?}");
-    wait_condition(&ns, "byo", "Ready", "False", "SecretNotReady", SOON);
+    wait_not_ready(&ns, "byo", ready::SECRET_NOT_READY, SOON);
 
     let token = "0123456789abcdef0123456789abcdef";
     kubectl_ok(&[
@@ -501,39 +444,36 @@ fn a_secret_ref_recovers_from_missing_and_unlabelled_with_no_other_action() {
         &ns,
         &format!("--from-literal=token={token}"),
     ]);
-    let c = wait_condition(&ns, "byo", "SecretReady", "False", "SecretNotLabelled", SOON);
-    let command = format!("kubectl label secret mine outboundwebhooks.io/webhook-secret=true -n {ns}");
+    let c = wait_condition(
+        &ns,
+        "byo",
+        SECRET_READY,
+        "False",
+        secret_ready::SECRET_NOT_LABELLED,
+        SOON,
+    );
+    let command = label_secret_command("mine", &ns);
     assert!(c.message.contains(&command), "{c:?}");
 
     kubectl_ok(&[
         "label",
         "secret",
         "mine",
-        "outboundwebhooks.io/webhook-secret=true",
+        &format!("{WEBHOOK_SECRET_LABEL}=true"),
         "-n",
         &ns,
     ]);
-    wait_condition(&ns, "byo", "SecretReady", "True", "SecretReferenced", SOON);
-    wait_condition(&ns, "byo", "Ready", "True", "Active", SOON);
+    wait_condition(&ns, "byo", SECRET_READY, "True", secret_ready::SECRET_REFERENCED, SOON);
+    wait_active(&ns, "byo", SOON);
     assert!(
         secret_data(&ns, "byo-webhook-secret").is_none(),
         "nothing generated with secretRef"
     );
 
     // A token outside 16..512 bytes: a clear message.
-    let short = support::kubectl_with_input(
-        &["apply", "-n", &ns, "-f", "-"],
-        Some(
-            &json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "mine", "labels": {"outboundwebhooks.io/webhook-secret": "true"}},
-                "stringData": {"token": "short"},
-            })
-            .to_string(),
-        ),
-    );
-    assert!(short.success, "{}", short.stderr);
-    let c = wait_condition(&ns, "byo", "SecretReady", "False", "SecretNotFound", SOON);
+    // `token` is the key the hook's secretRef names.
+    apply_ok(&ns, &labelled_secret("mine", json!({"token": "short"})));
+    let c = wait_condition(&ns, "byo", SECRET_READY, "False", secret_ready::SECRET_NOT_FOUND, SOON);
     assert!(c.message.contains("16 to 512"), "{c:?}");
     let hook = get_json(&ns, "owh", "byo").expect("hook").to_string();
     assert!(!hook.contains(token), "the token is in the status");
@@ -554,52 +494,47 @@ fn a_same_named_secret_owned_by_nobody_is_left_untouched() {
     ]);
     let before = get_json(&ns, "secret", "shop-webhook-secret").expect("Secret");
     apply_hook(&ns, "shop");
-    let c = wait_condition(&ns, "shop", "SecretReady", "False", "SecretConflict", SOON);
+    let c = wait_condition(&ns, "shop", SECRET_READY, "False", secret_ready::SECRET_CONFLICT, SOON);
     assert!(
         c.message.contains("shop-webhook-secret") && c.message.contains("left untouched"),
         "{c:?}"
     );
-    wait_condition(&ns, "shop", "Ready", "False", "SecretNotReady", SOON);
+    wait_not_ready(&ns, "shop", ready::SECRET_NOT_READY, SOON);
     let after = get_json(&ns, "secret", "shop-webhook-secret").expect("Secret");
     assert_eq!(
         before["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"],
         "the Secret was modified"
     );
     assert_eq!(
-        secret_data(&ns, "shop-webhook-secret").expect("data")["token"],
+        secret_data(&ns, "shop-webhook-secret").expect("data")[TOKEN_KEY],
         "theirs"
     );
 
     // Once the other Secret is gone, the hook recovers by itself.
     kubectl_ok(&["delete", "secret", "shop-webhook-secret", "-n", &ns]);
-    wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
+    wait_active(&ns, "shop", SOON);
     assert_eq!(wait_token(&ns, "shop", SOON).len(), 64);
 }
 
 #[test]
 fn the_token_never_appears_in_logs_status_or_events() {
     let process = controller();
-    let ns = namespace("no-leak");
-    apply_hook(&ns, "shop");
-    wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
+    let ns = active_shop("no-leak");
     let token = wait_token(&ns, "shop", SOON);
-    let whsec = secret_data(&ns, "shop-webhook-secret").expect("data")["standard-webhooks-secret"].clone();
+    let whsec = secret_data(&ns, "shop-webhook-secret").expect("data")[STANDARD_WEBHOOKS_KEY].clone();
     // Make the controller log and publish more about this hook.
-    assert!(
-        apply_yaml(
-            &ns,
-            &hook_yaml("shop", "https://hooks.example.com/in", json!({"enabled": false}))
-        )
-        .success
+    apply_ok(
+        &ns,
+        &hook_yaml("shop", "https://hooks.example.com/in", json!({"enabled": false})),
     );
-    wait_condition(&ns, "shop", "Ready", "False", "DisabledBySpec", SOON);
+    wait_not_ready(&ns, "shop", ready::DISABLED_BY_SPEC, SOON);
 
     let logs = process.logs();
     assert!(logs.contains("shop"), "the log captured nothing about the hook");
     let status = kubectl_ok(&["get", "owh", "shop", "-n", &ns, "-o", "yaml"]);
     let events = kubectl_ok(&["get", "events", "-n", &ns, "-o", "yaml"]);
     let describe = describe(&ns, "shop");
-    assert!(events.contains("SecretGenerated"), "{events}");
+    assert!(events.contains(secret_ready::SECRET_GENERATED), "{events}");
     for (what, text) in [
         ("logs", &logs),
         ("status", &status),
@@ -649,24 +584,26 @@ fn a_header_secret_must_be_labelled_before_the_hook_is_ready() {
         "https://hooks.example.com/in",
         json!({"headers": [{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "auth"}}}]}),
     );
-    assert!(apply_yaml(&ns, &yaml).success);
-    let c = wait_condition(&ns, "shop", "SecretReady", "False", "SecretNotLabelled", SOON);
-    assert!(c.message.contains("header Authorization"), "{c:?}");
-    assert!(
-        c.message.contains(&format!(
-            "kubectl label secret creds outboundwebhooks.io/webhook-secret=true -n {ns}"
-        )),
-        "{c:?}"
+    apply_ok(&ns, &yaml);
+    let c = wait_condition(
+        &ns,
+        "shop",
+        SECRET_READY,
+        "False",
+        secret_ready::SECRET_NOT_LABELLED,
+        SOON,
     );
+    assert!(c.message.contains("header Authorization"), "{c:?}");
+    assert!(c.message.contains(&label_secret_command("creds", &ns)), "{c:?}");
     kubectl_ok(&[
         "label",
         "secret",
         "creds",
-        "outboundwebhooks.io/webhook-secret=true",
+        &format!("{WEBHOOK_SECRET_LABEL}=true"),
         "-n",
         &ns,
     ]);
-    wait_condition(&ns, "shop", "Ready", "True", "Active", SOON);
+    wait_active(&ns, "shop", SOON);
     let hook = get_json(&ns, "owh", "shop").expect("hook");
     assert_eq!(hook["status"]["secretName"], "shop-webhook-secret");
 }

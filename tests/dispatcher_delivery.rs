@@ -1,33 +1,34 @@
 //! The dispatcher end to end: real Redis, real API server, real receivers on
 //! loopback. Signatures and envelope bytes, routing, restarts.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
-use harness::{Dispatcher, Receiver, accept, args, create_hook, publish, run_cli, verify_signatures, write_conditions};
 use serde_json::json;
-use support::{env, kubectl_ok, namespace, redis_prefix};
-
-const CREATE: &str = "kustomer.conversation.create";
+use support::{
+    CREATE,
+    delivery_test::DeliveryTest,
+    dispatcher::run_cli,
+    hooks::{accept, create_hook, labelled_secret, write_conditions},
+    kubectl::apply_ok,
+    kubectl_ok,
+    receiver::{Receiver, verify_signatures},
+};
 
 #[test]
 fn a_published_event_arrives_signed_and_third_party_verifiers_accept_it() {
-    let ns = namespace("signed");
-    let prefix = redis_prefix("signed");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("signed");
+    let (ns, prefix, url) = (&test.ns, &test.prefix, &test.redis_url);
     let receiver = Receiver::ok();
-    let hook = create_hook(
-        &ns,
+    let hook = test.hook(
         "ecomm",
         &receiver.url("/kustomer"),
-        &[CREATE],
         json!({
             "headers": [{"name": "X-Outbound-Webhook-Origin", "value": "platform"}]
         }),
     );
-    let _d = Dispatcher::start(args(url, &prefix, "signed", &[]));
+    let _d = test.dispatcher(&[]);
 
     // Published with the CLI, as a platform engineer would.
     let out = run_cli(&[
@@ -35,9 +36,9 @@ fn a_published_event_arrives_signed_and_third_party_verifiers_accept_it() {
         "--redis-url",
         url,
         "--redis-prefix",
-        &prefix,
+        prefix,
         "--org",
-        &ns,
+        ns,
         "--event",
         CREATE,
         "--data",
@@ -84,37 +85,26 @@ fn a_published_event_arrives_signed_and_third_party_verifiers_accept_it() {
 
 #[test]
 fn custom_header_values_come_from_labelled_secrets() {
-    let ns = namespace("header-secret");
-    let prefix = redis_prefix("header-secret");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("header-secret");
     let receiver = Receiver::ok();
-    let secret = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "creds", "labels": {"outboundwebhooks.io/webhook-secret": "true"}},
-        "stringData": {"auth": "Bearer abc123"},
-    });
-    assert!(support::apply_yaml(&ns, &secret.to_string()).success);
-    create_hook(
-        &ns,
-        "h",
-        &receiver.url("/"),
-        &[CREATE],
+    apply_ok(&test.ns, &labelled_secret("creds", json!({"auth": "Bearer abc123"})));
+    test.hook_to(
+        &receiver,
         json!({
             "headers": [{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "auth"}}}]
         }),
     );
-    let _d = Dispatcher::start(args(url, &prefix, "hs", &[]));
-    let id = publish(url, &prefix, &ns, CREATE, &json!({"x": 1}));
+    let _d = test.dispatcher_as("hs", &[]);
+    let id = test.publish(&json!({"x": 1}));
     let request = receiver.wait_for_event(&id, 1, Duration::from_secs(30)).remove(0);
     assert_eq!(request.header("authorization"), "Bearer abc123");
 }
 
 #[test]
 fn only_ready_subscribed_hooks_of_the_org_receive_and_a_restart_delivers_what_waited() {
-    let ns = namespace("routing");
-    let other_ns = namespace("routing-other");
-    let prefix = redis_prefix("routing");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("routing");
+    let other_ns = support::namespace("routing-other");
+    let ns = &test.ns;
     let subscribed = Receiver::ok();
     let unsubscribed = Receiver::ok();
     let elsewhere = Receiver::ok();
@@ -124,45 +114,39 @@ fn only_ready_subscribed_hooks_of_the_org_receive_and_a_restart_delivers_what_wa
     let edited_new = Receiver::ok();
 
     create_hook(
-        &ns,
+        ns,
         "subscribed",
         &subscribed.url("/"),
         &[CREATE, "kustomer.user.create"],
         json!({}),
     );
     create_hook(
-        &ns,
+        ns,
         "unsubscribed",
         &unsubscribed.url("/"),
         &["kustomer.user.update"],
         json!({}),
     );
     create_hook(&other_ns, "elsewhere", &elsewhere.url("/"), &[CREATE], json!({}));
-    create_hook(
-        &ns,
-        "disabled",
-        &disabled.url("/"),
-        &[CREATE],
-        json!({"enabled": false}),
-    );
-    create_hook(&ns, "not-accepted", &not_accepted.url("/"), &[CREATE], json!({}));
-    accept(&ns, "not-accepted", false);
-    create_hook(&ns, "edited", &edited.url("/"), &[CREATE], json!({}));
+    test.hook("disabled", &disabled.url("/"), json!({"enabled": false}));
+    test.hook("not-accepted", &not_accepted.url("/"), json!({}));
+    accept(ns, "not-accepted", false);
+    test.hook("edited", &edited.url("/"), json!({}));
     // The URL changes; the controller has not caught up (conditions of generation 1).
     kubectl_ok(&[
         "patch",
         "owh",
         "edited",
         "-n",
-        &ns,
+        ns,
         "--type=merge",
         "-p",
         &json!({"spec": {"url": edited_new.url("/")}}).to_string(),
     ]);
-    write_conditions(&ns, "edited", 1, true);
+    write_conditions(ns, "edited", 1, true);
 
-    let mut d = Dispatcher::start(args(url, &prefix, "routing", &[]));
-    let first = publish(url, &prefix, &ns, CREATE, &json!({"n": 1}));
+    let mut d = test.dispatcher(&[]);
+    let first = test.publish(&json!({"n": 1}));
     subscribed.wait_for_event(&first, 1, Duration::from_secs(30));
     // Tasks of one entry are stored together, so anything misrouted would
     // arrive about now; give it a generous moment.
@@ -180,53 +164,34 @@ fn only_ready_subscribed_hooks_of_the_org_receive_and_a_restart_delivers_what_wa
 
     // Events published while no dispatcher runs are delivered after its caches sync.
     d.kill();
-    let waiting: Vec<String> = (0..5)
-        .map(|i| publish(url, &prefix, &ns, CREATE, &json!({"n": i})))
-        .collect();
+    let waiting: Vec<String> = (0..5).map(|i| test.publish(&json!({"n": i}))).collect();
     d.restart();
     for id in &waiting {
         subscribed.wait_for_event(id, 1, Duration::from_secs(30));
     }
     assert!(edited_new.requests().is_empty());
     // Once acceptance catches up, the new URL gets events.
-    accept(&ns, "edited", true);
-    support::wait_for(
+    accept(ns, "edited", true);
+    test.publish_until_delivered(
         "the edited hook to be accepted in the cache",
-        Duration::from_secs(30),
-        || {
-            let id = publish(url, &prefix, &ns, CREATE, &json!({}));
-            std::thread::sleep(Duration::from_millis(500));
-            if edited_new.requests_for(&id).is_empty() {
-                Err("not yet".to_string())
-            } else {
-                Ok(())
-            }
-        },
+        &edited_new,
+        Duration::from_millis(500),
     );
 }
 
 #[test]
 fn a_bring_your_own_secret_signs_the_deliveries() {
-    let ns = namespace("byo-secret");
-    let prefix = redis_prefix("byo-secret");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("byo-secret");
     let receiver = Receiver::ok();
     let token = "my-own-signing-token-of-32-bytes";
-    let secret = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "mine", "labels": {"outboundwebhooks.io/webhook-secret": "true"}},
-        "stringData": {"signing": token},
-    });
-    assert!(support::apply_yaml(&ns, &secret.to_string()).success);
-    let mut hook = create_hook(
-        &ns,
+    apply_ok(&test.ns, &labelled_secret("mine", json!({"signing": token})));
+    let mut hook = test.hook(
         "byo",
         &receiver.url("/"),
-        &[CREATE],
         json!({"secretRef": {"name": "mine", "key": "signing"}}),
     );
-    let _d = Dispatcher::start(args(url, &prefix, "byo", &[]));
-    let id = publish(url, &prefix, &ns, CREATE, &json!({"x": 1}));
+    let _d = test.dispatcher_as("byo", &[]);
+    let id = test.publish(&json!({"x": 1}));
     let request = receiver.wait_for_event(&id, 1, Duration::from_secs(30)).remove(0);
     hook.token = token.to_string();
     verify_signatures(&hook, &request).expect("signed with the referenced token");

@@ -1,7 +1,6 @@
 //! No loss and no head-of-line blocking: a slow endpoint, dispatchers killed
 //! with SIGKILL, Redis restarted from its AOF and flushed.
 
-mod harness;
 mod support;
 
 use std::{
@@ -10,11 +9,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use harness::{Dispatcher, Receiver, RedisServer, Reply, args, create_hook, publish};
+use outbound_webhooks::dispatcher::store::GROUP;
 use serde_json::json;
-use support::{env, namespace, redis_prefix, wait_for};
+use support::{
+    CREATE,
+    delivery_test::DeliveryTest,
+    hooks::create_hook,
+    receiver::{Receiver, Reply},
+    redis::{RedisServer, create_group, due_count, publish, xadd_event},
+    wait_for,
+};
 
-const CREATE: &str = "kustomer.conversation.create";
 const USER: &str = "kustomer.user.create";
 
 /// The bound a healthy hook's deliveries must meet while another hook hangs.
@@ -22,37 +27,54 @@ const ISOLATION_BOUND: Duration = Duration::from_millis(1500);
 
 #[test]
 fn an_endpoint_that_never_answers_does_not_delay_another_hook() {
-    let ns = namespace("isolation");
-    let prefix = redis_prefix("isolation");
-    let url = &env().redis_url;
-    let hanging = Receiver::start(|_, _| Reply::Hang);
-    let fast = Receiver::ok();
-    create_hook(
-        &ns,
-        "hanging",
-        &hanging.url("/"),
-        &[USER],
-        json!({"timeoutSeconds": 30}),
-    );
-    create_hook(&ns, "fast", &fast.url("/"), &[CREATE], json!({}));
-    let _d = Dispatcher::start(args(url, &prefix, "isolation", &[]));
+    let test = DeliveryTest::new("isolation");
+    let (hanging, fast, _d) = hanging_and_fast_hooks(&test);
 
     // Far more hanging deliveries than the per-hook bound (16).
     for i in 0..60 {
-        publish(url, &prefix, &ns, USER, &json!({"i": i}));
+        test.publish_event(USER, &json!({"i": i}));
     }
     wait_for("the hanging hook to be saturated", Duration::from_secs(30), || {
         let n = hanging.requests().len();
         if n >= 16 { Ok(()) } else { Err(format!("{n} in flight")) }
     });
+    let worst = worst_latency_of_20(&test, &fast);
+    eprintln!("worst delivery latency of the healthy hook while the other hangs: {worst:?}");
+    assert_isolated(worst, &hanging);
+}
+
+/// A hook whose endpoint never answers (subscribed to [`USER`]), a healthy
+/// one (subscribed to [`CREATE`]) and a dispatcher.
+fn hanging_and_fast_hooks(test: &DeliveryTest) -> (Receiver, Receiver, support::dispatcher::Dispatcher) {
+    let hanging = Receiver::start(|_, _| Reply::Hang);
+    let fast = Receiver::ok();
+    create_hook(
+        &test.ns,
+        "hanging",
+        &hanging.url("/"),
+        &[USER],
+        json!({"timeoutSeconds": 30}),
+    );
+    test.hook("fast", &fast.url("/"), json!({}));
+    let dispatcher = test.dispatcher(&[]);
+    (hanging, fast, dispatcher)
+}
+
+/// The worst latency of 20 events to the healthy hook, one after another.
+fn worst_latency_of_20(test: &DeliveryTest, fast: &Receiver) -> Duration {
     let mut worst = Duration::ZERO;
     for i in 0..20 {
         let sent = Instant::now();
-        let id = publish(url, &prefix, &ns, CREATE, &json!({"i": i}));
+        let id = test.publish(&json!({"i": i}));
         let got = fast.wait_for_event(&id, 1, Duration::from_secs(30));
         worst = worst.max(got[0].at - sent);
     }
-    eprintln!("worst delivery latency of the healthy hook while the other hangs: {worst:?}");
+    worst
+}
+
+/// The healthy hook met the bound and the hanging one never had more than
+/// its 16 attempts in flight.
+fn assert_isolated(worst: Duration, hanging: &Receiver) {
     assert!(
         worst < ISOLATION_BOUND,
         "worst latency {worst:?} exceeds {ISOLATION_BOUND:?}"
@@ -69,43 +91,26 @@ fn a_hanging_hook_with_a_backlog_of_thousands_does_not_hide_another_hooks_tasks(
     // More held-back tasks than any scan of one shared due set would look at:
     // the claim must skip the hook at its limit, not wade through its backlog.
     const BACKLOG: usize = 6_000;
-    let ns = namespace("isolation-backlog");
-    let prefix = redis_prefix("isolation-backlog");
-    let url = &env().redis_url;
-    let hanging = Receiver::start(|_, _| Reply::Hang);
-    let fast = Receiver::ok();
-    create_hook(
-        &ns,
-        "hanging",
-        &hanging.url("/"),
-        &[USER],
-        json!({"timeoutSeconds": 30}),
-    );
-    create_hook(&ns, "fast", &fast.url("/"), &[CREATE], json!({}));
-    let _d = Dispatcher::start(args(url, &prefix, "isolation-backlog", &[]));
+    let test = DeliveryTest::new("isolation-backlog");
+    let (hanging, fast, _d) = hanging_and_fast_hooks(&test);
 
-    let mut conn = harness::redis(url);
+    let mut conn = test.redis();
     let mut pipe = redis::pipe();
     for i in 0..BACKLOG {
-        pipe.cmd("XADD")
-            .arg(format!("{prefix}events"))
-            .arg("*")
-            .arg("org")
-            .arg(&ns)
-            .arg("name")
-            .arg(USER)
-            .arg("data")
-            .arg(format!("{{\"i\":{i}}}"))
-            .ignore();
+        pipe.add_command(xadd_event(
+            &test.prefix,
+            &test.ns,
+            USER,
+            &format!("{{\"i\":{i}}}"),
+            None,
+        ))
+        .ignore();
     }
     let () = pipe.query(&mut conn).expect("publishing the backlog");
     // All but the 16 first attempts in flight (their entries held) are
     // stored as tasks: the hanging hook's slots are busy and slow.
     wait_for("the backlog to be stored as tasks", Duration::from_secs(60), || {
-        let due: usize = redis::cmd("ZCARD")
-            .arg(format!("{prefix}due"))
-            .query(&mut conn)
-            .map_err(|e| e.to_string())?;
+        let due = due_count(&mut conn, &test.prefix)?;
         if due >= BACKLOG - 16 {
             Ok(())
         } else {
@@ -113,30 +118,15 @@ fn a_hanging_hook_with_a_backlog_of_thousands_does_not_hide_another_hooks_tasks(
         }
     });
 
-    let mut worst = Duration::ZERO;
-    for i in 0..20 {
-        let sent = Instant::now();
-        let id = publish(url, &prefix, &ns, CREATE, &json!({"i": i}));
-        let got = fast.wait_for_event(&id, 1, Duration::from_secs(30));
-        worst = worst.max(got[0].at - sent);
-    }
+    let worst = worst_latency_of_20(&test, &fast);
     eprintln!("worst delivery latency of the healthy hook behind a backlog of {BACKLOG}: {worst:?}");
-    assert!(
-        worst < ISOLATION_BOUND,
-        "worst latency {worst:?} exceeds {ISOLATION_BOUND:?}"
-    );
-    assert!(
-        hanging.requests().len() <= 16,
-        "the per-hook bound was not kept: {}",
-        hanging.requests().len()
-    );
+    assert_isolated(worst, &hanging);
 }
 
 #[test]
 fn two_dispatchers_deliver_1000_events_although_one_is_killed_repeatedly() {
-    let ns = namespace("kill9");
-    let prefix = redis_prefix("kill9");
-    let url = env().redis_url.clone();
+    let test = DeliveryTest::new("kill9");
+    let (ns, prefix, url) = (test.ns.clone(), test.prefix.clone(), test.redis_url.clone());
     let successes: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let receiver = {
         let successes = successes.clone();
@@ -152,7 +142,7 @@ fn two_dispatchers_deliver_1000_events_although_one_is_killed_repeatedly() {
             }
         })
     };
-    create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
+    test.hook_to(&receiver, json!({}));
     let more = [
         "--retry-schedule",
         "200ms,400ms,800ms,1s,2s,5s",
@@ -161,8 +151,8 @@ fn two_dispatchers_deliver_1000_events_although_one_is_killed_repeatedly() {
         "--reclaim-idle",
         "2s",
     ];
-    let _steady = Dispatcher::start(args(&url, &prefix, "steady", &more));
-    let mut victim = Dispatcher::start(args(&url, &prefix, "victim", &more));
+    let _steady = test.dispatcher_as("steady", &more);
+    let mut victim = test.dispatcher_as("victim", &more);
 
     let started = Instant::now();
     let publishing = {
@@ -216,26 +206,19 @@ fn dispatchers_recover_from_a_redis_restart_with_aof_and_from_a_flush() {
         "--maxmemory-policy",
         "noeviction",
     ]);
-    let ns = namespace("redis-restart");
-    let prefix = redis_prefix("redis-restart");
-    let rurl = redis.url();
+    let test = DeliveryTest::on("redis-restart", &redis.url());
     // Every first attempt fails, so retries are scheduled in Redis when it goes down.
     let receiver = Receiver::start(|_, nth| Reply::Status(if nth == 1 { 500 } else { 200 }));
-    create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
-    let _d = Dispatcher::start(args(
-        &rurl,
-        &prefix,
-        "restart",
-        &["--retry-schedule", "200ms,500ms,1s,2s,5s"],
-    ));
+    test.hook_to(&receiver, json!({}));
+    let _d = test.dispatcher_as("restart", &["--retry-schedule", "200ms,500ms,1s,2s,5s"]);
 
     let mut ids = Vec::new();
     for i in 0..50 {
-        ids.push(publish(&rurl, &prefix, &ns, CREATE, &json!({"i": i})));
+        ids.push(test.publish(&json!({"i": i})));
     }
     redis.restart(Duration::from_secs(2));
     for i in 50..100 {
-        ids.push(publish(&rurl, &prefix, &ns, CREATE, &json!({"i": i})));
+        ids.push(test.publish(&json!({"i": i})));
     }
     // Delivered means the second (successful) attempt arrived.
     for id in &ids {
@@ -243,66 +226,46 @@ fn dispatchers_recover_from_a_redis_restart_with_aof_and_from_a_flush() {
     }
 
     // A flush loses the consumer group; the dispatcher recreates it.
-    let _: () = redis::cmd("FLUSHALL").query(&mut harness::redis(&rurl)).unwrap();
-    wait_for("delivery after FLUSHALL", Duration::from_secs(60), || {
-        let id = publish(&rurl, &prefix, &ns, CREATE, &json!({"after": "flush"}));
-        std::thread::sleep(Duration::from_millis(1500));
-        if receiver.requests_for(&id).len() < 2 {
-            Err("not delivered".to_string())
-        } else {
-            Ok(())
-        }
-    });
+    let _: () = redis::cmd("FLUSHALL").query(&mut test.redis()).unwrap();
+    test.publish_until(
+        "delivery after FLUSHALL",
+        &receiver,
+        &json!({"after": "flush"}),
+        Duration::from_millis(1500),
+        2,
+        Duration::from_secs(60),
+    );
 }
 
 #[test]
 fn sigterm_finishes_the_attempt_in_flight_and_exits() {
-    let ns = namespace("sigterm");
-    let prefix = redis_prefix("sigterm");
-    let url = &env().redis_url;
-    let receiver = Receiver::start(|_, _| {
-        std::thread::sleep(Duration::from_millis(1500));
-        Reply::Status(200)
-    });
-    let hook = create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({"timeoutSeconds": 5}));
-    let mut d = Dispatcher::start(args(url, &prefix, "sigterm", &[]));
-    let id = publish(url, &prefix, &ns, CREATE, &json!({}));
+    let test = DeliveryTest::new("sigterm");
+    let receiver = Receiver::slow(Duration::from_millis(1500));
+    let hook = test.hook_to(&receiver, json!({"timeoutSeconds": 5}));
+    let mut d = test.dispatcher(&[]);
+    let id = test.publish(&json!({}));
     receiver.wait_for_event(&id, 1, Duration::from_secs(30));
     let exited = d.terminate(Duration::from_secs(30));
     assert_eq!(exited, Some(true), "the dispatcher did not exit cleanly on SIGTERM");
     // The attempt finished: the task is gone from Redis, and status says so.
-    let due: i64 = redis::cmd("ZCARD")
-        .arg(format!("{prefix}due"))
-        .query(&mut harness::redis(url))
-        .unwrap();
+    let due = due_count(&mut test.redis(), &test.prefix).unwrap();
     assert_eq!(due, 0, "the in-flight task was neither finished nor released");
     assert!(hook.delivery()["lastSuccessTime"].is_string(), "{}", hook.delivery());
 }
 
 #[test]
 fn entries_left_pending_by_a_dead_replica_are_reclaimed() {
-    let ns = namespace("reclaim");
-    let prefix = redis_prefix("reclaim");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("reclaim");
     let receiver = Receiver::ok();
-    create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
-    let stream = format!("{prefix}events");
-    let mut conn = harness::redis(url);
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg("dispatchers")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query(&mut conn)
-        .unwrap();
-    let ids: Vec<String> = (0..5)
-        .map(|i| publish(url, &prefix, &ns, CREATE, &json!({"i": i})))
-        .collect();
+    test.hook_to(&receiver, json!({}));
+    let stream = test.keys().events();
+    let mut conn = test.redis();
+    create_group(&mut conn, &test.prefix);
+    let ids: Vec<String> = (0..5).map(|i| test.publish(&json!({"i": i}))).collect();
     // A replica reads them and dies before storing any task.
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
-        .arg("dispatchers")
+        .arg(GROUP)
         .arg("dead-replica")
         .arg("COUNT")
         .arg(100)
@@ -311,7 +274,7 @@ fn entries_left_pending_by_a_dead_replica_are_reclaimed() {
         .arg(">")
         .query(&mut conn)
         .unwrap();
-    let _d = Dispatcher::start(args(url, &prefix, "survivor", &["--reclaim-idle", "1s"]));
+    let _d = test.dispatcher_as("survivor", &["--reclaim-idle", "1s"]);
     for id in &ids {
         receiver.wait_for_event(id, 1, Duration::from_secs(30));
     }
@@ -322,29 +285,22 @@ fn a_first_attempt_slower_than_reclaim_idle_is_not_taken_over_by_another_replica
     // First attempts run while their stream entry is still pending; a
     // replica must renew what it holds, or another one would reclaim the
     // entry as abandoned and send the event a second time.
-    let ns = namespace("held");
-    let prefix = redis_prefix("held");
-    let url = &env().redis_url;
-    let receiver = Receiver::start(|_, _| {
-        std::thread::sleep(Duration::from_millis(4000));
-        Reply::Status(200)
-    });
-    create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({"timeoutSeconds": 10}));
+    let test = DeliveryTest::new("held");
+    let receiver = Receiver::slow(Duration::from_millis(4000));
+    test.hook_to(&receiver, json!({"timeoutSeconds": 10}));
     let more = ["--reclaim-idle", "1s"];
-    let a = Dispatcher::start(args(url, &prefix, "held-a", &more));
-    let b = Dispatcher::start(args(url, &prefix, "held-b", &more));
-    let ids: Vec<String> = (0..3)
-        .map(|i| publish(url, &prefix, &ns, CREATE, &json!({"i": i})))
-        .collect();
+    let a = test.dispatcher_as("held-a", &more);
+    let b = test.dispatcher_as("held-b", &more);
+    let ids: Vec<String> = (0..3).map(|i| test.publish(&json!({"i": i}))).collect();
     for id in &ids {
         receiver.wait_for_event(id, 1, Duration::from_secs(30));
     }
-    let stream = format!("{prefix}events");
-    let mut conn = harness::redis(url);
+    let stream = test.keys().events();
+    let mut conn = test.redis();
     wait_for("every entry acknowledged", Duration::from_secs(20), || {
         let pending: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
             .arg(&stream)
-            .arg("dispatchers")
+            .arg(GROUP)
             .query(&mut conn)
             .map_err(|e| e.to_string())?;
         match pending.count() {
@@ -359,7 +315,7 @@ fn a_first_attempt_slower_than_reclaim_idle_is_not_taken_over_by_another_replica
             "event {id} was sent more than once: its entry was taken over while its first attempt ran"
         );
     }
-    let direct = |d: &Dispatcher| {
+    let direct = |d: &support::dispatcher::Dispatcher| {
         d.metric("outbound_webhooks_first_deliveries_total{path=\"direct\"}")
             .unwrap_or(0.0)
     };

@@ -1,50 +1,31 @@
 //! Retry policy, auto-disable, dead letters, re-enabling and replay, and the
 //! answers that are not plain successes (400, 410, 302, timeouts, Retry-After).
 
-mod harness;
 mod support;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
-use harness::{Dispatcher, Receiver, Reply, args, create_hook, dead_letters, publish, run_cli};
+use outbound_webhooks::{conditions::ready, dispatcher, resource::REENABLE_ANNOTATION};
 use serde_json::{Value, json};
-use support::{env, kubectl_ok, namespace, redis_prefix, wait_for};
-
-const CREATE: &str = "kustomer.conversation.create";
-
-fn wait_for_delivery_field(hook: &harness::TestHook, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    wait_for(what, Duration::from_secs(30), || {
-        let d = hook.delivery();
-        if check(&d) { Ok(d) } else { Err(d.to_string()) }
-    })
-}
+use support::{
+    delivery_test::DeliveryTest,
+    dispatcher::run_cli,
+    hooks::write_controller_status,
+    kubectl_ok,
+    receiver::{Receiver, Reply},
+    wait_for,
+};
 
 #[test]
 fn a_failing_endpoint_gets_n_spaced_attempts_then_the_hook_is_turned_off_and_can_be_re_enabled_and_replayed() {
-    let ns = namespace("always-500");
-    let prefix = redis_prefix("always-500");
-    let url = &env().redis_url;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let receiver = {
-        let healthy = healthy.clone();
-        Receiver::start(move |_, _| Reply::Status(if healthy.load(Ordering::SeqCst) { 200 } else { 500 }))
-    };
-    let hook = create_hook(&ns, "flaky", &receiver.url("/"), &[CREATE], json!({}));
+    let test = DeliveryTest::new("always-500");
+    let (ns, prefix, url) = (&test.ns, &test.prefix, &test.redis_url);
+    let (receiver, healthy) = Receiver::switchable(false);
+    let hook = test.hook("flaky", &receiver.url("/"), json!({}));
     let schedule = [400u64, 800, 1200];
-    let d = Dispatcher::start(args(
-        url,
-        &prefix,
-        "always-500",
-        &["--retry-schedule", "400ms,800ms,1200ms"],
-    ));
+    let d = test.dispatcher(&["--retry-schedule", "400ms,800ms,1200ms"]);
 
-    let first = publish(url, &prefix, &ns, CREATE, &json!({"n": 1}));
+    let first = test.publish(&json!({"n": 1}));
     let attempts = receiver.wait_for_event(&first, 4, Duration::from_secs(30));
     for (i, pair) in attempts.windows(2).enumerate() {
         let gap = pair[1].at - pair[0].at;
@@ -60,8 +41,8 @@ fn a_failing_endpoint_gets_n_spaced_attempts_then_the_hook_is_turned_off_and_can
         "every attempt sends identical bytes"
     );
 
-    let delivery = wait_for_delivery_field(&hook, "the hook to be turned off", |d| {
-        d["disabled"]["reason"] == "AutoDisabled"
+    let delivery = hook.wait_delivery("the hook to be turned off", |d| {
+        d["disabled"]["reason"] == ready::AUTO_DISABLED
     });
     let message = delivery["disabled"]["message"].as_str().unwrap();
     assert!(message.contains("500"), "the message names the last error: {message}");
@@ -70,11 +51,11 @@ fn a_failing_endpoint_gets_n_spaced_attempts_then_the_hook_is_turned_off_and_can
     assert!(delivery["consecutiveFailures"].as_i64().unwrap() >= 4, "{delivery}");
     assert_eq!(delivery["lastFailure"]["statusCode"], 500);
 
-    let letters = dead_letters(url, &prefix, Some(&hook.key()));
+    let letters = test.dead_letters(Some(&hook.key()));
     assert!(letters.iter().any(|l| l.contains(&first)), "dead letters: {letters:?}");
 
     // Exactly N attempts, and later events are not delivered while it is off.
-    let later = publish(url, &prefix, &ns, CREATE, &json!({"n": 2}));
+    let later = test.publish(&json!({"n": 2}));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(receiver.requests_for(&first).len(), 4);
     assert!(
@@ -94,19 +75,15 @@ fn a_failing_endpoint_gets_n_spaced_attempts_then_the_hook_is_turned_off_and_can
         "owh",
         "flaky",
         "-n",
-        &ns,
-        "outboundwebhooks.io/reenable=1795773600",
+        ns,
+        &format!("{REENABLE_ANNOTATION}=1795773600"),
         "--overwrite",
     ]);
-    wait_for("events to flow after re-enabling", Duration::from_secs(30), || {
-        let id = publish(url, &prefix, &ns, CREATE, &json!({"n": 3}));
-        std::thread::sleep(Duration::from_millis(700));
-        if receiver.requests_for(&id).is_empty() {
-            Err("not delivered".to_string())
-        } else {
-            Ok(())
-        }
-    });
+    test.publish_until_delivered(
+        "events to flow after re-enabling",
+        &receiver,
+        Duration::from_millis(700),
+    );
 
     // Replaying the hook's dead letters delivers the first event.
     let out = run_cli(&[
@@ -115,37 +92,26 @@ fn a_failing_endpoint_gets_n_spaced_attempts_then_the_hook_is_turned_off_and_can
         "--redis-url",
         url,
         "--redis-prefix",
-        &prefix,
+        prefix,
         "--hook",
         &hook.key(),
     ]);
     assert!(out.contains("replayed"), "{out}");
     let replayed = receiver.wait_for_event(&first, 5, Duration::from_secs(30));
     assert_eq!(replayed[4].body, attempts[0].body);
-    assert!(
-        dead_letters(url, &prefix, Some(&hook.key()))
-            .iter()
-            .all(|l| !l.contains(&first))
-    );
+    assert!(test.dead_letters(Some(&hook.key())).iter().all(|l| !l.contains(&first)));
 }
 
 #[test]
 fn n_minus_one_failures_then_success_delivers_on_the_last_attempt_and_recovers() {
-    let ns = namespace("n-minus-one");
-    let prefix = redis_prefix("n-minus-one");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("n-minus-one");
     let receiver = Receiver::start(|_, nth| Reply::Status(if nth < 4 { 503 } else { 200 }));
-    let hook = create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
-    let _d = Dispatcher::start(args(
-        url,
-        &prefix,
-        "n-minus-one",
-        &["--retry-schedule", "200ms,200ms,200ms"],
-    ));
-    let id = publish(url, &prefix, &ns, CREATE, &json!({}));
+    let hook = test.hook_to(&receiver, json!({}));
+    let _d = test.dispatcher(&["--retry-schedule", "200ms,200ms,200ms"]);
+    let id = test.publish(&json!({}));
     receiver.wait_for_event(&id, 4, Duration::from_secs(30));
     let started = std::time::Instant::now();
-    let d = wait_for_delivery_field(&hook, "consecutiveFailures back to 0", |d| {
+    let d = hook.wait_delivery("consecutiveFailures back to 0", |d| {
         d["consecutiveFailures"] == 0 && d["lastSuccessTime"].is_string()
     });
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -154,12 +120,12 @@ fn n_minus_one_failures_then_success_delivers_on_the_last_attempt_and_recovers()
     assert_eq!(receiver.requests_for(&id).len(), 4);
 
     // The dispatcher's field manager owns status.delivery and nothing else.
-    let out = kubectl_ok(&["get", "owh", "h", "-n", &ns, "-o", "json", "--show-managed-fields"]);
+    let out = kubectl_ok(&["get", "owh", "h", "-n", &test.ns, "-o", "json", "--show-managed-fields"]);
     let object: Value = serde_json::from_str(&out).unwrap();
     let entries = object["metadata"]["managedFields"].as_array().unwrap();
     let ours: Vec<&Value> = entries
         .iter()
-        .filter(|e| e["manager"] == "outbound-webhooks-dispatcher")
+        .filter(|e| e["manager"] == dispatcher::status::FIELD_MANAGER)
         .collect();
     assert_eq!(ours.len(), 1, "{entries:?}");
     assert_eq!(ours[0]["subresource"], "status");
@@ -169,21 +135,19 @@ fn n_minus_one_failures_then_success_delivers_on_the_last_attempt_and_recovers()
 
 #[test]
 fn a_payload_the_receiver_rejects_is_dead_lettered_without_turning_the_hook_off() {
-    let ns = namespace("rejected");
-    let prefix = redis_prefix("rejected");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("rejected");
     let receiver = Receiver::start(|r, _| Reply::Status(if r.json()["data"]["bad"] == true { 400 } else { 200 }));
-    let hook = create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
-    let _d = Dispatcher::start(args(url, &prefix, "rejected", &["--retry-schedule", "300ms,300ms"]));
-    let bad = publish(url, &prefix, &ns, CREATE, &json!({"bad": true}));
+    let hook = test.hook_to(&receiver, json!({}));
+    let _d = test.dispatcher(&["--retry-schedule", "300ms,300ms"]);
+    let bad = test.publish(&json!({"bad": true}));
     // Good events keep succeeding meanwhile.
     wait_for(
         "the rejected event to be dead-lettered",
         Duration::from_secs(30),
         || {
-            publish(url, &prefix, &ns, CREATE, &json!({"bad": false}));
+            test.publish(&json!({"bad": false}));
             std::thread::sleep(Duration::from_millis(100));
-            let letters = dead_letters(url, &prefix, Some(&hook.key()));
+            let letters = test.dead_letters(Some(&hook.key()));
             if letters.iter().any(|l| l.contains(&bad)) {
                 Ok(())
             } else {
@@ -194,22 +158,18 @@ fn a_payload_the_receiver_rejects_is_dead_lettered_without_turning_the_hook_off(
     assert_eq!(receiver.requests_for(&bad).len(), 3);
     std::thread::sleep(Duration::from_millis(500));
     assert!(hook.delivery()["disabled"].is_null(), "{}", hook.delivery());
-    let good = publish(url, &prefix, &ns, CREATE, &json!({"bad": false}));
+    let good = test.publish(&json!({"bad": false}));
     receiver.wait_for_event(&good, 1, Duration::from_secs(30));
 }
 
 #[test]
 fn gone_revokes_the_hook_after_one_attempt() {
-    let ns = namespace("gone");
-    let prefix = redis_prefix("gone");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("gone");
     let receiver = Receiver::start(|_, _| Reply::Status(410));
-    let hook = create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
-    let _d = Dispatcher::start(args(url, &prefix, "gone", &["--retry-schedule", "200ms,200ms,200ms"]));
-    let id = publish(url, &prefix, &ns, CREATE, &json!({}));
-    let d = wait_for_delivery_field(&hook, "the hook to be revoked", |d| {
-        d["disabled"]["reason"] == "Revoked"
-    });
+    let hook = test.hook_to(&receiver, json!({}));
+    let _d = test.dispatcher(&["--retry-schedule", "200ms,200ms,200ms"]);
+    let id = test.publish(&json!({}));
+    let d = hook.wait_delivery("the hook to be revoked", |d| d["disabled"]["reason"] == ready::REVOKED);
     assert!(d["disabled"]["message"].as_str().unwrap().contains("410"), "{d}");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(receiver.requests_for(&id).len(), 1);
@@ -217,17 +177,15 @@ fn gone_revokes_the_hook_after_one_attempt() {
 
 #[test]
 fn a_redirect_is_a_failed_attempt_and_its_target_receives_nothing() {
-    let ns = namespace("redirect");
-    let prefix = redis_prefix("redirect");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("redirect");
     let target = Receiver::ok();
     let target_url = target.url("/elsewhere");
     let receiver = Receiver::start(move |_, _| Reply::WithHeaders(302, vec![("location", target_url.clone())]));
-    let hook = create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
-    let _d = Dispatcher::start(args(url, &prefix, "redirect", &["--retry-schedule", "200ms"]));
-    let id = publish(url, &prefix, &ns, CREATE, &json!({}));
+    let hook = test.hook_to(&receiver, json!({}));
+    let _d = test.dispatcher(&["--retry-schedule", "200ms"]);
+    let id = test.publish(&json!({}));
     receiver.wait_for_event(&id, 2, Duration::from_secs(30));
-    let d = wait_for_delivery_field(&hook, "the redirect to count as failure", |d| {
+    let d = hook.wait_delivery("the redirect to count as failure", |d| {
         d["lastFailure"]["statusCode"] == 302
     });
     assert!(
@@ -239,20 +197,18 @@ fn a_redirect_is_a_failed_attempt_and_its_target_receives_nothing() {
 
 #[test]
 fn a_receiver_slower_than_timeout_seconds_is_a_failed_attempt() {
-    let ns = namespace("slow");
-    let prefix = redis_prefix("slow");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("slow");
     let receiver = Receiver::start(|_, nth| if nth == 1 { Reply::Hang } else { Reply::Status(200) });
-    let hook = create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({"timeoutSeconds": 1}));
-    let _d = Dispatcher::start(args(url, &prefix, "slow", &["--retry-schedule", "100ms"]));
-    let id = publish(url, &prefix, &ns, CREATE, &json!({}));
+    let hook = test.hook_to(&receiver, json!({"timeoutSeconds": 1}));
+    let _d = test.dispatcher(&["--retry-schedule", "100ms"]);
+    let id = test.publish(&json!({}));
     let got = receiver.wait_for_event(&id, 2, Duration::from_secs(30));
     let gap = got[1].at - got[0].at;
     assert!(
         gap >= Duration::from_millis(1000) && gap < Duration::from_secs(5),
         "gap {gap:?}"
     );
-    let d = wait_for_delivery_field(&hook, "the timeout to be recorded", |d| {
+    let d = hook.wait_delivery("the timeout to be recorded", |d| {
         d["lastFailure"]["message"].is_string()
     });
     assert!(
@@ -266,9 +222,7 @@ fn a_receiver_slower_than_timeout_seconds_is_a_failed_attempt() {
 
 #[test]
 fn retry_after_on_429_delays_the_next_attempt() {
-    let ns = namespace("retry-after");
-    let prefix = redis_prefix("retry-after");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("retry-after");
     let receiver = Receiver::start(|_, nth| {
         if nth == 1 {
             Reply::WithHeaders(429, vec![("retry-after", "2".to_string())])
@@ -276,9 +230,9 @@ fn retry_after_on_429_delays_the_next_attempt() {
             Reply::Status(200)
         }
     });
-    create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
-    let _d = Dispatcher::start(args(url, &prefix, "retry-after", &["--retry-schedule", "100ms,100ms"]));
-    let id = publish(url, &prefix, &ns, CREATE, &json!({}));
+    test.hook_to(&receiver, json!({}));
+    let _d = test.dispatcher(&["--retry-schedule", "100ms,100ms"]);
+    let id = test.publish(&json!({}));
     let got = receiver.wait_for_event(&id, 2, Duration::from_secs(30));
     let gap = got[1].at - got[0].at;
     assert!(
@@ -291,19 +245,14 @@ fn retry_after_on_429_delays_the_next_attempt() {
 
 #[test]
 fn disabling_and_enabling_the_spec_turns_an_auto_disabled_hook_back_on() {
-    let ns = namespace("spec-toggle");
-    let prefix = redis_prefix("spec-toggle");
-    let url = &env().redis_url;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let receiver = {
-        let healthy = healthy.clone();
-        Receiver::start(move |_, _| Reply::Status(if healthy.load(Ordering::SeqCst) { 200 } else { 500 }))
-    };
-    let hook = create_hook(&ns, "toggle", &receiver.url("/"), &[CREATE], json!({}));
-    let d = Dispatcher::start(args(url, &prefix, "spec-toggle", &["--retry-schedule", "100ms"]));
-    publish(url, &prefix, &ns, CREATE, &json!({}));
-    wait_for_delivery_field(&hook, "the hook to be turned off", |d| {
-        d["disabled"]["reason"] == "AutoDisabled"
+    let test = DeliveryTest::new("spec-toggle");
+    let ns = &test.ns;
+    let (receiver, healthy) = Receiver::switchable(false);
+    let hook = test.hook("toggle", &receiver.url("/"), json!({}));
+    let d = test.dispatcher(&["--retry-schedule", "100ms"]);
+    test.publish(&json!({}));
+    hook.wait_delivery("the hook to be turned off", |d| {
+        d["disabled"]["reason"] == ready::AUTO_DISABLED
     });
 
     // enabled: false (generation 2), which the controller records, then true (generation 3).
@@ -314,30 +263,29 @@ fn disabling_and_enabling_the_spec_turns_an_auto_disabled_hook_back_on() {
             "owh",
             "toggle",
             "-n",
-            &ns,
+            ns,
             "--type=merge",
             "-p",
             &json!({"spec": {"enabled": enabled}}).to_string(),
         ]);
     };
     patch(false);
-    harness::write_controller_status(&ns, "toggle", 2, true, Some(2));
+    write_controller_status(ns, "toggle", 2, true, Some(2));
     patch(true);
-    harness::write_controller_status(&ns, "toggle", 3, true, Some(2));
-    wait_for("events to flow after the spec toggle", Duration::from_secs(30), || {
-        let id = publish(url, &prefix, &ns, CREATE, &json!({}));
-        std::thread::sleep(Duration::from_millis(700));
-        if receiver.requests_for(&id).is_empty() {
-            Err("not delivered".to_string())
-        } else {
-            Ok(())
-        }
-    });
+    write_controller_status(ns, "toggle", 3, true, Some(2));
+    test.publish_until_delivered(
+        "events to flow after the spec toggle",
+        &receiver,
+        Duration::from_millis(700),
+    );
     // The histogram and every other metric carry no per-hook label.
     let (_, metrics) = d.ops_get("/metrics").unwrap();
     assert!(
         metrics.contains("outbound_webhooks_delivery_attempt_duration_seconds_bucket"),
         "{metrics}"
     );
-    assert!(!metrics.contains("hook=") && !metrics.contains(&ns), "{metrics}");
+    assert!(
+        !metrics.contains("hook=") && !metrics.contains(ns.as_str()),
+        "{metrics}"
+    );
 }

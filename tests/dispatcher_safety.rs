@@ -1,58 +1,59 @@
 //! Malformed entries, outbound address safety, proxies, retention, the
 //! Redis eviction warning and secrecy of tokens in logs.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
-use harness::{
-    Dispatcher, Receiver, RedisServer, args, args_without_allow_list, create_hook, dead_letters, publish,
-    stream_length, xadd_raw,
-};
+use outbound_webhooks::dispatcher::store::{GROUP, Keys};
 use serde_json::json;
-use support::{env, namespace, redis_prefix, wait_for};
-
-const CREATE: &str = "kustomer.conversation.create";
+use support::{
+    CREATE,
+    delivery_test::DeliveryTest,
+    dispatcher::{Dispatcher, args, args_without_allow_list},
+    env,
+    receiver::Receiver,
+    redis::{RedisServer, create_group, stream_length, xadd_raw, xinfo},
+    redis_prefix, wait_for,
+};
 
 #[test]
 fn malformed_entries_are_dead_lettered_with_their_reason_and_the_stream_keeps_moving() {
-    let ns = namespace("malformed");
-    let prefix = redis_prefix("malformed");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("malformed");
+    let (ns, prefix, url) = (&test.ns, &test.prefix, &test.redis_url);
     let receiver = Receiver::ok();
-    let hook = create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
-    let _d = Dispatcher::start(args(url, &prefix, "malformed", &[]));
+    let hook = test.hook_to(&receiver, json!({}));
+    let _d = test.dispatcher(&[]);
 
     let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(1024 * 1024 + 10));
     let bad: Vec<(Vec<(&str, &str)>, &str)> = vec![
         (vec![("name", CREATE), ("data", "{}")], "missing field org"),
-        (vec![("org", &ns), ("data", "{}")], "missing field name"),
+        (vec![("org", ns), ("data", "{}")], "missing field name"),
         (
-            vec![("org", &ns), ("name", "kustomer.order.create"), ("data", "{}")],
+            vec![("org", ns), ("name", "kustomer.order.create"), ("data", "{}")],
             "unknown event name",
         ),
         (
-            vec![("org", &ns), ("name", CREATE), ("data", "[1,2]")],
+            vec![("org", ns), ("name", CREATE), ("data", "[1,2]")],
             "data is not a JSON object",
         ),
         (
-            vec![("org", &ns), ("name", CREATE), ("data", &huge)],
+            vec![("org", ns), ("name", CREATE), ("data", &huge)],
             "exceeds the 1 MiB limit",
         ),
     ];
     let mut good = Vec::new();
     let mut bad_entries = Vec::new();
-    good.push(publish(url, &prefix, &ns, CREATE, &json!({"n": 0})));
+    good.push(test.publish(&json!({"n": 0})));
     for (i, (fields, reason)) in bad.iter().enumerate() {
-        bad_entries.push((xadd_raw(url, &prefix, fields), *reason));
-        good.push(publish(url, &prefix, &ns, CREATE, &json!({"n": i + 1})));
+        bad_entries.push((xadd_raw(url, prefix, fields), *reason));
+        good.push(test.publish(&json!({"n": i + 1})));
     }
     for id in &good {
         receiver.wait_for_event(id, 1, Duration::from_secs(30));
     }
     let letters = wait_for("five dead letters", Duration::from_secs(30), || {
-        let l = dead_letters(url, &prefix, None);
+        let l = test.dead_letters(None);
         if l.len() >= 5 { Ok(l) } else { Err(format!("{l:?}")) }
     });
     for (entry, reason) in bad_entries {
@@ -68,9 +69,7 @@ fn malformed_entries_are_dead_lettered_with_their_reason_and_the_stream_keeps_mo
 
 #[test]
 fn non_public_destinations_are_refused_without_the_allow_list() {
-    let ns = namespace("refused");
-    let prefix = redis_prefix("refused");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("refused");
     let receiver = Receiver::ok();
     let port = receiver.port;
     let hooks = [
@@ -80,30 +79,18 @@ fn non_public_destinations_are_refused_without_the_allow_list() {
         ("v4-mapped", format!("http://[::ffff:127.0.0.1]:{port}/")),
         ("metadata", "http://169.254.169.254/latest/meta-data/".to_string()),
     ];
-    let created: Vec<_> = hooks
-        .iter()
-        .map(|(name, u)| create_hook(&ns, name, u, &[CREATE], json!({})))
-        .collect();
+    let created: Vec<_> = hooks.iter().map(|(name, u)| test.hook(name, u, json!({}))).collect();
     let _d = Dispatcher::start(args_without_allow_list(
-        url,
-        &prefix,
+        &test.redis_url,
+        &test.prefix,
         "refused",
         &["--retry-schedule", ""],
     ));
-    publish(url, &prefix, &ns, CREATE, &json!({}));
+    test.publish(&json!({}));
     for hook in &created {
-        let d = wait_for(
-            &format!("{} to record a refusal", hook.name),
-            Duration::from_secs(30),
-            || {
-                let d = hook.delivery();
-                if d["lastFailure"]["message"].is_string() {
-                    Ok(d)
-                } else {
-                    Err(d.to_string())
-                }
-            },
-        );
+        let d = hook.wait_delivery(&format!("{} to record a refusal", hook.name), |d| {
+            d["lastFailure"]["message"].is_string()
+        });
         let message = d["lastFailure"]["message"].as_str().unwrap();
         assert!(
             message.contains("refused destination") && message.contains("not public"),
@@ -116,15 +103,18 @@ fn non_public_destinations_are_refused_without_the_allow_list() {
 
 #[test]
 fn allowed_loopback_is_delivered_and_proxy_environment_variables_change_nothing() {
-    let ns = namespace("allowed");
-    let prefix = redis_prefix("allowed");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("allowed");
     let receiver = Receiver::ok();
-    let hook = create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
+    let hook = test.hook_to(&receiver, json!({}));
     // A proxy that does not exist: if it were used, nothing would arrive.
     let proxy = "http://127.0.0.1:9".to_string();
     let d = Dispatcher::start_with_env(
-        args_without_allow_list(url, &prefix, "allowed", &["--allow-destination-cidr", "127.0.0.0/8"]),
+        args_without_allow_list(
+            &test.redis_url,
+            &test.prefix,
+            "allowed",
+            &["--allow-destination-cidr", "127.0.0.0/8"],
+        ),
         vec![
             ("HTTP_PROXY".into(), proxy.clone()),
             ("http_proxy".into(), proxy.clone()),
@@ -132,33 +122,32 @@ fn allowed_loopback_is_delivered_and_proxy_environment_variables_change_nothing(
             ("NO_PROXY".into(), String::new()),
         ],
     );
-    let id = publish(url, &prefix, &ns, CREATE, &json!({}));
+    let id = test.publish(&json!({}));
     receiver.wait_for_event(&id, 1, Duration::from_secs(30));
     assert!(!d.log().contains(&hook.token), "the token appeared in the log");
 }
 
 #[test]
 fn the_events_stream_is_trimmed_while_events_flow() {
-    let ns = namespace("trim");
-    let prefix = redis_prefix("trim");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("trim");
+    let (prefix, url) = (&test.prefix, &test.redis_url);
     let receiver = Receiver::ok();
-    create_hook(&ns, "h", &receiver.url("/"), &[CREATE], json!({}));
-    let _d = Dispatcher::start(args(url, &prefix, "trim", &[]));
+    test.hook_to(&receiver, json!({}));
+    let _d = test.dispatcher(&[]);
     let mut max_len = 0;
     let mut ids = Vec::new();
     for round in 0..10 {
         for i in 0..30 {
-            ids.push(publish(url, &prefix, &ns, CREATE, &json!({"round": round, "i": i})));
+            ids.push(test.publish(&json!({"round": round, "i": i})));
         }
         std::thread::sleep(Duration::from_millis(300));
-        max_len = max_len.max(stream_length(url, &prefix));
+        max_len = max_len.max(stream_length(url, prefix));
     }
     for id in &ids {
         receiver.wait_for_event(id, 1, Duration::from_secs(30));
     }
     wait_for("the stream to be trimmed", Duration::from_secs(15), || {
-        let len = stream_length(url, &prefix);
+        let len = stream_length(url, prefix);
         if len <= 1 { Ok(()) } else { Err(format!("length {len}")) }
     });
     assert!(
@@ -185,9 +174,8 @@ fn redis_without_noeviction_produces_a_start_up_warning() {
 
 #[test]
 fn nothing_is_consumed_before_the_caches_sync() {
-    let ns = namespace("unsynced");
-    let prefix = redis_prefix("unsynced");
-    let url = &env().redis_url;
+    let test = DeliveryTest::new("unsynced");
+    let (prefix, url) = (&test.prefix, &test.redis_url);
     // A kubeconfig whose API server does not answer: the caches never sync.
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = std::fs::read_to_string(&env().kubeconfig).unwrap();
@@ -199,23 +187,19 @@ fn nothing_is_consumed_before_the_caches_sync() {
     let broken = dir.path().join("kubeconfig");
     std::fs::write(&broken, kubeconfig.replace(&server, "https://127.0.0.1:9")).unwrap();
     let d = Dispatcher::start_unready(
-        args(url, &prefix, "unsynced", &[]),
+        test.args("unsynced", &[]),
         vec![("KUBECONFIG".into(), broken.display().to_string())],
     );
-    publish(url, &prefix, &ns, CREATE, &json!({}));
+    test.publish(&json!({}));
     wait_for("the ops endpoints", Duration::from_secs(30), || {
         d.ops_get("/healthz").ok_or("not up".to_string())
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(d.ops_get("/readyz").map(|(code, _)| code), Some(503));
     // Not even the consumer group exists: nothing was read, nothing acknowledged.
-    let groups: redis::Value = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(format!("{prefix}events"))
-        .query(&mut harness::redis(url))
-        .unwrap();
+    let groups: redis::Value = xinfo(url, prefix, "GROUPS");
     assert!(matches!(&groups, redis::Value::Array(a) if a.is_empty()), "{groups:?}");
-    assert_eq!(stream_length(url, &prefix), 1);
+    assert_eq!(stream_length(url, prefix), 1);
 }
 
 #[test]
@@ -223,20 +207,14 @@ fn dead_letters_are_bounded_and_idle_empty_consumers_are_removed() {
     let prefix = redis_prefix("retention");
     let url = &env().redis_url;
     // A consumer that died long ago holding nothing.
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(format!("{prefix}events"))
-        .arg("dispatchers")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query(&mut harness::redis(url))
-        .unwrap();
+    let mut conn = support::redis::connect(url);
+    create_group(&mut conn, &prefix);
     let _: i64 = redis::cmd("XGROUP")
         .arg("CREATECONSUMER")
-        .arg(format!("{prefix}events"))
-        .arg("dispatchers")
+        .arg(Keys::new(&prefix).events())
+        .arg(GROUP)
         .arg("ghost")
-        .query(&mut harness::redis(url))
+        .query(&mut conn)
         .unwrap();
     let d = Dispatcher::start(args(
         url,
@@ -263,7 +241,7 @@ fn dead_letters_are_bounded_and_idle_empty_consumers_are_removed() {
         }
     });
     wait_for("dead letters trimmed to 2", Duration::from_secs(15), || {
-        let n = dead_letters(url, &prefix, None).len();
+        let n = support::dispatcher::dead_letters(url, &prefix, None).len();
         if n <= 2 {
             Ok(())
         } else {
@@ -271,12 +249,7 @@ fn dead_letters_are_bounded_and_idle_empty_consumers_are_removed() {
         }
     });
     wait_for("the ghost consumer to be removed", Duration::from_secs(15), || {
-        let consumers: Vec<redis::Value> = redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(format!("{prefix}events"))
-            .arg("dispatchers")
-            .query(&mut harness::redis(url))
-            .unwrap();
+        let consumers: Vec<redis::Value> = xinfo(url, &prefix, "CONSUMERS");
         let text = format!("{consumers:?}");
         if text.contains("ghost") { Err(text) } else { Ok(()) }
     });

@@ -2,58 +2,59 @@
 //! the real dispatcher: they verify and accept them, and refuse a wrong
 //! secret and a tampered body with 401.
 
-mod harness;
 mod support;
 
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
-use harness::{Dispatcher, args, create_hook, new_token, publish};
 use serde_json::json;
-use support::{env, namespace, redis_prefix, repo_root, wait_for};
+use support::{
+    CREATE,
+    delivery_test::DeliveryTest,
+    hooks::{accept, create_hook, new_token},
+    process::ChildProcess,
+    repo_root, wait_for,
+};
 
-const CREATE: &str = "kustomer.conversation.create";
 const UPDATE: &str = "kustomer.conversation.update";
 
 /// One example receiver as a child process, printing `verified ...` lines.
 struct ExampleReceiver {
-    child: Child,
+    process: ChildProcess,
     port: u16,
-    stdout: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl ExampleReceiver {
     fn start(language: &str, token: &str) -> ExampleReceiver {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let stdout = dir.path().join("stdout");
         let (program, script) = match language {
             "node" => ("node", "examples/receivers/node/server.js"),
             "python" => ("python3", "examples/receivers/python/receiver.py"),
             other => panic!("no example receiver for {other}"),
         };
-        let stderr = dir.path().join("stderr");
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .arg(repo_root().join(script))
             .env("WEBHOOK_TOKEN", token)
-            .env("PORT", "0")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("receiver stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("receiver stderr file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting the {language} receiver ({program} must be installed): {e}"));
-        // It logs every request to stderr, so stderr goes to a file that is
-        // never closed under it; the first line says where it listens.
+            .env("PORT", "0");
+        // It logs every request to stderr, so its output goes to a file that
+        // is never closed under it; a line says where it listens.
+        let process = ChildProcess::start(
+            &format!("{language} receiver"),
+            command,
+            Some(&dir.path().join("output")),
+        )
+        .unwrap_or_else(|e| panic!("{e} ({program} must be installed)"));
         let port = wait_for(
             &format!("the {language} receiver to listen"),
             Duration::from_secs(20),
             || {
-                let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+                let text = process.log();
                 text.lines()
                     .find_map(|l| l.strip_prefix("listening on http://"))
                     .and_then(|addr| addr.trim().rsplit(':').next())
@@ -62,9 +63,8 @@ impl ExampleReceiver {
             },
         );
         ExampleReceiver {
-            child,
+            process,
             port,
-            stdout,
             _dir: dir,
         }
     }
@@ -74,8 +74,8 @@ impl ExampleReceiver {
     }
 
     fn verified(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.stdout)
-            .unwrap_or_default()
+        self.process
+            .log()
             .lines()
             .filter(|l| l.starts_with("verified "))
             .map(str::to_string)
@@ -107,49 +107,33 @@ impl ExampleReceiver {
     }
 }
 
-impl Drop for ExampleReceiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn real_deliveries_are_verified_and_bad_ones_refused(language: &str) {
-    let ns = namespace(&format!("receiver-{language}"));
-    let prefix = redis_prefix(&format!("receiver-{language}"));
-    let redis = &env().redis_url;
+    let test = DeliveryTest::new(&format!("receiver-{language}"));
+    let ns = &test.ns;
 
     // The receiver knows the token of `right`; `wrong` signs with its own.
     let placeholder = "http://127.0.0.1:9/";
-    let right = create_hook(&ns, "right", placeholder, &[CREATE], json!({}));
+    let right = test.hook("right", placeholder, json!({}));
     let receiver = ExampleReceiver::start(language, &right.token);
     let out = support::kubectl(&[
         "patch",
         "owh",
         "right",
         "-n",
-        &ns,
+        ns,
         "--type=merge",
         "-p",
         &json!({"spec": {"url": receiver.url()}}).to_string(),
     ]);
     assert!(out.success, "{}", out.stderr);
-    harness::accept(&ns, "right", true);
-    let wrong = create_hook(&ns, "wrong", &receiver.url(), &[UPDATE], json!({}));
+    accept(ns, "right", true);
+    let wrong = create_hook(ns, "wrong", &receiver.url(), &[UPDATE], json!({}));
     assert_ne!(right.token, wrong.token);
 
-    let _dispatcher = Dispatcher::start(args(redis, &prefix, language, &["--retry-schedule", "100ms"]));
+    let _dispatcher = test.dispatcher_as(language, &["--retry-schedule", "100ms"]);
 
     let events: Vec<String> = (0..3)
-        .map(|i| {
-            publish(
-                redis,
-                &prefix,
-                &ns,
-                CREATE,
-                &json!({"type": "conversation", "n": i, "text": "café ☕"}),
-            )
-        })
+        .map(|i| test.publish(&json!({"type": "conversation", "n": i, "text": "café ☕"})))
         .collect();
     let verified = wait_for(
         "the receiver to verify three deliveries",
@@ -173,7 +157,7 @@ fn real_deliveries_are_verified_and_bad_ones_refused(language: &str) {
 
     // A delivery signed with another hook's secret: 401, which the
     // dispatcher records as the hook's last failure.
-    publish(redis, &prefix, &ns, UPDATE, &json!({"type": "conversation"}));
+    test.publish_event(UPDATE, &json!({"type": "conversation"}));
     wait_for(
         "the wrong-secret delivery to fail with 401",
         Duration::from_secs(40),

@@ -1,96 +1,64 @@
-//! Test support: one real control plane (etcd, kube-apiserver,
-//! kube-controller-manager with only role aggregation, redis-server) per
-//! test binary, started by `scripts/control-plane.sh`, and helpers to
-//! drive it the way a user would (the built kubectl) or through kube-rs.
+//! Test support, one tree for every test binary (`mod support;`).
+//!
+//! - [`cluster`]: the real control plane shared by this test binary (started
+//!   once by `scripts/control-plane.sh`), a namespace and a Redis prefix per test.
+//! - [`process`], [`control_plane`]: one child-process guard and the control
+//!   plane script, std only (the benchmark package includes both files).
+//! - [`kubectl`]: the built kubectl (and kube-rs) against that control plane.
+//! - [`hooks`]: hook manifests, the controller's part played by a test
+//!   (Secret, conditions), condition and Secret readers.
+//! - [`controller`], [`dispatcher`]: the real binaries as child processes.
+//! - [`receiver`]: a scripted HTTP receiver on loopback.
+//! - [`redis`]: publishing, raw stream entries, key lengths, a redis-server of a test's own.
+//! - [`delivery_test`]: one dispatcher test's namespace, prefix, hooks and dispatchers.
 //!
 //! Each test takes its own namespace and Redis key prefix, so tests run in
-//! parallel. The script runs until its stdin closes; we hold the write end
-//! for the life of the test binary, so every process it started, and its
-//! state directory, goes away with the tests even when they are killed.
+//! parallel.
 
-#![allow(dead_code)]
+#![allow(dead_code)] // every test binary uses a different part of this tree
+
+pub mod cluster;
+pub mod control_plane;
+pub mod controller;
+pub mod delivery_test;
+pub mod dispatcher;
+pub mod hooks;
+pub mod kubectl;
+pub mod process;
+pub mod receiver;
+pub mod redis;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Output, Stdio},
-    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
-/// The shared control plane of this test binary.
-pub struct TestEnv {
-    /// Kubeconfig of the admin user.
-    pub kubeconfig: PathBuf,
-    /// `redis://127.0.0.1:PORT`.
-    pub redis_url: String,
-    /// Where the built kubectl, helm, etcd, kube-apiserver and
-    /// kube-controller-manager live.
-    pub bin_dir: PathBuf,
-    _script: Mutex<(Child, ChildStdin)>,
-}
+// The helpers nearly every binary calls, at the top (not every binary calls each).
+#[allow(unused_imports)]
+pub use cluster::{env, namespace, redis_prefix};
+#[allow(unused_imports)]
+pub use kubectl::{apply_yaml, kubectl, kubectl_ok, kubectl_with_input};
+
+/// The event most tests publish and subscribe to.
+pub const CREATE: &str = "kustomer.conversation.create";
 
 /// Root of the repository.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory `scripts/install-tools.sh` links the tools into.
-pub fn tools_bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("OUTBOUND_WEBHOOKS_TOOLS_DIR") {
-        return PathBuf::from(dir).join("bin");
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
-    cache.join("outbound-webhooks/tools/bin")
+/// Reads a file of the repository.
+pub fn read_repo_file(path: impl AsRef<Path>) -> String {
+    let path = repo_root().join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// Starts the control plane on first use; later calls return the same one.
-pub fn env() -> &'static TestEnv {
-    static ENV: OnceLock<TestEnv> = OnceLock::new();
-    ENV.get_or_init(start)
-}
-
-fn start() -> TestEnv {
-    let bin_dir = tools_bin_dir();
-    for tool in ["etcd", "kube-apiserver", "kube-controller-manager", "kubectl"] {
-        assert!(
-            bin_dir.join(tool).exists(),
-            "{tool} is not installed in {}: run scripts/install-tools.sh (it builds the test tools once)",
-            bin_dir.display()
-        );
-    }
-    let state = std::env::temp_dir().join(format!("owh-test-{}-{}", std::process::id(), unique_suffix()));
-    let mut child = Command::new(repo_root().join("scripts/control-plane.sh"))
-        .arg(&state)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting scripts/control-plane.sh");
-    let stdin = child.stdin.take().expect("piped stdin");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reading the control plane's READY line");
-    assert!(
-        line.starts_with("READY "),
-        "the control plane did not start (see the [control-plane] lines above); got {line:?}"
-    );
-    let field = |key: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("READY line lacks {key}: {line}"))
-            .to_string()
-    };
-    TestEnv {
-        kubeconfig: PathBuf::from(field("kubeconfig")),
-        redis_url: field("redis"),
-        bin_dir,
-        _script: Mutex::new((child, stdin)),
-    }
+/// Fails unless the repository file at `path` is exactly the CRD the Rust
+/// types generate; `hint` says how to fix it.
+pub fn assert_is_the_generated_crd(path: &str, hint: &str) {
+    let generated = outbound_webhooks::crd_yaml::crd_yaml().expect("rendering the CRD");
+    let committed = read_repo_file(path);
+    assert!(generated == committed, "{path} is stale: {hint}");
 }
 
 /// A short random suffix for names that must not collide between tests.
@@ -100,96 +68,7 @@ pub fn unique_suffix() -> String {
     hex::encode(bytes)
 }
 
-/// A kube-rs client for the admin user, bound to the calling test's runtime.
-pub async fn client() -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&env().kubeconfig).expect("reading the test kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("loading the test kubeconfig");
-    kube::Client::try_from(config).expect("building a client")
-}
-
-/// The result of one kubectl run.
-pub struct KubectlOutput {
-    pub success: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl KubectlOutput {
-    fn from(output: Output) -> Self {
-        KubectlOutput {
-            success: output.status.success(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-}
-
-/// Runs the built kubectl against the test cluster, optionally feeding stdin.
-pub fn kubectl_with_input(args: &[&str], input: Option<&str>) -> KubectlOutput {
-    use std::io::Write;
-    let env = env();
-    let mut child = Command::new(env.bin_dir.join("kubectl"))
-        .args(args)
-        .env("KUBECONFIG", &env.kubeconfig)
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running kubectl");
-    if let Some(input) = input {
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        stdin.write_all(input.as_bytes()).expect("writing kubectl's stdin");
-    }
-    KubectlOutput::from(child.wait_with_output().expect("waiting for kubectl"))
-}
-
-/// Runs the built kubectl against the test cluster.
-pub fn kubectl(args: &[&str]) -> KubectlOutput {
-    kubectl_with_input(args, None)
-}
-
-/// Runs kubectl and fails the test, with its output, unless it succeeds.
-pub fn kubectl_ok(args: &[&str]) -> String {
-    let out = kubectl(args);
-    assert!(
-        out.success,
-        "kubectl {} failed:\n{}{}",
-        args.join(" "),
-        out.stdout,
-        out.stderr
-    );
-    out.stdout
-}
-
-/// `kubectl apply -n NS -f -` of a YAML document.
-pub fn apply_yaml(namespace: &str, yaml: &str) -> KubectlOutput {
-    kubectl_with_input(&["apply", "-n", namespace, "-f", "-"], Some(yaml))
-}
-
-/// Creates a fresh namespace named after the test; returns its name.
-pub fn namespace(test: &str) -> String {
-    let name = format!("{}-{}", test.replace('_', "-"), unique_suffix());
-    let name: String = name
-        .chars()
-        .rev()
-        .take(63)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    let name = name.trim_start_matches('-').to_string();
-    kubectl_ok(&["create", "namespace", &name]);
-    name
-}
-
-/// A Redis key prefix of this test's own, with a hash tag like the default.
-pub fn redis_prefix(test: &str) -> String {
-    format!("{{owh-{test}-{}}}:", unique_suffix())
-}
-
-/// Polls `check` until it returns `Some`, or fails after `timeout` with the
+/// Polls `check` until it returns `Ok`, or fails after `timeout` with the
 /// last observation.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + timeout;
@@ -202,10 +81,4 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Res
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
-}
-
-/// Reads a file of the repository.
-pub fn read_repo_file(path: impl AsRef<Path>) -> String {
-    let path = repo_root().join(path);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
