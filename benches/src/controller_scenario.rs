@@ -268,7 +268,7 @@ pub async fn controller_scenario(
         if ready >= total || Instant::now() > deadline {
             break;
         }
-        if let Some(status) = controller.try_wait()? {
+        if let Some(status) = controller.exit_status() {
             return Err(format!(
                 "the controller exited ({status}) with {ready} of {total} hooks Ready; see {}",
                 log.display()
@@ -299,8 +299,8 @@ pub async fn controller_scenario(
         .await?;
 
     eprintln!("bench: scenario 6: stopping the controller (SIGTERM)");
-    let stopped = controller.terminate(Duration::from_secs(15)).await?;
-    let released = std::fs::read_to_string(&log).is_ok_and(|l| l.contains("released the leader Lease"));
+    let stopped = controller.terminate(Duration::from_secs(15));
+    let released = controller.log().contains("released the leader Lease");
     drop(controller);
 
     let outcome = Outcome {

@@ -26,6 +26,7 @@ const DIRECT: &str = "outbound_webhooks_first_deliveries_total{path=\"direct\"}"
 
 /// One latency run's figures, in ms unless named otherwise.
 struct Latency {
+    /// Events published per second.
     rate: f64,
     sent: usize,
     arrived: usize,

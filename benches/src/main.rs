@@ -17,6 +17,14 @@
 //! row); what they start in `processes` and `receiver`; what they load in
 //! `seed` and `load`; what they compare with in `baselines`.
 
+// Shared with the tests, which use all of them; the bench, only part.
+#[allow(dead_code)]
+#[path = "../../tests/support/control_plane.rs"]
+mod control_plane;
+#[allow(dead_code)]
+#[path = "../../tests/support/process.rs"]
+mod process;
+
 mod apiserver_metrics;
 mod baselines;
 mod controller_report;
@@ -39,7 +47,8 @@ use std::{
 use kube::Client;
 
 use crate::{
-    processes::{ControlPlane, start_control_plane},
+    control_plane::ControlPlane,
+    processes::start_control_plane,
     receiver::{ReceiverState, start_receiver},
     report::Report,
     seed::{SeedHook, seed},
@@ -186,13 +195,13 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     Ok(())
 }
 
-/// Prints the table, stops the control plane and removes its data.
+/// Prints the table and stops the control plane.
 fn finish(report: Report, cp: ControlPlane, state: &Path, bench_started: Instant) {
     report.print();
     eprintln!("bench: finished in {:.0}s", bench_started.elapsed().as_secs_f64());
+    // The script removes the cluster's data (etcd, Redis) as it stops; logs
+    // and results stay.
     drop(cp);
-    // The cluster's data (etcd, Redis) is large; logs and results stay.
-    let _ = std::fs::remove_dir_all(state.join("cluster"));
     let _ = report.write_partial(state);
 }
 

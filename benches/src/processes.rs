@@ -1,147 +1,60 @@
-//! The child processes the bench starts (the control plane, dispatchers, the
-//! controller) and what it reads about processes from `/proc` and Redis.
+//! The bench's own processes, on top of the child-process guard and the
+//! control plane shared with the tests (`tests/support/process.rs`,
+//! `tests/support/control_plane.rs`): the dispatchers (optionally under a
+//! wrapper such as valgrind) and the controller, and what the bench reads
+//! about processes from `/proc` and Redis.
 //!
-//! Every child gets a piped stdin and `--exit-on-stdin-close` (the control
-//! plane script stops on its own when stdin closes), so a bench that dies
-//! takes its children with it.
+//! The shared helpers block (std only); their waits run in
+//! `block_in_place`, so they hold up only the driver's own task (the
+//! receiver has a runtime of its own), and Ctrl-C takes effect once a wait
+//! returns.
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
+    path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use crate::{Env, Error};
+use crate::{
+    Env, Error,
+    control_plane::ControlPlane,
+    process::{ChildProcess, free_port},
+};
 
-/// A child process that stops when dropped (stdin closed, then killed).
-pub struct Proc {
-    name: &'static str,
-    child: Child,
-    stdin: Option<ChildStdin>,
+/// How long a stopped child may take to exit after its stdin closes: a
+/// dispatcher under valgrind writes its profile then, which a kill would lose.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// Starts `command` (one of our binaries, its subcommand and options given)
+/// with its ops server on a free port, logging to `log`, and waits until
+/// `/readyz` answers; returns it and its ops port.
+fn start_ours(
+    name: &str,
+    mut command: Command,
+    kubeconfig: &Path,
+    rust_log: &str,
+    log: &Path,
+    ready_within: Duration,
+) -> Result<(ChildProcess, u16), Error> {
+    let http_port = free_port();
+    command
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{http_port}"))
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", rust_log);
+    let mut process = ChildProcess::start(name, command, Some(log))?;
+    process.set_stop_grace(STOP_GRACE);
+    tokio::task::block_in_place(|| process.wait_ready(http_port, ready_within))?;
+    Ok((process, http_port))
 }
 
-impl Proc {
-    fn new(name: &'static str, mut child: Child) -> Proc {
-        let stdin = child.stdin.take();
-        Proc { name, child, stdin }
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Its exit status if it has exited.
-    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
-        self.child.try_wait()
-    }
-
-    fn stop(&mut self, grace: Duration) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("bench: {} did not stop in time; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop(Duration::from_secs(15));
-    }
-}
-
-/// Waits until a started process answers 200 on `/readyz`; fails at once
-/// when it exits first, naming its log.
-async fn wait_ready(proc: &mut Proc, http_port: u16, log: &Path, timeout: Duration) -> Result<(), Error> {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let ready = client
-            .get(format!("http://127.0.0.1:{http_port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return Ok(());
-        }
-        if let Some(status) = proc.try_wait()? {
-            return Err(format!(
-                "the {} exited ({status}) before it was ready; see {}",
-                proc.name,
-                log.display()
-            )
-            .into());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the {} was not ready in {}s; see {}",
-                proc.name,
-                timeout.as_secs(),
-                log.display()
-            )
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// etcd, kube-apiserver and Redis of `scripts/control-plane.sh`; stopped on drop.
-pub struct ControlPlane {
-    _proc: Proc,
-    /// Kubeconfig of the admin user.
-    pub kubeconfig: PathBuf,
-    /// `redis://127.0.0.1:PORT`.
-    pub redis_url: String,
-}
-
-/// Starts the control plane with its data under `state/cluster` and its log
-/// in `state/control-plane.out`; returns once the script prints `READY`.
+/// Starts the control plane with its data under `state/cluster` (which the
+/// script removes when it stops) and its log in `state/control-plane.out`;
+/// returns once the script prints `READY`.
 pub fn start_control_plane(repo: &Path, state: &Path) -> Result<ControlPlane, Error> {
-    let log = std::fs::File::create(state.join("control-plane.out"))?;
-    let mut child = Command::new("bash")
-        .arg(repo.join("scripts/control-plane.sh"))
-        .arg(state.join("cluster"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let proc = Proc::new("control plane", child);
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if let Some(rest) = line.strip_prefix("READY ") {
-            let field = |k: &str| {
-                rest.split_whitespace()
-                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string))
-            };
-            return Ok(ControlPlane {
-                _proc: proc,
-                kubeconfig: field("kubeconfig").ok_or("READY line without kubeconfig")?.into(),
-                redis_url: field("redis").ok_or("READY line without redis")?,
-            });
-        }
-    }
-    Err(format!(
-        "the control plane stopped before it was ready; see {}",
-        state.join("control-plane.out").display()
-    )
-    .into())
+    let log = state.join("control-plane.out");
+    Ok(ControlPlane::start(repo, &state.join("cluster"), &[], Some(&log))?)
 }
 
 /// /proc figures of a process: CPU seconds (user + system), RSS and peak RSS in bytes.
@@ -232,7 +145,7 @@ pub async fn redis_cpu_seconds(conn: &mut redis::aio::MultiplexedConnection) -> 
 
 /// A running `outbound-webhooks dispatcher` on its own key prefix.
 pub struct Dispatcher {
-    proc: Proc,
+    process: ChildProcess,
     http_port: u16,
 }
 
@@ -240,9 +153,6 @@ impl Dispatcher {
     /// Starts one on `prefix` with `extra` arguments, its log in
     /// `state/{log_name}.log`, and waits until it is ready.
     pub async fn start(env: &Env, prefix: &str, log_name: &str, extra: &[&str]) -> Result<Dispatcher, Error> {
-        let http_port = free_port();
-        let log_path = env.state.join(format!("{log_name}.log"));
-        let log = std::fs::File::create(&log_path)?;
         // BENCH_DISPATCHER_WRAPPER (e.g. "valgrind --tool=callgrind") runs the
         // dispatcher under a profiler.
         let wrapper = std::env::var("BENCH_DISPATCHER_WRAPPER").unwrap_or_default();
@@ -255,29 +165,21 @@ impl Dispatcher {
             }
             None => Command::new(&env.dispatcher_binary),
         };
-        let child = command
-            .arg("--exit-on-stdin-close")
-            .arg("dispatcher")
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{http_port}"))
+        command
+            .args(["--exit-on-stdin-close", "dispatcher"])
             .args(["--redis-url", &env.redis_url, "--redis-prefix", prefix])
             .args(["--consumer-name", "bench", "--allow-destination-cidr", "127.0.0.0/8"])
-            .args(extra)
-            .env("KUBECONFIG", &env.kubeconfig)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        let mut proc = Proc::new("dispatcher", child);
+            .args(extra);
+        let log = env.state.join(format!("{log_name}.log"));
         // Under valgrind start-up takes minutes.
-        wait_ready(&mut proc, http_port, &log_path, Duration::from_secs(300)).await?;
-        Ok(Dispatcher { proc, http_port })
+        let ready_within = Duration::from_secs(300);
+        let (process, http_port) = start_ours("dispatcher", command, &env.kubeconfig, "warn", &log, ready_within)?;
+        Ok(Dispatcher { process, http_port })
     }
 
     /// Its CPU and memory now.
     pub fn stats(&self) -> ProcStats {
-        proc_stats(self.proc.pid())
+        proc_stats(self.process.pid())
     }
 
     /// The value of one series (`name{labels}` exactly) on its `/metrics`; 0 when absent.
@@ -296,46 +198,41 @@ impl Dispatcher {
 /// The real `outbound-webhooks controller`, its Lease in `default` (as the
 /// tests run it), its ops server on a free port, its log in the state dir.
 pub struct ControllerProc {
-    proc: Proc,
+    process: ChildProcess,
     http_port: u16,
 }
 
 impl ControllerProc {
-    /// Starts it and waits until it leads with synced caches.
+    /// Starts it and waits until it leads with synced caches (its `/readyz`).
     pub async fn start(binary: &Path, kubeconfig: &Path, log: &Path) -> Result<ControllerProc, Error> {
-        let http_port = free_port();
-        let log_file = std::fs::File::create(log)?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["--exit-on-stdin-close", "--log-format", "json", "controller"])
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{http_port}"))
             .args([
                 "--lease-namespace",
                 "default",
                 "--lease-name",
                 "outbound-webhooks-bench",
             ])
-            .args(["--lease-duration", "15s", "--identity", "bench-controller"])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()?;
-        let mut proc = Proc::new("controller", child);
-        // /readyz answers 200 once it leads and its caches are synced.
-        wait_ready(&mut proc, http_port, log, Duration::from_secs(120)).await?;
-        Ok(ControllerProc { proc, http_port })
+            .args(["--lease-duration", "15s", "--identity", "bench-controller"]);
+        let ready_within = Duration::from_secs(120);
+        let (process, http_port) = start_ours("controller", command, kubeconfig, "info", log, ready_within)?;
+        Ok(ControllerProc { process, http_port })
     }
 
     /// Its CPU and memory now.
     pub fn stats(&self) -> ProcStats {
-        proc_stats(self.proc.pid())
+        proc_stats(self.process.pid())
     }
 
     /// Its exit status if it has exited.
-    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
-        self.proc.try_wait()
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.exit_status()
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.process.log()
     }
 
     /// Its unlabelled Prometheus samples (name -> value).
@@ -352,21 +249,11 @@ impl ControllerProc {
             .collect())
     }
 
-    /// SIGTERM, then up to `grace` for it to release its Lease and exit.
-    pub async fn terminate(&mut self, grace: Duration) -> Result<Option<(std::process::ExitStatus, Duration)>, Error> {
+    /// SIGTERM, then up to `grace` for it to release its Lease and exit
+    /// (killed after that); its exit status and how long it took.
+    pub fn terminate(&mut self, grace: Duration) -> Option<(std::process::ExitStatus, Duration)> {
         let sent = Instant::now();
-        let killed = Command::new("kill")
-            .args(["-s", "TERM", &self.proc.pid().to_string()])
-            .status()?;
-        if !killed.success() {
-            return Err(format!("kill -s TERM {} failed", self.proc.pid()).into());
-        }
-        while sent.elapsed() < grace {
-            if let Some(status) = self.proc.try_wait()? {
-                return Ok(Some((status, sent.elapsed())));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(None)
+        let status = tokio::task::block_in_place(|| self.process.terminate(grace))?;
+        Some((status, sent.elapsed()))
     }
 }

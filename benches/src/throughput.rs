@@ -172,15 +172,15 @@ impl AgainstBaselineA {
         (self.baseline_a_before + self.baseline_a_after) / 2.0
     }
 
+    /// A dispatcher run's deliveries/s.
+    fn deliveries_row(&self, report: &mut Report, measure: &str, d: &Drain, note: &str) {
+        report.row(self.scenario, measure, format!("{:.0}", d.rate), note);
+    }
+
     /// The dispatcher's deliveries/s and baseline A's requests/s.
     fn rate_rows(&self, report: &mut Report) {
         let d = &self.default_threads;
-        report.row(
-            self.scenario,
-            "dispatcher deliveries/s",
-            format!("{:.0}", d.rate),
-            &d.progress(),
-        );
+        self.deliveries_row(report, "dispatcher deliveries/s", d, &d.progress());
         report.row(
             self.scenario,
             &format!("baseline A (reqwest, {} in flight) req/s", self.concurrency),
@@ -206,12 +206,8 @@ impl AgainstBaselineA {
     /// The one-thread dispatcher's deliveries/s and its ratio to baseline A.
     fn one_thread_rows(&self, report: &mut Report) {
         let d = &self.one_thread;
-        report.row(
-            self.scenario,
-            "dispatcher, --worker-threads 1, deliveries/s",
-            format!("{:.0}", d.rate),
-            &format!("{}; {:.3} CPU s per 1,000", d.progress(), d.cpu_per_1000),
-        );
+        let note = format!("{}; {:.3} CPU s per 1,000", d.progress(), d.cpu_per_1000);
+        self.deliveries_row(report, "dispatcher, --worker-threads 1, deliveries/s", d, &note);
         self.ratio_row(report, "dispatcher, --worker-threads 1", d);
     }
 }
