@@ -17,13 +17,6 @@ use crate::{
     scale,
 };
 
-const PREFIX: &str = "bench-lat:";
-const ORG: &str = "bench-one";
-/// The first-delivery counters by path: a first attempt sent straight from
-/// the stream, or stored as a task first (which costs more round trips).
-const STORED: &str = "outbound_webhooks_first_deliveries_total{path=\"stored\"}";
-const DIRECT: &str = "outbound_webhooks_first_deliveries_total{path=\"direct\"}";
-
 /// One latency run's figures, in ms unless named otherwise.
 struct Latency {
     /// Events published per second.
@@ -37,6 +30,13 @@ struct Latency {
     /// Seconds into the run at which the slowest event was sent.
     worst_at_s: f64,
 }
+
+const PREFIX: &str = "bench-lat:";
+const ORG: &str = "bench-one";
+/// The first-delivery counters by path: a first attempt sent straight from
+/// the stream, or stored as a task first (which costs more round trips).
+const STORED: &str = "outbound_webhooks_first_deliveries_total{path=\"stored\"}";
+const DIRECT: &str = "outbound_webhooks_first_deliveries_total{path=\"direct\"}";
 
 /// Publishes at `rate` events/s for `seconds` into a running dispatcher and
 /// measures XADD (just before sending) to arrival at the receiver.

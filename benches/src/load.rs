@@ -1,8 +1,9 @@
 //! The loaders: events as a producer appends them to a prefix's events
 //! stream, pre-filled in pipelined batches or published one at a time.
 //!
-//! Event ids count up from one process-wide counter, so every event of a run
-//! is unique across streams (receivers dedupe by `webhook-id`).
+//! Event ids count up from one process-wide counter, so no two events of a
+//! run share an id, whichever stream they went to (scenario 2 matches
+//! arrivals to sends by it).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -17,8 +18,8 @@ static NEXT_EVENT: AtomicU64 = AtomicU64::new(1);
 fn next_event() -> (String, String) {
     let n = NEXT_EVENT.fetch_add(1, Relaxed);
     let id = format!("be{n:022x}");
-    // The data is numbered after the counter as it stands now, as it
-    // always was (one past the id's number).
+    // Numbered one past the id, as the bench always sent it: the same
+    // bytes keep runs of different versions comparable.
     let data = json!({"type": "conversation", "id": format!("c{:023x}", NEXT_EVENT.load(Relaxed)),
            "attributes": {"name": "Order 1234 is late", "channels": ["email"], "priority": 3, "status": "open"}})
     .to_string();
