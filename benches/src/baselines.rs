@@ -1,0 +1,145 @@
+//! The baselines the dispatcher is measured against: what the same machine
+//! does with the two halves of its work done bare.
+//!
+//! - A: a reqwest loop POSTing the same signed bodies to the same receiver,
+//!   at the dispatcher's concurrency (the HTTP half).
+//! - B: `XREADGROUP COUNT 100` + `XACK` over the same entries (the Redis half).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
+    time::Instant,
+};
+
+use outbound_webhooks::{envelope, signing, stream_entry::parse_entry};
+
+use crate::{EVENT, Error, TOKEN};
+
+/// Event ids and the envelope bodies the dispatcher would send for them.
+pub type Bodies = Arc<Vec<(String, Vec<u8>)>>;
+
+/// Baseline B: bare XREADGROUP (COUNT 100) + XACK of every entry of a stream.
+/// Returns entries per second.
+pub async fn baseline_b(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> Result<f64, Error> {
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("baseline-b")
+        .arg("0")
+        .query_async(conn)
+        .await?;
+    let started = Instant::now();
+    let mut total = 0usize;
+    loop {
+        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("baseline-b")
+            .arg("c")
+            .arg("COUNT")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query_async(conn)
+            .await?;
+        let ids: Vec<String> = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).map(|i| i.id).collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            break;
+        }
+        total += ids.len();
+        let _: i64 = redis::cmd("XACK")
+            .arg(stream)
+            .arg("baseline-b")
+            .arg(&ids)
+            .query_async(conn)
+            .await?;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The envelope bodies the dispatcher would send for every entry of
+/// `stream`, built by the crate's own parser and envelope builder.
+pub async fn bodies_of(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> Result<Bodies, Error> {
+    let mut out = Vec::new();
+    let mut start = "-".to_string();
+    loop {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(5000)
+            .query_async(conn)
+            .await?;
+        if reply.ids.is_empty() {
+            break;
+        }
+        for entry in &reply.ids {
+            let fields: HashMap<String, Vec<u8>> = entry
+                .map
+                .iter()
+                .filter_map(|(k, v)| {
+                    redis::from_redis_value::<Vec<u8>>(v.clone())
+                        .ok()
+                        .map(|b| (k.clone(), b))
+                })
+                .collect();
+            let event = parse_entry(&entry.id, &fields).map_err(|e| format!("entry {}: {e}", entry.id))?;
+            out.push((event.id.clone(), envelope::build(&event)));
+        }
+        start = format!("({}", reply.ids.last().expect("non-empty").id);
+    }
+    Ok(Arc::new(out))
+}
+
+/// Baseline A: a bare reqwest loop sending `total` signed deliveries, cycling
+/// over `bodies`, `concurrency` at a time. Returns requests per second.
+pub async fn baseline_a(url: &str, bodies: Bodies, total: usize, concurrency: usize) -> Result<f64, Error> {
+    // The dispatcher's client settings that cost or save work per request.
+    let client = reqwest::Client::builder()
+        .user_agent("outbound-webhooks/bench")
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, bodies, next, url) = (client.clone(), bodies.clone(), next.clone(), url.to_string());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Relaxed);
+                    if i >= total {
+                        return Ok::<(), reqwest::Error>(());
+                    }
+                    let (id, body) = &bodies[i % bodies.len()];
+                    let timestamp = jiff::Timestamp::now().as_second();
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("x-kustomer-webhook-event", EVENT)
+                        .header("x-kustomer-webhook-signature", signing::kustomer_signature(TOKEN, body))
+                        .header("webhook-id", id.as_str())
+                        .header("webhook-timestamp", timestamp.to_string())
+                        .header(
+                            "webhook-signature",
+                            signing::standard_webhooks_signature(TOKEN, id, timestamp, body),
+                        )
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    let _ = response.bytes().await?;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
