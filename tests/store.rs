@@ -2,15 +2,14 @@
 //! control plane): one test per script behaviour, so a Lua edit gets
 //! feedback in seconds.
 
-mod harness;
 mod support;
 
 use std::{collections::HashMap, sync::OnceLock};
 
-use harness::RedisServer;
 use outbound_webhooks::dispatcher::store::{
     Claim, DeadLetter, Delivery, NewTask, Rescheduled, Store, Task, task::field, task_member,
 };
+use support::redis::RedisServer;
 use support::redis_prefix;
 
 /// One redis-server for every test here; each test has its own prefix.
