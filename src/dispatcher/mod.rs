@@ -143,29 +143,13 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     .applied_objects();
     // Every change wakes the tasks waiting for the hooks it concerns.
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
-    let hook_changes = changes_tx.clone();
-    tokio::spawn(hook_stream.for_each(move |r| {
-        match r {
-            Ok(hook) => {
-                if let Some(change) = Changed::hook(&hook) {
-                    let _ = hook_changes.send(change);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "watching OutboundWebhooks"),
-        }
-        futures::future::ready(())
-    }));
-    tokio::spawn(secret_stream.for_each(move |r| {
-        match r {
-            Ok(secret) => {
-                if let Some(change) = Changed::secret(&secret) {
-                    let _ = changes_tx.send(change);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "watching labelled Secrets"),
-        }
-        futures::future::ready(())
-    }));
+    forward_changes(
+        hook_stream,
+        changes_tx.clone(),
+        Changed::hook,
+        "watching OutboundWebhooks",
+    );
+    forward_changes(secret_stream, changes_tx, Changed::secret, "watching labelled Secrets");
     tokio::select! {
         r = async { tokio::try_join!(hooks.wait_until_ready(), secrets.wait_until_ready()) } => {
             r.map_err(|_| DispatcherError::CacheNeverSynced)?;
@@ -244,4 +228,25 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let _ = ops.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Drives a cache's watch stream, sending what each applied object changes
+/// to the waker.
+fn forward_changes<K: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    changes: mpsc::UnboundedSender<Changed>,
+    change: fn(&K) -> Option<Changed>,
+    what: &'static str,
+) {
+    tokio::spawn(stream.for_each(move |r| {
+        match r {
+            Ok(object) => {
+                if let Some(c) = change(&object) {
+                    let _ = changes.send(c);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "{what}"),
+        }
+        futures::future::ready(())
+    }));
 }
