@@ -1,12 +1,18 @@
 //! `outbound-webhooks dead-letter list|replay`: shows dead letters and puts
 //! them back for delivery, paging through the stream.
 
-use std::io::Write;
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write,
+};
+
+use kube::{Api, ResourceExt};
 
 use crate::{
     commands::CommandError,
     dispatcher::store::{DEAD_LETTER_PAGE, DeadLetter, Store, task::field},
     redis_args::RedisArgs,
+    resource::OutboundWebhook,
 };
 
 /// `dead-letter list` or `dead-letter replay`.
@@ -42,7 +48,40 @@ pub fn list_line(letter: &DeadLetter) -> String {
     )
 }
 
-/// Runs the command, writing its lines to `out`.
+/// The hooks dead letters are replayed to: each `namespace/name` resolved
+/// once to the hook that carries the name now (after a delete and
+/// re-apply, a new UID), or to nothing.
+struct CurrentHooks {
+    client: kube::Client,
+    by_name: HashMap<String, Option<String>>,
+}
+
+impl CurrentHooks {
+    /// The UID of the hook named `key` (`namespace/name`) now, if any.
+    async fn uid(&mut self, key: &str) -> Result<Option<String>, CommandError> {
+        if let Some(uid) = self.by_name.get(key) {
+            return Ok(uid.clone());
+        }
+        let Some((namespace, name)) = key.split_once('/') else {
+            return Ok(None);
+        };
+        let api: Api<OutboundWebhook> = Api::namespaced(self.client.clone(), namespace);
+        let hook = api
+            .get_opt(name)
+            .await
+            .map_err(|e| CommandError::context(&format!("looking up OutboundWebhook {key}"), e))?;
+        let uid = hook
+            .filter(|h| h.metadata.deletion_timestamp.is_none())
+            .and_then(|h| h.uid());
+        self.by_name.insert(key.to_string(), uid.clone());
+        Ok(uid)
+    }
+}
+
+/// Runs the command, writing its lines to `out`. `replay` stores each
+/// dead letter as a new task of the hook that carries its hook's name now,
+/// removing the dead letter in the same step; dead letters whose hook name
+/// no hook carries stay, and the command says so.
 pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(), CommandError> {
     let (args, replay) = match command {
         DeadLetterCommand::List(a) => (a, false),
@@ -51,9 +90,24 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
     let store = Store::connect(&args.redis.redis_url, &args.redis.redis_prefix)
         .await
         .map_err(|e| CommandError(e.to_string()))?;
+    let mut current = if replay {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            CommandError::context(
+                "replay resolves hook names through Kubernetes (in-cluster or KUBECONFIG)",
+                e,
+            )
+        })?;
+        Some(CurrentHooks {
+            client,
+            by_name: HashMap::new(),
+        })
+    } else {
+        None
+    };
     let write_error = |e: std::io::Error| CommandError::context("writing the output", e);
     let now = jiff::Timestamp::now().as_millisecond();
     let mut replayed = 0;
+    let mut kept: BTreeMap<String, usize> = BTreeMap::new();
     let mut after: Option<String> = None;
     loop {
         let page = store
@@ -66,20 +120,46 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
             if args.hook.as_ref().is_some_and(|h| *h != letter.hook()) {
                 continue;
             }
-            if !replay {
+            let Some(current) = current.as_mut() else {
                 writeln!(out, "{}", list_line(letter)).map_err(write_error)?;
-            } else if letter.is_delivery() {
-                // (A malformed entry has nothing to deliver it to.)
-                store
-                    .replay(letter, now)
-                    .await
-                    .map_err(|e| CommandError(e.to_string()))?;
-                replayed += 1;
+                continue;
+            };
+            // (A malformed entry has nothing to deliver it to.)
+            if !letter.is_delivery() {
+                continue;
             }
+            let hook = letter.hook();
+            let Some(uid) = current.uid(&hook).await? else {
+                *kept.entry(hook).or_default() += 1;
+                continue;
+            };
+            let mut task = letter.to_new_task();
+            task.delivery.uid = uid;
+            store
+                .replay_as(&letter.id, &task, now)
+                .await
+                .map_err(|e| CommandError(e.to_string()))?;
+            replayed += 1;
         }
     }
-    if replay {
-        writeln!(out, "replayed {replayed} dead letter(s)").map_err(write_error)?;
+    if !replay {
+        return Ok(());
+    }
+    for (hook, count) in &kept {
+        writeln!(
+            out,
+            "no OutboundWebhook {hook} exists now: its {count} dead letter(s) stay (re-create it, then replay again)"
+        )
+        .map_err(write_error)?;
+    }
+    writeln!(out, "replayed {replayed} dead letter(s)").map_err(write_error)?;
+    if let Some(hook) = &args.hook
+        && replayed == 0
+        && kept.contains_key(hook)
+    {
+        return Err(CommandError(format!(
+            "no OutboundWebhook {hook} exists now; nothing was replayed"
+        )));
     }
     Ok(())
 }

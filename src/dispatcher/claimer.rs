@@ -92,7 +92,7 @@ fn hook_of(shared: &Shared, task: &Task) -> Result<Arc<OutboundWebhook>, bool> {
 
 /// A task younger than this whose hook this replica has not seen may be
 /// for a hook created moments ago (another replica's cache saw it first).
-const UNSEEN_HOOK_GRACE_MS: i64 = 30_000;
+const UNSEEN_HOOK_GRACE_MS: i64 = 10_000;
 
 /// Runs one claimed task: deliver, reschedule, wait, dead-letter or turn
 /// the hook off.

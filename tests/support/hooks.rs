@@ -159,6 +159,35 @@ pub fn write_conditions(namespace: &str, name: &str, generation: i64, accepted: 
     write_controller_status(namespace, name, generation, accepted, None);
 }
 
+/// Writes the conditions the controller writes when a hook's signing
+/// Secret is gone (Accepted, SecretReady False / SecretNotFound).
+pub fn write_secret_not_found(namespace: &str, name: &str) {
+    let generation = generation(namespace, name);
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let condition = |type_: &str, status: &str, reason: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": "set by the test",
+               "observedGeneration": generation, "lastTransitionTime": now})
+    };
+    apply_status(
+        controller::reconcile::FIELD_MANAGER,
+        true,
+        &json!({
+            "apiVersion": api_version(),
+            "kind": OutboundWebhook::kind(&()),
+            "metadata": {"name": name, "namespace": namespace},
+            "status": {
+                "observedGeneration": generation,
+                "secretName": generated_secret_name(name),
+                "conditions": [
+                    condition(conditions::ACCEPTED, "True", accepted::ACCEPTED),
+                    condition(conditions::SECRET_READY, "False", secret_ready::SECRET_NOT_FOUND),
+                    condition(conditions::READY, "False", ready::SECRET_NOT_READY),
+                ],
+            },
+        }),
+    );
+}
+
 /// Writes the controller's status fields, including `specDisabledGeneration`
 /// when given (the controller records it when it sees `enabled: false`).
 pub fn write_controller_status(

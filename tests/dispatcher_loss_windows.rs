@@ -1,0 +1,207 @@
+//! Every event accounted for on ordinary operational paths: a spec edit the
+//! controller has not reconciled yet, a signing Secret being re-created, a
+//! hook deleted while its task retries, and a GitOps delete-and-re-apply
+//! before a replay. Each of these lost events before waiting tasks.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{
+    delivery_test::DeliveryTest,
+    dispatcher::run_cli,
+    hooks::{self, accept, create_hook, write_conditions, write_secret_not_found},
+    kubectl_ok,
+    receiver::Receiver,
+    wait_for,
+};
+
+/// How long an event that must wait is watched for not arriving.
+const QUIET: Duration = Duration::from_secs(2);
+
+fn events_metric(d: &support::dispatcher::Dispatcher, outcome: &str, reason: &str) -> f64 {
+    d.metric(&format!(
+        "outbound_webhooks_events_total{{outcome=\"{outcome}\",reason=\"{reason}\"}}"
+    ))
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn an_event_published_before_the_controller_reconciles_a_spec_edit_is_delivered_once_it_does() {
+    let test = DeliveryTest::new("spec-edit");
+    let receiver = Receiver::ok();
+    let hook = test.hook_to(&receiver, json!({}));
+    let d = test.dispatcher(&[]);
+    test.publish_until_delivered("the hook to be live", &receiver, Duration::from_millis(300));
+
+    // A spec edit: the generation moves on, the conditions (the controller
+    // is "stopped") still carry the old one.
+    let old_generation = hooks::generation(&hook.namespace, &hook.name);
+    kubectl_ok(&[
+        "patch",
+        "owh",
+        &hook.name,
+        "-n",
+        &hook.namespace,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"timeoutSeconds":7}}"#,
+    ]);
+    assert!(hooks::generation(&hook.namespace, &hook.name) > old_generation);
+    wait_for("the dispatcher to see the edit", Duration::from_secs(10), || {
+        let id = test.publish(&json!({"probe": true}));
+        std::thread::sleep(Duration::from_millis(300));
+        if receiver.requests_for(&id).is_empty() {
+            Ok(id)
+        } else {
+            Err("still delivered at once".into())
+        }
+    });
+    let waiting = test.publish(&json!({"n": 1}));
+    std::thread::sleep(QUIET);
+    assert!(
+        receiver.requests_for(&waiting).is_empty(),
+        "delivered before the conditions caught up"
+    );
+    assert!(
+        test.dead_letters(None).is_empty(),
+        "nothing is dead-lettered while it waits"
+    );
+
+    // The controller catches up: the waiting event goes out, no user action.
+    accept(&hook.namespace, &hook.name, true);
+    let got = receiver.wait_for_event(&waiting, 1, Duration::from_secs(15));
+    assert_eq!(got.len(), 1);
+    assert!(events_metric(&d, "delivered", "ok") >= 2.0);
+}
+
+#[test]
+fn an_event_published_while_the_signing_secret_is_re_created_is_delivered_once_it_is_back() {
+    let test = DeliveryTest::new("secret-gone");
+    let receiver = Receiver::ok();
+    let hook = test.hook_to(&receiver, json!({}));
+    let _d = test.dispatcher(&[]);
+    test.publish_until_delivered("the hook to be live", &receiver, Duration::from_millis(300));
+
+    // The Secret is deleted; the controller reports SecretReady=False.
+    let secret = outbound_webhooks::controller::secret::generated_secret_name(&hook.name);
+    kubectl_ok(&["delete", "secret", &secret, "-n", &hook.namespace]);
+    write_secret_not_found(&hook.namespace, &hook.name);
+    std::thread::sleep(Duration::from_millis(500));
+    let waiting = test.publish(&json!({"n": 1}));
+    std::thread::sleep(QUIET);
+    assert!(
+        receiver.requests_for(&waiting).is_empty(),
+        "delivered without a signing Secret"
+    );
+
+    // Re-created (same token, as a user restoring it) and ready again.
+    kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        &secret,
+        "-n",
+        &hook.namespace,
+        &format!("--from-literal=token={}", hook.token),
+    ]);
+    kubectl_ok(&[
+        "label",
+        "secret",
+        &secret,
+        "-n",
+        &hook.namespace,
+        &format!("{}=true", outbound_webhooks::resource::WEBHOOK_SECRET_LABEL),
+    ]);
+    accept(&hook.namespace, &hook.name, true);
+    let got = receiver.wait_for_event(&waiting, 1, Duration::from_secs(15));
+    support::receiver::verify_signatures(&hook, &got[0]).expect("signed with the restored token");
+}
+
+#[test]
+fn a_task_whose_hook_was_deleted_is_dead_lettered_hook_deleted_and_replays_to_the_re_applied_hook() {
+    let test = DeliveryTest::new("hook-deleted");
+    // Fails until told otherwise, so the event becomes a retrying task.
+    let (receiver, healthy) = Receiver::switchable(false);
+    let hook = test.hook_to(&receiver, json!({}));
+    let d = test.dispatcher(&["--retry-schedule", "1s,1s,1s,1s,1s,1s,1s,1s,1s"]);
+    let event = test.publish(&json!({"n": 1}));
+    receiver.wait_for_event(&event, 1, Duration::from_secs(15));
+
+    // The hook is deleted (a GitOps prune) while its task retries.
+    kubectl_ok(&["delete", "owh", &hook.name, "-n", &hook.namespace]);
+    let key = hook.key();
+    let letters = wait_for("the task to be dead-lettered", Duration::from_secs(45), || {
+        let letters = test.dead_letters(Some(&key));
+        if letters.is_empty() {
+            Err("no dead letter yet".to_string())
+        } else {
+            Ok(letters)
+        }
+    });
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(
+        letters[0].contains(&event) && letters[0].contains("HookDeleted"),
+        "{letters:?}"
+    );
+    assert_eq!(events_metric(&d, "dead_lettered", "hook_deleted"), 1.0);
+
+    // Replay before the re-apply: it says so and keeps the dead letter.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"))
+        .args([
+            "dead-letter",
+            "replay",
+            "--redis-url",
+            &test.redis_url,
+            "--redis-prefix",
+            &test.prefix,
+        ])
+        .args(["--hook", &key])
+        .env("KUBECONFIG", &support::env().kubeconfig)
+        .output()
+        .expect("running dead-letter replay");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains(&format!("no OutboundWebhook {key} exists now")), "{said}");
+    assert_eq!(test.dead_letters(Some(&key)).len(), 1, "the dead letter stays");
+
+    // Re-applied under the same name (a new UID), then replayed: delivered
+    // to the new hook, and only then is the dead letter gone.
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let again = create_hook(
+        &hook.namespace,
+        &hook.name,
+        &receiver.url("/"),
+        &[support::CREATE],
+        json!({}),
+    );
+    assert_ne!(again.uid, hook.uid);
+    write_conditions(
+        &again.namespace,
+        &again.name,
+        hooks::generation(&again.namespace, &again.name),
+        true,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let before = receiver.requests_for(&event).len();
+    let out = run_cli(&[
+        "dead-letter",
+        "replay",
+        "--redis-url",
+        &test.redis_url,
+        "--redis-prefix",
+        &test.prefix,
+        "--hook",
+        &key,
+    ]);
+    assert!(out.contains("replayed 1 dead letter(s)"), "{out}");
+    let got = receiver.wait_for_event(&event, before + 1, Duration::from_secs(15));
+    let replayed = got.last().expect("the replayed request");
+    support::receiver::verify_signatures(&again, replayed).expect("signed with the new hook's token");
+    assert!(test.dead_letters(Some(&key)).is_empty());
+}
