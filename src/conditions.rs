@@ -29,12 +29,15 @@ pub mod secret_ready {
     pub const SECRET_GENERATED: &str = "SecretGenerated";
     /// True: `spec.secretRef` names a usable secret.
     pub const SECRET_REFERENCED: &str = "SecretReferenced";
-    /// False: the Secret or its key does not exist (or the token is unusable).
+    /// False: the Secret or its key does not exist.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// False: a same-named Secret belongs to something else.
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     /// False: the Secret lacks the `outboundwebhooks.io/webhook-secret` label.
     pub const SECRET_NOT_LABELLED: &str = "SecretNotLabelled";
+    /// False: a value the hook needs cannot be used as it is (a token not
+    /// UTF-8 or of the wrong length, a header value with control characters).
+    pub const SECRET_INVALID: &str = "SecretInvalid";
 }
 
 /// Reasons of the `Ready` condition.

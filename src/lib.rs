@@ -16,6 +16,7 @@ pub mod publish;
 pub mod redis_args;
 pub mod resource;
 pub mod retry_schedule;
+pub mod secret_values;
 pub mod signing;
 pub mod stream_entry;
 pub mod telemetry;

@@ -473,10 +473,44 @@ fn a_secret_ref_recovers_from_missing_and_unlabelled_with_no_other_action() {
     // A token outside 16..512 bytes: a clear message.
     // `token` is the key the hook's secretRef names.
     apply_ok(&ns, &labelled_secret("mine", json!({"token": "short"})));
-    let c = wait_condition(&ns, "byo", SECRET_READY, "False", secret_ready::SECRET_NOT_FOUND, SOON);
+    let c = wait_condition(&ns, "byo", SECRET_READY, "False", secret_ready::SECRET_INVALID, SOON);
     assert!(c.message.contains("16 to 512"), "{c:?}");
     let hook = get_json(&ns, "owh", "byo").expect("hook").to_string();
     assert!(!hook.contains(token), "the token is in the status");
+}
+
+#[test]
+fn a_token_that_is_not_utf8_is_secret_invalid_naming_the_secret_and_key_never_the_value() {
+    controller();
+    let ns = namespace("token-binary");
+    // 32 bytes, not UTF-8: the dispatcher could not sign with it.
+    let binary = base64::engine::general_purpose::STANDARD.encode([0xffu8; 32]);
+    apply_ok(
+        &ns,
+        &json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "mine", "labels": {WEBHOOK_SECRET_LABEL: "true"}},
+            "data": {"signing": binary},
+        })
+        .to_string(),
+    );
+    apply_ok(
+        &ns,
+        &hook_yaml(
+            "byo",
+            "https://hooks.example.com/in",
+            json!({"secretRef": {"name": "mine", "key": "signing"}}),
+        ),
+    );
+    let c = wait_condition(&ns, "byo", SECRET_READY, "False", secret_ready::SECRET_INVALID, SOON);
+    assert!(
+        c.message.contains("\"signing\" of Secret mine") && c.message.contains("not UTF-8"),
+        "{c:?}"
+    );
+    wait_not_ready(&ns, "byo", ready::SECRET_NOT_READY, SOON);
+    let wide = kubectl_ok(&["get", "owh", "byo", "-n", &ns, "-o", "wide"]);
+    assert!(wide.contains("SecretNotReady") && wide.contains("not UTF-8"), "{wide}");
+    assert!(!get_json(&ns, "owh", "byo").expect("hook").to_string().contains(&binary));
 }
 
 #[test]
@@ -606,4 +640,16 @@ fn a_header_secret_must_be_labelled_before_the_hook_is_ready() {
     wait_active(&ns, "shop", SOON);
     let hook = get_json(&ns, "owh", "shop").expect("hook");
     assert_eq!(hook["status"]["secretName"], "shop-webhook-secret");
+
+    // A value with a control character inside: SecretInvalid, naming the
+    // Secret and key; one trailing line break (kubectl --from-file) is fine.
+    apply_ok(&ns, &labelled_secret("creds", json!({"auth": "Bearer abc\rdef"})));
+    let c = wait_condition(&ns, "shop", SECRET_READY, "False", secret_ready::SECRET_INVALID, SOON);
+    assert!(
+        c.message.contains("\"auth\" of Secret creds (header Authorization)"),
+        "{c:?}"
+    );
+    assert!(!c.message.contains("Bearer"), "the value is in the message: {c:?}");
+    apply_ok(&ns, &labelled_secret("creds", json!({"auth": "Bearer abc\n"})));
+    wait_active(&ns, "shop", SOON);
 }

@@ -8,7 +8,11 @@ mod support;
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use outbound_webhooks::{conditions::ready, controller::secret::TOKEN_KEY, resource::REENABLE_ANNOTATION};
+use outbound_webhooks::{
+    conditions::ready,
+    controller::secret::TOKEN_KEY,
+    resource::{REENABLE_ANNOTATION, WEBHOOK_SECRET_LABEL},
+};
 use serde_json::json;
 use support::{
     controller::{ControllerProcess, unique_lease},
@@ -126,4 +130,60 @@ fn a_failing_hook_is_shown_auto_disabled_by_kubectl_and_comes_back_by_annotation
         described.contains("ReEnabled"),
         "describe shows the re-enable:\n{described}"
     );
+}
+
+#[test]
+fn a_header_secret_made_from_a_file_with_a_trailing_newline_is_sent_without_the_line_break() {
+    let test = DeliveryTest::new("newline");
+    let ns = &test.ns;
+    let receiver = Receiver::ok();
+    let _controller = ControllerProcess::start(
+        &format!("newline-{}", unique_suffix()),
+        &[
+            "--allow-http",
+            "--watch-namespace",
+            ns,
+            "--lease-name",
+            &unique_lease("newline"),
+            "--lease-duration",
+            "3s",
+        ],
+    );
+    // What `echo "Bearer abc" > auth` and `kubectl create secret --from-file` give.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("auth");
+    std::fs::write(&file, "Bearer abc\n").expect("writing the header file");
+    kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "-n",
+        ns,
+        &format!("--from-file=auth={}", file.display()),
+    ]);
+    kubectl_ok(&[
+        "label",
+        "secret",
+        "creds",
+        "-n",
+        ns,
+        &format!("{WEBHOOK_SECRET_LABEL}=true"),
+    ]);
+    apply_ok(
+        ns,
+        &hook_yaml(
+            "crm",
+            &receiver.url("/hook"),
+            json!({"headers": [{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "auth"}}}]}),
+        ),
+    );
+    wait_active(ns, "crm", Duration::from_secs(20));
+    let table = kubectl_ok(&["get", "owh", "crm", "-n", ns, "-o", "wide"]);
+    assert!(table.contains(ready::ACTIVE), "{table}");
+
+    let _dispatcher = test.dispatcher(&[]);
+    let id = test.publish(&json!({"n": 1}));
+    let got = receiver.wait_for_event(&id, 1, Duration::from_secs(20));
+    assert_eq!(got[0].header("authorization"), "Bearer abc");
 }

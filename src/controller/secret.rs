@@ -16,6 +16,7 @@ use super::status::SecretOutcome;
 use crate::{
     conditions::secret_ready,
     resource::{OutboundWebhook, SecretKeyRef, WEBHOOK_SECRET_LABEL},
+    secret_values,
     signing::standard_webhooks_secret,
 };
 
@@ -23,10 +24,6 @@ use crate::{
 pub const TOKEN_KEY: &str = "token";
 /// Key of the same token in Standard Webhooks form (`whsec_` + base64).
 pub const STANDARD_WEBHOOKS_KEY: &str = "standard-webhooks-secret";
-/// Shortest accepted bring-your-own token, in bytes.
-pub const MIN_TOKEN_BYTES: usize = 16;
-/// Longest accepted bring-your-own token, in bytes.
-pub const MAX_TOKEN_BYTES: usize = 512;
 
 /// The name of the Secret generated for a hook.
 pub fn generated_secret_name(hook_name: &str) -> String {
@@ -130,14 +127,10 @@ pub fn check_referenced(secret: Option<&Secret>, reference: &SecretKeyRef, names
     let Some(ByteString(token)) = secret.data.as_ref().and_then(|d| d.get(&reference.key)) else {
         return missing_key(name, &reference.key);
     };
-    if !(MIN_TOKEN_BYTES..=MAX_TOKEN_BYTES).contains(&token.len()) {
+    if let Err(problem) = secret_values::signing_token(token) {
         return SecretOutcome::Problem {
-            reason: secret_ready::SECRET_NOT_FOUND,
-            message: format!(
-                "key {:?} of Secret {name} holds {} bytes; a signing token must have {MIN_TOKEN_BYTES} to {MAX_TOKEN_BYTES} bytes",
-                reference.key,
-                token.len()
-            ),
+            reason: secret_ready::SECRET_INVALID,
+            message: format!("key {:?} of Secret {name} (spec.secretRef) {problem}", reference.key),
         };
     }
     SecretOutcome::Referenced { name: name.clone() }
@@ -166,10 +159,16 @@ pub fn check_header_secret(
             ),
         ));
     }
-    if secret.data.as_ref().and_then(|d| d.get(&reference.key)).is_none() {
+    let Some(ByteString(value)) = secret.data.as_ref().and_then(|d| d.get(&reference.key)) else {
         return Err((
             secret_ready::SECRET_NOT_FOUND,
             format!("Secret {name} (header {header}) has no key {:?}", reference.key),
+        ));
+    };
+    if let Err(problem) = secret_values::header_value(value) {
+        return Err((
+            secret_ready::SECRET_INVALID,
+            format!("key {:?} of Secret {name} (header {header}) {problem}", reference.key),
         ));
     }
     Ok(())

@@ -11,6 +11,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use super::{routing::signing_secret, store::Task};
 use crate::{
     resource::{OutboundWebhook, WEBHOOK_SECRET_LABEL},
+    secret_values::{self, ValueProblem},
     signing,
 };
 
@@ -25,17 +26,30 @@ pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
 /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` (Standard Webhooks).
 pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
 
-/// One value of a cached Secret, as UTF-8.
-pub fn secret_value(secrets: &Store<Secret>, namespace: &str, name: &str, key: &str) -> Option<String> {
+/// One value of a cached Secret, if `usable` accepts it (as it
+/// would be used).
+pub fn secret_value(
+    secrets: &Store<Secret>,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    usable: fn(&[u8]) -> Result<&str, ValueProblem>,
+) -> Option<String> {
     let secret = secrets.get(&ObjectRef::new(name).within(namespace))?;
     let bytes = secret.data.as_ref()?.get(key)?;
-    String::from_utf8(bytes.0.clone()).ok()
+    usable(&bytes.0).ok().map(str::to_string)
 }
 
-/// The signing token of a hook from the Secret cache.
+/// The signing token of a hook from the Secret cache, if usable.
 pub fn token_of(secrets: &Store<Secret>, hook: &OutboundWebhook) -> Option<String> {
     let (name, key) = signing_secret(hook)?;
-    secret_value(secrets, &hook.namespace().unwrap_or_default(), &name, &key)
+    secret_value(
+        secrets,
+        &hook.namespace().unwrap_or_default(),
+        &name,
+        &key,
+        secret_values::signing_token,
+    )
 }
 
 /// Headers of one attempt; errors name what is missing (never a value).
@@ -51,13 +65,19 @@ pub fn request_headers(
     for h in &hook.spec.headers {
         let value = match (&h.value, &h.value_from) {
             (Some(v), _) => v.clone(),
-            (None, Some(from)) => secret_value(secrets, &ns, &from.secret_key_ref.name, &from.secret_key_ref.key)
-                .ok_or_else(|| {
-                    format!(
-                        "header {} needs key {} of Secret {ns}/{} (labelled {WEBHOOK_SECRET_LABEL}=true), which is missing",
-                        h.name, from.secret_key_ref.key, from.secret_key_ref.name
-                    )
-                })?,
+            (None, Some(from)) => secret_value(
+                secrets,
+                &ns,
+                &from.secret_key_ref.name,
+                &from.secret_key_ref.key,
+                secret_values::header_value,
+            )
+            .ok_or_else(|| {
+                format!(
+                    "header {} needs key {} of Secret {ns}/{} (labelled {WEBHOOK_SECRET_LABEL}=true), which is missing or unusable",
+                    h.name, from.secret_key_ref.key, from.secret_key_ref.name
+                )
+            })?,
             (None, None) => continue,
         };
         let name =

@@ -170,8 +170,10 @@ pub fn args_without_allow_list(redis_url: &str, prefix: &str, consumer: &str, mo
 
 /// Runs the binary with `args`; returns stdout, failing on error.
 pub fn run_cli(args: &[&str]) -> String {
+    // `dead-letter replay` reads hooks through Kubernetes, as a user's would.
     let out = Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"))
         .args(args)
+        .env("KUBECONFIG", &env().kubeconfig)
         .output()
         .expect("running outbound-webhooks");
     assert!(
