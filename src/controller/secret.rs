@@ -522,7 +522,7 @@ mod tests {
             &reference,
             "acme",
         ));
-        assert_eq!(r, "SecretNotFound");
+        assert_eq!(r, "SecretInvalid");
         assert!(
             message.contains("15 bytes") && message.contains("16 to 512"),
             "{message}"
@@ -534,7 +534,7 @@ mod tests {
                 "acme"
             ))
             .0,
-            "SecretNotFound"
+            "SecretInvalid"
         );
         for len in [16, 512] {
             let ok = check_referenced(

@@ -21,7 +21,7 @@ use crate::resource::OutboundWebhook;
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let per_hook = shared.config.max_in_flight_per_hook;
     while !shutdown.is_cancelled() {
-        let free = shared.global.available_permits();
+        let free = shared.slots.general_available();
         if free == 0 {
             tokio::select! {
                 _ = shared.wake.notified() => {}
@@ -30,7 +30,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
             continue;
         }
-        let capacities = shared.lanes.capacities();
+        let capacities = shared.lanes.capacities(now_ms(), shared.slots.slow_available());
         let claimed = shared
             .store
             .claim(now_ms(), ms(shared.config.task_lease), free, per_hook, &capacities)
@@ -54,22 +54,25 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             continue;
         }
         for member in members {
-            let Ok(permit) = shared.global.clone().acquire_owned().await else {
-                break;
-            };
             let uid = uid_of_member(&member).to_string();
             let lane = shared.lanes.lane(&uid);
             let shared = shared.clone();
             tokio::spawn(async move {
                 let slot = lane.acquire().await;
+                let Some(in_flight) = shared.slots.acquire(slot.hook_is_slow(now_ms())).await else {
+                    return;
+                };
                 shared.metrics.in_flight.inc();
-                if let Err(e) = attempt_task(&shared, &member, lease_until).await {
+                if let Err(e) = shared
+                    .slots
+                    .run(in_flight, attempt_task(&shared, &member, lease_until))
+                    .await
+                {
                     // The lease lapses and the task comes due again.
                     tracing::warn!(task = %member, error = %e, "attempt bookkeeping failed; the task will be retried after its lease");
                 }
                 shared.metrics.in_flight.dec();
                 drop(slot);
-                drop(permit);
                 shared.wake.notify_one();
             });
         }

@@ -6,11 +6,12 @@ use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Config, acker::AckItem, attempt::UrlCache, held::HeldEntries, lanes::Lanes, metrics::Metrics, store::Store,
+    Config, acker::AckItem, attempt::UrlCache, held::HeldEntries, lanes::Lanes, metrics::Metrics, slots::Slots,
+    store::Store,
 };
 use crate::{address_filter::AddressFilter, resource::OutboundWebhook};
 
@@ -49,8 +50,8 @@ pub struct Shared {
     pub lanes: Lanes,
     /// Parsed destination URLs.
     pub urls: UrlCache,
-    /// The replica's in-flight slots.
-    pub global: Arc<Semaphore>,
+    /// The replica's in-flight slots (general, and the slow share).
+    pub slots: Slots,
     /// Wakes the claimer (a slot freed, a task stored).
     pub wake: Notify,
     /// To the acker.

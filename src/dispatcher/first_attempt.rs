@@ -116,7 +116,10 @@ pub async fn run(
         entry.settle_one(&shared);
         return;
     };
-    let Ok(global) = shared.global.clone().acquire_owned().await else {
+    // An in-flight slot, never waited for longer than SLOT_WAIT: general
+    // slots free up within DEMOTE_AFTER however many hooks hang.
+    let in_flight = tokio::time::timeout(SLOT_WAIT, shared.slots.acquire(slot.hook_is_slow(now_ms()))).await;
+    let Ok(Some(in_flight)) = in_flight else {
         entry.store_later(task.to_new(None));
         entry.settle_one(&shared);
         return;
@@ -124,7 +127,10 @@ pub async fn run(
     shared.metrics.in_flight.inc();
     shared.metrics.first_direct.inc();
     let started_ms = now_ms();
-    let (attempt, done_ms) = send_signed(&shared, &hook, &task, &token, 1).await;
+    let (attempt, done_ms) = shared
+        .slots
+        .run(in_flight, send_signed(&shared, &hook, &task, &token, 1))
+        .await;
     if attempt.outcome == Outcome::Delivered {
         shared.metrics.events_delivered.inc();
         let _ = shared.acks.send(AckItem::Success {
@@ -163,7 +169,6 @@ pub async fn run(
     }
     shared.metrics.in_flight.dec();
     drop(slot);
-    drop(global);
     shared.wake.notify_one();
     entry.settle_one(&shared);
 }

@@ -24,6 +24,7 @@ const STALLED_MS: i64 = 100;
 #[derive(Debug)]
 pub struct Lane {
     permits: Arc<Semaphore>,
+    capacity: usize,
     /// Moving average of attempt durations, in ms (-1 before the first).
     average_ms: AtomicI64,
     /// When an attempt last finished (or the lane was made), Unix ms.
@@ -36,6 +37,14 @@ pub struct LanePermit {
     lane: Arc<Lane>,
     started_ms: i64,
     _permit: OwnedSemaphorePermit,
+}
+
+impl LanePermit {
+    /// Whether this permit's hook is judged slow ([`Lane::is_suspect`]),
+    /// not counting this permit's own attempt.
+    pub fn hook_is_slow(&self, now_ms: i64) -> bool {
+        self.lane.suspect(now_ms, 1)
+    }
 }
 
 impl Drop for LanePermit {
@@ -72,6 +81,22 @@ impl Lane {
         self.permits.available_permits()
     }
 
+    /// Whether the hook is judged slow, so its attempts take slots of the
+    /// slow share: its attempts take longer than [`SLOW_ATTEMPT_MS`] on
+    /// average, or it has attempts in flight and none finished for
+    /// [`STALLED_MS`] (a hanging receiver, before any answer).
+    pub fn is_suspect(&self, now_ms: i64) -> bool {
+        self.suspect(now_ms, 0)
+    }
+
+    /// [`Lane::is_suspect`], not counting `own` attempts in flight (the
+    /// caller's own slot says nothing about the receiver).
+    fn suspect(&self, now_ms: i64, own: usize) -> bool {
+        let in_flight = self.capacity.saturating_sub(self.available());
+        self.average_ms.load(Ordering::Relaxed) > SLOW_ATTEMPT_MS
+            || (in_flight > own && now_ms - self.last_release_ms.load(Ordering::Relaxed) > STALLED_MS)
+    }
+
     /// Whether new work for this hook would wait on a slow receiver: every
     /// slot is busy and its attempts are slow (or nothing finished lately).
     pub fn is_slow(&self, now_ms: i64) -> bool {
@@ -105,6 +130,7 @@ impl Lanes {
         }
         let lane = Arc::new(Lane {
             permits: Arc::new(Semaphore::new(self.per_hook)),
+            capacity: self.per_hook,
             average_ms: AtomicI64::new(-1),
             last_release_ms: AtomicI64::new(now_ms()),
         });
@@ -113,13 +139,22 @@ impl Lanes {
     }
 
     /// Free slots of the lanes that have fewer than all free (the others
-    /// have the default, `per_hook`).
-    pub fn capacities(&self) -> HashMap<String, usize> {
+    /// have the default, `per_hook`); a lane judged slow gets at most
+    /// `slow_available` (the free slots of the slow share).
+    pub fn capacities(&self, now_ms: i64, slow_available: usize) -> HashMap<String, usize> {
         let lanes = self.lanes.lock().expect("lanes lock");
         lanes
             .iter()
-            .filter(|(_, lane)| lane.available() < self.per_hook)
-            .map(|(uid, lane)| (uid.clone(), lane.available()))
+            .filter(|(_, lane)| lane.available() < self.per_hook || lane.is_suspect(now_ms))
+            .map(|(uid, lane)| {
+                let free = lane.available();
+                let free = if lane.is_suspect(now_ms) {
+                    free.min(slow_available)
+                } else {
+                    free
+                };
+                (uid.clone(), free)
+            })
             .collect()
     }
 
@@ -148,7 +183,7 @@ mod tests {
         // Nothing released for longer than STALLED_MS: slow.
         assert!(lane.is_slow(now + STALLED_MS + 1));
         drop(p1);
-        assert_eq!(lanes.capacities().get("a"), Some(&1));
+        assert_eq!(lanes.capacities(now_ms(), 8).get("a"), Some(&1));
         let p1 = lane.acquire().await;
         // Fast attempts and a recent release: not slow.
         assert!(!lane.is_slow(now_ms()));
@@ -156,7 +191,10 @@ mod tests {
         assert!(lane.is_slow(now_ms()));
         drop((p1, p2));
         assert!(!lane.is_slow(now_ms()));
-        assert!(lanes.capacities().is_empty());
+        // Still judged slow (its average): the claimer gives it no more
+        // than the slow share's free slots.
+        assert!(lane.is_suspect(now_ms()));
+        assert_eq!(lanes.capacities(now_ms(), 1).get("a"), Some(&1));
         drop(lane);
         lanes.prune();
         assert!(lanes.lanes.lock().unwrap().is_empty());

@@ -33,6 +33,7 @@ pub mod metrics;
 mod mirror;
 pub mod routing;
 mod settle;
+mod slots;
 pub mod status;
 pub mod store;
 mod upkeep;
@@ -46,7 +47,7 @@ use kube::{
     Api, ResourceExt,
     runtime::{WatchStreamExt, reflector, watcher},
 };
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use self::config::{Config, DispatcherArgs};
@@ -55,6 +56,7 @@ use self::{
     held::HeldEntries,
     lanes::Lanes,
     metrics::Metrics,
+    slots::Slots,
     store::{Store, StoreError},
     waker::Changed,
 };
@@ -177,7 +179,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         mirror: mirror_tx,
         lanes: Lanes::new(config.max_in_flight_per_hook),
         urls: attempt::UrlCache::default(),
-        global: Arc::new(Semaphore::new(config.max_in_flight)),
+        slots: Slots::new(config.max_in_flight),
         wake: Notify::new(),
         acks: acks_tx,
         held: HeldEntries::default(),
@@ -208,13 +210,11 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let _ = claimer.await;
     // Wait for in-flight attempts: they finish, reschedule or let their
     // lease lapse; then for held entries to be acknowledged.
-    let all = u32::try_from(shared.config.max_in_flight).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(Duration::from_secs(40), async {
-        let _all = shared.global.acquire_many(all).await;
-        shared.held.wait_until_empty().await;
-    })
-    .await;
-    if drained.is_err() {
+    let drained = shared.slots.drained(Duration::from_secs(40)).await
+        && tokio::time::timeout(Duration::from_secs(5), shared.held.wait_until_empty())
+            .await
+            .is_ok();
+    if !drained {
         tracing::warn!(
             "in-flight attempts did not finish in time; their leases will lapse and another replica retries them"
         );
