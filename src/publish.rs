@@ -14,10 +14,12 @@
 //! Never with `MAXLEN`: trimming is the dispatcher's job, because a capped
 //! XADD can drop entries no dispatcher has read yet.
 
+use std::collections::HashMap;
+
 use crate::{
     dispatcher::store::Keys,
     event_name::EventName,
-    stream_entry::{MAX_ENTRY_BYTES, new_event_id},
+    stream_entry::{MAX_ENTRY_BYTES, new_event_id, parse_entry},
 };
 
 /// The default key prefix (the hash tag keeps every key in one Cluster slot).
@@ -52,6 +54,9 @@ pub enum PublishError {
     /// The entry would exceed 1 MiB.
     #[error("the event is {0} bytes; entries are limited to 1 MiB")]
     TooLarge(usize),
+    /// The dispatcher would dead-letter this entry.
+    #[error("refused: {0}")]
+    Refused(#[from] crate::stream_entry::MalformedEntry),
     /// Redis refused the XADD.
     #[error("appending to {stream}: {source}")]
     Redis {
@@ -128,12 +133,9 @@ fn is_json_object(text: &str) -> bool {
     )
 }
 
-/// Appends `event` to `{prefix}events`.
-pub async fn publish<C: redis::aio::ConnectionLike>(
-    conn: &mut C,
-    prefix: &str,
-    event: &NewEvent,
-) -> Result<Published, PublishError> {
+/// The stream fields of `event` (a new id when it has none), checked with
+/// the dispatcher's own parser: what it would dead-letter is refused here.
+pub fn entry_fields(event: &NewEvent) -> Result<Vec<(&'static str, String)>, PublishError> {
     for (field, text) in [("data", Some(&event.data)), ("changes", event.changes.as_ref())] {
         if let Some(text) = text
             && !is_json_object(text)
@@ -141,12 +143,11 @@ pub async fn publish<C: redis::aio::ConnectionLike>(
             return Err(PublishError::NotAnObject { field });
         }
     }
-    let event_id = event.id.clone().unwrap_or_else(new_event_id);
-    let mut fields: Vec<(&str, String)> = vec![
+    let mut fields: Vec<(&'static str, String)> = vec![
         ("org", event.org.clone()),
         ("name", event.name.as_str().to_string()),
         ("data", event.data.clone()),
-        ("id", event_id.clone()),
+        ("id", event.id.clone().unwrap_or_else(new_event_id)),
     ];
     if let Some(changes) = &event.changes {
         fields.push(("changes", changes.clone()));
@@ -158,6 +159,26 @@ pub async fn publish<C: redis::aio::ConnectionLike>(
     if size > MAX_ENTRY_BYTES {
         return Err(PublishError::TooLarge(size));
     }
+    let as_read: HashMap<String, Vec<u8>> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+    parse_entry("0-1", &as_read)?;
+    Ok(fields)
+}
+
+/// Appends `event` to `{prefix}events`.
+pub async fn publish<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    prefix: &str,
+    event: &NewEvent,
+) -> Result<Published, PublishError> {
+    let fields = entry_fields(event)?;
+    let event_id = fields
+        .iter()
+        .find(|(k, _)| *k == "id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let stream = Keys::new(prefix).events();
     let entry_id: String = redis::cmd("XADD")
         .arg(&stream)
@@ -170,4 +191,32 @@ pub async fn publish<C: redis::aio::ConnectionLike>(
             source,
         })?;
     Ok(Published { entry_id, event_id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_dispatcher_would_dead_letter_is_refused_before_the_stream() {
+        let ok = NewEvent::from_json_text("acme", EventName::ConversationCreate, r#"{"id":"c1"}"#).expect("an event");
+        let fields = entry_fields(&ok).expect("a valid event");
+        assert!(fields.iter().any(|(k, v)| *k == "id" && v.len() == 24));
+
+        let mut bad_org = ok.clone();
+        bad_org.org = "Acme!".into();
+        let mut bad_id = ok.clone();
+        bad_id.id = Some("has space".into());
+        let mut long_id = ok.clone();
+        long_id.id = Some("a".repeat(129));
+        for (event, code) in [(bad_org, "bad_org"), (bad_id, "bad_id"), (long_id, "bad_id")] {
+            match entry_fields(&event) {
+                Err(PublishError::Refused(m)) => assert_eq!(m.code(), code),
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        let mut huge = ok;
+        huge.data = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_ENTRY_BYTES));
+        assert!(matches!(entry_fields(&huge), Err(PublishError::TooLarge(_))));
+    }
 }

@@ -8,6 +8,33 @@ use crate::event_name::EventName;
 /// Largest entry accepted, counting field names and values.
 pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
 
+/// Longest event id accepted.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// Most characters of a field value a reason quotes: a reason (and its log
+/// line) stays small however large the offending field.
+const EXCERPT_CHARS: usize = 100;
+
+/// `value`, cut to [`EXCERPT_CHARS`] characters (marked when cut).
+fn excerpt(value: &str) -> String {
+    let mut chars = value.chars();
+    let head: String = chars.by_ref().take(EXCERPT_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head}... ({} bytes)", value.len())
+    } else {
+        head
+    }
+}
+
+/// Whether `id` may be an event id: 1 to 128 of `[A-Za-z0-9._:-]`.
+pub fn is_event_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 /// A validated event, ready to be routed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -52,8 +79,9 @@ pub enum MalformedEntry {
     /// `org` is not a namespace name.
     #[error("org {0:?} is not a valid namespace name")]
     BadOrg(String),
-    /// `id` is empty or too long for a header value.
-    #[error("id must be 1 to 256 printable ASCII characters without spaces")]
+    /// `id` is empty, too long, or has characters a header value or key
+    /// should not carry.
+    #[error("id must be 1 to {MAX_ID_BYTES} characters of A-Z a-z 0-9 . _ : -")]
     BadId,
     /// A field is not UTF-8.
     #[error("field {0} is not UTF-8 text")]
@@ -158,11 +186,9 @@ pub fn parse_entry(entry_id: &str, fields: &HashMap<String, Vec<u8>>) -> Result<
     let name = text("name")?
         .filter(|s| !s.is_empty())
         .ok_or(MalformedEntry::MissingName)?;
-    let name: EventName = name
-        .parse()
-        .map_err(|_| MalformedEntry::UnknownEvent(name.to_string()))?;
+    let name: EventName = name.parse().map_err(|_| MalformedEntry::UnknownEvent(excerpt(name)))?;
     if !is_namespace_name(org) {
-        return Err(MalformedEntry::BadOrg(org.to_string()));
+        return Err(MalformedEntry::BadOrg(excerpt(org)));
     }
     let data = text("data")?.ok_or(MalformedEntry::MissingData)?.trim();
     json_object(data).map_err(MalformedEntry::DataNotObject)?;
@@ -175,7 +201,7 @@ pub fn parse_entry(entry_id: &str, fields: &HashMap<String, Vec<u8>>) -> Result<
     };
     let id = match text("id")? {
         Some(id) => {
-            if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            if !is_event_id(id) {
                 return Err(MalformedEntry::BadId);
             }
             id.to_string()
@@ -187,7 +213,7 @@ pub fn parse_entry(entry_id: &str, fields: &HashMap<String, Vec<u8>>) -> Result<
     let created_at_ms = match text("createdAt")? {
         Some(t) => t
             .parse::<jiff::Timestamp>()
-            .map_err(|_| MalformedEntry::BadCreatedAt(t.to_string()))?
+            .map_err(|_| MalformedEntry::BadCreatedAt(excerpt(t)))?
             .as_millisecond(),
         None => entry_id_millis(entry_id).unwrap_or_default(),
     };
@@ -283,6 +309,28 @@ mod tests {
             let err = parse_entry("1-0", &entry(&pairs)).unwrap_err();
             assert_eq!(err.code(), code, "{pairs:?}: {err}");
         }
+    }
+
+    #[test]
+    fn ids_are_1_to_128_of_a_small_alphabet_and_reasons_stay_short() {
+        assert!(is_event_id("evt_01:a-b.c"));
+        assert!(is_event_id(&"a".repeat(128)));
+        for bad in ["", "a b", "a/b", "é", &"a".repeat(129)] {
+            assert!(!is_event_id(bad), "{bad:?}");
+            let fields = entry(&[
+                ("org", "acme"),
+                ("name", "kustomer.user.create"),
+                ("data", "{}"),
+                ("id", bad),
+            ]);
+            assert_eq!(parse_entry("1-0", &fields).unwrap_err(), MalformedEntry::BadId);
+        }
+        // A 1 MiB field does not make a 1 MiB reason.
+        let huge = "x".repeat(MAX_ENTRY_BYTES - 100);
+        let err = parse_entry("1-0", &entry(&[("org", "acme"), ("name", &huge), ("data", "{}")])).unwrap_err();
+        assert_eq!(err.code(), "unknown_event");
+        assert!(err.to_string().len() < 300, "{} bytes", err.to_string().len());
+        assert!(err.to_string().contains(&format!("({} bytes)", huge.len())));
     }
 
     #[test]
