@@ -288,3 +288,42 @@ async fn a_waiting_task_sleeps_until_its_hook_changes_and_a_claim_ends_its_wait(
     assert_eq!(members, ["hook-a:e1", "hook-b:e2"]);
     assert_eq!(store.wake(&["hook-b".to_string()], 61_500).await.expect("wake"), 0);
 }
+
+#[tokio::test]
+async fn tasks_larger_than_one_script_call_are_stored_in_slices_and_the_entry_acknowledged_last() {
+    let store = store("slices").await;
+    store.ensure_group().await.expect("the consumer group");
+    let client = redis::Client::open(redis_url()).expect("URL");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connection");
+    let entry_id: String = redis::cmd("XADD")
+        .arg(store.keys().events())
+        .arg("*")
+        .arg(&["org", "acme"])
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+    store.read_entries("me", ">", 10, 100).await.expect("XREADGROUP");
+    // Three tasks of 5 MiB: more than one script call may carry.
+    let tasks: Vec<NewTask> = (0..3)
+        .map(|i| {
+            let mut t = task(&format!("hook-{i}"), "e1", 1_000);
+            t.delivery.body = bytes::Bytes::from(vec![b'x'; 5 * 1024 * 1024]);
+            t
+        })
+        .collect();
+    store
+        .store_tasks_and_ack(std::slice::from_ref(&entry_id), &tasks, 500)
+        .await
+        .expect("storing");
+    for i in 0..3 {
+        let stored = load(&store, &format!("hook-{i}"), "e1").await.expect("the task");
+        assert_eq!(stored.body.len(), 5 * 1024 * 1024);
+    }
+    assert!(
+        store
+            .read_entries("me", "0", 10, 0)
+            .await
+            .expect("XREADGROUP 0")
+            .is_empty()
+    );
+}

@@ -24,7 +24,7 @@ use super::{
 use crate::{
     envelope,
     resource::OutboundWebhook,
-    stream_entry::{entry_id_millis, parse_entry},
+    stream_entry::{MAX_ENTRY_BYTES, entry_id_millis, parse_entry},
 };
 
 /// Most entries held (read, not yet acknowledged) at once: bounds memory
@@ -32,6 +32,44 @@ use crate::{
 const MAX_HELD: usize = 300;
 /// Entries read per XREADGROUP.
 const READ_COUNT: usize = 100;
+/// Most bytes of entries held at once (entries may be up to 1 MiB): with
+/// the envelopes built from them, what the consumer holds stays well
+/// under the chart's 256 MiB limit.
+const MAX_HELD_BYTES: usize = 32 * 1024 * 1024;
+
+/// How many entries to read next so that what is held stays within
+/// [`MAX_HELD_BYTES`]: from the free room and the sizes seen lately
+/// (assumed the largest allowed until entries have been seen, so a first
+/// read of a backlog of 1 MiB entries is bounded too).
+#[derive(Debug)]
+struct ReadBudget {
+    average_bytes: usize,
+}
+
+impl ReadBudget {
+    fn new() -> Self {
+        ReadBudget {
+            average_bytes: MAX_ENTRY_BYTES,
+        }
+    }
+
+    fn count(&self, held_count: usize, held_bytes: usize) -> usize {
+        let by_count = MAX_HELD.saturating_sub(held_count);
+        let by_bytes = MAX_HELD_BYTES.saturating_sub(held_bytes) / self.average_bytes.max(256);
+        by_count.min(by_bytes).clamp(1, READ_COUNT)
+    }
+
+    fn saw(&mut self, entries: &[RawEntry]) {
+        if let Some(largest) = entries.iter().map(RawEntry::size).max() {
+            // The largest of a batch, weighed in quickly and let go slowly.
+            self.average_bytes = if largest > self.average_bytes {
+                largest
+            } else {
+                (self.average_bytes * 7 + largest) / 8
+            };
+        }
+    }
+}
 
 /// Runs until `shutdown`.
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -40,19 +78,30 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     // with a cursor, then new ones.
     let mut pending_cursor = Some("0".to_string());
     let mut last_reclaim = 0i64;
+    // Where the walk over other consumers' idle entries goes on from.
+    let mut reclaim_cursor = "0-0".to_string();
+    let mut budget = ReadBudget::new();
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        shared.held.wait_for_room(MAX_HELD, &shutdown).await;
+        shared.held.wait_for_room(MAX_HELD, MAX_HELD_BYTES, &shutdown).await;
         if shutdown.is_cancelled() {
             break;
         }
         let result = async {
-            if now_ms() - last_reclaim > ms(shared.config.reclaim_idle) / 2 {
+            if reclaim_cursor != "0-0" || now_ms() - last_reclaim > ms(shared.config.reclaim_idle) / 2 {
                 last_reclaim = now_ms();
-                let reclaimed = shared
+                let count = budget.count(shared.held.count(), shared.held.bytes());
+                let (reclaimed, next) = shared
                     .store
-                    .autoclaim(&consumer, shared.config.reclaim_idle.as_millis() as u64)
+                    .autoclaim(
+                        &consumer,
+                        shared.config.reclaim_idle.as_millis() as u64,
+                        &reclaim_cursor,
+                        count,
+                    )
                     .await?;
+                reclaim_cursor = next;
+                budget.saw(&reclaimed);
                 let reclaimed = shared.held.hold(reclaimed);
                 if !reclaimed.is_empty() {
                     tracing::info!(
@@ -62,9 +111,13 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 }
                 handle_entries(&shared, reclaimed).await?;
             }
-            let room = MAX_HELD.saturating_sub(shared.held.count()).clamp(1, READ_COUNT);
+            if shared.held.bytes() >= MAX_HELD_BYTES {
+                return Ok(());
+            }
+            let room = budget.count(shared.held.count(), shared.held.bytes());
             let from = pending_cursor.as_deref().unwrap_or(">");
             let entries = shared.store.read_entries(&consumer, from, room, 1000).await?;
+            budget.saw(&entries);
             if pending_cursor.is_some() {
                 pending_cursor = entries.last().map(|e| e.id.clone());
             }

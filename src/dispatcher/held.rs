@@ -3,7 +3,10 @@
 //! reads ahead, and the acker renews the old ones so no other replica
 //! reclaims them while their first attempts run.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Mutex, atomic::Ordering},
+};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -13,8 +16,10 @@ use super::{context::now_ms, store::RawEntry};
 /// The held entries of this replica.
 #[derive(Debug, Default)]
 pub struct HeldEntries {
-    /// Entry id -> Unix ms it was read (or last renewed).
-    held: Mutex<HashMap<String, i64>>,
+    /// Entry id -> (Unix ms it was read or last renewed, its size).
+    held: Mutex<HashMap<String, (i64, usize)>>,
+    /// The sizes of the held entries, summed.
+    bytes: std::sync::atomic::AtomicUsize,
     released: Notify,
 }
 
@@ -29,7 +34,9 @@ impl HeldEntries {
                 if held.contains_key(&e.id) {
                     return false;
                 }
-                held.insert(e.id.clone(), now);
+                let size = e.size();
+                held.insert(e.id.clone(), (now, size));
+                self.bytes.fetch_add(size, Ordering::Relaxed);
                 true
             })
             .collect()
@@ -39,7 +46,9 @@ impl HeldEntries {
     pub fn release(&self, ids: &[String]) {
         let mut held = self.held.lock().expect("held entries lock");
         for id in ids {
-            held.remove(id);
+            if let Some((_, size)) = held.remove(id) {
+                self.bytes.fetch_sub(size, Ordering::Relaxed);
+            }
         }
         drop(held);
         self.released.notify_waiters();
@@ -50,11 +59,16 @@ impl HeldEntries {
         self.held.lock().expect("held entries lock").len()
     }
 
+    /// The sizes of the held entries, summed.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     /// Held entries read (or renewed) before `before_ms`.
     pub fn since(&self, before_ms: i64) -> Vec<String> {
         let held = self.held.lock().expect("held entries lock");
         held.iter()
-            .filter(|(_, at)| **at < before_ms)
+            .filter(|(_, (at, _))| *at < before_ms)
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -63,19 +77,20 @@ impl HeldEntries {
     pub fn mark_touched(&self, ids: &[String], now: i64) {
         let mut held = self.held.lock().expect("held entries lock");
         for id in ids {
-            if let Some(at) = held.get_mut(id) {
+            if let Some((at, _)) = held.get_mut(id) {
                 *at = now;
             }
         }
     }
 
-    /// Waits until fewer than `limit` entries are held, or `shutdown`.
-    pub async fn wait_for_room(&self, limit: usize, shutdown: &CancellationToken) {
+    /// Waits until fewer than `limit` entries and fewer than `limit_bytes`
+    /// bytes are held, or `shutdown`.
+    pub async fn wait_for_room(&self, limit: usize, limit_bytes: usize, shutdown: &CancellationToken) {
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            if self.count() < limit || shutdown.is_cancelled() {
+            if (self.count() < limit && self.bytes() < limit_bytes) || shutdown.is_cancelled() {
                 return;
             }
             tokio::select! {

@@ -30,6 +30,10 @@ static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str
 static WAKE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/wake.lua")));
 static REPLAY: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/replay.lua")));
 
+/// Most task body bytes one script call carries (tasks of 1 MiB entries
+/// must not make one huge call, nor a reply buffer that size).
+pub const MAX_SCRIPT_BYTES: usize = 8 * 1024 * 1024;
+
 /// Which claim a task-moving call must still hold.
 #[derive(Clone, Copy, Debug)]
 pub enum Claim {
@@ -40,14 +44,40 @@ pub enum Claim {
 }
 
 impl Store {
-    /// Stores the tasks not stored yet and acknowledges `entry_ids`, in
-    /// one atomic step (either may be empty). `route.lua`.
+    /// Stores the tasks not stored yet and acknowledges `entry_ids`
+    /// (either may be empty). `route.lua`: one atomic step, or, when the
+    /// tasks' bodies exceed [`MAX_SCRIPT_BYTES`], one step per slice of
+    /// tasks with the acknowledgement in the last (a crash between them
+    /// leaves the entries pending: read again, the stored tasks are kept
+    /// as they are).
     pub async fn store_tasks_and_ack(
         &self,
         entry_ids: &[String],
         tasks: &[NewTask],
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        let mut rest = tasks;
+        loop {
+            let mut bytes = 0;
+            let take = rest
+                .iter()
+                .position(|t| {
+                    bytes += t.body.len();
+                    bytes > MAX_SCRIPT_BYTES
+                })
+                .unwrap_or(rest.len())
+                .max(1)
+                .min(rest.len());
+            let (slice, after) = rest.split_at(take);
+            if after.is_empty() {
+                return self.route(entry_ids, slice, now_ms).await;
+            }
+            self.route(&[], slice, now_ms).await?;
+            rest = after;
+        }
+    }
+
+    async fn route(&self, entry_ids: &[String], tasks: &[NewTask], now_ms: i64) -> Result<(), StoreError> {
         if entry_ids.is_empty() && tasks.is_empty() {
             return Ok(());
         }

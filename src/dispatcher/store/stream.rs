@@ -22,6 +22,13 @@ pub fn entry_fields(entry: &StreamId) -> HashMap<String, Vec<u8>> {
     entry.map.iter().map(|(k, v)| (k.clone(), bytes_of(v))).collect()
 }
 
+impl RawEntry {
+    /// Its size: field names and values.
+    pub fn size(&self) -> usize {
+        self.fields.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+}
+
 /// A stream entry as read: its id and fields (none when it was trimmed).
 #[derive(Clone, Debug, Default)]
 pub struct RawEntry {
@@ -141,35 +148,37 @@ impl Store {
 
     /// Claims entries pending longer than `min_idle_ms` on any consumer
     /// (e.g. a replica that died); acknowledges ones trimmed meanwhile.
-    pub async fn autoclaim(&self, consumer: &str, min_idle_ms: u64) -> Result<Vec<RawEntry>, StoreError> {
+    ///
+    /// One batch of at most `count` entries from cursor `start` (`0-0` to
+    /// begin); returns them and the cursor to go on from (`0-0` when the
+    /// walk is done), so a caller bounds what it holds in memory.
+    pub async fn autoclaim(
+        &self,
+        consumer: &str,
+        min_idle_ms: u64,
+        start: &str,
+        count: usize,
+    ) -> Result<(Vec<RawEntry>, String), StoreError> {
         let mut conn = self.conn.clone();
-        let mut start = "0-0".to_string();
-        let mut out = Vec::new();
-        for _ in 0..10 {
-            let reply: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                .arg(self.keys.events())
-                .arg(GROUP)
-                .arg(consumer)
-                .arg(min_idle_ms)
-                .arg(&start)
-                .arg("COUNT")
-                .arg(100)
-                .query_async(&mut conn)
+        let reply: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(self.keys.events())
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(min_idle_ms)
+            .arg(start)
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut conn)
+            .await
+            .context(|| format!("reclaiming idle entries of {}", self.keys.events()))?;
+        if !reply.deleted_ids.is_empty() {
+            let _: i64 = conn
+                .xack(self.keys.events(), GROUP, &reply.deleted_ids)
                 .await
-                .context(|| format!("reclaiming idle entries of {}", self.keys.events()))?;
-            if !reply.deleted_ids.is_empty() {
-                let _: i64 = conn
-                    .xack(self.keys.events(), GROUP, &reply.deleted_ids)
-                    .await
-                    .context(|| "acknowledging trimmed entries".to_string())?;
-            }
-            out.extend(reply.claimed.into_iter().map(RawEntry::from));
-            if reply.next_stream_id == "0-0" {
-                break;
-            }
-            start = reply.next_stream_id;
+                .context(|| "acknowledging trimmed entries".to_string())?;
         }
-        Ok(out)
+        let entries = reply.claimed.into_iter().map(RawEntry::from).collect();
+        Ok((entries, reply.next_stream_id))
     }
 
     /// Claims `ids` for `consumer` again, resetting their idle time (they
