@@ -327,3 +327,49 @@ async fn tasks_larger_than_one_script_call_are_stored_in_slices_and_the_entry_ac
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn retention_bounds_each_hooks_dead_letters_on_its_own() {
+    let store = store("retention").await;
+    let small: Vec<NewTask> = (0..3).map(|i| task("tenant-a", &format!("a{i}"), 1_000)).collect();
+    let flood: Vec<NewTask> = (0..50).map(|i| task("tenant-b", &format!("b{i}"), 1_000)).collect();
+    store.store_tasks_and_ack(&[], &small, 500).await.expect("storing");
+    store.store_tasks_and_ack(&[], &flood, 500).await.expect("storing");
+    // Tenant A's dead letters are the oldest of all.
+    let a: Vec<String> = small.iter().map(NewTask::member).collect();
+    let b: Vec<String> = flood.iter().map(NewTask::member).collect();
+    store
+        .dead_letter_tasks("tenant-a", &a, Claim::Any, "rejected", 2_000)
+        .await
+        .expect("dead-letter");
+    store
+        .dead_letter_tasks("tenant-b", &b, Claim::Any, "turned off", 3_000)
+        .await
+        .expect("dead-letter");
+    assert_eq!(all_dead_letters(&store).await.len(), 53);
+
+    // At most 10 per hook: tenant B keeps its newest 10, tenant A all 3.
+    let deleted = store.trim_dead_letters(4_000, 3_600_000, 10).await.expect("trim");
+    assert_eq!(deleted, 40);
+    let left = all_dead_letters(&store).await;
+    let of = |uid: &str| left.iter().filter(|l| l.text(field::UID) == uid).count();
+    assert_eq!((of("tenant-a"), of("tenant-b")), (3, 10));
+    let kept_b: Vec<String> = left
+        .iter()
+        .filter(|l| l.text(field::UID) == "tenant-b")
+        .map(|l| l.text(field::EVENT_ID))
+        .collect();
+    assert_eq!(kept_b.first().map(String::as_str), Some("b40"));
+
+    // By age: everything older than the bound goes, and replayed letters
+    // leave the index too (nothing left to trim twice).
+    let letter = left
+        .iter()
+        .find(|l| l.text(field::UID) == "tenant-a")
+        .expect("a dead letter")
+        .clone();
+    store.replay(&letter, 5_000).await.expect("replay");
+    let deleted = store.trim_dead_letters(i64::MAX / 2, 1, 10).await.expect("trim");
+    assert_eq!(deleted, 12);
+    assert!(all_dead_letters(&store).await.is_empty());
+}

@@ -134,9 +134,9 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
                 continue;
             };
             let mut task = letter.to_new_task();
-            task.delivery.uid = uid;
+            let was_for = std::mem::replace(&mut task.delivery.uid, uid);
             store
-                .replay_as(&letter.id, &task, now)
+                .replay_as(&letter.id, &was_for, &task, now)
                 .await
                 .map_err(|e| CommandError(e.to_string()))?;
             replayed += 1;

@@ -37,7 +37,7 @@ pub struct Config {
     pub idle_consumer_timeout: Duration,
     /// Dead letters older than this are trimmed.
     pub dead_letter_max_age: Duration,
-    /// At most this many dead letters are kept.
+    /// At most this many dead letters are kept per hook.
     pub dead_letter_max_count: usize,
     /// How often retention and gauges run.
     pub maintenance_interval: Duration,
@@ -82,8 +82,8 @@ pub struct DispatcherArgs {
     /// Dead letters older than this are deleted.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_DEAD_LETTER_MAX_AGE", default_value = "168h", value_parser = parse_duration)]
     pub dead_letter_max_age: Duration,
-    /// At most this many dead letters are kept (oldest go first).
-    #[arg(long, env = "OUTBOUND_WEBHOOKS_DEAD_LETTER_MAX_COUNT", default_value_t = 100_000)]
+    /// At most this many dead letters are kept per hook (its oldest go first).
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_DEAD_LETTER_MAX_COUNT", default_value_t = 10_000)]
     pub dead_letter_max_count: usize,
     /// How often the stream and dead letters are trimmed.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_MAINTENANCE_INTERVAL", default_value = "10s", value_parser = parse_duration)]

@@ -194,6 +194,9 @@ pub async fn dead_letter(
     Ok(())
 }
 
+/// Tasks dead-lettered per script call when a hook is turned off.
+const TURN_OFF_SLICE: usize = 200;
+
 /// Dead-letter reasons and the messages they quote are cut to this many
 /// bytes: a huge field must not become a huge reason or log line.
 pub const MAX_REASON_BYTES: usize = 1024;
@@ -239,10 +242,15 @@ async fn turn_off(
         members.push(task.member.clone());
     }
     let dl_reason = format!("hook turned off ({}): {message}", reason.as_str());
-    let moved = shared
-        .store
-        .dead_letter_tasks(&task.uid, &members, Claim::Any, &dl_reason, now_ms())
-        .await?;
+    // In slices: a hook with a backlog of thousands of tasks must not make
+    // one script that blocks Redis for seconds.
+    let mut moved = 0;
+    for slice in members.chunks(TURN_OFF_SLICE) {
+        moved += shared
+            .store
+            .dead_letter_tasks(&task.uid, slice, Claim::Any, cut(&dl_reason), now_ms())
+            .await?;
+    }
     shared
         .metrics
         .dead_letters

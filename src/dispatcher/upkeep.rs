@@ -17,7 +17,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "trimming the events stream"),
         }
-        if let Err(e) = s
+        match s
             .trim_dead_letters(
                 now_ms(),
                 ms(shared.config.dead_letter_max_age),
@@ -25,7 +25,17 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             )
             .await
         {
-            tracing::warn!(error = %e, "trimming dead letters");
+            Ok(0) => {}
+            Ok(n) => {
+                shared.metrics.dead_letters_trimmed.inc_by(n as u64);
+                tracing::info!(
+                    deleted = n,
+                    max_age = ?shared.config.dead_letter_max_age,
+                    max_per_hook = shared.config.dead_letter_max_count,
+                    "retention deleted dead letters"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "trimming dead letters"),
         }
         if now_ms() - last_consumer_sweep > ms(shared.config.idle_consumer_timeout).min(60_000) {
             last_consumer_sweep = now_ms();

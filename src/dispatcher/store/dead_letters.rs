@@ -33,6 +33,7 @@ impl Store {
     /// Puts a dead-lettered delivery back as a fresh task (attempt 1 now)
     /// for the hook it names, removing the dead letter in the same step.
     pub async fn replay(&self, letter: &DeadLetter, now_ms: i64) -> Result<(), StoreError> {
-        self.replay_as(&letter.id, &letter.to_new_task(), now_ms).await
+        let task = letter.to_new_task();
+        self.replay_as(&letter.id, &task.uid, &task, now_ms).await
     }
 }

@@ -59,6 +59,17 @@ impl Keys {
         format!("{}waiting:", self.prefix)
     }
 
+    /// One hook's dead letters (stream ids by time), so retention bounds
+    /// each hook's count on its own; `malformed` for malformed entries.
+    pub fn dead_index(&self, uid: &str) -> String {
+        format!("{}dead-index:{uid}", self.prefix)
+    }
+
+    /// The set of hooks that have a [`Keys::dead_index`].
+    pub fn dead_hooks(&self) -> String {
+        format!("{}dead-hooks", self.prefix)
+    }
+
     /// The sorted set of hooks by their earliest due task.
     pub fn hooks_due(&self) -> String {
         format!("{}hooks-due", self.prefix)
@@ -107,6 +118,8 @@ mod tests {
             keys.task("u1:e1"),
             keys.hook_tasks("u1"),
             keys.hook_waiting("u1"),
+            keys.dead_index("u1"),
+            keys.dead_hooks(),
             keys.health("u1"),
         ] {
             assert!(key.starts_with("{owh}:"), "{key}");

@@ -6,6 +6,9 @@ use redis::AsyncCommands;
 
 use super::{Context, GROUP, Store, StoreError};
 
+/// Most dead letters one retention script call deletes.
+pub const TRIM_BUDGET: usize = 1000;
+
 /// Queue sizes, for the gauges.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sizes {
@@ -81,25 +84,52 @@ impl Store {
         Ok(removed + n)
     }
 
-    /// Keeps dead letters younger than `max_age_ms` and at most `max_count`.
-    pub async fn trim_dead_letters(&self, now_ms: i64, max_age_ms: i64, max_count: usize) -> Result<(), StoreError> {
+    /// Keeps dead letters younger than `max_age_ms` and, **per hook**, at
+    /// most `max_count_per_hook` (one tenant's flood never pushes out
+    /// another's), deleting at most [`TRIM_BUDGET`] per script call.
+    /// Returns how many were deleted.
+    pub async fn trim_dead_letters(
+        &self,
+        now_ms: i64,
+        max_age_ms: i64,
+        max_count_per_hook: usize,
+    ) -> Result<i64, StoreError> {
         let mut conn = self.conn.clone();
         let key = self.keys.dead_letter();
-        let min_id = format!("{}-0", (now_ms - max_age_ms).max(0));
-        redis::pipe()
-            .cmd("XTRIM")
+        let oldest = (now_ms - max_age_ms).max(0);
+        let mut deleted: i64 = redis::cmd("XTRIM")
             .arg(&key)
             .arg("MINID")
-            .arg(&min_id)
-            .ignore()
-            .cmd("XTRIM")
-            .arg(&key)
-            .arg("MAXLEN")
-            .arg(max_count)
-            .ignore()
-            .query_async::<()>(&mut conn)
+            .arg(format!("{oldest}-0"))
+            .query_async(&mut conn)
             .await
-            .context(|| format!("trimming {key}"))
+            .context(|| format!("trimming {key} by age"))?;
+        let mut cursor = 0u64;
+        loop {
+            let (next, uids): (u64, Vec<String>) = redis::cmd("SSCAN")
+                .arg(self.keys.dead_hooks())
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .context(|| format!("listing {}", self.keys.dead_hooks()))?;
+            for uid in uids {
+                loop {
+                    let (removed, n) = self
+                        .trim_hook_dead_letters(&uid, oldest, max_count_per_hook, TRIM_BUDGET)
+                        .await?;
+                    deleted += n;
+                    if removed < TRIM_BUDGET as i64 {
+                        break;
+                    }
+                }
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
     }
 
     /// Removes consumers other than `me` that hold nothing and were idle

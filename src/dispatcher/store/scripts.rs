@@ -27,6 +27,8 @@ static EXTEND: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("sc
 static RESCHEDULE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/reschedule.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/finish.lua")));
 static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/dead_letter.lua")));
+static TRIM_DEAD_LETTERS: LazyLock<Script> =
+    LazyLock::new(|| with_prelude(include_str!("scripts/trim_dead_letters.lua")));
 static WAKE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/wake.lua")));
 static REPLAY: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/replay.lua")));
 
@@ -222,7 +224,9 @@ impl Store {
             .key(self.keys.hook_due(uid))
             .key(self.keys.hooks_due())
             .key(self.keys.hook_tasks(uid))
-            .key(self.keys.hook_waiting(uid));
+            .key(self.keys.hook_waiting(uid))
+            .key(self.keys.dead_index(uid))
+            .key(self.keys.dead_hooks());
         match claim {
             Claim::Held(score) => inv.arg(score),
             Claim::Any => inv.arg(""),
@@ -237,6 +241,7 @@ impl Store {
         for name in NOT_IN_DEAD_LETTERS {
             inv.arg(name);
         }
+        inv.arg(now_ms);
         for m in members {
             inv.key(self.keys.task(m)).arg(m);
         }
@@ -244,6 +249,31 @@ impl Store {
         inv.invoke_async(&mut conn)
             .await
             .context(|| format!("dead-lettering {} task(s) of hook {uid}", members.len()))
+    }
+
+    /// Retention of hook `uid`'s dead letters: deletes those older than
+    /// `oldest_ms` and those beyond `max_count`, at most `budget`; returns
+    /// how many index entries it removed and how many dead letters it
+    /// deleted. `trim_dead_letters.lua`.
+    pub async fn trim_hook_dead_letters(
+        &self,
+        uid: &str,
+        oldest_ms: i64,
+        max_count: usize,
+        budget: usize,
+    ) -> Result<(i64, i64), StoreError> {
+        let mut conn = self.conn.clone();
+        TRIM_DEAD_LETTERS
+            .key(self.keys.dead_letter())
+            .key(self.keys.dead_index(uid))
+            .key(self.keys.dead_hooks())
+            .arg(oldest_ms)
+            .arg(max_count)
+            .arg(budget)
+            .arg(uid)
+            .invoke_async(&mut conn)
+            .await
+            .context(|| format!("trimming the dead letters of hook {uid}"))
     }
 
     /// Makes the waiting tasks of hooks `uids` due at `now_ms`; returns how
@@ -267,7 +297,14 @@ impl Store {
 
     /// Stores `task` as a fresh task due at `now_ms` and deletes dead
     /// letter `letter_id`, in one step. `replay.lua`.
-    pub async fn replay_as(&self, letter_id: &str, task: &NewTask, now_ms: i64) -> Result<(), StoreError> {
+    /// `was_for` is the UID of the hook the dead letter was written for.
+    pub async fn replay_as(
+        &self,
+        letter_id: &str,
+        was_for: &str,
+        task: &NewTask,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         let member = task_member(&task.uid, &task.event_id);
         let mut inv = REPLAY.key(self.keys.due());
         inv.key(self.keys.dead_letter())
@@ -275,6 +312,7 @@ impl Store {
             .key(self.keys.hooks_due())
             .key(self.keys.task(&member))
             .key(self.keys.hook_tasks(&task.uid))
+            .key(self.keys.dead_index(was_for))
             .arg(letter_id)
             .arg(&member)
             .arg(&task.uid)

@@ -8,6 +8,9 @@ use redis::{AsyncCommands, Value, streams::StreamId};
 
 use super::{Context, GROUP, Store, StoreError, task::field};
 
+/// The retention bucket of malformed entries (they belong to no hook).
+pub const MALFORMED: &str = "malformed";
+
 fn bytes_of(value: &Value) -> Vec<u8> {
     match value {
         Value::BulkString(b) => b.clone(),
@@ -220,12 +223,34 @@ impl Store {
             v.truncate(64 * 1024);
             items.push((format!("{}{k}", field::ENTRY_PREFIX), v));
         }
-        pipe.xadd(self.keys.dead_letter(), "*", &items).ignore();
+        pipe.xadd(self.keys.dead_letter(), "*", &items);
         pipe.xack(self.keys.events(), GROUP, &[entry_id]).ignore();
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn)
+        let (letter_id,): (String,) = pipe
+            .query_async(&mut conn)
             .await
-            .context(|| format!("dead-lettering malformed entry {entry_id}"))
+            .context(|| format!("dead-lettering malformed entry {entry_id}"))?;
+        // Indexed for retention like a hook's (a crash before this leaves
+        // it to the age bound alone).
+        let (ms, seq) = letter_id.split_once('-').unwrap_or((&letter_id, "0"));
+        let member = format!(
+            "{:016}-{:016}",
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0)
+        );
+        let _: () = redis::pipe()
+            .zadd(
+                self.keys.dead_index(MALFORMED),
+                member,
+                ms.parse::<i64>().unwrap_or(now_ms),
+            )
+            .ignore()
+            .sadd(self.keys.dead_hooks(), MALFORMED)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .context(|| format!("indexing dead letter {letter_id}"))?;
+        Ok(())
     }
 }
 

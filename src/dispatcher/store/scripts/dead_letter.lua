@@ -1,23 +1,25 @@
 -- dead_letter: moves tasks of one hook to the dead-letter stream.
 -- KEYS[1] due, KEYS[2] dead-letter stream, KEYS[3] due:{uid},
 --   KEYS[4] hooks-due, KEYS[5] hook-tasks:{uid}, KEYS[6] waiting:{uid},
+--   KEYS[7] dead-index:{uid}, KEYS[8] dead-hooks,
 --   then the task hash of each member, in the order of the members in ARGV
 -- ARGV[1] claimed score ('' = whatever the score: a turn-off moves every
 --   task of the hook), ARGV[2] uid, ARGV[3] pair count P, then P
 --   field/value pairs added to each dead letter (reason, time), then
---   ARGV[4+2P] count S of task fields left out, the S names, then the
---   members
+--   ARGV[4+2P] count S of task fields left out, the S names, then
+--   ARGV[5+2P+S] now (Unix ms), then the members
 -- Returns how many tasks moved. A member whose claim was lost is left alone.
 local pairs_count = tonumber(ARGV[3])
 local skip_at = 4 + 2 * pairs_count
 local skip_count = tonumber(ARGV[skip_at])
 local skip = {}
 for i = 1, skip_count do skip[ARGV[skip_at + i]] = true end
-local members_at = skip_at + skip_count
+local now = ARGV[skip_at + skip_count + 1]
+local members_at = skip_at + skip_count + 1
 local moved = 0
 for i = members_at + 1, #ARGV do
   local member = ARGV[i]
-  local task_key = KEYS[6 + i - members_at]
+  local task_key = KEYS[8 + i - members_at]
   local ok = true
   if ARGV[1] ~= '' then
     ok = tonumber(redis.call('ZSCORE', KEYS[1], member) or '-1') == tonumber(ARGV[1])
@@ -31,7 +33,8 @@ for i = members_at + 1, #ARGV do
         table.insert(letter, task[j]); table.insert(letter, task[j + 1])
       end
     end
-    redis.call('XADD', KEYS[2], '*', unpack(letter))
+    local member, ms = index_member(redis.call('XADD', KEYS[2], '*', unpack(letter)))
+    redis.call('ZADD', KEYS[7], ms, member)
     redis.call('DEL', task_key)
     moved = moved + 1
   end
@@ -42,4 +45,5 @@ for i = members_at + 1, #ARGV do
   end
 end
 reindex(KEYS[3], KEYS[4], ARGV[2])
+if moved > 0 then redis.call('SADD', KEYS[8], ARGV[2]) end
 return moved

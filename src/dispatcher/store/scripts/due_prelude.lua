@@ -13,6 +13,16 @@ local function unset_due(due, hook_due, member)
   redis.call('ZREM', due, member)
   redis.call('ZREM', hook_due, member)
 end
+-- A dead-letter index (`dead-index:{uid}`) holds stream ids zero-padded,
+-- so that ids of one millisecond sort by sequence (as the stream does).
+local function index_member(stream_id)
+  local ms, seq = string.match(stream_id, '^(%d+)-(%d+)$')
+  return string.format('%016d-%016d', tonumber(ms), tonumber(seq)), tonumber(ms)
+end
+local function stream_id_of(member)
+  local ms, seq = string.match(member, '^(%d+)-(%d+)$')
+  return tonumber(ms) .. '-' .. tonumber(seq)
+end
 local function reindex(hook_due, hooks_due, uid)
   local first = redis.call('ZRANGE', hook_due, 0, 0, 'WITHSCORES')
   if first[1] then redis.call('ZADD', hooks_due, first[2], uid)

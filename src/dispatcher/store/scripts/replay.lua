@@ -1,7 +1,8 @@
 -- replay: puts a dead letter back as a fresh task and deletes the dead
 -- letter, in one step.
 -- KEYS[1] due, KEYS[2] dead-letter stream, KEYS[3] due:{uid},
---   KEYS[4] hooks-due, KEYS[5] the task hash, KEYS[6] hook-tasks:{uid}
+--   KEYS[4] hooks-due, KEYS[5] the task hash, KEYS[6] hook-tasks:{uid},
+--   KEYS[7] dead-index of the hook the dead letter was for
 -- ARGV[1] dead letter id, ARGV[2] member, ARGV[3] uid, ARGV[4] due score,
 --   then the task hash's field/value pairs
 -- Returns 1.
@@ -10,4 +11,5 @@ set_due(KEYS[1], KEYS[3], ARGV[2], ARGV[4])
 reindex(KEYS[3], KEYS[4], ARGV[3])
 redis.call('SADD', KEYS[6], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[7], (index_member(ARGV[1])))
 return 1
