@@ -254,3 +254,60 @@ fn dead_letters_are_bounded_and_idle_empty_consumers_are_removed() {
         if text.contains("ghost") { Err(text) } else { Ok(()) }
     });
 }
+
+#[test]
+fn with_a_proxy_the_destination_host_is_still_resolved_and_checked_before_the_proxy_sees_it() {
+    let test = DeliveryTest::new("proxy");
+    // A forward proxy on loopback (an IP literal: the proxy's own address
+    // is the operator's choice): it records what it is asked to forward
+    // and answers 200 itself.
+    let proxy = Receiver::ok();
+    let refused = test.hook("refused", "http://localhost:9/refused", json!({}));
+    let _d = Dispatcher::start(args_without_allow_list(
+        &test.redis_url,
+        &test.prefix,
+        "proxy",
+        &["--proxy", &proxy.url(""), "--retry-schedule", "100ms"],
+    ));
+    let id = test.publish(&json!({"n": 1}));
+    // `localhost` resolves to loopback, which is not allowed: refused here,
+    // and the proxy is never asked.
+    let letters = wait_for(
+        "the refused delivery to be dead-lettered",
+        Duration::from_secs(30),
+        || {
+            let letters = test.dead_letters(Some(&refused.key()));
+            if letters.is_empty() {
+                Err("none yet".to_string())
+            } else {
+                Ok(letters)
+            }
+        },
+    );
+    assert!(letters[0].contains(&id), "{letters:?}");
+    let status = refused.delivery();
+    assert!(
+        status["lastFailure"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused destination localhost"),
+        "{status}"
+    );
+    assert!(
+        proxy.requests().is_empty(),
+        "the proxy was asked to reach a refused destination"
+    );
+
+    // An allowed destination goes through the proxy.
+    let allowed_test = DeliveryTest::new("proxy-allowed");
+    allowed_test.hook("through", "http://localhost:9/allowed", json!({}));
+    let _d = Dispatcher::start(args(
+        &allowed_test.redis_url,
+        &allowed_test.prefix,
+        "proxy-allowed",
+        &["--proxy", &proxy.url("")],
+    ));
+    let id = allowed_test.publish(&json!({"n": 2}));
+    let got = proxy.wait_for_event(&id, 1, Duration::from_secs(30));
+    assert_eq!(got[0].path, "/allowed");
+}

@@ -49,8 +49,45 @@ impl Resolve for FilteringResolver {
     }
 }
 
+/// The outbound HTTP client with what it checks destinations against.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    /// The client (no redirects, filtered DNS, the explicit proxy if any).
+    pub client: reqwest::Client,
+    /// Which addresses may be reached.
+    pub filter: Arc<AddressFilter>,
+    /// Requests go through `--proxy`: the proxy, not our resolver, resolves
+    /// the destination, so it is resolved and checked here first.
+    pub proxied: bool,
+}
+
 /// Builds the shared HTTP client.
-pub fn client(filter: Arc<AddressFilter>, proxy: Option<&str>) -> Result<reqwest::Client, reqwest::Error> {
+pub fn outbound(filter: Arc<AddressFilter>, proxy: Option<&str>) -> Result<Outbound, reqwest::Error> {
+    Ok(Outbound {
+        client: client(filter.clone(), proxy)?,
+        filter,
+        proxied: proxy.is_some(),
+    })
+}
+
+/// Resolves `url`'s host name and refuses it unless every address it
+/// resolves to is allowed (with a proxy the connection is not ours to
+/// check, so one refused address refuses the destination).
+async fn check_resolved(filter: &AddressFilter, url: &reqwest::Url) -> Result<(), String> {
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addresses = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("DNS lookup of {host} failed: {e}"))?;
+    for address in addresses {
+        filter
+            .check(address.ip())
+            .map_err(|why| format!("refused destination {host}: {why}"))?;
+    }
+    Ok(())
+}
+
+fn client(filter: Arc<AddressFilter>, proxy: Option<&str>) -> Result<reqwest::Client, reqwest::Error> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("outbound-webhooks/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
@@ -160,8 +197,7 @@ impl UrlCache {
 
 /// POSTs `body` with `headers` to `url`, waiting at most `timeout`.
 pub async fn send(
-    client: &reqwest::Client,
-    filter: &AddressFilter,
+    outbound: &Outbound,
     url: Result<reqwest::Url, String>,
     headers: reqwest::header::HeaderMap,
     body: bytes::Bytes,
@@ -171,15 +207,23 @@ pub async fn send(
         Ok(u) => u,
         Err(e) => return Attempt::failed(format!("invalid URL: {e}")),
     };
-    if let Some(ip) = literal_ip(&url)
-        && let Err(why) = filter.check(ip)
-    {
-        return Attempt::failed(format!("refused destination: {why}"));
+    match literal_ip(&url) {
+        Some(ip) => {
+            if let Err(why) = outbound.filter.check(ip) {
+                return Attempt::failed(format!("refused destination: {why}"));
+            }
+        }
+        None if outbound.proxied => {
+            if let Err(message) = check_resolved(&outbound.filter, &url).await {
+                return Attempt::failed(message);
+            }
+        }
+        None => {}
     }
     // One deadline for the answer and the bounded body read, so an attempt
     // never outlasts the task's lease (timeout + margin).
     let deadline = tokio::time::Instant::now() + timeout;
-    let request = client.post(url).headers(headers).body(body).timeout(timeout);
+    let request = outbound.client.post(url).headers(headers).body(body).timeout(timeout);
     let mut response = match request.send().await {
         Ok(r) => r,
         Err(e) if e.is_timeout() => {
@@ -254,7 +298,6 @@ pub async fn send_signed(
         Ok(headers) => {
             send(
                 &shared.http,
-                &shared.filter,
                 shared.urls.parse(&hook.spec.url),
                 headers,
                 task.body.clone(),

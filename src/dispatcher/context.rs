@@ -2,7 +2,7 @@
 //! store, the caches, the HTTP client, the slots, and the channels to the
 //! acker and the status mirror.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector;
@@ -10,10 +10,16 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Config, acker::AckItem, attempt::UrlCache, held::HeldEntries, lanes::Lanes, metrics::Metrics, slots::Slots,
+    Config,
+    acker::AckItem,
+    attempt::{Outbound, UrlCache},
+    held::HeldEntries,
+    lanes::Lanes,
+    metrics::Metrics,
+    slots::Slots,
     store::Store,
 };
-use crate::{address_filter::AddressFilter, resource::OutboundWebhook};
+use crate::resource::OutboundWebhook;
 
 /// A request to mirror one hook's health to its status.
 #[derive(Clone, Debug)]
@@ -36,10 +42,8 @@ pub struct Shared {
     pub hooks: reflector::Store<OutboundWebhook>,
     /// Cached Secrets labelled for the operator.
     pub secrets: reflector::Store<Secret>,
-    /// The outbound HTTP client.
-    pub http: reqwest::Client,
-    /// Which destination addresses may be reached.
-    pub filter: Arc<AddressFilter>,
+    /// The outbound HTTP client and its destination checks.
+    pub http: Outbound,
     /// The Kubernetes client (status writes).
     pub kube: kube::Client,
     /// The metrics.

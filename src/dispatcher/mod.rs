@@ -165,7 +165,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     );
 
     let filter = Arc::new(AddressFilter::new(config.allow_destination_cidrs.clone()));
-    let http = attempt::client(filter.clone(), config.proxy.as_deref())?;
+    let http = attempt::outbound(filter, config.proxy.as_deref())?;
     let (mirror_tx, mirror_rx) = mpsc::unbounded_channel();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -173,7 +173,6 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         hooks,
         secrets,
         http,
-        filter,
         kube,
         metrics,
         mirror: mirror_tx,
