@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde_json::json;
 use support::{
     delivery_test::DeliveryTest,
-    dispatcher::run_cli,
     hooks::{self, accept, create_hook, write_conditions, write_secret_not_found},
     kubectl_ok,
     receiver::Receiver,
@@ -27,13 +26,43 @@ fn events_metric(d: &support::dispatcher::Dispatcher, outcome: &str, reason: &st
     .unwrap_or(0.0)
 }
 
-#[test]
-fn an_event_published_before_the_controller_reconciles_a_spec_edit_is_delivered_once_it_does() {
-    let test = DeliveryTest::new("spec-edit");
+/// `dead-letter replay --hook KEY` as a user runs it: whether it succeeded,
+/// and what it said.
+fn replay(test: &DeliveryTest, key: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"))
+        .args([
+            "dead-letter",
+            "replay",
+            "--redis-url",
+            &test.redis_url,
+            "--redis-prefix",
+            &test.prefix,
+        ])
+        .args(["--hook", key])
+        .env("KUBECONFIG", &support::env().kubeconfig)
+        .output()
+        .expect("running dead-letter replay");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// A hook taking deliveries from a running dispatcher.
+fn live_hook(name: &str) -> (DeliveryTest, Receiver, hooks::TestHook, support::dispatcher::Dispatcher) {
+    let test = DeliveryTest::new(name);
     let receiver = Receiver::ok();
     let hook = test.hook_to(&receiver, json!({}));
     let d = test.dispatcher(&[]);
     test.publish_until_delivered("the hook to be live", &receiver, Duration::from_millis(300));
+    (test, receiver, hook, d)
+}
+
+#[test]
+fn an_event_published_before_the_controller_reconciles_a_spec_edit_is_delivered_once_it_does() {
+    let (test, receiver, hook, d) = live_hook("spec-edit");
 
     // A spec edit: the generation moves on, the conditions (the controller
     // is "stopped") still carry the old one.
@@ -78,11 +107,7 @@ fn an_event_published_before_the_controller_reconciles_a_spec_edit_is_delivered_
 
 #[test]
 fn an_event_published_while_the_signing_secret_is_re_created_is_delivered_once_it_is_back() {
-    let test = DeliveryTest::new("secret-gone");
-    let receiver = Receiver::ok();
-    let hook = test.hook_to(&receiver, json!({}));
-    let _d = test.dispatcher(&[]);
-    test.publish_until_delivered("the hook to be live", &receiver, Duration::from_millis(300));
+    let (test, receiver, hook, _d) = live_hook("secret-gone");
 
     // The Secret is deleted; the controller reports SecretReady=False.
     let secret = outbound_webhooks::controller::secret::generated_secret_name(&hook.name);
@@ -148,25 +173,8 @@ fn a_task_whose_hook_was_deleted_is_dead_lettered_hook_deleted_and_replays_to_th
     assert_eq!(events_metric(&d, "dead_lettered", "hook_deleted"), 1.0);
 
     // Replay before the re-apply: it says so and keeps the dead letter.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"))
-        .args([
-            "dead-letter",
-            "replay",
-            "--redis-url",
-            &test.redis_url,
-            "--redis-prefix",
-            &test.prefix,
-        ])
-        .args(["--hook", &key])
-        .env("KUBECONFIG", &support::env().kubeconfig)
-        .output()
-        .expect("running dead-letter replay");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{said}");
+    let (replayed, said) = replay(&test, &key);
+    assert!(!replayed, "{said}");
     assert!(said.contains(&format!("no OutboundWebhook {key} exists now")), "{said}");
     assert_eq!(test.dead_letters(Some(&key)).len(), 1, "the dead letter stays");
 
@@ -189,16 +197,8 @@ fn a_task_whose_hook_was_deleted_is_dead_lettered_hook_deleted_and_replays_to_th
     );
     std::thread::sleep(Duration::from_millis(500));
     let before = receiver.requests_for(&event).len();
-    let out = run_cli(&[
-        "dead-letter",
-        "replay",
-        "--redis-url",
-        &test.redis_url,
-        "--redis-prefix",
-        &test.prefix,
-        "--hook",
-        &key,
-    ]);
+    let (replayed, out) = replay(&test, &key);
+    assert!(replayed, "{out}");
     assert!(out.contains("replayed 1 dead letter(s)"), "{out}");
     let got = receiver.wait_for_event(&event, before + 1, Duration::from_secs(15));
     let replayed = got.last().expect("the replayed request");

@@ -54,22 +54,25 @@ fn drain(test: &DeliveryTest, receiver: &Receiver, flags: &[&str]) -> u64 {
     peak
 }
 
-#[test]
-fn draining_300_entries_of_1_mib_stays_under_the_chart_memory_limit() {
-    let test = DeliveryTest::new("memory-read");
+/// A hook and a backlog of 300 entries of 1 MiB for it.
+fn backlog(name: &str) -> (DeliveryTest, Receiver) {
+    let test = DeliveryTest::new(name);
     let receiver = Receiver::ok();
     test.hook_to(&receiver, json!({}));
     fill(&test);
+    (test, receiver)
+}
+
+#[test]
+fn draining_300_entries_of_1_mib_stays_under_the_chart_memory_limit() {
+    let (test, receiver) = backlog("memory-read");
     let peak = drain(&test, &receiver, &[]);
     assert!(peak > 0 && peak < CHART_LIMIT, "VmHWM {peak} bytes");
 }
 
 #[test]
 fn reclaiming_300_entries_of_1_mib_from_a_dead_consumer_stays_under_the_chart_memory_limit() {
-    let test = DeliveryTest::new("memory-reclaim");
-    let receiver = Receiver::ok();
-    test.hook_to(&receiver, json!({}));
-    fill(&test);
+    let (test, receiver) = backlog("memory-reclaim");
     // A consumer that read everything and died: all 300 entries pending on it.
     let mut conn = test.redis();
     create_group(&mut conn, &test.prefix);

@@ -16,7 +16,7 @@ use support::{
     delivery_test::DeliveryTest,
     hooks::create_hook,
     receiver::{Receiver, Reply},
-    redis::{RedisServer, create_group, due_count, publish, xadd_event},
+    redis::{RedisServer, create_group, due_count, publish, xadd_backlog},
     wait_for,
 };
 
@@ -95,18 +95,9 @@ fn a_hanging_hook_with_a_backlog_of_thousands_does_not_hide_another_hooks_tasks(
     let (hanging, fast, _d) = hanging_and_fast_hooks(&test);
 
     let mut conn = test.redis();
-    let mut pipe = redis::pipe();
-    for i in 0..BACKLOG {
-        pipe.add_command(xadd_event(
-            &test.prefix,
-            &test.ns,
-            USER,
-            &format!("{{\"i\":{i}}}"),
-            None,
-        ))
-        .ignore();
-    }
-    let () = pipe.query(&mut conn).expect("publishing the backlog");
+    xadd_backlog(&mut conn, &test.prefix, &test.ns, USER, BACKLOG, |i| {
+        format!("{{\"i\":{i}}}")
+    });
     // All but the 16 first attempts in flight (their entries held) are
     // stored as tasks: the hanging hook's slots are busy and slow.
     wait_for("the backlog to be stored as tasks", Duration::from_secs(60), || {

@@ -11,7 +11,7 @@ use support::{
     CREATE,
     delivery_test::DeliveryTest,
     receiver::{Receiver, Reply},
-    redis::xadd_event,
+    redis::xadd_backlog,
     wait_for,
 };
 
@@ -42,18 +42,9 @@ fn a_tenants_turn_off_of_thousands_of_tasks_leaves_another_tenants_dead_letters_
     let b = flood.hook_to(&down, json!({}));
     // B's backlog, all in the stream before the dispatcher starts (same
     // prefix: one dispatcher serves both tenants).
-    let mut pipe = redis::pipe();
-    for n in 0..FLOOD {
-        pipe.add_command(xadd_event(
-            &quiet.prefix,
-            &flood.ns,
-            CREATE,
-            &json!({ "n": n }).to_string(),
-            None,
-        ))
-        .ignore();
-    }
-    let _: () = pipe.query(&mut redis).expect("XADD the flood");
+    xadd_backlog(&mut redis, &quiet.prefix, &flood.ns, CREATE, FLOOD, |n| {
+        json!({ "n": n }).to_string()
+    });
     let rejected: Vec<String> = (0..3)
         .map(|n| quiet.publish(&json!({"reject": true, "n": n})))
         .collect();

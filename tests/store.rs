@@ -54,6 +54,22 @@ async fn zscore(key: String, member: &str) -> Option<i64> {
         .map(|s| s as i64)
 }
 
+/// One entry appended and read by consumer `me` (pending, not acknowledged).
+async fn read_one_entry(store: &Store) -> (String, Vec<outbound_webhooks::dispatcher::store::RawEntry>) {
+    store.ensure_group().await.expect("the consumer group");
+    let client = redis::Client::open(redis_url()).expect("URL");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connection");
+    let entry_id: String = redis::cmd("XADD")
+        .arg(store.keys().events())
+        .arg("*")
+        .arg(&["org", "acme"])
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+    let read = store.read_entries("me", ">", 10, 100).await.expect("XREADGROUP");
+    (entry_id, read)
+}
+
 async fn all_dead_letters(store: &Store) -> Vec<DeadLetter> {
     store.dead_letters_after(None, 1000).await.expect("XRANGE")
 }
@@ -203,17 +219,7 @@ async fn a_dead_letter_replays_as_a_fresh_task_and_is_gone_in_the_same_step() {
 #[tokio::test]
 async fn routing_a_re_read_entry_stores_its_task_once_and_acknowledges_it() {
     let store = store("route").await;
-    store.ensure_group().await.expect("the consumer group");
-    let client = redis::Client::open(redis_url()).expect("URL");
-    let mut conn = client.get_multiplexed_async_connection().await.expect("connection");
-    let entry_id: String = redis::cmd("XADD")
-        .arg(store.keys().events())
-        .arg("*")
-        .arg(&["org", "acme"])
-        .query_async(&mut conn)
-        .await
-        .expect("XADD");
-    let read = store.read_entries("me", ">", 10, 100).await.expect("XREADGROUP");
+    let (entry_id, read) = read_one_entry(&store).await;
     assert_eq!(read.len(), 1);
 
     let first = task("hook-a", "e1", 1_000);
@@ -292,17 +298,7 @@ async fn a_waiting_task_sleeps_until_its_hook_changes_and_a_claim_ends_its_wait(
 #[tokio::test]
 async fn tasks_larger_than_one_script_call_are_stored_in_slices_and_the_entry_acknowledged_last() {
     let store = store("slices").await;
-    store.ensure_group().await.expect("the consumer group");
-    let client = redis::Client::open(redis_url()).expect("URL");
-    let mut conn = client.get_multiplexed_async_connection().await.expect("connection");
-    let entry_id: String = redis::cmd("XADD")
-        .arg(store.keys().events())
-        .arg("*")
-        .arg(&["org", "acme"])
-        .query_async(&mut conn)
-        .await
-        .expect("XADD");
-    store.read_entries("me", ">", 10, 100).await.expect("XREADGROUP");
+    let (entry_id, _) = read_one_entry(&store).await;
     // Three tasks of 5 MiB: more than one script call may carry.
     let tasks: Vec<NewTask> = (0..3)
         .map(|i| {

@@ -25,24 +25,29 @@ use support::{
     unique_suffix, wait_for,
 };
 
+/// The real controller, for namespace `ns` only, on a Lease of its own.
+fn controller_for(name: &str, ns: &str) -> ControllerProcess {
+    ControllerProcess::start(
+        &format!("{name}-{}", unique_suffix()),
+        &[
+            "--allow-http",
+            "--watch-namespace",
+            ns,
+            "--lease-name",
+            &unique_lease(name),
+            "--lease-duration",
+            "3s",
+        ],
+    )
+}
+
 #[test]
 fn a_failing_hook_is_shown_auto_disabled_by_kubectl_and_comes_back_by_annotation_and_replay() {
     let test = DeliveryTest::new("system");
     let (ns, prefix, redis) = (&test.ns, &test.prefix, &test.redis_url);
     let (receiver, healthy) = Receiver::switchable(false);
 
-    let _controller = ControllerProcess::start(
-        &format!("system-{}", unique_suffix()),
-        &[
-            "--allow-http",
-            "--watch-namespace",
-            ns,
-            "--lease-name",
-            &unique_lease("system"),
-            "--lease-duration",
-            "3s",
-        ],
-    );
+    let _controller = controller_for("system", ns);
     // The shared manifest subscribes to CREATE.
     apply_ok(ns, &hook_yaml("crm", &receiver.url("/hook"), json!({})));
     wait_active(ns, "crm", Duration::from_secs(20));
@@ -137,18 +142,7 @@ fn a_header_secret_made_from_a_file_with_a_trailing_newline_is_sent_without_the_
     let test = DeliveryTest::new("newline");
     let ns = &test.ns;
     let receiver = Receiver::ok();
-    let _controller = ControllerProcess::start(
-        &format!("newline-{}", unique_suffix()),
-        &[
-            "--allow-http",
-            "--watch-namespace",
-            ns,
-            "--lease-name",
-            &unique_lease("newline"),
-            "--lease-duration",
-            "3s",
-        ],
-    );
+    let _controller = controller_for("newline", ns);
     // What `echo "Bearer abc" > auth` and `kubectl create secret --from-file` give.
     let dir = tempfile::tempdir().expect("a temp dir");
     let file = dir.path().join("auth");

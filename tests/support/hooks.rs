@@ -163,29 +163,12 @@ pub fn write_conditions(namespace: &str, name: &str, generation: i64, accepted: 
 /// Secret is gone (Accepted, SecretReady False / SecretNotFound).
 pub fn write_secret_not_found(namespace: &str, name: &str) {
     let generation = generation(namespace, name);
-    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let condition = |type_: &str, status: &str, reason: &str| {
-        json!({"type": type_, "status": status, "reason": reason, "message": "set by the test",
-               "observedGeneration": generation, "lastTransitionTime": now})
-    };
-    apply_status(
-        controller::reconcile::FIELD_MANAGER,
-        true,
-        &json!({
-            "apiVersion": api_version(),
-            "kind": OutboundWebhook::kind(&()),
-            "metadata": {"name": name, "namespace": namespace},
-            "status": {
-                "observedGeneration": generation,
-                "secretName": generated_secret_name(name),
-                "conditions": [
-                    condition(conditions::ACCEPTED, "True", accepted::ACCEPTED),
-                    condition(conditions::SECRET_READY, "False", secret_ready::SECRET_NOT_FOUND),
-                    condition(conditions::READY, "False", ready::SECRET_NOT_READY),
-                ],
-            },
-        }),
-    );
+    let conditions = [
+        (conditions::ACCEPTED, "True", accepted::ACCEPTED),
+        (conditions::SECRET_READY, "False", secret_ready::SECRET_NOT_FOUND),
+        (conditions::READY, "False", ready::SECRET_NOT_READY),
+    ];
+    apply_controller_status(namespace, name, generation, &conditions, None);
 }
 
 /// Writes the controller's status fields, including `specDisabledGeneration`
@@ -197,22 +180,42 @@ pub fn write_controller_status(
     is_accepted: bool,
     spec_disabled_generation: Option<i64>,
 ) {
-    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let condition = |type_: &str, status: &str, reason: &str| {
-        json!({"type": type_, "status": status, "reason": reason, "message": "set by the test",
-               "observedGeneration": generation, "lastTransitionTime": now})
-    };
     let (accepted_condition, ready_condition) = if is_accepted {
         (
-            condition(conditions::ACCEPTED, "True", accepted::ACCEPTED),
-            condition(conditions::READY, "True", ready::ACTIVE),
+            (conditions::ACCEPTED, "True", accepted::ACCEPTED),
+            (conditions::READY, "True", ready::ACTIVE),
         )
     } else {
         (
-            condition(conditions::ACCEPTED, "False", accepted::ORG_LIMIT_EXCEEDED),
-            condition(conditions::READY, "False", ready::NOT_ACCEPTED),
+            (conditions::ACCEPTED, "False", accepted::ORG_LIMIT_EXCEEDED),
+            (conditions::READY, "False", ready::NOT_ACCEPTED),
         )
     };
+    let conditions = [
+        accepted_condition,
+        (conditions::SECRET_READY, "True", secret_ready::SECRET_GENERATED),
+        ready_condition,
+    ];
+    apply_controller_status(namespace, name, generation, &conditions, spec_disabled_generation);
+}
+
+/// Applies the controller's status: `conditions` as (type, status, reason)
+/// for `generation`, under the controller's field manager.
+fn apply_controller_status(
+    namespace: &str,
+    name: &str,
+    generation: i64,
+    conditions: &[(&str, &str, &str)],
+    spec_disabled_generation: Option<i64>,
+) {
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let conditions: Vec<Value> = conditions
+        .iter()
+        .map(|(type_, status, reason)| {
+            json!({"type": type_, "status": status, "reason": reason, "message": "set by the test",
+                   "observedGeneration": generation, "lastTransitionTime": now})
+        })
+        .collect();
     apply_status(
         controller::reconcile::FIELD_MANAGER,
         true,
@@ -224,11 +227,7 @@ pub fn write_controller_status(
                 "observedGeneration": generation,
                 "secretName": generated_secret_name(name),
                 "specDisabledGeneration": spec_disabled_generation,
-                "conditions": [
-                    accepted_condition,
-                    condition(conditions::SECRET_READY, "True", secret_ready::SECRET_GENERATED),
-                    ready_condition,
-                ],
+                "conditions": conditions,
             },
         }),
     );

@@ -47,6 +47,23 @@ pub fn publish(url: &str, prefix: &str, org: &str, event: &str, data: &Value) ->
     id
 }
 
+/// Appends `n` events of `org` in one pipeline, `data(i)` the i-th's data.
+pub fn xadd_backlog(
+    conn: &mut redis::Connection,
+    prefix: &str,
+    org: &str,
+    event: &str,
+    n: usize,
+    data: impl Fn(usize) -> String,
+) {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.add_command(xadd_event(prefix, org, event, &data(i), None))
+            .ignore();
+    }
+    let () = pipe.query(conn).expect("publishing the backlog");
+}
+
 /// Appends raw fields to the events stream; returns the entry id.
 pub fn xadd_raw(url: &str, prefix: &str, fields: &[(&str, &str)]) -> String {
     let mut cmd = redis::cmd("XADD");
