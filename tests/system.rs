@@ -147,15 +147,8 @@ fn a_header_secret_made_from_a_file_with_a_trailing_newline_is_sent_without_the_
     let dir = tempfile::tempdir().expect("a temp dir");
     let file = dir.path().join("auth");
     std::fs::write(&file, "Bearer abc\n").expect("writing the header file");
-    kubectl_ok(&[
-        "create",
-        "secret",
-        "generic",
-        "creds",
-        "-n",
-        ns,
-        &format!("--from-file=auth={}", file.display()),
-    ]);
+    let from_file = format!("--from-file=auth={}", file.display());
+    kubectl_ok(&["create", "secret", "generic", "creds", "-n", ns, &from_file]);
     kubectl_ok(&[
         "label",
         "secret",
