@@ -118,8 +118,11 @@ pub async fn run(
     };
     // An in-flight slot, never waited for longer than SLOT_WAIT: general
     // slots free up within DEMOTE_AFTER however many hooks hang.
-    let in_flight = tokio::time::timeout(SLOT_WAIT, shared.slots.acquire(slot.hook_is_slow(now_ms()))).await;
-    let Ok(Some(in_flight)) = in_flight else {
+    let in_flight = shared
+        .slots
+        .acquire_within(slot.hook_is_slow(now_ms()), SLOT_WAIT)
+        .await;
+    let Some(in_flight) = in_flight else {
         entry.store_later(task.to_new(None));
         entry.settle_one(&shared);
         return;

@@ -72,6 +72,20 @@ impl Slots {
         }
     }
 
+    /// A slot at once if one is free, else waits at most `wait` (no timer
+    /// on the common path, where a slot is free).
+    pub async fn acquire_within(&self, slow: bool, wait: Duration) -> Option<Slot> {
+        let free = if slow {
+            self.slow.clone().try_acquire_owned().map(Slot::Slow)
+        } else {
+            self.general.clone().try_acquire_owned().map(Slot::General)
+        };
+        match free {
+            Ok(slot) => Some(slot),
+            Err(_) => tokio::time::timeout(wait, self.acquire(slow)).await.ok().flatten(),
+        }
+    }
+
     /// Free general slots (what the claimer may take for healthy hooks).
     pub fn general_available(&self) -> usize {
         self.general.available_permits()
@@ -83,10 +97,14 @@ impl Slots {
     }
 
     /// Runs `attempt` on `slot`; a general slot is given back after
-    /// [`DEMOTE_AFTER`] for one of the slow share (or none).
+    /// [`DEMOTE_AFTER`] for one of the slow share (or none). While more
+    /// than half the general slots are free no demotion is armed (a timer
+    /// per attempt costs CPU on the hot path); so at most half of them are
+    /// ever held by attempts older than [`DEMOTE_AFTER`].
     pub async fn run<T>(&self, slot: Slot, attempt: impl Future<Output = T>) -> T {
         tokio::pin!(attempt);
-        if !matches!(slot, Slot::General(_)) {
+        let plenty = self.general.available_permits() > self.total / 2;
+        if !matches!(slot, Slot::General(_)) || plenty {
             let result = attempt.await;
             drop(slot);
             return result;
@@ -132,25 +150,33 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_long_attempt_gives_its_general_slot_back_and_slow_ones_share_half() {
+    async fn long_attempts_give_general_slots_back_once_half_are_taken_and_slow_ones_share_half() {
         let slots = Arc::new(Slots::new(4));
         assert_eq!((slots.general_available(), slots.slow_available()), (4, 2));
-        // Three hanging attempts: after DEMOTE_AFTER, two hold the slow
-        // share, one runs on no slot; every general slot is free again.
+        // Four hanging attempts: the first starts while more than half the
+        // slots are free (no demotion armed); the other three move to the
+        // slow share after DEMOTE_AFTER (two fit, one runs on no slot).
         let mut hanging = Vec::new();
-        for _ in 0..3 {
-            let slot = slots.acquire(false).await.expect("a slot");
+        for _ in 0..4 {
+            let slot = slots
+                .acquire_within(false, Duration::from_millis(10))
+                .await
+                .expect("a slot");
             let slots = slots.clone();
             hanging.push(tokio::spawn(async move {
                 slots.run(slot, tokio::time::sleep(DEMOTE_AFTER * 5)).await
             }));
+            tokio::task::yield_now().await;
         }
         tokio::time::sleep(DEMOTE_AFTER * 2).await;
-        assert_eq!(slots.general_available(), 4);
+        assert_eq!(slots.general_available(), 3);
         assert_eq!(slots.slow_available(), 0);
         assert_eq!(slots.overflow.load(Ordering::Relaxed), 1);
         // A healthy attempt starts at once.
-        let slot = slots.acquire(false).await.expect("a slot");
+        let slot = slots
+            .acquire_within(false, Duration::from_millis(10))
+            .await
+            .expect("a slot");
         assert_eq!(slots.run(slot, async { 7 }).await, 7);
         for h in hanging {
             h.await.expect("the attempt ran");
