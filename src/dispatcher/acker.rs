@@ -130,7 +130,7 @@ async fn flush(shared: &Shared, batch: Vec<AckItem>, stop: &CancellationToken) {
             for ((uid, _), failures_before) in list.iter().zip(previous) {
                 let hook = successes[uid].0.clone();
                 // A success after failures changes what status shows: at once.
-                shared.mirror(uid, &hook, failures_before > 0);
+                shared.request_mirror(uid, &hook, failures_before > 0);
             }
         }
         Err(e) => tracing::warn!(error = %e, "recording successful deliveries in the hooks' health"),

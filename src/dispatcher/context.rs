@@ -68,7 +68,7 @@ pub struct Shared {
 
 impl Shared {
     /// Asks the mirror to write one hook's health to its status.
-    pub fn mirror(&self, uid: &str, hook: &str, urgent: bool) {
+    pub fn request_mirror(&self, uid: &str, hook: &str, urgent: bool) {
         let _ = self.mirror.send(MirrorRequest {
             uid: uid.to_string(),
             hook: hook.to_string(),

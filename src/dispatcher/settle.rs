@@ -76,7 +76,7 @@ pub async fn settle(shared: &Shared, settlement: Settlement<'_>) -> Result<(), S
             let failures = store
                 .record_failure(&task.uid, done_ms, attempt.status, &attempt.message)
                 .await?;
-            shared.mirror(&task.uid, &hook_name, failures == 1);
+            shared.request_mirror(&task.uid, &hook_name, failures == 1);
             match shared.config.retry_schedule.delay_after(attempt_number) {
                 Some(delay) => {
                     let unit: f64 = rand::rng().random();
@@ -259,6 +259,6 @@ async fn turn_off(
     shared
         .metrics
         .count_events(EventOutcome::DeadLettered("turned_off"), moved.max(0) as u64);
-    shared.mirror(&task.uid, &task.hook, true);
+    shared.request_mirror(&task.uid, &task.hook, true);
     Ok(())
 }

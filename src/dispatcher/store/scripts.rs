@@ -241,7 +241,6 @@ impl Store {
         for name in NOT_IN_DEAD_LETTERS {
             inv.arg(name);
         }
-        inv.arg(now_ms);
         for m in members {
             inv.key(self.keys.task(m)).arg(m);
         }

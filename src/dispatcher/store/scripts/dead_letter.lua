@@ -6,16 +6,15 @@
 -- ARGV[1] claimed score ('' = whatever the score: a turn-off moves every
 --   task of the hook), ARGV[2] uid, ARGV[3] pair count P, then P
 --   field/value pairs added to each dead letter (reason, time), then
---   ARGV[4+2P] count S of task fields left out, the S names, then
---   ARGV[5+2P+S] now (Unix ms), then the members
+--   ARGV[4+2P] count S of task fields left out, the S names, then the
+--   members
 -- Returns how many tasks moved. A member whose claim was lost is left alone.
 local pairs_count = tonumber(ARGV[3])
 local skip_at = 4 + 2 * pairs_count
 local skip_count = tonumber(ARGV[skip_at])
 local skip = {}
 for i = 1, skip_count do skip[ARGV[skip_at + i]] = true end
-local now = ARGV[skip_at + skip_count + 1]
-local members_at = skip_at + skip_count + 1
+local members_at = skip_at + skip_count
 local moved = 0
 for i = members_at + 1, #ARGV do
   local member = ARGV[i]
