@@ -17,7 +17,8 @@
 use std::collections::HashMap;
 
 use crate::{
-    dispatcher::store::Keys,
+    dispatcher::store::{Keys, stored_shard_count},
+    shard::{shard_of, shard_prefix},
     event_name::EventName,
     stream_entry::{MAX_ENTRY_BYTES, new_event_id, parse_entry},
 };
@@ -57,6 +58,9 @@ pub enum PublishError {
     /// The dispatcher would dead-letter this entry.
     #[error("refused: {0}")]
     Refused(#[from] crate::stream_entry::MalformedEntry),
+    /// The prefix has no hash tag.
+    #[error("{0}")]
+    Prefix(String),
     /// Redis refused the XADD.
     #[error("appending to {stream}: {source}")]
     Redis {
@@ -167,10 +171,65 @@ pub fn entry_fields(event: &NewEvent) -> Result<Vec<(&'static str, String)>, Pub
     Ok(fields)
 }
 
-/// Appends `event` to `{prefix}events`.
-pub async fn publish<C: redis::aio::ConnectionLike>(
+/// Appends `event` to the events stream of its org's shard under
+/// `prefix`, reading the shard count the dispatchers stored (one GET more;
+/// [`Publisher`] reads it once).
+pub async fn publish<C: redis::aio::ConnectionLike + Send + Sync>(
     conn: &mut C,
     prefix: &str,
+    event: &NewEvent,
+) -> Result<Published, PublishError> {
+    let shards = stored_shard_count(conn, prefix)
+        .await
+        .map_err(|source| PublishError::Redis {
+            stream: Keys::new(prefix).shard_count(),
+            source,
+        })?;
+    publish_sharded(conn, prefix, shards, event).await
+}
+
+/// Publishes many events over one connection, reading the shard count
+/// once. The count only changes with the procedure in README ("Changing
+/// the shard count"), which stops producers first.
+pub struct Publisher<C> {
+    conn: C,
+    prefix: String,
+    shards: usize,
+}
+
+impl<C: redis::aio::ConnectionLike + Send + Sync> Publisher<C> {
+    /// A publisher under `prefix` (reads the shard count).
+    pub async fn new(mut conn: C, prefix: &str) -> Result<Self, PublishError> {
+        let shards = stored_shard_count(&mut conn, prefix)
+            .await
+            .map_err(|source| PublishError::Redis {
+                stream: Keys::new(prefix).shard_count(),
+                source,
+            })?;
+        Ok(Publisher {
+            conn,
+            prefix: prefix.to_string(),
+            shards,
+        })
+    }
+
+    /// Appends `event` to its org's shard.
+    pub async fn publish(&mut self, event: &NewEvent) -> Result<Published, PublishError> {
+        publish_sharded(&mut self.conn, &self.prefix, self.shards, event).await
+    }
+}
+
+/// The events stream `org`'s events go to, among `shards` shards under `prefix`.
+pub fn stream_of(prefix: &str, shards: usize, org: &str) -> Result<String, PublishError> {
+    let k = shard_of(org, shards);
+    let shard_prefix = shard_prefix(prefix, k).map_err(|e| PublishError::Prefix(e.to_string()))?;
+    Ok(Keys::new(&shard_prefix).events())
+}
+
+async fn publish_sharded<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    prefix: &str,
+    shards: usize,
     event: &NewEvent,
 ) -> Result<Published, PublishError> {
     let fields = entry_fields(event)?;
@@ -179,7 +238,7 @@ pub async fn publish<C: redis::aio::ConnectionLike>(
         .find(|(k, _)| *k == "id")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    let stream = Keys::new(prefix).events();
+    let stream = stream_of(prefix, shards, &event.org)?;
     let entry_id: String = redis::cmd("XADD")
         .arg(&stream)
         .arg("*")

@@ -9,6 +9,7 @@ use std::{collections::HashMap, sync::OnceLock};
 use outbound_webhooks::dispatcher::store::{
     Claim, DeadLetter, Delivery, NewTask, Rescheduled, Store, Task, task::field, task_member,
 };
+use outbound_webhooks::redis_conn::{RedisMode, RedisTarget};
 use support::redis::RedisServer;
 use support::redis_prefix;
 
@@ -19,7 +20,8 @@ fn redis_url() -> String {
 }
 
 async fn store(test: &str) -> Store {
-    Store::connect(&redis_url(), &redis_prefix(test))
+    let target = RedisTarget::new(RedisMode::Standalone, &redis_url(), None, None).expect("the test Redis URL");
+    Store::connect(&target, &redis_prefix(test))
         .await
         .expect("connecting to the test redis-server")
 }

@@ -10,7 +10,7 @@ use kube::{Api, ResourceExt};
 
 use crate::{
     commands::CommandError,
-    dispatcher::store::{DEAD_LETTER_PAGE, DeadLetter, Store, task::field},
+    dispatcher::store::{DEAD_LETTER_PAGE, DeadLetter, Shards, task::field},
     redis_args::RedisArgs,
     resource::OutboundWebhook,
 };
@@ -87,7 +87,8 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
         DeadLetterCommand::List(a) => (a, false),
         DeadLetterCommand::Replay(a) => (a, true),
     };
-    let store = Store::connect(&args.redis.redis_url, &args.redis.redis_prefix)
+    let target = args.redis.target().map_err(|e| CommandError(e.to_string()))?;
+    let shards = Shards::connect_as_stored(&target, &args.redis.redis_prefix)
         .await
         .map_err(|e| CommandError(e.to_string()))?;
     let mut current = if replay {
@@ -108,6 +109,7 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
     let now = jiff::Timestamp::now().as_millisecond();
     let mut replayed = 0;
     let mut kept: BTreeMap<String, usize> = BTreeMap::new();
+    for store in shards.all() {
     let mut after: Option<String> = None;
     loop {
         let page = store
@@ -141,6 +143,7 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
                 .map_err(|e| CommandError(e.to_string()))?;
             replayed += 1;
         }
+    }
     }
     if !replay {
         return Ok(());

@@ -39,12 +39,8 @@ pub async fn run(args: PublishArgs) -> Result<Published, CommandError> {
             .map_err(|e| CommandError::context("--changes", e))?;
     }
     event.id = args.id;
-    let client = redis::Client::open(args.redis.redis_url.as_str())
-        .map_err(|e| CommandError::context("parsing --redis-url", e))?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| CommandError::context("connecting to Redis", e))?;
+    let target = args.redis.target().map_err(|e| CommandError(e.to_string()))?;
+    let mut conn = target.connect().await.map_err(|e| CommandError(e.to_string()))?;
     publish(&mut conn, &args.redis.redis_prefix, &event)
         .await
         .map_err(|e| CommandError(e.to_string()))

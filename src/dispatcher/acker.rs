@@ -7,7 +7,11 @@
 //! entries are re-claimed for this consumer before another replica would
 //! take them as abandoned.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +20,7 @@ use super::{
     context::{Shared, now_ms},
     store::NewTask,
 };
+use crate::shard::shard_of;
 
 /// Most items flushed in one round trip.
 const MAX_BATCH: usize = 512;
@@ -26,6 +31,8 @@ pub enum AckItem {
     /// An entry whose deliveries are settled: store `tasks` (deliveries not
     /// attempted yet) and acknowledge it.
     Entry {
+        /// The shard whose stream holds it.
+        shard: usize,
         /// The stream entry id.
         id: String,
         /// Tasks still to store.
@@ -33,6 +40,8 @@ pub enum AckItem {
     },
     /// A request to a hook succeeded.
     Success {
+        /// The hook's org (namespace), which says its shard.
+        org: String,
         /// The hook's UID.
         uid: String,
         /// The hook's `namespace/name`.
@@ -51,7 +60,9 @@ pub async fn run(shared: Arc<Shared>, mut items: mpsc::UnboundedReceiver<AckItem
         let first = tokio::select! {
             item = items.recv() => item,
             _ = touch.tick() => {
-                touch_held(&shared, touch_every).await;
+                for shard in 0..shared.shards.all().len() {
+                    touch_held(&shared, shard, touch_every).await;
+                }
                 continue;
             }
             _ = stop.cancelled() => None,
@@ -75,26 +86,44 @@ pub async fn run(shared: Arc<Shared>, mut items: mpsc::UnboundedReceiver<AckItem
     }
 }
 
+/// What one flush writes to one shard.
+#[derive(Default)]
+struct ShardBatch {
+    ids: Vec<String>,
+    tasks: Vec<NewTask>,
+    /// UID -> (the hook's `namespace/name`, its latest success).
+    successes: HashMap<String, (String, i64)>,
+}
+
 async fn flush(shared: &Shared, batch: Vec<AckItem>, stop: &CancellationToken) {
-    let mut ids = Vec::new();
-    let mut tasks = Vec::new();
-    let mut successes: HashMap<String, (String, i64)> = HashMap::new();
+    let mut shards: BTreeMap<usize, ShardBatch> = BTreeMap::new();
+    let count = shared.shards.all().len();
     for item in batch {
         match item {
-            AckItem::Entry { id, tasks: t } => {
-                ids.push(id);
-                tasks.extend(t);
+            AckItem::Entry { shard, id, tasks } => {
+                let b = shards.entry(shard).or_default();
+                b.ids.push(id);
+                b.tasks.extend(tasks);
             }
-            AckItem::Success { uid, hook, at_ms } => {
-                let e = successes.entry(uid).or_insert((hook, at_ms));
+            AckItem::Success { org, uid, hook, at_ms } => {
+                let b = shards.entry(shard_of(&org, count)).or_default();
+                let e = b.successes.entry(uid).or_insert((hook, at_ms));
                 e.1 = e.1.max(at_ms);
             }
         }
     }
+    for (shard, batch) in shards {
+        flush_shard(shared, shard, batch, stop).await;
+    }
+}
+
+async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &CancellationToken) {
+    let ShardBatch { ids, tasks, successes } = batch;
+    let store = shared.shards.get(shard);
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
-    loop {
-        match shared.store.store_tasks_and_ack(&ids, &tasks, now_ms()).await {
+    while !ids.is_empty() || !tasks.is_empty() {
+        match store.store_tasks_and_ack(&ids, &tasks, now_ms()).await {
             Ok(()) => break,
             Err(e) => {
                 attempts += 1;
@@ -117,15 +146,15 @@ async fn flush(shared: &Shared, batch: Vec<AckItem>, stop: &CancellationToken) {
             .first_deliveries
             .get_or_create(&vec![("path", "stored".to_string())])
             .inc_by(tasks.len() as u64);
-        shared.wake.notify_one();
+        shared.wake_claimer(shard);
     }
-    shared.held.release(&ids);
+    shared.held.release(shard, &ids);
 
     if successes.is_empty() {
         return;
     }
     let list: Vec<(String, i64)> = successes.iter().map(|(uid, (_, at))| (uid.clone(), *at)).collect();
-    match shared.store.record_successes(&list).await {
+    match store.record_successes(&list).await {
         Ok(previous) => {
             for ((uid, _), failures_before) in list.iter().zip(previous) {
                 let hook = successes[uid].0.clone();
@@ -140,14 +169,19 @@ async fn flush(shared: &Shared, batch: Vec<AckItem>, stop: &CancellationToken) {
 /// Re-claims entries held longer than `older_than` for this consumer, so
 /// their idle time stays below `--reclaim-idle` while a slow first attempt
 /// runs and no other replica takes them as abandoned.
-async fn touch_held(shared: &Shared, older_than: Duration) {
+async fn touch_held(shared: &Shared, shard: usize, older_than: Duration) {
     let now = now_ms();
-    let ids = shared.held.since(now - older_than.as_millis() as i64);
+    let ids = shared.held.since(shard, now - older_than.as_millis() as i64);
     if ids.is_empty() {
         return;
     }
-    match shared.store.touch_entries(&shared.config.consumer_name, &ids).await {
-        Ok(()) => shared.held.mark_touched(&ids, now),
+    match shared
+        .shards
+        .get(shard)
+        .touch_entries(&shared.config.consumer_name, &ids)
+        .await
+    {
+        Ok(()) => shared.held.mark_touched(shard, &ids, now),
         Err(e) => tracing::warn!(error = %e, "renewing held stream entries"),
     }
 }

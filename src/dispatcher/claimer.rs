@@ -13,26 +13,30 @@ use super::{
     headers::token_of,
     routing::{Deliverability, deliverability},
     settle::{self, Settlement},
-    store::{StoreError, Task, uid_of_member},
+    store::{Store, StoreError, Task, uid_of_member},
 };
 use crate::resource::OutboundWebhook;
 
-/// Runs until `shutdown`.
-pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+/// Runs shard `shard`'s claims until `shutdown`.
+pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken) {
     let per_hook = shared.config.max_in_flight_per_hook;
+    let store = shared.shards.get(shard).clone();
+    let shards = shared.shards.all().len();
+    let wake = &shared.wake[shard];
     while !shutdown.is_cancelled() {
-        let free = shared.slots.general_available();
+        // Each shard's claimer takes its share of the free slots, so one
+        // shard's backlog cannot take them all.
+        let free = shared.slots.general_available().div_ceil(shards);
         if free == 0 {
             tokio::select! {
-                _ = shared.wake.notified() => {}
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(shared.config.poll_interval) => {}
                 _ = shutdown.cancelled() => break,
             }
             continue;
         }
         let capacities = shared.lanes.capacities(now_ms(), shared.slots.slow_available());
-        let claimed = shared
-            .store
+        let claimed = store
             .claim(now_ms(), ms(shared.config.task_lease), free, per_hook, &capacities)
             .await;
         let (members, lease_until) = match claimed {
@@ -47,7 +51,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         };
         if members.is_empty() {
             tokio::select! {
-                _ = shared.wake.notified() => {}
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(shared.config.poll_interval) => {}
                 _ = shutdown.cancelled() => break,
             }
@@ -57,6 +61,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             let uid = uid_of_member(&member).to_string();
             let lane = shared.lanes.lane(&uid);
             let shared = shared.clone();
+            let store = store.clone();
             tokio::spawn(async move {
                 let slot = lane.acquire().await;
                 let Some(in_flight) = shared.slots.acquire(slot.hook_is_slow(now_ms())).await else {
@@ -65,7 +70,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 shared.metrics.in_flight.inc();
                 if let Err(e) = shared
                     .slots
-                    .run(in_flight, attempt_task(&shared, &member, lease_until))
+                    .run(in_flight, attempt_task(&shared, &store, &member, lease_until))
                     .await
                 {
                     // The lease lapses and the task comes due again.
@@ -73,7 +78,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 }
                 shared.metrics.in_flight.dec();
                 drop(slot);
-                shared.wake.notify_one();
+                shared.wake_claimers();
             });
         }
         shared.lanes.prune();
@@ -99,8 +104,7 @@ const UNSEEN_HOOK_GRACE_MS: i64 = 10_000;
 
 /// Runs one claimed task: deliver, reschedule, wait, dead-letter or turn
 /// the hook off.
-async fn attempt_task(shared: &Shared, member: &str, claimed: i64) -> Result<(), StoreError> {
-    let store = &shared.store;
+async fn attempt_task(shared: &Shared, store: &Store, member: &str, claimed: i64) -> Result<(), StoreError> {
     let Some(task) = store.load_task(member).await? else {
         return store.forget_member(member).await;
     };

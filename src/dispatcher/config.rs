@@ -7,6 +7,7 @@ use std::{net::SocketAddr, time::Duration};
 use crate::{
     address_filter::{AddressFilter, InvalidCidr},
     redis_args::RedisArgs,
+    redis_conn::{ConnectError, RedisTarget},
     retry_schedule::{DEFAULT_RETRY_SCHEDULE, RetrySchedule, parse_duration},
 };
 
@@ -15,10 +16,12 @@ use crate::{
 pub struct Config {
     /// Where `/metrics`, `/healthz`, `/readyz` listen.
     pub http_addr: SocketAddr,
-    /// The Redis URL.
-    pub redis_url: String,
-    /// The key prefix.
+    /// Where Redis is and how it runs.
+    pub redis: RedisTarget,
+    /// The key prefix (of shard 0).
     pub redis_prefix: String,
+    /// The number of stream shards.
+    pub shards: usize,
     /// Delays between attempts.
     pub retry_schedule: RetrySchedule,
     /// Non-public destinations that may be reached anyway.
@@ -94,16 +97,33 @@ pub struct DispatcherArgs {
     /// Send deliveries through this proxy; proxy environment variables are ignored.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_PROXY")]
     pub proxy: Option<String>,
+    /// Number of stream shards orgs are spread over (each under its own hash
+    /// tag, so a Redis Cluster spreads them over its nodes). Stored in Redis
+    /// by the first dispatcher; every dispatcher must use the same.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub shards: u16,
+}
+
+/// The dispatcher's flags do not make a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--allow-destination-cidr` is wrong.
+    #[error(transparent)]
+    Cidr(#[from] InvalidCidr),
+    /// The Redis flags are wrong.
+    #[error(transparent)]
+    Redis(#[from] ConnectError),
 }
 
 impl DispatcherArgs {
     /// The configuration these flags give; `consumer_name` defaults to the
     /// host name.
-    pub fn into_config(self) -> Result<Config, InvalidCidr> {
+    pub fn into_config(self) -> Result<Config, ConfigError> {
         Ok(Config {
             http_addr: self.http_addr,
-            redis_url: self.redis.redis_url,
+            redis: self.redis.target()?,
             redis_prefix: self.redis.redis_prefix,
+            shards: usize::from(self.shards),
             retry_schedule: self.retry_schedule,
             allow_destination_cidrs: AddressFilter::parse_list(&self.allow_destination_cidr)?,
             consumer_name: self

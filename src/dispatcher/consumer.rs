@@ -19,10 +19,11 @@ use super::{
     headers::token_of,
     metrics::EventOutcome,
     routing::route,
-    store::{self, Delivery, RawEntry, StoreError, Task},
+    store::{self, Delivery, RawEntry, Store, StoreError, Task},
 };
 use crate::{
     envelope,
+    shard::shard_of,
     resource::OutboundWebhook,
     stream_entry::{MAX_ENTRY_BYTES, entry_id_millis, parse_entry},
 };
@@ -71,9 +72,10 @@ impl ReadBudget {
     }
 }
 
-/// Runs until `shutdown`.
-pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+/// Reads shard `shard`'s stream until `shutdown`.
+pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken) {
     let consumer = shared.config.consumer_name.clone();
+    let store = shared.shards.get(shard).clone();
     // First our own pending entries (a restart with the same name), walked
     // with a cursor, then new ones.
     let mut pending_cursor = Some("0".to_string());
@@ -91,8 +93,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             if reclaim_cursor != "0-0" || now_ms() - last_reclaim > ms(shared.config.reclaim_idle) / 2 {
                 last_reclaim = now_ms();
                 let count = budget.count(shared.held.count(), shared.held.bytes());
-                let (reclaimed, next) = shared
-                    .store
+                let (reclaimed, next) = store
                     .autoclaim(
                         &consumer,
                         shared.config.reclaim_idle.as_millis() as u64,
@@ -102,27 +103,27 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                     .await?;
                 reclaim_cursor = next;
                 budget.saw(&reclaimed);
-                let reclaimed = shared.held.hold(reclaimed);
+                let reclaimed = shared.held.hold(shard, reclaimed);
                 if !reclaimed.is_empty() {
                     tracing::info!(
                         count = reclaimed.len(),
                         "reclaimed entries left pending by another consumer"
                     );
                 }
-                handle_entries(&shared, reclaimed).await?;
+                handle_entries(&shared, &store, shard, reclaimed).await?;
             }
             if shared.held.bytes() >= MAX_HELD_BYTES {
                 return Ok(());
             }
             let room = budget.count(shared.held.count(), shared.held.bytes());
             let from = pending_cursor.as_deref().unwrap_or(">");
-            let entries = shared.store.read_entries(&consumer, from, room, 1000).await?;
+            let entries = store.read_entries(&consumer, from, room, 1000).await?;
             budget.saw(&entries);
             if pending_cursor.is_some() {
                 pending_cursor = entries.last().map(|e| e.id.clone());
             }
-            let entries = shared.held.hold(entries);
-            handle_entries(&shared, entries).await?;
+            let entries = shared.held.hold(shard, entries);
+            handle_entries(&shared, &store, shard, entries).await?;
             Ok::<(), StoreError>(())
         }
         .await;
@@ -130,7 +131,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(e) if e.is_no_group() => {
                 tracing::warn!(error = %e, "the consumer group is gone (Redis lost its data?); recreating it from 0");
-                if let Err(e) = shared.store.ensure_group().await {
+                if let Err(e) = store.ensure_group().await {
                     tracing::warn!(error = %e, "recreating the consumer group");
                 }
                 pending_cursor = Some("0".to_string());
@@ -148,7 +149,12 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 }
 
 /// Routes held entries; malformed ones are dead-lettered at once.
-async fn handle_entries(shared: &Arc<Shared>, entries: Vec<RawEntry>) -> Result<(), StoreError> {
+async fn handle_entries(
+    shared: &Arc<Shared>,
+    store: &Store,
+    shard: usize,
+    entries: Vec<RawEntry>,
+) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -169,9 +175,9 @@ async fn handle_entries(shared: &Arc<Shared>, entries: Vec<RawEntry>) -> Result<
     drop(orgs);
     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
     for (i, entry) in entries.into_iter().enumerate() {
-        if let Err(e) = handle_entry(shared, &by_org, entry).await {
+        if let Err(e) = handle_entry(shared, store, shard, &by_org, entry).await {
             // Not routed: release them, so they are read again.
-            shared.held.release(&ids[i..]);
+            shared.held.release(shard, &ids[i..]);
             return Err(e);
         }
     }
@@ -180,6 +186,8 @@ async fn handle_entries(shared: &Arc<Shared>, entries: Vec<RawEntry>) -> Result<
 
 async fn handle_entry(
     shared: &Arc<Shared>,
+    store: &Store,
+    shard: usize,
     by_org: &HashMap<String, Vec<Arc<OutboundWebhook>>>,
     entry: RawEntry,
 ) -> Result<(), StoreError> {
@@ -188,24 +196,21 @@ async fn handle_entry(
     let event = match parse_entry(&entry_id, &fields) {
         Ok(event) => event,
         Err(malformed) => {
-            tracing::warn!(entry = %entry_id, reason = %malformed, "malformed stream entry dead-lettered");
-            shared
-                .metrics
-                .dead_letters
-                .get_or_create(&vec![("reason", malformed.code().to_string())])
-                .inc();
-            shared
-                .store
-                .dead_letter_entry(&entry_id, &fields, &malformed.to_string(), now)
-                .await?;
-            // A malformed entry matches no hook: counted once.
-            shared
-                .metrics
-                .count_events(EventOutcome::DeadLettered(malformed.code()), 1);
-            shared.held.release(std::slice::from_ref(&entry_id));
-            return Ok(());
+            let reason = malformed.to_string();
+            return dead_letter_entry(shared, store, shard, &entry_id, &fields, malformed.code(), &reason).await;
         }
     };
+    let shards = shared.shards.all().len();
+    let home = shard_of(&event.org, shards);
+    if home != shard {
+        // A producer that XADDs itself with another shard formula or count:
+        // its tasks would live apart from the org's other keys.
+        let reason = format!(
+            "wrong shard: org {} belongs to shard {home} of {shards}, not {shard} (README \"Publishing events\" gives the formula)",
+            event.org
+        );
+        return dead_letter_entry(shared, store, shard, &entry_id, &fields, "wrong_shard", &reason).await;
+    }
     let routed = route(by_org.get(&event.org).into_iter().flatten(), &event.org, event.name);
     for reason in &routed.dropped {
         shared.metrics.count_events(EventOutcome::Dropped(reason), 1);
@@ -215,7 +220,7 @@ async fn handle_entry(
         tracing::info!(event = %event.id, org = %event.org, %reason, "event dropped for a hook that does not take it");
     }
     let body = bytes::Bytes::from(envelope::build(&event));
-    let pending = PendingEntry::new(&entry_id, routed.deliver.len() + routed.wait.len());
+    let pending = PendingEntry::new(shard, &entry_id, routed.deliver.len() + routed.wait.len());
     let task_for = |hook: &OutboundWebhook| {
         let uid = hook.uid().unwrap_or_default();
         Task {
@@ -265,5 +270,28 @@ async fn handle_entry(
     pending.settle_one(shared);
     shared.metrics.entries.inc();
     tracing::debug!(entry = %entry_id, event = %event.id, hooks = routed.deliver.len(), lag_ms = now - entry_id_millis(&entry_id).unwrap_or(now), "routed");
+    Ok(())
+}
+
+/// Dead-letters an entry no hook can take, with its reason.
+async fn dead_letter_entry(
+    shared: &Shared,
+    store: &Store,
+    shard: usize,
+    entry_id: &str,
+    fields: &HashMap<String, Vec<u8>>,
+    code: &'static str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    tracing::warn!(entry = %entry_id, %reason, "malformed stream entry dead-lettered");
+    shared
+        .metrics
+        .dead_letters
+        .get_or_create(&vec![("reason", code.to_string())])
+        .inc();
+    store.dead_letter_entry(entry_id, fields, reason, now_ms()).await?;
+    // A malformed entry matches no hook: counted once.
+    shared.metrics.count_events(EventOutcome::DeadLettered(code), 1);
+    shared.held.release(shard, &[entry_id.to_string()]);
     Ok(())
 }

@@ -17,7 +17,7 @@ use super::{
     lanes::Lanes,
     metrics::Metrics,
     slots::Slots,
-    store::Store,
+    store::{Shards, Store},
 };
 use crate::resource::OutboundWebhook;
 
@@ -36,8 +36,8 @@ pub struct MirrorRequest {
 pub struct Shared {
     /// The configuration.
     pub config: Config,
-    /// Redis.
-    pub store: Store,
+    /// Redis: each shard's store.
+    pub shards: Shards,
     /// Cached hooks (all namespaces).
     pub hooks: reflector::Store<OutboundWebhook>,
     /// Cached Secrets labelled for the operator.
@@ -56,8 +56,8 @@ pub struct Shared {
     pub urls: UrlCache,
     /// The replica's in-flight slots (general, and the slow share).
     pub slots: Slots,
-    /// Wakes the claimer (a slot freed, a task stored).
-    pub wake: Notify,
+    /// Wakes each shard's claimer (a slot freed, a task stored).
+    pub wake: Vec<Notify>,
     /// To the acker.
     pub acks: mpsc::UnboundedSender<AckItem>,
     /// Entries read and not yet acknowledged.
@@ -67,6 +67,25 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Wakes every shard's claimer (a slot freed).
+    pub fn wake_claimers(&self) {
+        for w in &self.wake {
+            w.notify_one();
+        }
+    }
+
+    /// Wakes one shard's claimer (a task stored there).
+    pub fn wake_claimer(&self, shard: usize) {
+        if let Some(w) = self.wake.get(shard) {
+            w.notify_one();
+        }
+    }
+
+    /// The store of the shard `org`'s events, tasks and hooks live in.
+    pub fn store_for(&self, org: &str) -> &Store {
+        self.shards.for_org(org)
+    }
+
     /// Asks the mirror to write one hook's health to its status.
     pub fn request_mirror(&self, uid: &str, hook: &str, urgent: bool) {
         let _ = self.mirror.send(MirrorRequest {

@@ -39,6 +39,7 @@ const RECHECK: Duration = Duration::from_millis(50);
 /// One stream entry whose deliveries are being settled.
 #[derive(Debug)]
 pub struct PendingEntry {
+    shard: usize,
     id: String,
     open: AtomicUsize,
     tasks: Mutex<Vec<NewTask>>,
@@ -49,8 +50,9 @@ pub struct PendingEntry {
 impl PendingEntry {
     /// An entry with `open` deliveries (plus one the caller settles after
     /// launching them, so it cannot settle while still being routed).
-    pub fn new(id: &str, open: usize) -> Arc<Self> {
+    pub fn new(shard: usize, id: &str, open: usize) -> Arc<Self> {
         Arc::new(PendingEntry {
+            shard,
             id: id.to_string(),
             open: AtomicUsize::new(open + 1),
             tasks: Mutex::new(Vec::new()),
@@ -69,11 +71,12 @@ impl PendingEntry {
             return;
         }
         if self.unsettled.load(Ordering::Acquire) {
-            shared.held.release(std::slice::from_ref(&self.id));
+            shared.held.release(self.shard, std::slice::from_ref(&self.id));
             return;
         }
         let tasks = std::mem::take(&mut *self.tasks.lock().expect("pending entry lock"));
         let _ = shared.acks.send(AckItem::Entry {
+            shard: self.shard,
             id: self.id.clone(),
             tasks,
         });
@@ -137,6 +140,7 @@ pub async fn run(
     if attempt.outcome == Outcome::Delivered {
         shared.metrics.events_delivered.inc();
         let _ = shared.acks.send(AckItem::Success {
+            org: task.org.clone(),
             uid: task.uid.clone(),
             hook: task.hook.clone(),
             at_ms: done_ms,
@@ -146,7 +150,7 @@ pub async fn run(
         // now would end), then settle it like any claimed task.
         let claimed = done_ms + ms(shared.config.task_lease);
         match shared
-            .store
+            .store_for(&task.org)
             .store_tasks_and_ack(&[], &[task.to_new(Some(claimed))], started_ms)
             .await
         {
@@ -172,6 +176,6 @@ pub async fn run(
     }
     shared.metrics.in_flight.dec();
     drop(slot);
-    shared.wake.notify_one();
+    shared.wake_claimers();
     entry.settle_one(&shared);
 }

@@ -16,26 +16,27 @@ use super::{context::now_ms, store::RawEntry};
 /// The held entries of this replica.
 #[derive(Debug, Default)]
 pub struct HeldEntries {
-    /// Entry id -> (Unix ms it was read or last renewed, its size).
-    held: Mutex<HashMap<String, (i64, usize)>>,
+    /// (Shard, entry id) -> (Unix ms it was read or last renewed, its size).
+    held: Mutex<HashMap<(usize, String), (i64, usize)>>,
     /// The sizes of the held entries, summed.
     bytes: std::sync::atomic::AtomicUsize,
     released: Notify,
 }
 
 impl HeldEntries {
-    /// Holds the entries not held yet; returns them.
-    pub fn hold(&self, entries: Vec<RawEntry>) -> Vec<RawEntry> {
+    /// Holds the entries of `shard` not held yet; returns them.
+    pub fn hold(&self, shard: usize, entries: Vec<RawEntry>) -> Vec<RawEntry> {
         let now = now_ms();
         let mut held = self.held.lock().expect("held entries lock");
         entries
             .into_iter()
             .filter(|e| {
-                if held.contains_key(&e.id) {
+                let key = (shard, e.id.clone());
+                if held.contains_key(&key) {
                     return false;
                 }
                 let size = e.size();
-                held.insert(e.id.clone(), (now, size));
+                held.insert(key, (now, size));
                 self.bytes.fetch_add(size, Ordering::Relaxed);
                 true
             })
@@ -43,10 +44,10 @@ impl HeldEntries {
     }
 
     /// Forgets entries (acknowledged, or left pending to be read again).
-    pub fn release(&self, ids: &[String]) {
+    pub fn release(&self, shard: usize, ids: &[String]) {
         let mut held = self.held.lock().expect("held entries lock");
         for id in ids {
-            if let Some((_, size)) = held.remove(id) {
+            if let Some((_, size)) = held.remove(&(shard, id.clone())) {
                 self.bytes.fetch_sub(size, Ordering::Relaxed);
             }
         }
@@ -64,20 +65,20 @@ impl HeldEntries {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Held entries read (or renewed) before `before_ms`.
-    pub fn since(&self, before_ms: i64) -> Vec<String> {
+    /// The held entries of `shard` read (or renewed) before `before_ms`.
+    pub fn since(&self, shard: usize, before_ms: i64) -> Vec<String> {
         let held = self.held.lock().expect("held entries lock");
         held.iter()
-            .filter(|(_, (at, _))| *at < before_ms)
-            .map(|(id, _)| id.clone())
+            .filter(|((s, _), (at, _))| *s == shard && *at < before_ms)
+            .map(|((_, id), _)| id.clone())
             .collect()
     }
 
-    /// Notes that `ids` were renewed at `now`.
-    pub fn mark_touched(&self, ids: &[String], now: i64) {
+    /// Notes that `ids` of `shard` were renewed at `now`.
+    pub fn mark_touched(&self, shard: usize, ids: &[String], now: i64) {
         let mut held = self.held.lock().expect("held entries lock");
         for id in ids {
-            if let Some((at, _)) = held.get_mut(id) {
+            if let Some((at, _)) = held.get_mut(&(shard, id.clone())) {
                 *at = now;
             }
         }

@@ -77,7 +77,8 @@ async fn mirror_one(shared: &Shared, uid: &str, hook_name: &str, urgent: bool) -
     if hook.uid().as_deref() != Some(uid) {
         return Ok(true);
     }
-    let health = shared.store.health(uid).await?;
+    let store = shared.store_for(ns);
+    let health = store.health(uid).await?;
     let now = now_ms();
     if !urgent && health.mirrored_ms.is_some_and(|m| now - m < status::MIRROR_INTERVAL_MS) {
         return Ok(false);
@@ -89,10 +90,10 @@ async fn mirror_one(shared: &Shared, uid: &str, hook_name: &str, urgent: bool) -
     let had_redis_record = from_redis.is_some();
     let record = status::effective_record(&hook, from_redis);
     if had_redis_record && record.is_none() {
-        shared.store.set_disable_record(uid, None).await?;
+        store.set_disable_record(uid, None).await?;
     }
     let delivery = status::delivery_status(&health, record);
     status::apply(&shared.kube, ns, name, &delivery).await?;
-    shared.store.set_mirrored(uid, now).await?;
+    store.set_mirrored(uid, now).await?;
     Ok(true)
 }

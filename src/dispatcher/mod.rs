@@ -1,7 +1,7 @@
 //! `outbound-webhooks dispatcher`: from the events stream to signed
 //! deliveries.
 //!
-//! Loops sharing one [`store::Store`] (Redis) and two caches (hooks and
+//! Loops sharing the stream shards' [`store::Store`]s (Redis) and two caches (hooks and
 //! labelled Secrets), each in a file of its own:
 //! - the **consumer** ([`consumer`]) reads the stream in the consumer
 //!   group, routes each entry ([`routing`]) and runs the first attempts
@@ -57,12 +57,13 @@ use self::{
     lanes::Lanes,
     metrics::Metrics,
     slots::Slots,
-    store::{Store, StoreError},
+    store::{ShardCountError, Shards, StoreError},
     waker::Changed,
 };
 use crate::{
     address_filter::AddressFilter,
     ops_server::{self, Readiness},
+    redis_conn::ConnectError,
     resource::{OutboundWebhook, WEBHOOK_SECRET_LABEL},
 };
 
@@ -72,9 +73,15 @@ pub enum DispatcherError {
     /// Kubernetes client configuration failed.
     #[error("connecting to Kubernetes: {0}")]
     Kube(#[from] kube::Error),
-    /// Redis could not be reached at start-up.
+    /// Redis could not be used at start-up.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The Redis flags or certificates are wrong.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Redis holds another shard count.
+    #[error(transparent)]
+    ShardCount(#[from] ShardCountError),
     /// The HTTP client could not be built.
     #[error("building the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
@@ -90,17 +97,19 @@ pub enum DispatcherError {
 pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let kube = kube::Client::try_default().await?;
     // Redis may come up after us (or be restarting): wait for it instead of
-    // crash-looping.
-    let store = loop {
-        match Store::connect(&config.redis_url, &config.redis_prefix).await {
-            Ok(store) => break store,
-            Err(e) => {
+    // crash-looping; a configuration or certificate error is final.
+    let shards = loop {
+        match Shards::connect(&config.redis, &config.redis_prefix, config.shards).await {
+            Ok(shards) => break shards,
+            Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "connecting to Redis; retrying in 2s");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
+            Err(e) => return Err(e.into()),
         }
     };
-    match store.maxmemory_policy().await {
+    shards.agree_on_count().await?;
+    match shards.get(0).maxmemory_policy().await {
         Ok(policy) if policy == "noeviction" => {}
         Ok(policy) => tracing::warn!(
             %policy,
@@ -168,8 +177,9 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let http = attempt::outbound(filter, config.proxy.as_deref())?;
     let (mirror_tx, mirror_rx) = mpsc::unbounded_channel();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+    let shard_count = shards.all().len();
     let shared = Arc::new(Shared {
-        store,
+        shards,
         hooks,
         secrets,
         http,
@@ -179,20 +189,27 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         lanes: Lanes::new(config.max_in_flight_per_hook),
         urls: attempt::UrlCache::default(),
         slots: Slots::new(config.max_in_flight),
-        wake: Notify::new(),
+        wake: (0..shard_count).map(|_| Notify::new()).collect(),
         acks: acks_tx,
         held: HeldEntries::default(),
         shutdown: shutdown.clone(),
         config,
     });
-    if let Err(e) = shared.store.ensure_group().await {
-        tracing::warn!(error = %e, "creating the consumer group; will retry");
+    for store in shared.shards.all() {
+        if let Err(e) = store.ensure_group().await {
+            tracing::warn!(error = %e, "creating the consumer group; will retry");
+        }
     }
     readiness.set(true);
     tracing::info!(consumer = %shared.config.consumer_name, "dispatching");
 
-    let consumer = tokio::spawn(consumer::run(shared.clone(), shutdown.clone()));
-    let claimer = tokio::spawn(claimer::run(shared.clone(), shutdown.clone()));
+    // One consumer and one claimer per shard, so one shard's backlog never
+    // delays another's.
+    let mut readers = Vec::new();
+    for shard in 0..shared.shards.all().len() {
+        readers.push(tokio::spawn(consumer::run(shared.clone(), shard, shutdown.clone())));
+        readers.push(tokio::spawn(claimer::run(shared.clone(), shard, shutdown.clone())));
+    }
     // The acker and the mirror outlive the attempts, so their outcomes
     // still reach Redis and status.
     let acker_stop = CancellationToken::new();
@@ -205,8 +222,9 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     shutdown.cancelled().await;
     tracing::info!("stopping: no new claims, finishing in-flight attempts");
     readiness.set(false);
-    let _ = consumer.await;
-    let _ = claimer.await;
+    for reader in readers {
+        let _ = reader.await;
+    }
     // Wait for in-flight attempts: they finish, reschedule or let their
     // lease lapse; then for held entries to be acknowledged.
     let drained = shared.slots.drained(Duration::from_secs(40)).await

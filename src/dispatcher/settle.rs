@@ -47,13 +47,14 @@ pub async fn settle(shared: &Shared, settlement: Settlement<'_>) -> Result<(), S
         first_attempt_ms,
         done_ms,
     } = settlement;
-    let store = &shared.store;
+    let store = shared.store_for(&task.org);
     let hook_name = task.hook.clone();
     match attempt.outcome {
         Outcome::Delivered => {
             store.finish(task).await?;
             shared.metrics.events_delivered.inc();
             let _ = shared.acks.send(AckItem::Success {
+                org: task.org.clone(),
                 uid: task.uid.clone(),
                 hook: hook_name,
                 at_ms: done_ms,
@@ -133,7 +134,7 @@ pub async fn wait(shared: &Shared, task: &Task, claimed: i64, now: i64, why: &st
         return dead_letter(shared, task, claimed, "not_ready", &reason).await;
     }
     shared
-        .store
+        .store_for(&task.org)
         .reschedule(
             task,
             claimed,
@@ -159,7 +160,7 @@ pub async fn retry_soon(shared: &Shared, task: &Task, claimed: i64, now: i64, wh
         last_error: why,
         waiting: false,
     };
-    shared.store.reschedule(task, claimed, next).await.map(|_| ())
+    shared.store_for(&task.org).reschedule(task, claimed, next).await.map(|_| ())
 }
 
 /// Dead-letters one claimed task with `reason` (`label`: the metrics'
@@ -173,7 +174,7 @@ pub async fn dead_letter(
 ) -> Result<(), StoreError> {
     let reason = cut(reason);
     let moved = shared
-        .store
+        .store_for(&task.org)
         .dead_letter_tasks(
             &task.uid,
             std::slice::from_ref(&task.member),
@@ -230,14 +231,14 @@ async fn turn_off(
         generation: hook.metadata.generation.unwrap_or_default(),
     };
     let json = serde_json::to_string(&record).expect("the disable record serializes");
-    shared.store.set_disable_record(&task.uid, Some(&json)).await?;
+    shared.store_for(&task.org).set_disable_record(&task.uid, Some(&json)).await?;
     shared
         .metrics
         .disabled_hooks
         .get_or_create(&vec![("reason", reason.as_str().to_string())])
         .inc();
     tracing::warn!(hook = %task.hook, reason = reason.as_str(), %message, "hook turned off");
-    let mut members = shared.store.hook_task_members(&task.uid).await?;
+    let mut members = shared.store_for(&task.org).hook_task_members(&task.uid).await?;
     if !members.contains(&task.member) {
         members.push(task.member.clone());
     }
@@ -247,7 +248,7 @@ async fn turn_off(
     let mut moved = 0;
     for slice in members.chunks(TURN_OFF_SLICE) {
         moved += shared
-            .store
+            .store_for(&task.org)
             .dead_letter_tasks(&task.uid, slice, Claim::Any, cut(&dl_reason), now_ms())
             .await?;
     }

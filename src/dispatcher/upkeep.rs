@@ -5,13 +5,39 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::context::{Shared, ms, now_ms, pause};
+use super::{
+    context::{Shared, ms, now_ms, pause},
+    store::{Sizes, Store},
+};
 
 /// Runs until `shutdown`.
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut last_consumer_sweep = now_ms();
     while pause(&shutdown, shared.config.maintenance_interval).await {
-        let s = &shared.store;
+        let sweep_consumers = now_ms() - last_consumer_sweep > ms(shared.config.idle_consumer_timeout).min(60_000);
+        if sweep_consumers {
+            last_consumer_sweep = now_ms();
+        }
+        let mut total = Sizes::default();
+        let mut sized = true;
+        for store in shared.shards.all() {
+            match upkeep_shard(&shared, store, sweep_consumers).await {
+                Some(sizes) => total.add(&sizes),
+                None => sized = false,
+            }
+        }
+        if sized {
+            shared.metrics.stream_length.set(total.stream_length);
+            shared.metrics.stream_pending.set(total.pending);
+            shared.metrics.stream_lag.set(total.lag);
+            shared.metrics.tasks_scheduled.set(total.tasks_scheduled);
+            shared.metrics.dead_letter_length.set(total.dead_letters);
+        }
+    }
+}
+
+/// One shard's upkeep; its queue sizes, `None` when they could not be read.
+async fn upkeep_shard(shared: &Shared, s: &Store, sweep_consumers: bool) -> Option<Sizes> {
         match s.trim_events().await {
             Ok(n) if n > 0 => tracing::debug!(removed = n, "trimmed the events stream"),
             Ok(_) => {}
@@ -37,8 +63,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
             Err(e) => tracing::warn!(error = %e, "trimming dead letters"),
         }
-        if now_ms() - last_consumer_sweep > ms(shared.config.idle_consumer_timeout).min(60_000) {
-            last_consumer_sweep = now_ms();
+        if sweep_consumers {
             match s
                 .remove_idle_consumers(
                     &shared.config.consumer_name,
@@ -52,14 +77,10 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
         }
         match s.sizes().await {
-            Ok(sizes) => {
-                shared.metrics.stream_length.set(sizes.stream_length);
-                shared.metrics.stream_pending.set(sizes.pending);
-                shared.metrics.stream_lag.set(sizes.lag);
-                shared.metrics.tasks_scheduled.set(sizes.tasks_scheduled);
-                shared.metrics.dead_letter_length.set(sizes.dead_letters);
+            Ok(sizes) => Some(sizes),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading queue sizes");
+                None
             }
-            Err(e) => tracing::debug!(error = %e, "reading queue sizes"),
         }
-    }
 }

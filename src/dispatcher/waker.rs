@@ -3,7 +3,11 @@
 //! missing or invalid) are made due at once, so a waiting task costs
 //! nothing until something changes.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -11,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{Shared, now_ms};
-use crate::resource::OutboundWebhook;
+use crate::{resource::OutboundWebhook, shard::shard_of};
 
 /// Hooks woken per script call.
 const BATCH: usize = 500;
@@ -21,8 +25,13 @@ const GATHER: Duration = Duration::from_millis(100);
 /// What changed in a cache.
 #[derive(Debug)]
 pub enum Changed {
-    /// A hook (its UID).
-    Hook(String),
+    /// A hook.
+    Hook {
+        /// Its UID.
+        uid: String,
+        /// Its namespace (which says its shard).
+        namespace: String,
+    },
     /// A labelled Secret in this namespace (any hook there may use it).
     SecretIn(String),
 }
@@ -30,7 +39,10 @@ pub enum Changed {
 impl Changed {
     /// The change a hook event makes.
     pub fn hook(hook: &OutboundWebhook) -> Option<Changed> {
-        hook.uid().map(Changed::Hook)
+        Some(Changed::Hook {
+            uid: hook.uid()?,
+            namespace: hook.namespace()?,
+        })
     }
 
     /// The change a Secret event makes.
@@ -59,33 +71,48 @@ pub async fn run(shared: Arc<Shared>, mut changes: mpsc::UnboundedReceiver<Chang
                 _ = &mut gather => break,
             }
         }
-        let mut uids = BTreeSet::new();
+        // Hooks by namespace: a namespace's hooks share one shard.
+        let mut by_namespace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for change in batch {
             match change {
-                Changed::Hook(uid) => {
-                    uids.insert(uid);
+                Changed::Hook { uid, namespace } => {
+                    by_namespace.entry(namespace).or_default().insert(uid);
                 }
-                Changed::SecretIn(namespace) => uids.extend(
-                    shared
+                Changed::SecretIn(namespace) => {
+                    let uids: Vec<String> = shared
                         .hooks
                         .state()
                         .iter()
                         .filter(|h| h.metadata.namespace.as_deref() == Some(namespace.as_str()))
-                        .filter_map(|h| h.uid()),
-                ),
+                        .filter_map(|h| h.uid())
+                        .collect();
+                    by_namespace.entry(namespace).or_default().extend(uids);
+                }
             }
         }
-        let uids: Vec<String> = uids.into_iter().collect();
+        let mut by_shard: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for (namespace, uids) in by_namespace {
+            by_shard
+                .entry(shard_of(&namespace, shared.shards.all().len()))
+                .or_default()
+                .extend(uids);
+        }
+        for (shard, uids) in by_shard {
+            wake_shard(&shared, shard, &uids).await;
+        }
+    }
+}
+
+async fn wake_shard(shared: &Shared, shard: usize, uids: &[String]) {
         for chunk in uids.chunks(BATCH) {
-            match shared.store.wake(chunk, now_ms()).await {
+            match shared.shards.get(shard).wake(chunk, now_ms()).await {
                 Ok(0) => {}
                 Ok(n) => {
-                    shared.wake.notify_one();
+                    shared.wake_claimer(shard);
                     tracing::debug!(tasks = n, "woke waiting tasks");
                 }
                 // The task's own re-check (at most a minute later) covers a miss.
                 Err(e) => tracing::warn!(error = %e, "waking waiting tasks"),
             }
         }
-    }
 }

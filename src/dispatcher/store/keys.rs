@@ -40,23 +40,12 @@ impl Keys {
 
     /// The sorted set of one hook's task members by due time.
     pub fn hook_due(&self, uid: &str) -> String {
-        format!("{}{uid}", self.hook_due_prefix())
-    }
-
-    /// What [`Keys::hook_due`] puts before the UID (the claim script builds
-    /// those keys itself while it walks the hooks).
-    pub fn hook_due_prefix(&self) -> String {
-        format!("{}due:", self.prefix)
+        format!("{}due:{uid}", self.prefix)
     }
 
     /// The set of one hook's tasks that wait for it to become deliverable.
     pub fn hook_waiting(&self, uid: &str) -> String {
-        format!("{}{uid}", self.hook_waiting_prefix())
-    }
-
-    /// What [`Keys::hook_waiting`] puts before the UID.
-    pub fn hook_waiting_prefix(&self) -> String {
-        format!("{}waiting:", self.prefix)
+        format!("{}waiting:{uid}", self.prefix)
     }
 
     /// One hook's dead letters (stream ids by time), so retention bounds
@@ -83,6 +72,12 @@ impl Keys {
     /// The set of one hook's task members.
     pub fn hook_tasks(&self, uid: &str) -> String {
         format!("{}hook-tasks:{uid}", self.prefix)
+    }
+
+    /// How many stream shards the dispatchers use (kept under shard 0's
+    /// prefix; producers read it).
+    pub fn shard_count(&self) -> String {
+        format!("{}shards", self.prefix)
     }
 
     /// One hook's delivery health.
@@ -121,6 +116,7 @@ mod tests {
             keys.dead_index("u1"),
             keys.dead_hooks(),
             keys.health("u1"),
+            keys.shard_count(),
         ] {
             assert!(key.starts_with("{owh}:"), "{key}");
         }

@@ -28,12 +28,15 @@ mod health;
 pub mod keys;
 mod retention;
 pub mod scripts;
+mod shards;
 mod stream;
 pub mod task;
 
 use std::collections::HashMap;
 
-use redis::{AsyncCommands, aio::ConnectionManager};
+use redis::AsyncCommands;
+
+use crate::redis_conn::{ConnectError, RedisConn, RedisTarget};
 
 pub use self::{
     dead_letters::PAGE as DEAD_LETTER_PAGE,
@@ -41,6 +44,7 @@ pub use self::{
     keys::{Keys, task_member, uid_of_member},
     retention::Sizes,
     scripts::{Claim, Rescheduled},
+    shards::{ShardCountError, Shards, stored_shard_count},
     stream::{RawEntry, entry_fields, read_reply_entries},
     task::{DeadLetter, Delivery, NewTask, Task},
 };
@@ -74,36 +78,28 @@ impl<T> Context<T> for redis::RedisResult<T> {
     }
 }
 
-/// The dispatcher's Redis state, over a reconnecting connection.
+/// The dispatcher's Redis state of one shard, over reconnecting connections.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: RedisConn,
     // Blocking XREADGROUP gets its own connection: on a shared multiplexed
     // connection it would hold up every other command for the block time.
-    blocking: ConnectionManager,
+    blocking: RedisConn,
     keys: Keys,
 }
 
 impl Store {
-    /// Connects to `url`; the connection reconnects by itself after Redis restarts.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Store, StoreError> {
-        let client = redis::Client::open(url).context(|| format!("parsing the Redis URL {}", redact(url)))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(std::time::Duration::from_secs(10)))
-            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-            .set_number_of_retries(3)
-            .set_max_delay(std::time::Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
-            .await
-            .context(|| format!("connecting to Redis at {}", redact(url)))?;
-        let blocking = ConnectionManager::new_with_config(client, config)
-            .await
-            .context(|| format!("connecting to Redis at {}", redact(url)))?;
-        Ok(Store {
-            conn,
-            blocking,
-            keys: Keys::new(prefix),
-        })
+    /// The store of the shard whose keys are `keys`, over `conn` (shared by
+    /// every shard) and `blocking` (this shard's own, for blocking reads).
+    pub fn new(conn: RedisConn, blocking: RedisConn, keys: Keys) -> Store {
+        Store { conn, blocking, keys }
+    }
+
+    /// Connects to a single shard under `prefix`: for the commands that
+    /// read one shard's keys.
+    pub async fn connect(target: &RedisTarget, prefix: &str) -> Result<Store, ConnectError> {
+        let conn = target.connect().await?;
+        Ok(Store::new(conn.clone(), conn, Keys::new(prefix)))
     }
 
     /// The key names.
@@ -144,17 +140,5 @@ impl Store {
         conn.smembers(self.keys.hook_tasks(uid))
             .await
             .context(|| format!("listing tasks of hook {uid}"))
-    }
-}
-
-/// The URL with any password replaced, for messages.
-pub fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("REDACTED"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "(unparsable URL)".to_string(),
     }
 }

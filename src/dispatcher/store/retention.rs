@@ -24,6 +24,17 @@ pub struct Sizes {
     pub dead_letters: i64,
 }
 
+impl Sizes {
+    /// Adds another shard's sizes.
+    pub fn add(&mut self, other: &Sizes) {
+        self.stream_length += other.stream_length;
+        self.pending += other.pending;
+        self.lag += other.lag;
+        self.tasks_scheduled += other.tasks_scheduled;
+        self.dead_letters += other.dead_letters;
+    }
+}
+
 impl Store {
     /// Trims the events stream below its oldest unacknowledged entry.
     /// Returns how many entries were removed.

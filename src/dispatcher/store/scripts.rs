@@ -117,7 +117,8 @@ impl Store {
 
     /// Claims up to `max` due tasks with a lease ending at `now + lease_ms`,
     /// at most `capacity(uid)` per hook. Returns the members and the lease
-    /// end. `claim.lua`.
+    /// end. Reads the hooks with something due from `hooks-due` (earliest
+    /// first), then `claim.lua` on those hooks, whose keys it declares.
     pub async fn claim(
         &self,
         now_ms: i64,
@@ -126,18 +127,39 @@ impl Store {
         default_capacity: usize,
         capacities: &HashMap<String, usize>,
     ) -> Result<(Vec<String>, i64), StoreError> {
-        let mut inv = CLAIM.key(self.keys.due());
-        inv.key(self.keys.hooks_due())
-            .arg(now_ms)
-            .arg(lease_ms)
-            .arg(max)
-            .arg(default_capacity)
-            .arg(self.keys.hook_due_prefix())
-            .arg(self.keys.hook_waiting_prefix());
-        for (uid, cap) in capacities {
-            inv.arg(uid).arg(*cap);
-        }
         let mut conn = self.conn.clone();
+        // Hooks at capacity 0 are skipped by the script; read enough hooks
+        // that those cannot hide the rest.
+        let hooks: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.hooks_due())
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg((max + capacities.len()).min(5000))
+            .query_async(&mut conn)
+            .await
+            .context(|| "reading the hooks with due tasks".to_string())?;
+        if hooks.is_empty() {
+            return Ok((Vec::new(), now_ms + lease_ms));
+        }
+        let mut inv = CLAIM.key(self.keys.due());
+        inv.key(self.keys.hooks_due()).arg(now_ms).arg(lease_ms).arg(max);
+        let mut any = false;
+        for uid in &hooks {
+            let cap = capacities.get(uid).copied().unwrap_or(default_capacity);
+            if cap == 0 {
+                continue;
+            }
+            any = true;
+            inv.key(self.keys.hook_due(uid))
+                .key(self.keys.hook_waiting(uid))
+                .arg(uid)
+                .arg(cap);
+        }
+        if !any {
+            return Ok((Vec::new(), now_ms + lease_ms));
+        }
         let members: Vec<String> = inv
             .invoke_async(&mut conn)
             .await
