@@ -58,18 +58,14 @@ fn the_chart_copy_of_the_crd_is_the_generated_one() {
 
 #[test]
 fn rendered_objects_pass_server_side_dry_run_with_defaults_and_every_option() {
-    kubectl_ok(&[
-        "apply",
-        "-f",
-        &support::repo_root()
-            .join("tests/fixtures/servicemonitor-crd.yaml")
-            .to_string_lossy(),
-    ]);
-    kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/servicemonitors.monitoring.coreos.com",
-    ]);
+    for (file, crd) in [
+        ("servicemonitor-crd.yaml", "crd/servicemonitors.monitoring.coreos.com"),
+        ("prometheusrule-crd.yaml", "crd/prometheusrules.monitoring.coreos.com"),
+    ] {
+        let path = support::repo_root().join("tests/fixtures").join(file);
+        kubectl_ok(&["apply", "-f", &path.to_string_lossy()]);
+        kubectl_ok(&["wait", "--for=condition=Established", crd]);
+    }
     for (name, extra) in [("defaults", vec![]), ("all-options", vec!["-f", ALL_OPTIONS])] {
         let ns = namespace(&format!("chart-{name}"));
         let manifests = template("owh", &ns, &extra);
@@ -86,7 +82,14 @@ fn rendered_objects_pass_server_side_dry_run_with_defaults_and_every_option() {
             );
         }
         if name == "all-options" {
-            for kind in ["ServiceMonitor", "NetworkPolicy", "PodDisruptionBudget", "Secret"] {
+            for kind in [
+                "ServiceMonitor",
+                "NetworkPolicy",
+                "PodDisruptionBudget",
+                "Secret",
+                "PrometheusRule",
+                "ConfigMap",
+            ] {
                 assert!(
                     manifests.contains(&format!("kind: {kind}\n")),
                     "{name}: no {kind} rendered"
