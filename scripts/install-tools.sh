@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and installs the real components the tests and the local run use:
 # kube-apiserver, kube-controller-manager and kubectl (from the Go module
-# proxy), etcd, helm, and
+# proxy), etcd, helm, promtool (the chart's alert tests), and
 # Debian's redis-server. Idempotent: each tool is built once per version into
 # a cache outside the checkout, so a second run takes seconds.
 #
@@ -15,6 +15,8 @@ set -euo pipefail
 KUBERNETES_VERSION=v1.36.3
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.22.0
+# Prometheus v3.16.0 is published as the Go module version v0.316.0.
+PROMETHEUS_VERSION=v3.16.0
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools_dir=${OUTBOUND_WEBHOOKS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/outbound-webhooks/tools}
@@ -63,6 +65,8 @@ build_go kubectl "$KUBERNETES_VERSION" "$repo/tools/kubernetes" k8s.io/kubernete
 build_go etcd "$ETCD_VERSION" "$repo/tools/etcd" . "-s -w"
 build_go helm "$HELM_VERSION" "$repo/tools/helm" helm.sh/helm/v3/cmd/helm \
   "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+build_go promtool "$PROMETHEUS_VERSION" "$repo/tools/prometheus" github.com/prometheus/prometheus/cmd/promtool \
+  "-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}"
 
 # Debian packages: redis-server for the dispatcher's stream, openssl for the
 # test PKI, lua5.1 (Argo CD's Lua dialect) for the health check's tests.

@@ -9,7 +9,7 @@ mod support;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     sync::atomic::Ordering,
     time::Duration,
 };
@@ -23,6 +23,7 @@ use support::{
     controller::ControllerProcess,
     delivery_test::DeliveryTest,
     dispatcher::Dispatcher,
+    helm::{CHART, documents, helm, template},
     hooks::{condition, generated_secret, hook_yaml, wait_not_ready},
     kubectl,
     kubectl::{apply_ok, lease_holder_in},
@@ -32,41 +33,7 @@ use support::{
     unique_suffix, wait_for,
 };
 
-const CHART: &str = "charts/outbound-webhooks";
 const ALL_OPTIONS: &str = "tests/fixtures/chart-all-options.yaml";
-
-fn helm(args: &[&str]) -> (bool, String) {
-    let env = support::env();
-    let out = Command::new(env.bin_dir.join("helm"))
-        .args(args)
-        .current_dir(support::repo_root())
-        .env("KUBECONFIG", &env.kubeconfig)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running helm (install it with scripts/install-tools.sh)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn template(release: &str, ns: &str, extra: &[&str]) -> String {
-    let mut args = vec![
-        "template",
-        release,
-        CHART,
-        "--namespace",
-        ns,
-        "--kube-version",
-        "1.36.3",
-    ];
-    args.extend_from_slice(extra);
-    let (ok, out) = helm(&args);
-    assert!(ok, "helm template {} failed:\n{out}", extra.join(" "));
-    out
-}
 
 #[test]
 fn helm_lint_is_clean_with_defaults_and_with_every_option() {
@@ -91,18 +58,14 @@ fn the_chart_copy_of_the_crd_is_the_generated_one() {
 
 #[test]
 fn rendered_objects_pass_server_side_dry_run_with_defaults_and_every_option() {
-    kubectl_ok(&[
-        "apply",
-        "-f",
-        &support::repo_root()
-            .join("tests/fixtures/servicemonitor-crd.yaml")
-            .to_string_lossy(),
-    ]);
-    kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/servicemonitors.monitoring.coreos.com",
-    ]);
+    for (file, crd) in [
+        ("servicemonitor-crd.yaml", "crd/servicemonitors.monitoring.coreos.com"),
+        ("prometheusrule-crd.yaml", "crd/prometheusrules.monitoring.coreos.com"),
+    ] {
+        let path = support::repo_root().join("tests/fixtures").join(file);
+        kubectl_ok(&["apply", "-f", &path.to_string_lossy()]);
+        kubectl_ok(&["wait", "--for=condition=Established", crd]);
+    }
     for (name, extra) in [("defaults", vec![]), ("all-options", vec!["-f", ALL_OPTIONS])] {
         let ns = namespace(&format!("chart-{name}"));
         let manifests = template("owh", &ns, &extra);
@@ -119,7 +82,14 @@ fn rendered_objects_pass_server_side_dry_run_with_defaults_and_every_option() {
             );
         }
         if name == "all-options" {
-            for kind in ["ServiceMonitor", "NetworkPolicy", "PodDisruptionBudget", "Secret"] {
+            for kind in [
+                "ServiceMonitor",
+                "NetworkPolicy",
+                "PodDisruptionBudget",
+                "Secret",
+                "PrometheusRule",
+                "ConfigMap",
+            ] {
                 assert!(
                     manifests.contains(&format!("kind: {kind}\n")),
                     "{name}: no {kind} rendered"
@@ -138,9 +108,8 @@ fn rendered_objects_pass_server_side_dry_run_with_defaults_and_every_option() {
 #[test]
 fn deployments_are_hardened_and_probe_the_ops_endpoints() {
     let manifests = template("owh", "owh-system", &[]);
-    let docs: Vec<serde_json::Value> = manifests
-        .split("\n---")
-        .filter_map(|d| serde_yaml_ng::from_str::<serde_json::Value>(d).ok())
+    let docs: Vec<serde_json::Value> = documents(&manifests)
+        .into_iter()
         .filter(|d| d["kind"] == "Deployment")
         .collect();
     assert_eq!(docs.len(), 2, "expected the controller and dispatcher Deployments");

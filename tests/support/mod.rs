@@ -8,6 +8,7 @@
 //! - [`hooks`]: hook manifests, the controller's part played by a test
 //!   (Secret, conditions), condition and Secret readers.
 //! - [`controller`], [`dispatcher`]: the real binaries as child processes.
+//! - [`helm`]: the built helm, the chart rendered with `helm template`.
 //! - [`receiver`]: a scripted HTTP receiver on loopback.
 //! - [`redis`]: publishing, raw stream entries, key lengths, a redis-server of a test's own.
 //! - [`delivery_test`]: one dispatcher test's namespace, prefix, hooks and dispatchers.
@@ -22,6 +23,7 @@ pub mod control_plane;
 pub mod controller;
 pub mod delivery_test;
 pub mod dispatcher;
+pub mod helm;
 pub mod hooks;
 pub mod kubectl;
 pub mod process;
