@@ -407,7 +407,7 @@ fn may_be_failover(error: &RedisError) -> bool {
         || error.is_connection_refusal()
         || error.is_connection_dropped()
         || error.is_timeout()
-        || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+        || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING" | "UNBLOCKED"))
 }
 
 /// The TLS error inside `error`, if the failure was the handshake.

@@ -49,14 +49,23 @@ pub async fn fill(
     org: &str,
     n: usize,
 ) -> Result<(), Error> {
-    let stream = Keys::new(prefix).events();
+    fill_stream(conn, &Keys::new(prefix).events(), org, n).await
+}
+
+/// Appends `n` events for `org` to `stream`, 1,000 per pipeline.
+pub async fn fill_stream(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    org: &str,
+    n: usize,
+) -> Result<(), Error> {
     let mut left = n;
     while left > 0 {
         let batch = left.min(1000);
         let mut pipe = redis::pipe();
         for _ in 0..batch {
             let (id, data) = next_event();
-            pipe.add_command(xadd(&stream, org, &id, &data)).ignore();
+            pipe.add_command(xadd(stream, org, &id, &data)).ignore();
         }
         let () = pipe.query_async(conn).await?;
         left -= batch;

@@ -36,6 +36,7 @@ mod processes;
 mod receiver;
 mod report;
 mod seed;
+mod shards;
 mod throughput;
 
 use std::{
@@ -123,6 +124,7 @@ fn scenario_hooks(env: &Env) -> Vec<SeedHook> {
     hooks.extend((1..=5).map(|i| SeedHook::new("bench-five", format!("hook-{i}"), &fast)));
     hooks.extend((1..=4).map(|i| SeedHook::new("bench-iso", format!("fast-{i}"), &fast)));
     hooks.push(SeedHook::new("bench-iso", "slow-1", &env.slow_url()));
+    hooks.extend(shards::ORGS.iter().map(|org| SeedHook::new(*org, "hook-1", &fast)));
     hooks
 }
 
@@ -187,6 +189,8 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     latency::scenario_2(&env, &mut report, one.rate.max(1.0)).await?;
     let _ = report.write_partial(&state);
     throughput::scenario_3(&env, &mut report, rate_1b).await?;
+    let _ = report.write_partial(&state);
+    shards::scenario_shards(&env, &mut report).await?;
     let _ = report.write_partial(&state);
     if !env_set("BENCH_SKIP_10K") {
         footprint::idle_with_10k_hooks(&env, &mut report, seeded).await?;
