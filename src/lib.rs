@@ -18,6 +18,7 @@ pub mod resource;
 pub mod retry_schedule;
 pub mod secret_values;
 pub mod signing;
+pub mod signing_tokens;
 pub mod stream_entry;
 pub mod telemetry;
 
