@@ -20,6 +20,7 @@ pub mod retry_schedule;
 pub mod secret_values;
 pub mod shard;
 pub mod signing;
+pub mod signing_tokens;
 pub mod stream_entry;
 pub mod telemetry;
 

@@ -20,6 +20,11 @@ pub const LABEL_PREFIX: &str = "outboundwebhooks.io/";
 pub const WEBHOOK_SECRET_LABEL: &str = "outboundwebhooks.io/webhook-secret";
 /// Annotation whose change re-enables an auto-disabled hook.
 pub const REENABLE_ANNOTATION: &str = "outboundwebhooks.io/reenable";
+/// Hook annotation whose new value stages a next signing token (rotation step 1).
+pub const ROTATE_SECRET_ANNOTATION: &str = "outboundwebhooks.io/rotate-secret";
+/// Hook annotation that, set to the staged `rotate-secret` value, promotes
+/// the next token (rotation step 2).
+pub const PROMOTE_SECRET_ANNOTATION: &str = "outboundwebhooks.io/promote-secret";
 /// Namespace annotation that overrides the per-namespace hook limit.
 pub const MAX_WEBHOOKS_ANNOTATION: &str = "outboundwebhooks.io/max-webhooks";
 

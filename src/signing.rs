@@ -1,7 +1,9 @@
 //! Request signatures: Kustomer's hex HMAC and Standard Webhooks' `v1,` one.
 //!
 //! Both use the same key, the token's UTF-8 bytes, so one Secret serves
-//! receivers written for either scheme.
+//! receivers written for either scheme. While a rotation has two tokens
+//! valid, `webhook-signature` carries one `v1,` signature per token,
+//! space-separated, as the Standard Webhooks libraries expect.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
@@ -23,13 +25,35 @@ pub fn kustomer_signature(token: &str, body: &[u8]) -> String {
 
 /// `webhook-signature`: `v1,` + base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`.
 pub fn standard_webhooks_signature(token: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = mac(token);
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+    standard_webhooks_signatures([token], id, timestamp, body)
+}
+
+/// `webhook-signature` signed by each of `tokens`: `v1,<by first> v1,<by second>`.
+/// The header is built in one string, sized for two signatures.
+pub fn standard_webhooks_signatures<'a>(
+    tokens: impl IntoIterator<Item = &'a str>,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
+    // "v1," + 44 base64 characters + a separating space.
+    const ONE: usize = 48;
+    let timestamp = timestamp.to_string();
+    let mut header = String::with_capacity(2 * ONE);
+    for token in tokens {
+        let mut mac = mac(token);
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        if !header.is_empty() {
+            header.push(' ');
+        }
+        header.push_str("v1,");
+        STANDARD.encode_string(mac.finalize().into_bytes(), &mut header);
+    }
+    header
 }
 
 /// The Standard Webhooks secret string for a token: `whsec_` + base64 of its bytes.
@@ -70,6 +94,16 @@ mod tests {
         mac.update(b"evt1.1700000000.{}");
         assert_eq!(sig, format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())));
         assert_ne!(sig, standard_webhooks_signature(&token, "evt1", 1_700_000_001, b"{}"));
+    }
+
+    #[test]
+    fn two_tokens_give_two_space_separated_signatures_in_order() {
+        let (old, new) = ("o".repeat(64), "n".repeat(64));
+        let header = standard_webhooks_signatures([old.as_str(), new.as_str()], "evt1", 1_700_000_000, b"{}");
+        let by_old = standard_webhooks_signature(&old, "evt1", 1_700_000_000, b"{}");
+        let by_new = standard_webhooks_signature(&new, "evt1", 1_700_000_000, b"{}");
+        assert_eq!(header, format!("{by_old} {by_new}"));
+        assert_eq!(header.len(), 2 * 47 + 1);
     }
 
     #[test]

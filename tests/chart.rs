@@ -17,6 +17,8 @@ use std::{
 use outbound_webhooks::{
     conditions::{self, ready},
     controller::secret::TOKEN_KEY,
+    resource::{PROMOTE_SECRET_ANNOTATION, ROTATE_SECRET_ANNOTATION},
+    signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
 };
 use serde_json::json;
 use support::{
@@ -206,7 +208,9 @@ const ALLOWED_TO_OPERATOR: &[(Who, &str, Scope)] = &[
     (Who::Controller, "list HOOKS", Scope::All),
     (Who::Controller, "watch HOOKS", Scope::All),
     (Who::Controller, "patch HOOKS --subresource=status", Scope::Tenant),
-    // Labelled Secrets: watched, read by name, generated, adopted (owner patch).
+    // Labelled Secrets: watched, read by name, generated, adopted (owner
+    // patch), rotated (a patch of the tokens carrying the resourceVersion:
+    // `patch` serves both, so rotation needs no `update`).
     (Who::Controller, "get secrets", Scope::All),
     (Who::Controller, "list secrets", Scope::All),
     (Who::Controller, "watch secrets", Scope::All),
@@ -244,6 +248,7 @@ const REFUSED_TO_OPERATOR: &[(Who, &str, Scope)] = &[
     (Who::Controller, "delete HOOKS", Scope::Tenant),
     (Who::Controller, "update HOOKS --subresource=status", Scope::Tenant),
     (Who::Controller, "get HOOKS --subresource=status", Scope::Tenant),
+    // A rotation patches; it never replaces or deletes a Secret.
     (Who::Controller, "update secrets", Scope::Tenant),
     (Who::Controller, "delete secrets", Scope::Tenant),
     (Who::Controller, "get namespaces", Scope::All),
@@ -483,7 +488,15 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
         &identity,
         &controller_kubeconfig,
         &system,
-        &["--allow-http", "--watch-namespace", tenant, "--lease-name", &lease],
+        &[
+            "--allow-http",
+            "--watch-namespace",
+            tenant,
+            "--lease-name",
+            &lease,
+            "--rotation-overlap",
+            "2s",
+        ],
     );
     // The shared manifest subscribes to CREATE.
     apply_ok(tenant, &hook_yaml("crm", &receiver.url("/hook"), json!({})));
@@ -529,6 +542,52 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
         delivered[0].header("x-kustomer-webhook-signature"),
         outbound_webhooks::signing::kustomer_signature(&token, &delivered[0].body),
         "signed with the Secret the controller generated"
+    );
+
+    // A rotation: the controller stages, promotes and (after the overlap)
+    // removes tokens by patching the Secret, with these grants only.
+    let annotate = |annotation: &str| {
+        kubectl_ok(&[
+            "annotate",
+            "owh/crm",
+            "-n",
+            tenant,
+            &format!("{annotation}=r1"),
+            "--overwrite",
+        ])
+    };
+    let secret_where = |what: &str, check: &dyn Fn(&std::collections::BTreeMap<String, String>) -> bool| {
+        wait_for(what, Duration::from_secs(30), || {
+            refuse_forbidden("controller", &controller.logs());
+            let data = generated_secret(tenant, "crm").ok_or("no Secret")?;
+            if check(&data) {
+                Ok(data)
+            } else {
+                Err(format!("keys {:?}", data.keys()))
+            }
+        })
+    };
+    annotate(ROTATE_SECRET_ANNOTATION);
+    let next = secret_where("a staged next-token", &|d| d.contains_key(NEXT_TOKEN_KEY))[NEXT_TOKEN_KEY].clone();
+    annotate(PROMOTE_SECRET_ANNOTATION);
+    secret_where("the promotion", &|d| {
+        d[TOKEN_KEY] == next && d.contains_key(PREVIOUS_TOKEN_KEY)
+    });
+    secret_where("the previous token removed", &|d| !d.contains_key(PREVIOUS_TOKEN_KEY));
+    wait_for(
+        "a delivery signed with the promoted token",
+        Duration::from_secs(30),
+        || {
+            let id = test.publish(&json!({"after": "rotation"}));
+            let got = receiver.wait_for_event(&id, 1, Duration::from_secs(20)).remove(0);
+            if got.header("x-kustomer-webhook-signature")
+                == outbound_webhooks::signing::kustomer_signature(&next, &got.body)
+            {
+                Ok(())
+            } else {
+                Err("signed with the old token".to_string())
+            }
+        },
     );
 
     // Failures: the dispatcher writes status.delivery, the controller turns

@@ -13,8 +13,13 @@ use std::{
 use base64::Engine as _;
 use outbound_webhooks::{
     conditions::{ACCEPTED, READY, SECRET_READY, accepted, ready, secret_ready},
+    controller::rotation::PROMOTED_ANNOTATION,
     controller::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
-    resource::{MAX_WEBHOOKS_ANNOTATION, REENABLE_ANNOTATION, WEBHOOK_SECRET_LABEL},
+    resource::{
+        MAX_WEBHOOKS_ANNOTATION, PROMOTE_SECRET_ANNOTATION, REENABLE_ANNOTATION, ROTATE_SECRET_ANNOTATION,
+        WEBHOOK_SECRET_LABEL,
+    },
+    signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
 };
 use serde_json::json;
 use support::{
@@ -55,14 +60,7 @@ fn active_shop(test: &str) -> String {
 /// Waits until `kubectl describe owh shop` shows every one of `events`
 /// (Event reasons); returns the text.
 fn wait_described(ns: &str, events: &[&str]) -> String {
-    wait_for(&format!("{events:?} in kubectl describe"), SOON, || {
-        let text = describe(ns, "shop");
-        if events.iter().all(|event| text.contains(event)) {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    })
+    support::kubectl::wait_described(ns, "shop", events)
 }
 
 #[test]
@@ -652,4 +650,109 @@ fn a_header_secret_must_be_labelled_before_the_hook_is_ready() {
     assert!(!c.message.contains("Bearer"), "the value is in the message: {c:?}");
     apply_ok(&ns, &labelled_secret("creds", json!({"auth": "Bearer abc\n"})));
     wait_active(&ns, "shop", SOON);
+}
+
+/// Waits until the Secret of `shop` satisfies `check`; returns its data.
+fn wait_shop_secret(
+    ns: &str,
+    what: &str,
+    check: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
+) -> std::collections::BTreeMap<String, String> {
+    wait_for(what, SOON, || {
+        let data = generated_secret(ns, "shop").ok_or("no Secret")?;
+        if check(&data) {
+            Ok(data)
+        } else {
+            Err(format!("keys {:?}", data.keys()))
+        }
+    })
+}
+
+/// Waits until `SecretReady` of `shop` is True and says `text`.
+fn wait_secret_ready_says(ns: &str, text: &str) -> String {
+    wait_condition(ns, "shop", SECRET_READY, "True", secret_ready::SECRET_GENERATED, SOON);
+    wait_for(&format!("SecretReady to say {text:?}"), SOON, || {
+        let c = condition(ns, "shop", SECRET_READY).ok_or("no SecretReady")?;
+        if c.status == "True" && c.message.contains(text) {
+            Ok(c.message)
+        } else {
+            Err(format!("{c:?}"))
+        }
+    })
+}
+
+#[test]
+fn a_promote_value_matching_no_staged_token_promotes_nothing_and_a_new_rotate_value_replaces_the_staged_token() {
+    let ns = active_shop("rotate-steps");
+    let token = wait_token(&ns, "shop", SOON);
+    let annotate = |annotation: &str| kubectl_ok(&["annotate", "owh/shop", "-n", &ns, annotation, "--overwrite"]);
+
+    annotate(&format!("{ROTATE_SECRET_ANNOTATION}=v2"));
+    let first = wait_shop_secret(&ns, "a staged token", |d| d.contains_key(NEXT_TOKEN_KEY))[NEXT_TOKEN_KEY].clone();
+
+    // A promote value that is not the staged one: nothing moves, the message says so.
+    annotate(&format!("{PROMOTE_SECRET_ANNOTATION}=v1"));
+    let message = wait_secret_ready_says(&ns, "does not match");
+    assert!(
+        message.contains(&format!(
+            "{PROMOTE_SECRET_ANNOTATION}=v1 does not match the staged {ROTATE_SECRET_ANNOTATION}=v2, so nothing was promoted"
+        )),
+        "{message}"
+    );
+    wait_described(&ns, &["SecretPromotionRefused"]);
+    let data = generated_secret(&ns, "shop").expect("the Secret");
+    assert_eq!((&data[TOKEN_KEY], &data[NEXT_TOKEN_KEY]), (&token, &first));
+
+    // A new rotate value while one is staged replaces the staged token.
+    annotate(&format!("{ROTATE_SECRET_ANNOTATION}=v3"));
+    let second = wait_shop_secret(&ns, "the staged token replaced", |d| {
+        d.get(NEXT_TOKEN_KEY).is_some_and(|n| *n != first)
+    })[NEXT_TOKEN_KEY]
+        .clone();
+    assert_eq!(second.len(), 64);
+    wait_secret_ready_says(&ns, "next token staged by outboundwebhooks.io/rotate-secret=v3");
+    // Events of one reason form a series (kube-runtime's Recorder), which
+    // keeps the first note: the one of v2.
+    let note = support::kubectl::wait_event(&ns, "shop", "SecretRotationStaged", "rotate-secret=v2");
+    assert!(
+        note.contains(&format!("{PROMOTE_SECRET_ANNOTATION}=v2 --overwrite")),
+        "the Event names the next command: {note}"
+    );
+
+    // Removing rotate-secret cancels the staged token.
+    kubectl_ok(&[
+        "annotate",
+        "owh/shop",
+        "-n",
+        &ns,
+        &format!("{ROTATE_SECRET_ANNOTATION}-"),
+    ]);
+    let data = wait_shop_secret(&ns, "the staged token removed", |d| !d.contains_key(NEXT_TOKEN_KEY));
+    assert_eq!(data[TOKEN_KEY], token, "the token never changed");
+    assert!(!data.contains_key(PREVIOUS_TOKEN_KEY));
+    wait_described(&ns, &["SecretRotationCancelled"]);
+}
+
+#[test]
+fn a_hook_applied_with_rotation_annotations_gets_one_fresh_token_and_no_rotation() {
+    controller();
+    let ns = namespace("rotate-fresh");
+    let mut manifest =
+        support::hooks::hook_manifest("shop", "https://hooks.example.com/in", &[support::CREATE], json!({}));
+    manifest["metadata"]["annotations"] = json!({ROTATE_SECRET_ANNOTATION: "v7", PROMOTE_SECRET_ANNOTATION: "v7"});
+    apply_ok(&ns, &manifest.to_string());
+    wait_active(&ns, "shop", SOON);
+    let secret = get_json(&ns, "secret", "shop-webhook-secret").expect("the Secret");
+    assert_eq!(secret["metadata"]["annotations"][PROMOTED_ANNOTATION], "v7");
+    let message = condition(&ns, "shop", SECRET_READY).expect("SecretReady").message;
+    assert_eq!(
+        message,
+        "the signing token is in Secret shop-webhook-secret, keys token and standard-webhooks-secret"
+    );
+    let data = secret_data(&ns, "shop-webhook-secret").expect("data");
+    assert!(
+        !data.contains_key(NEXT_TOKEN_KEY) && !data.contains_key(PREVIOUS_TOKEN_KEY),
+        "{:?}",
+        data.keys()
+    );
 }

@@ -1,6 +1,7 @@
 //! The example receivers of `examples/receivers/` take real deliveries from
 //! the real dispatcher: they verify and accept them, and refuse a wrong
-//! secret and a tampered body with 401.
+//! secret and a tampered body with 401; during a rotation they accept a
+//! delivery by any of their tokens.
 
 mod support;
 
@@ -11,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use outbound_webhooks::signing_tokens::NEXT_TOKEN_KEY;
 use serde_json::json;
 use support::{
     CREATE,
@@ -182,6 +184,68 @@ fn real_deliveries_are_verified_and_bad_ones_refused(language: &str) {
     assert_eq!(receiver.verified().len(), 4, "only verified deliveries were processed");
 }
 
+fn deliveries_during_a_rotation_are_accepted_by_any_listed_token(language: &str) {
+    let test = DeliveryTest::new(&format!("receiver-rotation-{language}"));
+    let ns = &test.ns;
+    let hook = test.hook("rotating", "http://127.0.0.1:9/", json!({}));
+    // Mid-rotation, as rotate-secret leaves the Secret: the token and a staged next token.
+    let (old, new) = (hook.token.clone(), new_token());
+    let out = support::kubectl(&[
+        "patch",
+        "secret",
+        "rotating-webhook-secret",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        &json!({"stringData": {NEXT_TOKEN_KEY: new}}).to_string(),
+    ]);
+    assert!(out.success, "{}", out.stderr);
+
+    // A receiver already given only the new token accepts the real
+    // deliveries: their webhook-signature carries two signatures, one by it.
+    let updated = ExampleReceiver::start(language, &new);
+    let out = support::kubectl(&[
+        "patch",
+        "owh",
+        "rotating",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        &json!({"spec": {"url": updated.url()}}).to_string(),
+    ]);
+    assert!(out.success, "{}", out.stderr);
+    accept(ns, "rotating", true);
+    let _dispatcher = test.dispatcher_as(language, &["--retry-schedule", "100ms"]);
+    let id = test.publish(&json!({"type": "conversation"}));
+    wait_for("the receiver to verify the delivery", Duration::from_secs(30), || {
+        let lines = updated.verified();
+        if lines.iter().any(|l| l.contains(id.as_str())) {
+            Ok(())
+        } else {
+            Err(format!("{lines:?}"))
+        }
+    });
+
+    // A receiver given both tokens accepts the Kustomer header by either.
+    let both = ExampleReceiver::start(language, &format!("{new},{old}"));
+    let body = br#"{"id":"rotated-1","name":"kustomer.conversation.create","org":"acme","data":{}}"#;
+    let by = |token: &str| outbound_webhooks::signing::kustomer_signature(token, body);
+    assert_eq!(both.post(body, &by(&old)), 200, "signed by the previous token");
+    assert_eq!(both.post(body, &by(&new)), 200, "signed by the new token");
+    assert_eq!(
+        both.post(body, &by(&new_token())),
+        401,
+        "signed by a token not in the list"
+    );
+    assert_eq!(
+        updated.post(body, &by(&old)),
+        401,
+        "the old token is not in that receiver's list"
+    );
+}
+
 #[test]
 fn the_node_receiver_verifies_real_deliveries_and_refuses_bad_ones() {
     real_deliveries_are_verified_and_bad_ones_refused("node");
@@ -190,4 +254,14 @@ fn the_node_receiver_verifies_real_deliveries_and_refuses_bad_ones() {
 #[test]
 fn the_python_receiver_verifies_real_deliveries_and_refuses_bad_ones() {
     real_deliveries_are_verified_and_bad_ones_refused("python");
+}
+
+#[test]
+fn the_node_receiver_accepts_deliveries_by_any_of_its_tokens_during_a_rotation() {
+    deliveries_during_a_rotation_are_accepted_by_any_listed_token("node");
+}
+
+#[test]
+fn the_python_receiver_accepts_deliveries_by_any_of_its_tokens_during_a_rotation() {
+    deliveries_during_a_rotation_are_accepted_by_any_listed_token("python");
 }

@@ -2,43 +2,57 @@
 //! secret and the conditions, the real dispatcher delivers, a receiver on
 //! loopback answers. What an on-call engineer sees: `kubectl get owh` and
 //! `kubectl describe owh` of a hook the dispatcher turned off, and the
-//! documented way back.
+//! documented way back; a signing secret rotated in two steps while
+//! third-party verifiers keep accepting every delivery.
 
 mod support;
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Duration,
+};
 
+use base64::Engine as _;
 use outbound_webhooks::{
-    conditions::ready,
-    controller::secret::TOKEN_KEY,
-    resource::{REENABLE_ANNOTATION, WEBHOOK_SECRET_LABEL},
+    conditions::{SECRET_READY, ready, secret_ready},
+    controller::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
+    resource::{PROMOTE_SECRET_ANNOTATION, REENABLE_ANNOTATION, ROTATE_SECRET_ANNOTATION, WEBHOOK_SECRET_LABEL},
+    signing::{kustomer_signature, standard_webhooks_secret},
+    signing_tokens::{NEXT_STANDARD_WEBHOOKS_KEY, NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
 };
 use serde_json::json;
 use support::{
     controller::{ControllerProcess, unique_lease},
     delivery_test::DeliveryTest,
     dispatcher::run_cli,
-    hooks::{TestHook, generated_secret, hook_yaml, uid, wait_active, wait_not_ready},
-    kubectl::apply_ok,
+    hooks::{
+        TestHook, condition, generated_secret, hook_yaml, labelled_secret, new_token, uid, wait_active, wait_not_ready,
+    },
+    kubectl::{apply_ok, describe, get_json, wait_described},
     kubectl_ok,
-    receiver::{Receiver, verify_signatures},
+    receiver::{Received, Receiver, Reply, standard_signatures, verify_signatures, verify_signatures_with},
     unique_suffix, wait_for,
 };
 
 /// The real controller, for namespace `ns` only, on a Lease of its own.
 fn controller_for(name: &str, ns: &str) -> ControllerProcess {
-    ControllerProcess::start(
-        &format!("{name}-{}", unique_suffix()),
-        &[
-            "--allow-http",
-            "--watch-namespace",
-            ns,
-            "--lease-name",
-            &unique_lease(name),
-            "--lease-duration",
-            "3s",
-        ],
-    )
+    controller_with(name, ns, &[])
+}
+
+/// Like [`controller_for`], with `extra` flags.
+fn controller_with(name: &str, ns: &str, extra: &[&str]) -> ControllerProcess {
+    let lease = unique_lease(name);
+    let mut args = vec![
+        "--allow-http",
+        "--watch-namespace",
+        ns,
+        "--lease-name",
+        &lease,
+        "--lease-duration",
+        "3s",
+    ];
+    args.extend_from_slice(extra);
+    ControllerProcess::start(&format!("{name}-{}", unique_suffix()), &args)
 }
 
 #[test]
@@ -173,4 +187,310 @@ fn a_header_secret_made_from_a_file_with_a_trailing_newline_is_sent_without_the_
     let id = test.publish(&json!({"n": 1}));
     let got = receiver.wait_for_event(&id, 1, Duration::from_secs(20));
     assert_eq!(got[0].header("authorization"), "Bearer abc");
+}
+
+/// Publishes `{}` events until one arrives whose request satisfies `check`
+/// (the dispatcher's Secret cache sees a change a moment after the API
+/// server); returns that request.
+fn deliver_until(test: &DeliveryTest, receiver: &Receiver, what: &str, check: impl Fn(&Received) -> bool) -> Received {
+    wait_for(what, Duration::from_secs(30), || {
+        let id = test.publish(&json!({}));
+        let request = receiver.wait_for_event(&id, 1, Duration::from_secs(20)).remove(0);
+        if check(&request) {
+            Ok(request)
+        } else {
+            Err(format!("webhook-signature {:?}", request.header("webhook-signature")))
+        }
+    })
+}
+
+/// The hook's `SecretReady` message, which must stay True.
+fn secret_ready_message(ns: &str, hook: &str) -> String {
+    let c = condition(ns, hook, SECRET_READY).expect("SecretReady is set");
+    assert_eq!(c.status, "True", "SecretReady stays True during a rotation: {c:?}");
+    c.message
+}
+
+/// Waits until `SecretReady` (True) says `text`; returns the message.
+fn wait_secret_ready_says(ns: &str, hook: &str, text: &str) -> String {
+    wait_for(&format!("SecretReady to say {text:?}"), Duration::from_secs(15), || {
+        let message = secret_ready_message(ns, hook);
+        if message.contains(text) {
+            Ok(message)
+        } else {
+            Err(message)
+        }
+    })
+}
+
+/// Waits until the hook's generated Secret satisfies `check`; returns its data.
+fn wait_secret(
+    ns: &str,
+    hook: &str,
+    what: &str,
+    check: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
+) -> std::collections::BTreeMap<String, String> {
+    wait_for(what, Duration::from_secs(15), || {
+        let data = generated_secret(ns, hook).ok_or("no Secret")?;
+        if check(&data) {
+            Ok(data)
+        } else {
+            Err(format!("keys {:?}", data.keys()))
+        }
+    })
+}
+
+fn annotate(ns: &str, hook: &str, annotation: &str, value: &str) {
+    kubectl_ok(&[
+        "annotate",
+        &format!("owh/{hook}"),
+        "-n",
+        ns,
+        &format!("{annotation}={value}"),
+        "--overwrite",
+    ]);
+}
+
+/// Fails if any of `secrets` (or its base64 form, as in a Secret's JSON)
+/// appears in any of `texts`.
+fn assert_never_shown(secrets: &[&str], texts: &[(&str, &str)]) {
+    for secret in secrets {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+        for (what, text) in texts {
+            assert!(
+                !text.contains(secret) && !text.contains(&encoded),
+                "a signing secret appears in the {what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_signing_secret_rotates_in_two_steps_while_verifiers_keep_accepting_every_delivery() {
+    let test = DeliveryTest::new("rotation");
+    let ns = &test.ns;
+    // Refuses (500) requests whose Kustomer header is by this token, so an
+    // event is retried across the promotion.
+    let refused: Arc<Mutex<Option<String>>> = Arc::default();
+    let refusing = refused.clone();
+    let receiver = Receiver::start(move |request, _| match &*refusing.lock().unwrap() {
+        Some(token) if request.header("x-kustomer-webhook-signature") == kustomer_signature(token, &request.body) => {
+            Reply::Status(500)
+        }
+        _ => Reply::Status(200),
+    });
+    let overlap = ["--rotation-overlap", "5s"];
+    let mut controller = controller_with("rotation", ns, &overlap);
+    apply_ok(ns, &hook_yaml("crm", &receiver.url("/hook"), json!({})));
+    wait_active(ns, "crm", Duration::from_secs(20));
+    let old = generated_secret(ns, "crm").expect("the Secret")[TOKEN_KEY].clone();
+    let dispatcher = test.dispatcher(&["--retry-schedule", &["300ms"; 30].join(",")]);
+
+    // Before: one token signs both headers.
+    let first = deliver_until(&test, &receiver, "a delivery", |_| true);
+    assert_eq!(standard_signatures(&first).len(), 1);
+    verify_signatures_with(&old, &old, &first).expect("one token signs both headers");
+
+    // Step 1: rotate-secret stages a next token; SecretReady names the next command.
+    annotate(ns, "crm", ROTATE_SECRET_ANNOTATION, "v2");
+    let staged = wait_secret(ns, "crm", "a staged next-token", |d| d.contains_key(NEXT_TOKEN_KEY));
+    let new = staged[NEXT_TOKEN_KEY].clone();
+    assert_eq!(new.len(), 64);
+    assert_ne!(new, old);
+    assert_eq!(staged[TOKEN_KEY], old, "staging keeps the token");
+    assert_eq!(staged[NEXT_STANDARD_WEBHOOKS_KEY], standard_webhooks_secret(&new));
+    let message = wait_secret_ready_says(ns, "crm", "next token staged by outboundwebhooks.io/rotate-secret=v2");
+    assert!(
+        message.contains(&format!(
+            "update receivers to accept both, then: kubectl annotate owh/crm -n {ns} {PROMOTE_SECRET_ANNOTATION}=v2 --overwrite"
+        )),
+        "{message}"
+    );
+    wait_described(ns, "crm", &["SecretRotationStaged"]);
+    let both = deliver_until(&test, &receiver, "a delivery signed by both tokens", |r| {
+        standard_signatures(r).len() == 2
+    });
+    verify_signatures_with(&old, &old, &both)
+        .expect("Kustomer header by the token; webhook-signature verifies with it");
+    verify_signatures_with(&old, &new, &both).expect("webhook-signature also verifies with the staged token");
+
+    // A controller restart between the steps changes nothing.
+    let before = get_json(ns, "secret", "crm-webhook-secret").expect("the Secret");
+    let mut logs = controller.logs();
+    drop(controller);
+    controller = controller_with("rotation", ns, &overlap);
+    controller.wait_ready(Duration::from_secs(30));
+    wait_for("the new controller to reconcile", Duration::from_secs(15), || {
+        let (_, metrics) = controller.http_get("/metrics").ok_or("no answer")?;
+        let reconciled = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("outbound_webhooks_controller_reconciles_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if reconciled >= 1.0 { Ok(()) } else { Err(metrics) }
+    });
+    let after = get_json(ns, "secret", "crm-webhook-secret").expect("the Secret");
+    assert_eq!(
+        (&after["metadata"]["resourceVersion"], &after["data"]),
+        (&before["metadata"]["resourceVersion"], &before["data"]),
+        "the restart rewrote the Secret"
+    );
+    assert_eq!(secret_ready_message(ns, "crm"), message, "the restart changed the step");
+
+    // An event whose attempts fail before the promotion is retried after it
+    // with the new token.
+    *refused.lock().unwrap() = Some(old.clone());
+    let retried = test.publish(&json!({"retried": true}));
+    receiver.wait_for_event(&retried, 1, Duration::from_secs(20));
+
+    // Step 2: promote-secret with the same value.
+    annotate(ns, "crm", PROMOTE_SECRET_ANNOTATION, "v2");
+    let promoted = wait_secret(ns, "crm", "the promotion", |d| d[TOKEN_KEY] != old);
+    assert_eq!(promoted[TOKEN_KEY], new);
+    assert_eq!(promoted[STANDARD_WEBHOOKS_KEY], standard_webhooks_secret(&new));
+    assert_eq!(promoted[PREVIOUS_TOKEN_KEY], old);
+    assert!(!promoted.contains_key(NEXT_TOKEN_KEY), "{:?}", promoted.keys());
+    let message = wait_secret_ready_says(ns, "crm", "still signs webhook-signature until");
+    assert!(
+        message.contains("promoted outboundwebhooks.io/rotate-secret=v2"),
+        "{message}"
+    );
+    wait_described(ns, "crm", &["SecretPromoted"]);
+    let attempts = wait_for("the retry signed with the new token", Duration::from_secs(20), || {
+        let attempts = receiver.requests_for(&retried);
+        match attempts.last() {
+            Some(last) if last.header("x-kustomer-webhook-signature") == kustomer_signature(&new, &last.body) => {
+                Ok(attempts)
+            }
+            _ => Err(format!("{} attempts", attempts.len())),
+        }
+    });
+    *refused.lock().unwrap() = None;
+    let retry = attempts.last().unwrap();
+    assert_eq!(
+        attempts[0].header("x-kustomer-webhook-signature"),
+        kustomer_signature(&old, &attempts[0].body),
+        "the first attempt was signed before the promotion"
+    );
+    verify_signatures_with(&new, &new, retry).expect("after promotion both headers verify with the new token");
+    verify_signatures_with(&new, &old, retry).expect("webhook-signature still verifies with the old token");
+
+    // The overlap ends: the previous token is removed and signs no more.
+    let expired = wait_secret(ns, "crm", "previous-token to be removed", |d| {
+        !d.contains_key(PREVIOUS_TOKEN_KEY)
+    });
+    assert_eq!(expired[TOKEN_KEY], new);
+    wait_described(ns, "crm", &["PreviousSecretExpired"]);
+    let message = wait_secret_ready_says(ns, "crm", "keys token and standard-webhooks-secret");
+    assert!(!message.contains("previous"), "{message}");
+    let single = deliver_until(&test, &receiver, "a delivery signed by one token", |r| {
+        standard_signatures(r).len() == 1
+    });
+    verify_signatures_with(&new, &new, &single).expect("the new token signs both headers");
+    assert!(
+        verify_signatures_with(&new, &old, &single).is_err(),
+        "after the overlap the old token verifies nothing"
+    );
+
+    // No token anywhere a person or a log collector looks.
+    logs.push_str(&controller.logs());
+    let status = kubectl_ok(&["get", "owh", "crm", "-n", ns, "-o", "yaml"]);
+    let events = kubectl_ok(&["get", "events", "-n", ns, "-o", "yaml"]);
+    let described = describe(ns, "crm");
+    assert!(
+        logs.contains("signing secret rotation step"),
+        "the log captured nothing of the rotation"
+    );
+    assert_never_shown(
+        &[
+            &old,
+            &new,
+            &standard_webhooks_secret(&old),
+            &standard_webhooks_secret(&new),
+        ],
+        &[
+            ("controller logs", &logs),
+            ("dispatcher log", &dispatcher.log()),
+            ("status", &status),
+            ("events", &events),
+            ("describe", &described),
+        ],
+    );
+}
+
+#[test]
+fn a_referenced_secret_is_rotated_by_its_owner_and_its_next_and_previous_tokens_sign_webhook_signature() {
+    let test = DeliveryTest::new("rotation-ref");
+    let ns = &test.ns;
+    let receiver = Receiver::ok();
+    let (old, new) = (new_token(), new_token());
+    apply_ok(
+        ns,
+        &labelled_secret("mine", json!({"signing": old, NEXT_TOKEN_KEY: new})),
+    );
+    let _controller = controller_for("rotation-ref", ns);
+    apply_ok(
+        ns,
+        &hook_yaml(
+            "crm",
+            &receiver.url("/hook"),
+            json!({"secretRef": {"name": "mine", "key": "signing"}}),
+        ),
+    );
+    wait_active(ns, "crm", Duration::from_secs(20));
+    let message = secret_ready_message(ns, "crm");
+    assert!(
+        message.contains("key next-token is present") && message.contains("move it to key signing"),
+        "{message}"
+    );
+    let _dispatcher = test.dispatcher(&[]);
+    let staged = deliver_until(&test, &receiver, "a delivery signed by both tokens", |r| {
+        standard_signatures(r).len() == 2
+    });
+    verify_signatures_with(&old, &old, &staged).expect("the token signs both headers");
+    verify_signatures_with(&old, &new, &staged).expect("webhook-signature also verifies with next-token");
+
+    // The owner promotes by hand: next-token becomes the token, the old one previous-token.
+    apply_ok(
+        ns,
+        &labelled_secret("mine", json!({"signing": new, PREVIOUS_TOKEN_KEY: old})),
+    );
+    kubectl_ok(&[
+        "patch",
+        "secret",
+        "mine",
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        &json!([{"op": "remove", "path": format!("/data/{NEXT_TOKEN_KEY}")}]).to_string(),
+    ]);
+    let promoted = deliver_until(&test, &receiver, "a delivery by the new token", |r| {
+        r.header("x-kustomer-webhook-signature") == kustomer_signature(&new, &r.body)
+    });
+    verify_signatures_with(&new, &new, &promoted).expect("the new token signs both headers");
+    verify_signatures_with(&new, &old, &promoted).expect("webhook-signature also verifies with previous-token");
+    wait_secret_ready_says(ns, "crm", "key previous-token is present");
+
+    // An unusable previous-token is reported like an unusable token.
+    kubectl_ok(&[
+        "patch",
+        "secret",
+        "mine",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        &json!({"stringData": {PREVIOUS_TOKEN_KEY: "short"}}).to_string(),
+    ]);
+    let c = support::hooks::wait_condition(
+        ns,
+        "crm",
+        SECRET_READY,
+        "False",
+        secret_ready::SECRET_INVALID,
+        Duration::from_secs(15),
+    );
+    assert!(c.message.contains("\"previous-token\" of Secret mine"), "{c:?}");
+    assert!(!c.message.contains("short"), "the message quotes the value: {c:?}");
 }

@@ -7,11 +7,15 @@ printed:
   - a correctly signed event                      -> 200, printed once
   - the same event id again (a redelivery)        -> 200, not printed again
   - a tampered body, a wrong secret, no signature -> 401
+  - only webhook-signature, one entry or two of which one is valid
+                                                  -> 200; with an old timestamp -> 401
   - an event without a webhook-id header          -> 200, deduplicated on the envelope's id
   - a non-ASCII (UTF-8) body                      -> 200, printed
   - a signed body that is not a JSON object       -> 400
   - no token configured                           -> exits with status 2
   - WEBHOOK_TOKEN_FILE with a trailing newline    -> the newline is not part of the token
+  - a token list (WEBHOOK_TOKEN=new,previous, or two files), as during a
+    rotation                                      -> either token accepted, another refused
 
     python3 smoke_test.py [node] [python] [go] [rust]     (default: all four)
 
@@ -36,6 +40,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOKEN = "a3f1c2d4e5b6978812345678deadbeef00112233445566778899aabbccddeeff"
+NEW_TOKEN = "c" * 64
 WRONG_TOKEN = "b" * 64
 RECEIVERS = ["node", "python", "go", "rust"]
 TOOLS = {"node": "node", "python": sys.executable, "go": "go", "rust": "cargo"}
@@ -77,17 +82,28 @@ def envelope(event_id: str, name: str, data: dict) -> bytes:
     ).encode("utf-8")
 
 
-def headers_for(body: bytes, event_id, token=TOKEN, signature=None, with_id=True) -> dict:
-    """The headers the dispatcher sends (SPEC: The delivery)."""
-    ts = str(int(time.time()))
+def std_sign(token: str, event_id: str, ts: str, body: bytes) -> str:
+    digest = hmac.new(token.encode(), f"{event_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def headers_for(body: bytes, event_id, token=TOKEN, signature=None, with_id=True, std_tokens=None,
+                signed_body=None, age=0) -> dict:
+    """The headers the dispatcher sends (SPEC: The delivery), signed over
+    `signed_body` (default `body`): the Kustomer header by `token` (or
+    `signature`; False: absent) and webhook-signature by each of `std_tokens`
+    (default [token]; []: absent), timestamped `age` seconds ago."""
+    ts = str(int(time.time()) - age)
+    signed = body if signed_body is None else signed_body
     h = {"Content-Type": "application/json", "User-Agent": "outbound-webhooks/smoke-test",
          "X-Kustomer-Webhook-Event": json.loads(body)["name"]}
     if signature is not False:
-        h["X-Kustomer-Webhook-Signature"] = signature or sign(token, body)
+        h["X-Kustomer-Webhook-Signature"] = signature or sign(token, signed)
     if with_id:
-        std = hmac.new(token.encode(), f"{event_id}.{ts}.".encode() + body, hashlib.sha256).digest()
-        h.update({"webhook-id": event_id, "webhook-timestamp": ts,
-                  "webhook-signature": "v1," + base64.b64encode(std).decode()})
+        h.update({"webhook-id": event_id, "webhook-timestamp": ts})
+        entries = [std_sign(t, event_id, ts, signed) for t in ([token] if std_tokens is None else std_tokens)]
+        if entries:
+            h["webhook-signature"] = " ".join(entries)
     return h
 
 
@@ -182,6 +198,25 @@ def token_config(name: str, argv: "list[str]", cwd: str, tmp: str) -> None:
         print("  ok  WEBHOOK_TOKEN_FILE (trailing newline not part of the token)")
     finally:
         r.stop()
+    new_file = os.path.join(tmp, "next-token")
+    with open(new_file, "w") as f:
+        f.write(NEW_TOKEN + "\n")
+    for what, env in (("WEBHOOK_TOKEN=new, previous", {"WEBHOOK_TOKEN": f"{NEW_TOKEN}, {TOKEN}"}),
+                      ("WEBHOOK_TOKEN_FILE=new,previous", {"WEBHOOK_TOKEN_FILE": f"{new_file},{token_file}"})):
+        r = Receiver(name, argv, cwd, env)
+        try:
+            port = r.wait_port(30)
+            for n, (token, want) in enumerate(((TOKEN, 200), (NEW_TOKEN, 200), (WRONG_TOKEN, 401))):
+                event_id = f"65f1c0ffee0000000000f{n}08"
+                body = envelope(event_id, "kustomer.team.update", {"type": "team", "id": "t2"})
+                got = post_once(port, body, headers_for(body, event_id, token=token))
+                if got != want:
+                    raise AssertionError(f"{what}: signed by token {n}: HTTP {got}, want {want}")
+                if want == 200:
+                    expect_line(r, f"verified {event_id} kustomer.team.update org=acme")
+            print(f"  ok  {what}: either token accepted, another refused")
+        finally:
+            r.stop()
 
 
 def smoke(name: str, argv: "list[str]", cwd: str) -> None:
@@ -204,9 +239,18 @@ def smoke(name: str, argv: "list[str]", cwd: str) -> None:
         expect_line(r, f"verified {a_id} kustomer.conversation.create org=acme")
         post(a, headers_for(a, a_id), 200, "same event id again (redelivery)")
         tampered = a.replace(b'"open"', b'"done"')
-        post(tampered, headers_for(tampered, a_id, signature=sign(TOKEN, a)), 401, "tampered body")
+        post(tampered, headers_for(tampered, a_id, signed_body=a), 401, "tampered body")
         post(a, headers_for(a, a_id, token=WRONG_TOKEN), 401, "wrong secret")
-        post(a, headers_for(a, a_id, signature=False), 401, "no signature header")
+        post(a, headers_for(a, a_id, signature=False, std_tokens=[]), 401, "no signature header")
+        d_id, e_id = "65f1c0ffee00000000000d06", "65f1c0ffee00000000000e07"
+        d = envelope(d_id, "kustomer.user.create", {"type": "user", "id": "u7"})
+        post(d, headers_for(d, d_id, signature=False, age=400), 401, "only webhook-signature, timestamp 400 s old")
+        post(d, headers_for(d, d_id, signature=False), 200, "only webhook-signature")
+        expect_line(r, f"verified {d_id} kustomer.user.create org=acme")
+        e = envelope(e_id, "kustomer.user.update", {"type": "user", "id": "u8"})
+        post(e, headers_for(e, e_id, signature=False, std_tokens=[WRONG_TOKEN, TOKEN]), 200,
+             "webhook-signature with two signatures, one valid")
+        expect_line(r, f"verified {e_id} kustomer.user.update org=acme")
         b = envelope(b_id, "kustomer.customer.update", {"type": "customer", "id": "u1", "attributes": {}})
         post(b, headers_for(b, b_id, with_id=False), 200, "event without webhook-id header")
         expect_line(r, f"verified {b_id} kustomer.customer.update org=acme")

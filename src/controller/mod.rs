@@ -9,6 +9,7 @@ pub mod acceptance;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod rotation;
 pub mod secret;
 pub mod status;
 
@@ -70,6 +71,10 @@ pub struct ControllerArgs {
     /// Reconcile only the hooks of this namespace (default: all namespaces).
     #[arg(long, env = "OUTBOUND_WEBHOOKS_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+    /// How long a token rotated out by `promote-secret` still signs
+    /// webhook-signature (whole seconds, e.g. 24h, 90m, 5s).
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_ROTATION_OVERLAP", default_value = "24h", value_parser = parse_rotation_overlap)]
+    pub rotation_overlap: Duration,
     /// This replica's name in the Lease; defaults to the host name (the
     /// Pod name) plus a random suffix.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_IDENTITY")]
@@ -80,17 +85,32 @@ pub struct ControllerArgs {
     pub exit_on_stdin_close: bool,
 }
 
+/// Parses a duration such as `15s`, `1m`, `24h` or `3` (seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(seconds) = text.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    let signed: jiff::SignedDuration = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 15s or 1m: {e}"))?;
+    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
+}
+
+/// Parses a rotation overlap such as `24h` or `5s`: whole seconds, at least 1 s.
+pub fn parse_rotation_overlap(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_secs(1) || duration.subsec_nanos() != 0 {
+        return Err(format!(
+            "{text:?}: the rotation overlap must be whole seconds, at least 1s"
+        ));
+    }
+    Ok(duration)
+}
+
 /// Parses a lease duration such as `15s`, `1m` or `3` (seconds); at least 2 s.
 pub fn parse_lease_duration(text: &str) -> Result<Duration, String> {
-    let duration = if let Ok(seconds) = text.trim().parse::<u64>() {
-        Duration::from_secs(seconds)
-    } else {
-        let signed: jiff::SignedDuration = text
-            .trim()
-            .parse()
-            .map_err(|e| format!("{text:?} is not a duration like 15s or 1m: {e}"))?;
-        Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))?
-    };
+    let duration = parse_duration(text)?;
     if duration < Duration::from_secs(2) || duration.subsec_nanos() != 0 {
         return Err(format!(
             "{text:?}: the lease duration must be whole seconds, at least 2s"
@@ -443,6 +463,7 @@ async fn run_controller(
         namespaces,
         default_limit: args.max_webhooks_per_namespace,
         allow_http: args.allow_http,
+        rotation_overlap: args.rotation_overlap,
         recorder: Recorder::new(
             client,
             Reporter {
@@ -539,6 +560,16 @@ mod tests {
             names(hooks_using_secret(&store, &secret("shop-webhook-secret"))),
             ["shop"]
         );
+    }
+
+    #[test]
+    fn rotation_overlaps_parse_in_whole_seconds_of_at_least_one() {
+        assert_eq!(parse_rotation_overlap("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_rotation_overlap("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_rotation_overlap("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_rotation_overlap("0s").is_err());
+        assert!(parse_rotation_overlap("1.5s").is_err());
+        assert!(parse_rotation_overlap("-1h").is_err());
     }
 
     #[test]

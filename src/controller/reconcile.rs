@@ -61,6 +61,8 @@ pub struct Context {
     pub default_limit: usize,
     /// `--allow-http`.
     pub allow_http: bool,
+    /// `--rotation-overlap`: how long a rotated-out token still signs.
+    pub rotation_overlap: Duration,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
     /// Prometheus metrics.
@@ -213,6 +215,7 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
     };
 
     let mut secret_events = Vec::new();
+    let mut rotation = secret::Rotated::default();
     let secret = if let Some(reference) = &hook.spec.secret_ref {
         secret::check_reference(&secrets, &ctx.secrets, hook, reference)
             .await
@@ -237,23 +240,38 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
                 note: format!("adopted Secret {secret_name} of a deleted hook of the same name, keeping its token"),
             });
         }
-        ensured.outcome
+        match (ensured.outcome, ensured.secret) {
+            (SecretOutcome::Generated { name, .. }, Some(current)) => {
+                rotation = secret::rotate_generated(&secrets, hook, current, ctx.rotation_overlap)
+                    .await
+                    .map_err(secret_error)?;
+                secret_events.append(&mut rotation.events);
+                SecretOutcome::Generated {
+                    name,
+                    rotation: rotation.note.clone(),
+                }
+            }
+            (outcome, _) => outcome,
+        }
     } else {
         secret::observe_generated(&ctx.secrets, hook)
     };
 
     // Header Secrets matter only once the signing secret is usable.
     let secret = match secret {
-        SecretOutcome::Generated { name } | SecretOutcome::Referenced { name }
+        SecretOutcome::Generated { ref name, .. } | SecretOutcome::Referenced { ref name, .. }
             if hook.spec.headers.iter().any(|h| h.value_from.is_some()) =>
         {
             match secret::check_header_secrets(&secrets, &ctx.secrets, hook)
                 .await
                 .map_err(secret_error)?
             {
-                Some((reason, message)) => SecretOutcome::HeaderProblem { name, reason, message },
-                None if hook.spec.secret_ref.is_some() => SecretOutcome::Referenced { name },
-                None => SecretOutcome::Generated { name },
+                Some((reason, message)) => SecretOutcome::HeaderProblem {
+                    name: name.clone(),
+                    reason,
+                    message,
+                },
+                None => secret,
             }
         }
         other => other,
@@ -285,7 +303,20 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
             ready = ready.map(|c| c.reason.as_str()).unwrap_or(""),
             "status updated"
         );
-        let events = status::transition_events(&previous, &desired);
+        let mut events = status::transition_events(&previous, &desired);
+        let secret_message = |s: &ControllerStatus| {
+            s.condition(crate::conditions::SECRET_READY)
+                .map(|c| c.message.clone())
+                .unwrap_or_default()
+        };
+        // Once per new message, not per reconcile.
+        if rotation.refused_promote && secret_message(&previous) != secret_message(&desired) {
+            events.push(EventNote {
+                severity: Severity::Warning,
+                reason: "SecretPromotionRefused".into(),
+                note: secret_message(&desired),
+            });
+        }
         ctx.written
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -309,7 +340,8 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
         {
             Action::requeue(PROBLEM_RECHECK)
         }
-        _ => Action::requeue(RESYNC),
+        // The end of a rotation's overlap, when previous-token is removed.
+        _ => Action::requeue(rotation.recheck.map_or(RESYNC, |end| end.min(RESYNC))),
     })
 }
 

@@ -1,9 +1,9 @@
 //! The signing secret: generating one for a hook (created once, never
-//! overwritten, adopted from a deleted hook of the same name) or checking the
-//! one `spec.secretRef` names. Decisions are pure functions; the two async
-//! functions at the bottom do the API calls.
+//! overwritten, adopted from a deleted hook of the same name), rotating it
+//! (see [`super::rotation`]), or checking the one `spec.secretRef` names.
+//! Decisions are pure functions; the async functions do the API calls.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
@@ -12,18 +12,25 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 
-use super::status::SecretOutcome;
+use super::{
+    rotation::{self, Change, Decision, PROMOTED_ANNOTATION, Phase, Requested, SecretState},
+    status::{EventNote, SecretOutcome},
+};
 use crate::{
     conditions::secret_ready,
-    resource::{OutboundWebhook, SecretKeyRef, WEBHOOK_SECRET_LABEL},
+    resource::{
+        OutboundWebhook, PROMOTE_SECRET_ANNOTATION, ROTATE_SECRET_ANNOTATION, SecretKeyRef, WEBHOOK_SECRET_LABEL,
+    },
     secret_values,
     signing::standard_webhooks_secret,
+    signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY, SigningTokens, TokenProblem},
 };
 
-/// Key of the hex token (the HMAC key, as UTF-8 bytes).
-pub const TOKEN_KEY: &str = "token";
-/// Key of the same token in Standard Webhooks form (`whsec_` + base64).
-pub const STANDARD_WEBHOOKS_KEY: &str = "standard-webhooks-secret";
+pub use crate::signing_tokens::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY};
+
+/// Most writes one reconcile makes to rotate a Secret (an expiry, a stage
+/// and a promotion, plus re-reads after conflicts).
+const MAX_ROTATION_WRITES: usize = 6;
 
 /// The name of the Secret generated for a hook.
 pub fn generated_secret_name(hook_name: &str) -> String {
@@ -37,14 +44,20 @@ pub fn generate_token() -> Result<String, getrandom::Error> {
     Ok(hex::encode(bytes))
 }
 
-/// The Secret to create for a hook, labelled and controlled by it.
+/// The Secret to create for a hook, labelled and controlled by it. A fresh
+/// token needs no rotation: the hook's current `rotate-secret` value, if
+/// any, is recorded as done.
 pub fn new_secret(hook: &OutboundWebhook, token: &str) -> Secret {
+    let rotated = Requested::of(hook)
+        .rotate
+        .map(|value| BTreeMap::from([(PROMOTED_ANNOTATION.to_string(), value.to_string())]));
     Secret {
         metadata: ObjectMeta {
             name: Some(generated_secret_name(&hook.name_any())),
             namespace: hook.namespace(),
             labels: Some(BTreeMap::from([(WEBHOOK_SECRET_LABEL.to_string(), "true".to_string())])),
             owner_references: hook.controller_owner_ref(&()).map(|r| vec![r]),
+            annotations: rotated,
             ..Default::default()
         },
         string_data: Some(BTreeMap::from([
@@ -108,7 +121,14 @@ fn missing_key(secret_name: &str, key: &str) -> SecretOutcome {
 }
 
 /// Checks a Secret named by `spec.secretRef`; `None` when it does not exist.
-pub fn check_referenced(secret: Option<&Secret>, reference: &SecretKeyRef, namespace: &str) -> SecretOutcome {
+/// `rotation_annotated`: the hook carries `rotate-secret` or
+/// `promote-secret`, which act on generated Secrets only.
+pub fn check_referenced(
+    secret: Option<&Secret>,
+    reference: &SecretKeyRef,
+    namespace: &str,
+    rotation_annotated: bool,
+) -> SecretOutcome {
     let name = &reference.name;
     let Some(secret) = secret else {
         return SecretOutcome::Problem {
@@ -124,16 +144,48 @@ pub fn check_referenced(secret: Option<&Secret>, reference: &SecretKeyRef, names
             ),
         };
     }
-    let Some(ByteString(token)) = secret.data.as_ref().and_then(|d| d.get(&reference.key)) else {
-        return missing_key(name, &reference.key);
+    let empty = BTreeMap::new();
+    let tokens = match SigningTokens::read(secret.data.as_ref().unwrap_or(&empty), &reference.key) {
+        Ok(tokens) => tokens,
+        Err(TokenProblem::Missing(key)) => return missing_key(name, &key),
+        Err(TokenProblem::Invalid { key, problem }) => {
+            return SecretOutcome::Problem {
+                reason: secret_ready::SECRET_INVALID,
+                message: format!("key {key:?} of Secret {name} (spec.secretRef) {problem}"),
+            };
+        }
     };
-    if let Err(problem) = secret_values::signing_token(token) {
-        return SecretOutcome::Problem {
-            reason: secret_ready::SECRET_INVALID,
-            message: format!("key {:?} of Secret {name} (spec.secretRef) {problem}", reference.key),
-        };
+    SecretOutcome::Referenced {
+        name: name.clone(),
+        rotation: referenced_rotation_note(&tokens, name, &reference.key, rotation_annotated),
     }
-    SecretOutcome::Referenced { name: name.clone() }
+}
+
+/// What `SecretReady` says of a referenced Secret's rotation keys: the user
+/// rotates it, the dispatcher honours `next-token` and `previous-token`.
+fn referenced_rotation_note(
+    tokens: &SigningTokens<'_>,
+    name: &str,
+    key: &str,
+    rotation_annotated: bool,
+) -> Option<String> {
+    let mut notes = Vec::new();
+    if tokens.next.is_some() {
+        notes.push(format!(
+            "key {NEXT_TOKEN_KEY} is present, so webhook-signature also carries a signature by it; once receivers accept it, move it to key {key} and the old token to key {PREVIOUS_TOKEN_KEY}"
+        ));
+    }
+    if tokens.previous.is_some() {
+        notes.push(format!(
+            "key {PREVIOUS_TOKEN_KEY} is present, so webhook-signature also carries a signature by it; remove it once no receiver needs it"
+        ));
+    }
+    if rotation_annotated {
+        notes.push(format!(
+            "{ROTATE_SECRET_ANNOTATION} and {PROMOTE_SECRET_ANNOTATION} act on generated Secrets only: rotate Secret {name} yourself (keys {NEXT_TOKEN_KEY} and {PREVIOUS_TOKEN_KEY})"
+        ));
+    }
+    (!notes.is_empty()).then(|| notes.join("; "))
 }
 
 /// Checks a Secret a header's `valueFrom` reads; `None` when it does not
@@ -202,12 +254,21 @@ pub async fn check_header_secrets(
     Ok(None)
 }
 
-fn has_token(secret: &Secret) -> bool {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(TOKEN_KEY))
-        .is_some_and(|ByteString(t)| !t.is_empty())
+/// What a generated Secret the hook owns says: usable, or the key that is
+/// missing or unusable (a rotation key too).
+fn generated_outcome(secret: &Secret, name: &str) -> SecretOutcome {
+    let empty = BTreeMap::new();
+    match SigningTokens::read(secret.data.as_ref().unwrap_or(&empty), TOKEN_KEY) {
+        Ok(_) => SecretOutcome::Generated {
+            name: name.to_string(),
+            rotation: None,
+        },
+        Err(TokenProblem::Missing(key)) => missing_key(name, &key),
+        Err(TokenProblem::Invalid { key, problem }) => SecretOutcome::Problem {
+            reason: secret_ready::SECRET_INVALID,
+            message: format!("key {key:?} of Secret {name} {problem}"),
+        },
+    }
 }
 
 /// The API call that failed while handling a Secret.
@@ -228,6 +289,14 @@ pub enum SecretError {
     /// The OS random source failed.
     #[error("reading the OS random source for a new token: {0}")]
     Random(getrandom::Error),
+    /// The Secret kept changing under a rotation (retried with backoff).
+    #[error("Secret {namespace}/{name} kept changing while rotating its token; trying again")]
+    Unsettled {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        name: String,
+    },
 }
 
 /// The result of making sure a hook's generated Secret exists.
@@ -239,6 +308,9 @@ pub struct Ensured {
     pub created: bool,
     /// Whether this call adopted it from a deleted hook.
     pub adopted: bool,
+    /// The Secret as this call last saw it (created, cached, read or
+    /// patched), when it is the hook's and usable: what a rotation starts from.
+    pub secret: Option<Secret>,
 }
 
 /// Makes sure the accepted hook's generated Secret exists and is its own:
@@ -265,11 +337,12 @@ pub async fn ensure_generated(
         None => {
             let token = generate_token().map_err(SecretError::Random)?;
             match api.create(&PostParams::default(), &new_secret(hook, &token)).await {
-                Ok(_) => {
+                Ok(created) => {
                     return Ok(Ensured {
-                        outcome: SecretOutcome::Generated { name },
+                        outcome: SecretOutcome::Generated { name, rotation: None },
                         created: true,
                         adopted: false,
+                        secret: Some(created),
                     });
                 }
                 // Either our cache lags behind or the Secret is not labelled;
@@ -288,11 +361,11 @@ pub async fn ensure_generated(
             },
             created: false,
             adopted: false,
+            secret: None,
         });
     };
     let outcome = match ownership(&secret, hook) {
-        Ownership::OwnedByHook if has_token(&secret) => SecretOutcome::Generated { name },
-        Ownership::OwnedByHook => missing_key(&name, TOKEN_KEY),
+        Ownership::OwnedByHook => generated_outcome(&secret, &name),
         Ownership::Conflict(message) => SecretOutcome::Problem {
             reason: secret_ready::SECRET_CONFLICT,
             message,
@@ -314,26 +387,124 @@ pub async fn ensure_generated(
                     "ownerReferences": owners,
                 }
             });
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            let adopted = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(err("adopting"))?;
             tracing::info!(secret = %name, %namespace, "adopted the signing secret of a deleted hook of the same name, keeping its token");
+            let outcome = generated_outcome(&adopted, &name);
             return Ok(Ensured {
-                outcome: if has_token(&secret) {
-                    SecretOutcome::Generated { name }
-                } else {
-                    missing_key(&name, TOKEN_KEY)
-                },
+                secret: matches!(outcome, SecretOutcome::Generated { .. }).then_some(adopted),
+                outcome,
                 created: false,
                 adopted: true,
             });
         }
     };
     Ok(Ensured {
+        secret: matches!(outcome, SecretOutcome::Generated { .. }).then_some(secret),
         outcome,
         created: false,
         adopted: false,
     })
+}
+
+/// Where the rotation of a generated Secret stands after [`rotate_generated`].
+#[derive(Debug, Default)]
+pub struct Rotated {
+    /// The sentence `SecretReady`'s message adds (step and next command).
+    pub note: Option<String>,
+    /// An Event for each change made.
+    pub events: Vec<EventNote>,
+    /// `promote-secret` matches nothing, so nothing was promoted.
+    pub refused_promote: bool,
+    /// When to look again by itself: the end of the overlap.
+    pub recheck: Option<Duration>,
+}
+
+/// Takes the hook's generated Secret through the rotation steps its
+/// annotations ask for: each write is a merge patch carrying the Secret's
+/// resourceVersion (a compare-and-swap), and decided again on the Secret
+/// the API server returns; on a conflict the Secret is read again.
+pub async fn rotate_generated(
+    api: &Api<Secret>,
+    hook: &OutboundWebhook,
+    secret: Secret,
+    overlap: Duration,
+) -> Result<Rotated, SecretError> {
+    let namespace = hook.namespace().unwrap_or_default();
+    let hook_name = hook.name_any();
+    let name = secret.name_any();
+    let api_error = |action: &'static str| {
+        let (namespace, name) = (namespace.clone(), name.clone());
+        move |source| SecretError::Api {
+            action,
+            namespace,
+            name,
+            source,
+        }
+    };
+    let requested = Requested::of(hook);
+    let mut secret = secret;
+    let mut events = Vec::new();
+    for _ in 0..MAX_ROTATION_WRITES {
+        let now = jiff::Timestamp::now();
+        let change = match rotation::decide(requested, SecretState::of(&secret), now) {
+            Decision::Steady(steady) => {
+                let recheck = match steady.phase {
+                    Phase::Overlap { until, .. } => {
+                        Some(Duration::try_from(until.duration_since(now)).unwrap_or(Duration::ZERO))
+                    }
+                    _ => None,
+                };
+                return Ok(Rotated {
+                    note: rotation::note(&steady, &hook_name, &namespace),
+                    events,
+                    refused_promote: steady.unmatched_promote.is_some(),
+                    recheck,
+                });
+            }
+            Decision::Change(change) => change,
+        };
+        let empty = BTreeMap::new();
+        let Ok(tokens) = SigningTokens::read(secret.data.as_ref().unwrap_or(&empty), TOKEN_KEY) else {
+            // Reported as SecretInvalid by generated_outcome; nothing to rotate.
+            return Ok(Rotated::default());
+        };
+        let resource_version = secret.resource_version().unwrap_or_default();
+        let until = rotation::overlap_end(now, overlap);
+        let patch = match change {
+            Change::Stage { rotate, .. } => {
+                let token = generate_token().map_err(SecretError::Random)?;
+                Some(rotation::stage_patch(&resource_version, rotate, &token))
+            }
+            Change::Promote { rotate } => rotation::promote_patch(&resource_version, rotate, &tokens, until),
+            Change::ExpirePrevious => Some(rotation::expire_patch(&resource_version)),
+            Change::Cancel { .. } => Some(rotation::cancel_patch(&resource_version)),
+        };
+        let note = rotation::event(&change, &name, &hook_name, &namespace, until);
+        let written = match patch {
+            None => None,
+            Some(patch) => match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(written) => Some(written),
+                Err(kube::Error::Api(e)) if e.code == 409 => None,
+                Err(e) => return Err(api_error("rotating the token of")(e)),
+            },
+        };
+        secret = match written {
+            Some(written) => {
+                tracing::info!(hook = %hook_name, %namespace, secret = %name, step = %note.reason, "signing secret rotation step");
+                events.push(note);
+                written
+            }
+            // Changed since it was read: read it again and decide afresh.
+            None => match api.get_opt(&name).await.map_err(api_error("reading"))? {
+                Some(fresh) => fresh,
+                None => return Ok(Rotated::default()),
+            },
+        };
+    }
+    Err(SecretError::Unsettled { namespace, name })
 }
 
 /// What the hook's generated Secret says while the hook holds no slot:
@@ -342,9 +513,7 @@ pub fn observe_generated(store: &Store<Secret>, hook: &OutboundWebhook) -> Secre
     let namespace = hook.namespace().unwrap_or_default();
     let name = generated_secret_name(&hook.name_any());
     match store.get(&ObjectRef::new(&name).within(&namespace)) {
-        Some(secret) if ownership(&secret, hook) == Ownership::OwnedByHook && has_token(&secret) => {
-            SecretOutcome::Generated { name }
-        }
+        Some(secret) if ownership(&secret, hook) == Ownership::OwnedByHook => generated_outcome(&secret, &name),
         _ => SecretOutcome::Problem {
             reason: secret_ready::SECRET_NOT_FOUND,
             message: format!("Secret {name} is generated once the hook is accepted"),
@@ -361,8 +530,10 @@ pub async fn check_reference(
     reference: &SecretKeyRef,
 ) -> Result<SecretOutcome, SecretError> {
     let namespace = hook.namespace().unwrap_or_default();
+    let requested = Requested::of(hook);
+    let annotated = requested.rotate.is_some() || requested.promote.is_some();
     if let Some(secret) = store.get(&ObjectRef::new(&reference.name).within(&namespace)) {
-        return Ok(check_referenced(Some(&secret), reference, &namespace));
+        return Ok(check_referenced(Some(&secret), reference, &namespace, annotated));
     }
     let secret = api.get_opt(&reference.name).await.map_err(|source| SecretError::Api {
         action: "reading",
@@ -370,7 +541,7 @@ pub async fn check_reference(
         name: reference.name.clone(),
         source,
     })?;
-    Ok(check_referenced(secret.as_ref(), reference, &namespace))
+    Ok(check_referenced(secret.as_ref(), reference, &namespace, annotated))
 }
 
 #[cfg(test)]
@@ -497,11 +668,15 @@ mod tests {
             SecretOutcome::Problem { reason, message } => (reason, message),
             other => ("ok", format!("{other:?}")),
         };
-        assert_eq!(reason(check_referenced(None, &reference, "acme")).0, "SecretNotFound");
+        assert_eq!(
+            reason(check_referenced(None, &reference, "acme", false)).0,
+            "SecretNotFound"
+        );
         let (r, message) = reason(check_referenced(
             Some(&secret(false, &[("token", &[b'a'; 32])], vec![])),
             &reference,
             "acme",
+            false,
         ));
         assert_eq!(r, "SecretNotLabelled");
         assert!(
@@ -512,7 +687,8 @@ mod tests {
             reason(check_referenced(
                 Some(&secret(true, &[("other", &[b'a'; 32])], vec![])),
                 &reference,
-                "acme"
+                "acme",
+                false
             ))
             .0,
             "SecretNotFound"
@@ -521,6 +697,7 @@ mod tests {
             Some(&secret(true, &[("token", &[b'a'; 15])], vec![])),
             &reference,
             "acme",
+            false,
         ));
         assert_eq!(r, "SecretInvalid");
         assert!(
@@ -531,7 +708,8 @@ mod tests {
             reason(check_referenced(
                 Some(&secret(true, &[("token", &[b'a'; 513])], vec![])),
                 &reference,
-                "acme"
+                "acme",
+                false
             ))
             .0,
             "SecretInvalid"
@@ -541,8 +719,100 @@ mod tests {
                 Some(&secret(true, &[("token", &vec![b'a'; len])], vec![])),
                 &reference,
                 "acme",
+                false,
             );
-            assert_eq!(ok, SecretOutcome::Referenced { name: "mine".into() });
+            assert_eq!(
+                ok,
+                SecretOutcome::Referenced {
+                    name: "mine".into(),
+                    rotation: None
+                }
+            );
         }
+    }
+
+    #[test]
+    fn a_referenced_secret_may_hold_next_and_previous_tokens_checked_like_the_token() {
+        let reference = SecretKeyRef {
+            name: "mine".into(),
+            key: "signing".into(),
+        };
+        let rotating = secret(
+            true,
+            &[
+                ("signing", &[b'a'; 32]),
+                (NEXT_TOKEN_KEY, &[b'b'; 32]),
+                (PREVIOUS_TOKEN_KEY, &[b'c'; 32]),
+            ],
+            vec![],
+        );
+        let SecretOutcome::Referenced {
+            rotation: Some(note), ..
+        } = check_referenced(Some(&rotating), &reference, "acme", false)
+        else {
+            panic!("a referenced Secret with rotation keys is usable");
+        };
+        assert!(
+            note.contains("key next-token is present") && note.contains("move it to key signing"),
+            "{note}"
+        );
+        assert!(note.contains("key previous-token is present"), "{note}");
+        let bad_next = secret(
+            true,
+            &[("signing", &[b'a'; 32]), (NEXT_TOKEN_KEY, b"too-short")],
+            vec![],
+        );
+        let SecretOutcome::Problem { reason, message } = check_referenced(Some(&bad_next), &reference, "acme", false)
+        else {
+            panic!("an unusable next-token is SecretInvalid");
+        };
+        assert_eq!(reason, "SecretInvalid");
+        assert!(
+            message.contains("\"next-token\" of Secret mine") && !message.contains("too-short"),
+            "{message}"
+        );
+        let plain = secret(true, &[("signing", &[b'a'; 32])], vec![]);
+        let SecretOutcome::Referenced {
+            rotation: Some(note), ..
+        } = check_referenced(Some(&plain), &reference, "acme", true)
+        else {
+            panic!("rotation annotations on a secretRef hook are explained");
+        };
+        assert!(note.contains("act on generated Secrets only"), "{note}");
+    }
+
+    #[test]
+    fn a_generated_secret_with_an_unusable_rotation_key_is_secret_invalid() {
+        let bad = secret(
+            true,
+            &[(TOKEN_KEY, &[b'a'; 64]), (PREVIOUS_TOKEN_KEY, &[0xff; 64])],
+            vec![],
+        );
+        let SecretOutcome::Problem { reason, message } = generated_outcome(&bad, "shop-webhook-secret") else {
+            panic!("an unusable previous-token is SecretInvalid");
+        };
+        assert_eq!(reason, "SecretInvalid");
+        assert!(
+            message.contains("previous-token") && message.contains("UTF-8"),
+            "{message}"
+        );
+        let good = secret(true, &[(TOKEN_KEY, &[b'a'; 64]), (NEXT_TOKEN_KEY, &[b'b'; 64])], vec![]);
+        assert!(matches!(
+            generated_outcome(&good, "shop-webhook-secret"),
+            SecretOutcome::Generated { .. }
+        ));
+        assert_eq!(
+            generated_outcome(&secret(true, &[], vec![]), "shop-webhook-secret"),
+            missing_key("shop-webhook-secret", TOKEN_KEY)
+        );
+    }
+
+    #[test]
+    fn a_fresh_secret_records_the_hooks_rotate_value_as_done() {
+        let mut h = hook("uid-1");
+        assert!(new_secret(&h, "00ff").metadata.annotations.is_none());
+        h.metadata.annotations = Some(BTreeMap::from([(ROTATE_SECRET_ANNOTATION.into(), "v2".into())]));
+        let s = new_secret(&h, "00ff");
+        assert_eq!(s.metadata.annotations.unwrap()[PROMOTED_ANNOTATION], "v2");
     }
 }

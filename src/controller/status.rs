@@ -45,11 +45,15 @@ pub enum SecretOutcome {
     Generated {
         /// Its name.
         name: String,
+        /// The rotation step and the next command, for the message.
+        rotation: Option<String>,
     },
     /// `spec.secretRef` names a usable token.
     Referenced {
         /// The Secret's name.
         name: String,
+        /// Its `next-token` or `previous-token`, for the message.
+        rotation: Option<String>,
     },
     /// The signing secret is usable but a Secret a header reads is not.
     HeaderProblem {
@@ -143,6 +147,13 @@ fn with_problem(message: String, problem: &Option<String>) -> String {
     }
 }
 
+fn with_rotation(message: String, rotation: &Option<String>) -> String {
+    match rotation {
+        Some(step) => format!("{message}; {step}"),
+        None => message,
+    }
+}
+
 /// The status the controller wants, given what it found. `previous` keeps
 /// `lastTransitionTime` of conditions whose status does not change.
 pub fn desired_status(
@@ -187,16 +198,22 @@ pub fn desired_status(
     };
 
     let (secret_ok, secret_reason, secret_message, secret_name) = match secret {
-        SecretOutcome::Generated { name } => (
+        SecretOutcome::Generated { name, rotation } => (
             true,
             secret_ready::SECRET_GENERATED,
-            format!("the signing token is in Secret {name}, keys token and standard-webhooks-secret"),
+            with_rotation(
+                format!("the signing token is in Secret {name}, keys token and standard-webhooks-secret"),
+                rotation,
+            ),
             Some(name.clone()),
         ),
-        SecretOutcome::Referenced { name } => (
+        SecretOutcome::Referenced { name, rotation } => (
             true,
             secret_ready::SECRET_REFERENCED,
-            format!("the signing token comes from Secret {name} (spec.secretRef)"),
+            with_rotation(
+                format!("the signing token comes from Secret {name} (spec.secretRef)"),
+                rotation,
+            ),
             Some(name.clone()),
         ),
         SecretOutcome::HeaderProblem { name, reason, message } => (false, *reason, message.clone(), Some(name.clone())),
@@ -400,6 +417,7 @@ mod tests {
     fn generated() -> SecretOutcome {
         SecretOutcome::Generated {
             name: "shop-webhook-secret".into(),
+            rotation: None,
         }
     }
 
@@ -443,6 +461,28 @@ mod tests {
         assert!(s.conditions.iter().all(|c| c.observed_generation == Some(3)));
         assert_eq!(s.secret_name.as_deref(), Some("shop-webhook-secret"));
         assert_eq!(s.spec_disabled_generation, None);
+    }
+
+    #[test]
+    fn a_rotation_step_keeps_secret_ready_true_and_adds_to_its_message() {
+        let h = hook(true, 1);
+        let rotating = SecretOutcome::Generated {
+            name: "shop-webhook-secret".into(),
+            rotation: Some("next token staged by outboundwebhooks.io/rotate-secret=v2".into()),
+        };
+        let s = desired_status(&h, &ControllerStatus::default(), &accepted(), &rotating, &time(1));
+        let c = s.condition(conditions::SECRET_READY).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "SecretGenerated"));
+        assert_eq!(
+            c.message,
+            "the signing token is in Secret shop-webhook-secret, keys token and standard-webhooks-secret; next token staged by outboundwebhooks.io/rotate-secret=v2"
+        );
+        assert_eq!(ready(&s), ("True".into(), "Active".into()));
+        let before = desired_status(&h, &ControllerStatus::default(), &accepted(), &generated(), &time(1));
+        assert!(
+            transition_events(&before, &s).is_empty(),
+            "the step's Event comes from the rotation"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
+use k8s_openapi::api::core::v1::Secret;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::{
@@ -283,18 +284,20 @@ pub async fn send(
     }
 }
 
-/// Sends one attempt of `task` to `hook`, with its metrics and logs;
-/// returns it and when it ended (Unix ms).
+/// Sends one attempt of `task` to `hook`, signed with the hook's Secret as
+/// cached now (`signing`, the one cached when the attempt was scheduled, if
+/// it left the cache since), with its metrics and logs; returns it and when
+/// it ended (Unix ms).
 pub async fn send_signed(
     shared: &Shared,
     hook: &OutboundWebhook,
     task: &Task,
-    token: &str,
+    signing: &Secret,
     attempt_number: u32,
 ) -> (Attempt, i64) {
     let timeout = Duration::from_secs(hook.spec.timeout_seconds.clamp(1, 30) as u64);
     let started = std::time::Instant::now();
-    let attempt = match request_headers(&shared.secrets, hook, task, token) {
+    let attempt = match request_headers(&shared.secrets, hook, task, signing) {
         Ok(headers) => {
             send(
                 &shared.http,

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     attempt::send_signed,
     context::{Shared, ms, now_ms, pause},
-    headers::token_of,
+    headers::signing_secret_of,
     routing::{Deliverability, deliverability},
     settle::{self, Settlement},
     store::{Store, StoreError, Task, uid_of_member},
@@ -138,7 +138,7 @@ async fn attempt_task(shared: &Shared, store: &Store, member: &str, claimed: i64
         };
         return settle::dead_letter(shared, &task, claimed, label, reason).await;
     }
-    let Some(token) = token_of(&shared.secrets, &hook) else {
+    let Some(signing) = signing_secret_of(&shared.secrets, &hook) else {
         return settle::wait(shared, &task, claimed, now, "its signing Secret is not in the cache").await;
     };
 
@@ -159,7 +159,7 @@ async fn attempt_task(shared: &Shared, store: &Store, member: &str, claimed: i64
     } else {
         now
     };
-    let (attempt, done_ms) = send_signed(shared, &hook, &task, &token, attempt_number).await;
+    let (attempt, done_ms) = send_signed(shared, &hook, &task, &signing, attempt_number).await;
     settle::settle(
         shared,
         Settlement {

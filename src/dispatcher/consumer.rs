@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     context::{Shared, ms, now_ms, pause},
     first_attempt::{self, PendingEntry},
-    headers::token_of,
+    headers::signing_secret_of,
     metrics::EventOutcome,
     routing::route,
     store::{self, Delivery, RawEntry, Store, StoreError, Task},
@@ -250,14 +250,14 @@ async fn handle_entry(
         // A hook whose slots are all busy with slow attempts gets a stored
         // task instead: its entry is not held, and other hooks' events not
         // held back behind it.
-        match token_of(&shared.secrets, hook) {
-            Some(token) if !lane.is_slow(now) && !shared.shutdown.is_cancelled() => {
+        match signing_secret_of(&shared.secrets, hook) {
+            Some(signing) if !lane.is_slow(now) && !shared.shutdown.is_cancelled() => {
                 tokio::spawn(first_attempt::run(
                     shared.clone(),
                     pending.clone(),
                     hook.clone(),
                     task,
-                    token,
+                    signing,
                     lane,
                 ));
             }

@@ -19,6 +19,8 @@ use std::{
     time::Duration,
 };
 
+use k8s_openapi::api::core::v1::Secret;
+
 use super::{
     acker::AckItem,
     attempt::{Outcome, send_signed},
@@ -89,7 +91,7 @@ pub async fn run(
     entry: Arc<PendingEntry>,
     hook: Arc<OutboundWebhook>,
     task: Task,
-    token: String,
+    signing: Arc<Secret>,
     lane: Arc<Lane>,
 ) {
     // Wait for a slot, but not behind a hook found slow meanwhile (its
@@ -135,7 +137,7 @@ pub async fn run(
     let started_ms = now_ms();
     let (attempt, done_ms) = shared
         .slots
-        .run(in_flight, send_signed(&shared, &hook, &task, &token, 1))
+        .run(in_flight, send_signed(&shared, &hook, &task, &signing, 1))
         .await;
     if attempt.outcome == Outcome::Delivered {
         shared.metrics.events_delivered.inc();

@@ -1,5 +1,10 @@
 //! The signed request headers of one attempt, and the Secret values they
-//! need (signing token, header values) from the dispatcher's cache.
+//! need (signing tokens, header values) from the dispatcher's cache.
+//!
+//! Every attempt is signed when it is sent, from the Secret as cached at that
+//! moment, so a retry after a promotion already uses the new token.
+
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -13,6 +18,7 @@ use crate::{
     resource::{OutboundWebhook, WEBHOOK_SECRET_LABEL},
     secret_values::{self, ValueProblem},
     signing,
+    signing_tokens::SigningTokens,
 };
 
 /// The event name (Kustomer).
@@ -23,7 +29,8 @@ pub const KUSTOMER_SIGNATURE: &str = "x-kustomer-webhook-signature";
 pub const WEBHOOK_ID: &str = "webhook-id";
 /// Unix seconds of this attempt (Standard Webhooks).
 pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
-/// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` (Standard Webhooks).
+/// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` (Standard Webhooks),
+/// one per valid token, space-separated.
 pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
 
 /// One value of a cached Secret, if `usable` accepts it (as it
@@ -40,16 +47,23 @@ pub fn secret_value(
     usable(&bytes.0).ok().map(str::to_string)
 }
 
-/// The signing token of a hook from the Secret cache, if usable.
-pub fn token_of(secrets: &Store<Secret>, hook: &OutboundWebhook) -> Option<String> {
+/// The hook's signing Secret from the cache, if its tokens are usable
+/// (a shared pointer into the cache: nothing is copied).
+pub fn signing_secret_of(secrets: &Store<Secret>, hook: &OutboundWebhook) -> Option<Arc<Secret>> {
     let (name, key) = signing_secret(hook)?;
-    secret_value(
-        secrets,
-        &hook.namespace().unwrap_or_default(),
-        &name,
-        &key,
-        secret_values::signing_token,
-    )
+    let namespace = hook.metadata.namespace.as_deref()?;
+    let secret = secrets.get(&ObjectRef::new(name).within(namespace))?;
+    SigningTokens::read(secret.data.as_ref()?, key).ok()?;
+    Some(secret)
+}
+
+/// The tokens to sign with now: from the cache as it is at send time, else
+/// from `fallback` (the Secret cached when the attempt was scheduled, in case
+/// it left the cache since).
+fn tokens_now<'a>(current: Option<&'a Secret>, fallback: &'a Secret, key: &str) -> Option<SigningTokens<'a>> {
+    current
+        .and_then(|s| SigningTokens::read(s.data.as_ref()?, key).ok())
+        .or_else(|| SigningTokens::read(fallback.data.as_ref()?, key).ok())
 }
 
 /// Headers of one attempt; errors name what is missing (never a value).
@@ -57,9 +71,13 @@ pub fn request_headers(
     secrets: &Store<Secret>,
     hook: &OutboundWebhook,
     task: &Task,
-    token: &str,
+    signing_fallback: &Secret,
 ) -> Result<HeaderMap, String> {
     let ns = hook.namespace().unwrap_or_default();
+    let (secret_name, key) = signing_secret(hook).ok_or("the hook names no signing Secret yet")?;
+    let current = secrets.get(&ObjectRef::new(secret_name).within(&ns));
+    let tokens = tokens_now(current.as_deref(), signing_fallback, key)
+        .ok_or_else(|| format!("the signing Secret {ns}/{secret_name} has no usable key {key}"))?;
     let timestamp = jiff::Timestamp::now().as_second();
     let mut headers = HeaderMap::new();
     for h in &hook.spec.headers {
@@ -92,7 +110,10 @@ pub fn request_headers(
         KUSTOMER_EVENT,
         HeaderValue::from_str(&task.event).map_err(|_| "bad event name".to_string())?,
     );
-    headers.insert(KUSTOMER_SIGNATURE, sig(signing::kustomer_signature(token, &task.body)));
+    headers.insert(
+        KUSTOMER_SIGNATURE,
+        sig(signing::kustomer_signature(tokens.token, &task.body)),
+    );
     headers.insert(
         WEBHOOK_ID,
         HeaderValue::from_str(&task.event_id).map_err(|_| "event id is not a valid header value".to_string())?,
@@ -100,12 +121,48 @@ pub fn request_headers(
     headers.insert(WEBHOOK_TIMESTAMP, sig(timestamp.to_string()));
     headers.insert(
         WEBHOOK_SIGNATURE,
-        sig(signing::standard_webhooks_signature(
-            token,
+        sig(signing::standard_webhooks_signatures(
+            tokens.standard_webhooks_tokens(),
             &task.event_id,
             timestamp,
             &task.body,
         )),
     );
     Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+
+    use super::*;
+    use crate::signing_tokens::{NEXT_TOKEN_KEY, TOKEN_KEY};
+
+    fn secret(entries: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attempts_sign_with_the_secret_as_cached_at_send_time_else_the_one_scheduled_with() {
+        let (old, new) = ("o".repeat(64), "n".repeat(64));
+        let scheduled = secret(&[(TOKEN_KEY, &old), (NEXT_TOKEN_KEY, &new)]);
+        let promoted = secret(&[(TOKEN_KEY, &new)]);
+        let now = tokens_now(Some(&promoted), &scheduled, TOKEN_KEY).unwrap();
+        assert_eq!((now.token, now.next), (new.as_str(), None));
+        let gone = tokens_now(None, &scheduled, TOKEN_KEY).unwrap();
+        assert_eq!((gone.token, gone.next), (old.as_str(), Some(new.as_str())));
+        let broken = secret(&[(TOKEN_KEY, "short")]);
+        assert_eq!(tokens_now(Some(&broken), &scheduled, TOKEN_KEY).unwrap().token, old);
+        assert_eq!(tokens_now(Some(&broken), &broken, TOKEN_KEY), None);
+    }
 }

@@ -108,13 +108,14 @@ pub fn route<'a>(hooks: impl IntoIterator<Item = &'a Arc<OutboundWebhook>>, org:
     route
 }
 
-/// The Secret name and key holding the signing token.
-pub fn signing_secret(hook: &OutboundWebhook) -> Option<(String, String)> {
+/// The Secret name and key holding the signing token (borrowed: this is
+/// looked up for every attempt).
+pub fn signing_secret(hook: &OutboundWebhook) -> Option<(&str, &str)> {
     if let Some(r) = &hook.spec.secret_ref {
-        return Some((r.name.clone(), r.key.clone()));
+        return Some((&r.name, &r.key));
     }
-    let name = hook.status.as_ref()?.secret_name.clone()?;
-    Some((name, "token".to_string()))
+    let name = hook.status.as_ref()?.secret_name.as_deref()?;
+    Some((name, crate::signing_tokens::TOKEN_KEY))
 }
 
 #[cfg(test)]
@@ -223,11 +224,11 @@ mod tests {
     #[test]
     fn the_signing_secret_comes_from_secret_ref_or_status() {
         let mut h = hook("acme", &["kustomer.conversation.create"]);
-        assert_eq!(signing_secret(&h), Some(("h-webhook-secret".into(), "token".into())));
+        assert_eq!(signing_secret(&h), Some(("h-webhook-secret", "token")));
         h.spec.secret_ref = Some(crate::resource::SecretKeyRef {
             name: "mine".into(),
             key: "k".into(),
         });
-        assert_eq!(signing_secret(&h), Some(("mine".into(), "k".into())));
+        assert_eq!(signing_secret(&h), Some(("mine", "k")));
     }
 }

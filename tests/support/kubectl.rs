@@ -156,6 +156,45 @@ pub fn describe(namespace: &str, hook: &str) -> String {
     kubectl_ok(&["describe", "owh", hook, "-n", namespace])
 }
 
+/// Waits until `kubectl describe owh HOOK` shows every one of `texts`
+/// (Event reasons, say); returns the text.
+pub fn wait_described(namespace: &str, hook: &str, texts: &[&str]) -> String {
+    super::wait_for(
+        &format!("{texts:?} in kubectl describe owh/{hook}"),
+        std::time::Duration::from_secs(15),
+        || {
+            let text = describe(namespace, hook);
+            if texts.iter().all(|t| text.contains(t)) {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        },
+    )
+}
+
+/// Waits until an `events.k8s.io` Event about the hook with `reason` and a
+/// note containing `text` exists; returns the note (in full: `describe`
+/// cuts long ones).
+pub fn wait_event(namespace: &str, hook: &str, reason: &str, text: &str) -> String {
+    super::wait_for(
+        &format!("an Event {reason} on owh/{hook} saying {text:?}"),
+        std::time::Duration::from_secs(15),
+        || {
+            let list = kubectl_ok(&["get", "events.events.k8s.io", "-n", namespace, "-o", "json"]);
+            let list: Value = serde_json::from_str(&list).map_err(|e| e.to_string())?;
+            list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["reason"] == reason && e["regarding"]["name"] == hook)
+                .map(|e| e["note"].as_str().unwrap_or_default().to_string())
+                .find(|note| note.contains(text))
+                .ok_or_else(|| format!("{} Events", list["items"].as_array().map_or(0, Vec::len)))
+        },
+    )
+}
+
 /// Writes one manifest per `(file name, document)` into a temporary folder
 /// and applies the folder at once, as `kubectl apply -f DIR` does.
 pub fn apply_folder(namespace: &str, documents: impl IntoIterator<Item = (String, String)>) {

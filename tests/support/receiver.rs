@@ -186,6 +186,18 @@ impl Receiver {
 /// Runs the Node verifier (the seed's Kustomer check and the npm
 /// `standardwebhooks` library) on a received request.
 pub fn verify_signatures(hook: &TestHook, request: &Received) -> Result<(), String> {
+    verify_signatures_with(&hook.token, &hook.token, request)
+}
+
+/// The `v1,` signatures `webhook-signature` carries.
+pub fn standard_signatures(request: &Received) -> Vec<&str> {
+    request.header("webhook-signature").split_whitespace().collect()
+}
+
+/// Runs the Node verifier with the seed's Kustomer check keyed by
+/// `kustomer_token` and the npm `standardwebhooks` library given the
+/// `whsec_` form of `standard_token` (during a rotation the two differ).
+pub fn verify_signatures_with(kustomer_token: &str, standard_token: &str, request: &Received) -> Result<(), String> {
     use base64::Engine;
     let dir = repo_root().join("tests/verifiers");
     assert!(
@@ -193,8 +205,8 @@ pub fn verify_signatures(hook: &TestHook, request: &Received) -> Result<(), Stri
         "the signature verifiers are not installed: run `npm ci --prefix tests/verifiers` (scripts/test.sh does)"
     );
     let input = json!({
-        "token": hook.token,
-        "standardWebhooksSecret": hook.whsec(),
+        "token": kustomer_token,
+        "standardWebhooksSecret": outbound_webhooks::signing::standard_webhooks_secret(standard_token),
         "body": base64::engine::general_purpose::STANDARD.encode(&request.body),
         "headers": request.headers,
     });

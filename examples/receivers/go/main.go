@@ -1,8 +1,9 @@
 // Example receiver for outbound-webhooks (Kustomer-compatible) deliveries.
 //
 //	WEBHOOK_TOKEN=... go run .     (or WEBHOOK_TOKEN_FILE=/path/to/token)
+//	WEBHOOK_TOKEN=new,previous ... (during a rotation: any listed token)
 //
-// Verifies the signature over the raw body (401 if bad or missing), answers
+// Verifies the signatures over the raw body (401 unless one matches), answers
 // 200, and processes each event id once: a redelivery of an id already seen is
 // acknowledged with 200 but not processed again. Processing here is printing
 // `verified <id> <name> org=<org>` to stdout. Go standard library only.
@@ -61,7 +62,13 @@ type envelope struct {
 	Org  string `json:"org"`
 }
 
-func handler(token string, seen *seenIDs) http.Handler {
+// verifyRequest is the receiver's check: either header signed by one of tokens.
+func verifyRequest(tokens []string, body []byte, h http.Header, now int64) bool {
+	return VerifySignature(tokens, body, h.Get("X-Kustomer-Webhook-Signature")) ||
+		VerifyStandardWebhooks(tokens, body, h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature"), now)
+}
+
+func handler(tokens []string, seen *seenIDs) http.Handler {
 	var printMu sync.Mutex
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && r.URL.Path == "/healthz" {
@@ -78,7 +85,7 @@ func handler(token string, seen *seenIDs) http.Handler {
 			http.Error(w, "body too large or unreadable", http.StatusRequestEntityTooLarge)
 			return
 		}
-		if !VerifySignature(token, body, r.Header.Get("X-Kustomer-Webhook-Signature")) {
+		if !verifyRequest(tokens, body, r.Header, time.Now().Unix()) {
 			http.Error(w, "invalid signature", http.StatusUnauthorized)
 			return
 		}
@@ -107,24 +114,41 @@ func handler(token string, seen *seenIDs) http.Handler {
 	})
 }
 
-func loadToken() (string, error) {
-	if t := os.Getenv("WEBHOOK_TOKEN"); t != "" {
-		return t, nil
-	}
-	if path := os.Getenv("WEBHOOK_TOKEN_FILE"); path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return "", err
+// list splits a comma-separated value, so a rotation can give the new and the
+// previous token.
+func list(value string) []string {
+	var items []string
+	for _, item := range strings.Split(value, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
 		}
-		// A file written by hand usually ends with a newline; the token does not.
-		return strings.TrimRight(string(b), "\r\n"), nil
 	}
-	return "", errors.New("set WEBHOOK_TOKEN or WEBHOOK_TOKEN_FILE to the webhook signing token")
+	return items
+}
+
+func loadTokens() ([]string, error) {
+	var tokens []string
+	if t := os.Getenv("WEBHOOK_TOKEN"); t != "" {
+		tokens = list(t)
+	} else if paths := os.Getenv("WEBHOOK_TOKEN_FILE"); paths != "" {
+		for _, path := range list(paths) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return nil, err
+			}
+			// A file written by hand usually ends with a newline; the token does not.
+			tokens = append(tokens, strings.TrimRight(string(b), "\r\n"))
+		}
+	}
+	if len(tokens) == 0 {
+		return nil, errors.New("set WEBHOOK_TOKEN or WEBHOOK_TOKEN_FILE to the webhook signing token(s)")
+	}
+	return tokens, nil
 }
 
 func main() {
 	log.SetOutput(os.Stderr)
-	token, err := loadToken()
+	tokens, err := loadTokens()
 	if err != nil {
 		log.Print(err)
 		os.Exit(2)
@@ -143,7 +167,7 @@ func main() {
 	}
 	fmt.Fprintf(os.Stderr, "listening on http://%s\n", ln.Addr())
 	srv := &http.Server{
-		Handler:           handler(token, &seenIDs{ids: map[string]struct{}{}}),
+		Handler:           handler(tokens, &seenIDs{ids: map[string]struct{}{}}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 	}

@@ -2,29 +2,42 @@
 // Example receiver for outbound-webhooks (Kustomer-compatible) deliveries.
 //
 //   WEBHOOK_TOKEN=... node server.js        (or WEBHOOK_TOKEN_FILE=/path/to/token)
+//   WEBHOOK_TOKEN=new,previous ...          (during a rotation: any listed token)
 //
-// Verifies the signature over the raw body (401 if bad or missing), answers 200,
+// Verifies the signatures over the raw body (401 unless one matches), answers 200,
 // and processes each event id once: a redelivery of an id already seen is
 // acknowledged with 200 but not processed again. Processing here is printing
 // `verified <id> <name> org=<org>` to stdout. Node standard library only.
 const fs = require('fs');
 const http = require('http');
-const { verifySignature } = require('./verify');
+const { verifyRequest } = require('./verify');
 
 const MAX_BODY_BYTES = 2 * 1024 * 1024; // events are at most 1 MiB
 const MAX_REMEMBERED_IDS = 100000;
 
-function loadToken() {
-  if (process.env.WEBHOOK_TOKEN) return process.env.WEBHOOK_TOKEN;
-  if (process.env.WEBHOOK_TOKEN_FILE) {
-    // A file written by hand usually ends with a newline; the token does not.
-    return fs.readFileSync(process.env.WEBHOOK_TOKEN_FILE, 'utf8').replace(/[\r\n]+$/, '');
-  }
-  console.error('set WEBHOOK_TOKEN or WEBHOOK_TOKEN_FILE to the webhook signing token');
-  process.exit(2);
+// Comma-separated lists, so a rotation can give the new and the previous token.
+function list(value) {
+  return value.split(',').map((s) => s.trim()).filter((s) => s !== '');
 }
 
-const token = loadToken();
+function loadTokens() {
+  let tokens = [];
+  if (process.env.WEBHOOK_TOKEN) {
+    tokens = list(process.env.WEBHOOK_TOKEN);
+  } else if (process.env.WEBHOOK_TOKEN_FILE) {
+    // A file written by hand usually ends with a newline; the token does not.
+    tokens = list(process.env.WEBHOOK_TOKEN_FILE).map((file) =>
+      fs.readFileSync(file, 'utf8').replace(/[\r\n]+$/, ''),
+    );
+  }
+  if (tokens.length === 0) {
+    console.error('set WEBHOOK_TOKEN or WEBHOOK_TOKEN_FILE to the webhook signing token(s)');
+    process.exit(2);
+  }
+  return tokens;
+}
+
+const tokens = loadTokens();
 // Ids already processed, oldest first (a Set keeps insertion order). A real
 // receiver keeps them in its database, with the processing, for longer than
 // the sender retries (about 80 minutes).
@@ -41,7 +54,7 @@ function reply(res, status, text) {
 }
 
 function handle(req, res, body) {
-  if (!verifySignature(token, body, req.headers['x-kustomer-webhook-signature'])) {
+  if (!verifyRequest(tokens, body, req.headers, Math.floor(Date.now() / 1000))) {
     return reply(res, 401, 'invalid signature');
   }
   let event;

@@ -2,8 +2,9 @@
 """Example receiver for outbound-webhooks (Kustomer-compatible) deliveries.
 
     WEBHOOK_TOKEN=... python3 receiver.py     (or WEBHOOK_TOKEN_FILE=/path/to/token)
+    WEBHOOK_TOKEN=new,previous ...            (during a rotation: any listed token)
 
-Verifies the signature over the raw body (401 if bad or missing), answers 200,
+Verifies the signatures over the raw body (401 unless one matches), answers 200,
 and processes each event id once: a redelivery of an id already seen is
 acknowledged with 200 but not processed again. Processing here is printing
 `verified <id> <name> org=<org>` to stdout. Python standard library only.
@@ -16,21 +17,30 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from verify import verify_signature
+from verify import verify_request
 
 MAX_BODY_BYTES = 2 * 1024 * 1024  # events are at most 1 MiB
 MAX_REMEMBERED_IDS = 100_000
 
 
-def load_token() -> str:
+def _list(value: str) -> "list[str]":
+    """Comma-separated, so a rotation can give the new and the previous token."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def load_tokens() -> "list[str]":
+    tokens: "list[str]" = []
     if os.environ.get("WEBHOOK_TOKEN"):
-        return os.environ["WEBHOOK_TOKEN"]
-    if os.environ.get("WEBHOOK_TOKEN_FILE"):
-        # A file written by hand usually ends with a newline; the token does not.
-        with open(os.environ["WEBHOOK_TOKEN_FILE"], encoding="utf-8") as f:
-            return f.read().rstrip("\r\n")
-    print("set WEBHOOK_TOKEN or WEBHOOK_TOKEN_FILE to the webhook signing token", file=sys.stderr)
-    sys.exit(2)
+        tokens = _list(os.environ["WEBHOOK_TOKEN"])
+    elif os.environ.get("WEBHOOK_TOKEN_FILE"):
+        for path in _list(os.environ["WEBHOOK_TOKEN_FILE"]):
+            # A file written by hand usually ends with a newline; the token does not.
+            with open(path, encoding="utf-8") as f:
+                tokens.append(f.read().rstrip("\r\n"))
+    if not tokens:
+        print("set WEBHOOK_TOKEN or WEBHOOK_TOKEN_FILE to the webhook signing token(s)", file=sys.stderr)
+        sys.exit(2)
+    return tokens
 
 
 class SeenIds:
@@ -56,7 +66,7 @@ class SeenIds:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and `Expect: 100-continue`
-    token = ""
+    tokens: "list[str]" = []
     seen = SeenIds(MAX_REMEMBERED_IDS)
     print_lock = threading.Lock()
 
@@ -88,7 +98,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._reply(413, "body too large", close=True)
         body = self.rfile.read(length)  # the raw bytes: never re-serialize before verifying
 
-        if not verify_signature(self.token, body, self.headers.get("X-Kustomer-Webhook-Signature")):
+        if not verify_request(self.tokens, body, self.headers):
             return self._reply(401, "invalid signature")
         try:
             event = json.loads(body)
@@ -110,7 +120,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    Handler.token = load_token()
+    Handler.tokens = load_tokens()
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "3000"))
     server = ThreadingHTTPServer((host, port), Handler)

@@ -1,23 +1,24 @@
 //! Example receiver for outbound-webhooks (Kustomer-compatible) deliveries.
 //!
 //!     WEBHOOK_TOKEN=... cargo run --release     (or WEBHOOK_TOKEN_FILE=/path/to/token)
+//!     WEBHOOK_TOKEN=new,previous ...            (during a rotation: any listed token)
 //!
-//! Verifies the signature over the raw body (401 if bad or missing), answers
+//! Verifies the signatures over the raw body (401 unless one matches), answers
 //! 200, and processes each event id once: a redelivery of an id already seen is
 //! acknowledged with 200 but not processed again. Processing here is printing
 //! `verified <id> <name> org=<org>` to stdout.
 //!
 //! The HTTP/1.1 server is a deliberately small one on `std::net::TcpListener`
 //! (Content-Length bodies, keep-alive, `Expect: 100-continue`); behind a
-//! framework (axum, actix-web, ...) keep only `handle` and `verify_signature`.
+//! framework (axum, actix-web, ...) keep only `handle` and the verify functions.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use outbound_webhooks_receiver::verify_signature;
+use outbound_webhooks_receiver::{StandardWebhooks, verify_signature, verify_standard_webhooks};
 
 const MAX_BODY_BYTES: usize = 2 << 20; // events are at most 1 MiB
 const MAX_LINE_BYTES: u64 = 8192;
@@ -63,8 +64,22 @@ impl Request {
     }
 }
 
+/// The receiver's check: either header signed by one of `tokens`.
+fn verify_request(tokens: &[&str], req: &Request) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let standard = StandardWebhooks {
+        id: req.header("webhook-id"),
+        timestamp: req.header("webhook-timestamp"),
+        signature: req.header("webhook-signature"),
+    };
+    verify_signature(tokens, &req.body, req.header("x-kustomer-webhook-signature"))
+        || verify_standard_webhooks(tokens, &req.body, standard, now)
+}
+
 /// The webhook logic: (status, response text).
-fn handle(token: &str, seen: &Mutex<SeenIds>, req: &Request) -> (u16, &'static str) {
+fn handle(tokens: &[&str], seen: &Mutex<SeenIds>, req: &Request) -> (u16, &'static str) {
     if req.method == "GET" && req.path == "/healthz" {
         return (200, "ok");
     }
@@ -72,7 +87,7 @@ fn handle(token: &str, seen: &Mutex<SeenIds>, req: &Request) -> (u16, &'static s
         return (405, "POST only");
     }
     // The raw bytes: never re-serialize before verifying.
-    if !verify_signature(token, &req.body, req.header("x-kustomer-webhook-signature")) {
+    if !verify_request(tokens, req) {
         return (401, "invalid signature");
     }
     let event = match serde_json::from_slice::<serde_json::Value>(&req.body) {
@@ -201,14 +216,14 @@ fn respond(writer: &mut TcpStream, status: u16, text: &str, keep_alive: bool) ->
     writer.flush()
 }
 
-fn serve(stream: TcpStream, token: &str, seen: &Mutex<SeenIds>) -> std::io::Result<()> {
+fn serve(stream: TcpStream, tokens: &[&str], seen: &Mutex<SeenIds>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     loop {
         match read_request(&mut reader, &mut writer) {
             Ok((req, keep_alive)) => {
-                let (status, text) = handle(token, seen, &req);
+                let (status, text) = handle(tokens, seen, &req);
                 respond(&mut writer, status, text, keep_alive)?;
                 if !keep_alive {
                     return Ok(());
@@ -220,25 +235,35 @@ fn serve(stream: TcpStream, token: &str, seen: &Mutex<SeenIds>) -> std::io::Resu
     }
 }
 
-fn load_token() -> Result<String, String> {
-    if let Ok(token) = std::env::var("WEBHOOK_TOKEN")
-        && !token.is_empty()
+/// A comma-separated list, so a rotation can give the new and the previous token.
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn load_tokens() -> Result<Vec<String>, String> {
+    let mut tokens = Vec::new();
+    if let Ok(value) = std::env::var("WEBHOOK_TOKEN")
+        && !value.is_empty()
     {
-        return Ok(token);
-    }
-    if let Ok(path) = std::env::var("WEBHOOK_TOKEN_FILE")
-        && !path.is_empty()
+        tokens.extend(list(&value).map(str::to_owned));
+    } else if let Ok(paths) = std::env::var("WEBHOOK_TOKEN_FILE")
+        && !paths.is_empty()
     {
-        let token = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-        // A file written by hand usually ends with a newline; the token does not.
-        return Ok(token.trim_end_matches(['\r', '\n']).to_owned());
+        for path in list(&paths) {
+            let token = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            // A file written by hand usually ends with a newline; the token does not.
+            tokens.push(token.trim_end_matches(['\r', '\n']).to_owned());
+        }
     }
-    Err("set WEBHOOK_TOKEN or WEBHOOK_TOKEN_FILE to the webhook signing token".to_owned())
+    if tokens.is_empty() {
+        return Err("set WEBHOOK_TOKEN or WEBHOOK_TOKEN_FILE to the webhook signing token(s)".to_owned());
+    }
+    Ok(tokens)
 }
 
 fn main() {
-    let token: Arc<str> = match load_token() {
-        Ok(token) => token.into(),
+    let tokens: Arc<Vec<String>> = match load_tokens() {
+        Ok(tokens) => Arc::new(tokens),
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(2);
@@ -259,9 +284,10 @@ fn main() {
     let seen = Arc::new(Mutex::new(SeenIds::default()));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let (token, seen) = (token.clone(), seen.clone());
+        let (tokens, seen) = (tokens.clone(), seen.clone());
         std::thread::spawn(move || {
-            let _ = serve(stream, &token, &seen);
+            let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            let _ = serve(stream, &tokens, &seen);
         });
     }
 }
