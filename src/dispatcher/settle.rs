@@ -230,7 +230,7 @@ async fn turn_off(
         generation: hook.metadata.generation.unwrap_or_default(),
     };
     let json = serde_json::to_string(&record).expect("the disable record serializes");
-    shared.store.set_disable_record(&task.uid, Some(&json)).await?;
+    shared.store.set_disable_record(&task.uid, &json).await?;
     shared
         .metrics
         .disabled_hooks
