@@ -473,7 +473,11 @@ fn a_failing_hook_is_delivering_false_with_failures_events_and_gauges_while_it_s
     write_delivery_status(&ns, "shop", failing_delivery(8));
     let later = wait_for("the count to reach 8", SOON, || {
         let c = condition(&ns, "shop", DELIVERING).ok_or("no Delivering")?;
-        if c.message.starts_with("8 attempts") { Ok(c) } else { Err(c.message) }
+        if c.message.starts_with("8 attempts") {
+            Ok(c)
+        } else {
+            Err(c.message)
+        }
     });
     assert_eq!(later.last_transition_time, c.last_transition_time);
 
@@ -490,14 +494,25 @@ fn a_failing_hook_is_delivering_false_with_failures_events_and_gauges_while_it_s
     wait_gauges(&ns, [Some(0.0), Some(0.0), Some(0.0)]);
     let events = wait_for("the Failing and Recovered Events", SOON, || {
         let events = events_about(&ns, "shop");
-        if events.iter().any(|e| e.reason == "Recovered") { Ok(events) } else { Err(format!("{events:?}")) }
+        if events.iter().any(|e| e.reason == "Recovered") {
+            Ok(events)
+        } else {
+            Err(format!("{events:?}"))
+        }
     });
     let failing: Vec<_> = events.iter().filter(|e| e.reason == delivering::FAILING).collect();
     assert_eq!(failing.len(), 1, "one Warning per transition: {events:?}");
     assert_eq!(failing[0].type_, "Warning");
-    assert!(failing[0].message.starts_with("7 attempts failed in a row"), "{events:?}");
+    assert!(
+        failing[0].message.starts_with("7 attempts failed in a row"),
+        "{events:?}"
+    );
     let recovered: Vec<_> = events.iter().filter(|e| e.reason == "Recovered").collect();
-    assert_eq!((recovered.len(), recovered[0].type_.as_str()), (1, "Normal"), "{events:?}");
+    assert_eq!(
+        (recovered.len(), recovered[0].type_.as_str()),
+        (1, "Normal"),
+        "{events:?}"
+    );
 
     // Turned off: the gauge says so; deleted: the series go.
     write_turn_off(

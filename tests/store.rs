@@ -373,7 +373,10 @@ async fn retention_bounds_each_hooks_dead_letters_on_its_own() {
 #[tokio::test]
 async fn a_run_of_failures_starts_at_its_first_failure_and_again_after_a_success_or_a_re_enable() {
     let store = store("failing-since").await;
-    assert_eq!(store.record_failure("u1", 1_000, Some(500), "HTTP 500").await.unwrap(), 1);
+    assert_eq!(
+        store.record_failure("u1", 1_000, Some(500), "HTTP 500").await.unwrap(),
+        1
+    );
     assert_eq!(store.record_failure("u1", 2_000, None, "refused").await.unwrap(), 2);
     let health = store.health("u1").await.unwrap();
     assert_eq!((health.consecutive_failures, health.first_failure_ms), (2, Some(1_000)));
@@ -390,6 +393,9 @@ async fn a_run_of_failures_starts_at_its_first_failure_and_again_after_a_success
     store.clear_disable_record("u1").await.unwrap();
     let health = store.health("u1").await.unwrap();
     assert_eq!((health.disabled, health.first_failure_ms), (None, None));
-    assert_eq!(store.record_failure("u1", 5_000, Some(503), "HTTP 503").await.unwrap(), 2);
+    assert_eq!(
+        store.record_failure("u1", 5_000, Some(503), "HTTP 503").await.unwrap(),
+        2
+    );
     assert_eq!(store.health("u1").await.unwrap().first_failure_ms, Some(5_000));
 }

@@ -128,7 +128,10 @@ mod tests {
 
     #[test]
     fn a_run_of_failures_says_how_many_since_when_the_last_error_and_when_the_hook_turns_off() {
-        let v = verdict(Some(&failing(7, Some(503), "HTTP 503 Service Unavailable: down")), false);
+        let v = verdict(
+            Some(&failing(7, Some(503), "HTTP 503 Service Unavailable: down")),
+            false,
+        );
         assert_eq!((v.ok, v.reason), (false, "Failing"));
         assert_eq!(
             v.message,
@@ -145,7 +148,11 @@ mod tests {
         );
         let long = "x".repeat(1000);
         let v = verdict(Some(&failing(2, None, &long)), false);
-        assert!(v.message.contains(&format!("(last: {})", "x".repeat(200))), "{}", v.message);
+        assert!(
+            v.message.contains(&format!("(last: {})", "x".repeat(200))),
+            "{}",
+            v.message
+        );
         assert!(!v.message.contains(&"x".repeat(201)), "{}", v.message);
     }
 

@@ -77,8 +77,9 @@ impl HookGauges {
             return;
         };
         let failing = conditions::find(hook, conditions::DELIVERING).is_some_and(|c| c.status == "False");
-        let turned_off = conditions::find(hook, conditions::READY)
-            .is_some_and(|c| c.status == "False" && [ready::AUTO_DISABLED, ready::REVOKED].contains(&c.reason.as_str()));
+        let turned_off = conditions::find(hook, conditions::READY).is_some_and(|c| {
+            c.status == "False" && [ready::AUTO_DISABLED, ready::REVOKED].contains(&c.reason.as_str())
+        });
         let failures = hook
             .status
             .as_ref()
@@ -89,7 +90,10 @@ impl HookGauges {
         self.failing.get_or_create(&labels).set(i64::from(failing));
         self.consecutive_failures.get_or_create(&labels).set(failures);
         self.turned_off.get_or_create(&labels).set(i64::from(turned_off));
-        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert((namespace, name));
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((namespace, name));
     }
 
     /// Removes the series of a deleted hook.

@@ -635,14 +635,26 @@ mod tests {
         let none = ControllerStatus::default();
         let fresh = desired_status(&hook(true, 1), &none, &accepted(), &generated(), &time(1));
         assert_eq!(delivering(&fresh), ("True".into(), "NoAttemptsYet".into()));
-        let failing = desired_status(&with_failures(hook(true, 1), 3), &fresh, &accepted(), &generated(), &time(2));
+        let failing = desired_status(
+            &with_failures(hook(true, 1), 3),
+            &fresh,
+            &accepted(),
+            &generated(),
+            &time(2),
+        );
         assert_eq!(delivering(&failing), ("False".into(), "Failing".into()));
         assert_eq!(ready(&failing), ("True".into(), "Active".into()));
         let c = failing.condition(conditions::DELIVERING).unwrap();
         assert_eq!(c.observed_generation, Some(1));
         assert_eq!(c.last_transition_time, time(2));
         assert!(c.message.starts_with("3 attempts failed in a row"), "{}", c.message);
-        let recovered = desired_status(&with_failures(hook(true, 1), 0), &failing, &accepted(), &generated(), &time(3));
+        let recovered = desired_status(
+            &with_failures(hook(true, 1), 0),
+            &failing,
+            &accepted(),
+            &generated(),
+            &time(3),
+        );
         assert_eq!(delivering(&recovered), ("True".into(), "Succeeding".into()));
         assert_eq!(ready(&recovered), ("True".into(), "Active".into()));
     }
@@ -650,13 +662,31 @@ mod tests {
     #[test]
     fn delivering_keeps_its_transition_time_while_the_count_grows_and_nothing_changes_while_requests_succeed() {
         let none = ControllerStatus::default();
-        let three = desired_status(&with_failures(hook(true, 1), 3), &none, &accepted(), &generated(), &time(2));
-        let five = desired_status(&with_failures(hook(true, 1), 5), &three, &accepted(), &generated(), &time(9));
+        let three = desired_status(
+            &with_failures(hook(true, 1), 3),
+            &none,
+            &accepted(),
+            &generated(),
+            &time(2),
+        );
+        let five = desired_status(
+            &with_failures(hook(true, 1), 5),
+            &three,
+            &accepted(),
+            &generated(),
+            &time(9),
+        );
         let c = five.condition(conditions::DELIVERING).unwrap();
         assert_eq!(c.last_transition_time, time(2));
         assert!(c.message.starts_with("5 attempts"), "{}", c.message);
 
-        let ok = desired_status(&with_failures(hook(true, 1), 0), &five, &accepted(), &generated(), &time(10));
+        let ok = desired_status(
+            &with_failures(hook(true, 1), 0),
+            &five,
+            &accepted(),
+            &generated(),
+            &time(10),
+        );
         let mut later = with_failures(hook(true, 1), 0);
         if let Some(d) = later.status.as_mut().and_then(|s| s.delivery.as_mut()) {
             d.last_success_time = Some(time(500));
@@ -670,18 +700,49 @@ mod tests {
         let reasons = |evs: Vec<EventNote>| evs.into_iter().map(|e| (e.severity, e.reason)).collect::<Vec<_>>();
         let none = ControllerStatus::default();
         let active = desired_status(&hook(true, 1), &none, &accepted(), &generated(), &time(1));
-        let three = desired_status(&with_failures(hook(true, 1), 3), &active, &accepted(), &generated(), &time(2));
+        let three = desired_status(
+            &with_failures(hook(true, 1), 3),
+            &active,
+            &accepted(),
+            &generated(),
+            &time(2),
+        );
         let events = transition_events(&active, &three);
         assert_eq!(reasons(events.clone()), [(Severity::Warning, "Failing".to_string())]);
-        assert!(events[0].note.starts_with("3 attempts failed in a row"), "{}", events[0].note);
-        let four = desired_status(&with_failures(hook(true, 1), 4), &three, &accepted(), &generated(), &time(3));
-        assert!(transition_events(&three, &four).is_empty(), "one Event per transition, not per failure");
-        let ok = desired_status(&with_failures(hook(true, 1), 0), &four, &accepted(), &generated(), &time(4));
+        assert!(
+            events[0].note.starts_with("3 attempts failed in a row"),
+            "{}",
+            events[0].note
+        );
+        let four = desired_status(
+            &with_failures(hook(true, 1), 4),
+            &three,
+            &accepted(),
+            &generated(),
+            &time(3),
+        );
+        assert!(
+            transition_events(&three, &four).is_empty(),
+            "one Event per transition, not per failure"
+        );
+        let ok = desired_status(
+            &with_failures(hook(true, 1), 0),
+            &four,
+            &accepted(),
+            &generated(),
+            &time(4),
+        );
         assert_eq!(
             reasons(transition_events(&four, &ok)),
             [(Severity::Normal, "Recovered".to_string())]
         );
-        let ok_again = desired_status(&with_failures(hook(true, 1), 0), &ok, &accepted(), &generated(), &time(5));
+        let ok_again = desired_status(
+            &with_failures(hook(true, 1), 0),
+            &ok,
+            &accepted(),
+            &generated(),
+            &time(5),
+        );
         assert!(transition_events(&ok, &ok_again).is_empty());
     }
 }

@@ -147,7 +147,11 @@ mod tests {
         assert_eq!(d.last_failure.unwrap().status_code, Some(500));
         assert!(d.last_success_time.is_none());
         assert_eq!(d.failing_since, time(1_000));
-        assert_eq!(d.estimated_turn_off_time, time(4_000), "the first failure plus the schedule's span");
+        assert_eq!(
+            d.estimated_turn_off_time,
+            time(4_000),
+            "the first failure plus the schedule's span"
+        );
         assert_eq!(d.attempts_per_event, Some(3));
     }
 

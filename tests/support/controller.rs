@@ -108,8 +108,11 @@ impl ControllerProcess {
     /// The controller's per-hook gauges of `namespace/name`: (failing,
     /// consecutive failures, turned off); None for a series it does not export.
     pub fn hook_gauges(&self, namespace: &str, name: &str) -> [Option<f64>; 3] {
-        ["failing", "consecutive_failures", "turned_off"]
-            .map(|g| self.metric(&format!("outbound_webhooks_hook_{g}{{namespace=\"{namespace}\",name=\"{name}\"}}")))
+        ["failing", "consecutive_failures", "turned_off"].map(|g| {
+            self.metric(&format!(
+                "outbound_webhooks_hook_{g}{{namespace=\"{namespace}\",name=\"{name}\"}}"
+            ))
+        })
     }
 
     /// Waits until /readyz answers 200 (it leads and its caches are synced).
