@@ -10,6 +10,9 @@ pub const ACCEPTED: &str = "Accepted";
 pub const SECRET_READY: &str = "SecretReady";
 /// Condition type: the summary; True when the hook receives events.
 pub const READY: &str = "Ready";
+/// Condition type: whether requests to the receiver succeed (from
+/// `status.delivery`; it never changes `Ready`).
+pub const DELIVERING: &str = "Delivering";
 
 /// Reasons of the `Accepted` condition.
 pub mod accepted {
@@ -54,6 +57,16 @@ pub mod ready {
     pub const REVOKED: &str = "Revoked";
     /// False: the endpoint kept failing.
     pub const AUTO_DISABLED: &str = "AutoDisabled";
+}
+
+/// Reasons of the `Delivering` condition.
+pub mod delivering {
+    /// True: the last request succeeded.
+    pub const SUCCEEDING: &str = "Succeeding";
+    /// True: no request was ever made.
+    pub const NO_ATTEMPTS_YET: &str = "NoAttemptsYet";
+    /// False: the last request failed (`consecutiveFailures` > 0).
+    pub const FAILING: &str = "Failing";
 }
 
 /// The condition of the given type, if the hook has one.

@@ -50,6 +50,7 @@ pub const DEFAULT_TIMEOUT_SECONDS: i32 = 10;
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Failures","type":"integer","jsonPath":".status.delivery.consecutiveFailures"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
@@ -170,8 +171,8 @@ fn default_secret_key() -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboundWebhookStatus {
-    /// Accepted, SecretReady and Ready (the summary), per Kubernetes API
-    /// conventions.
+    /// Accepted, SecretReady, Ready (the summary) and Delivering, per
+    /// Kubernetes API conventions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -209,6 +210,18 @@ pub struct DeliveryStatus {
     /// What the last failed request got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<LastFailure>,
+    /// When the current run of failures began (its first failure, or the
+    /// first since the hook was last re-enabled); absent while requests
+    /// succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Time>,
+    /// While failing: when the hook turns off if nothing succeeds, estimated
+    /// by the dispatcher as failingSince plus its retry schedule's span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_turn_off_time: Option<Time>,
+    /// How many attempts the dispatcher makes per event (its retry schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts_per_event: Option<i64>,
     /// Present when the dispatcher turned the hook off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<DisableRecord>,

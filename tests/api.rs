@@ -48,7 +48,11 @@ fn every_example_applies_and_kubectl_shows_the_columns() {
 
     let table = kubectl_ok(&["get", "owh", "-n", &ns]);
     let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "URL", "READY", "STATUS", "AGE"], "table was:\n{table}");
+    assert_eq!(
+        header,
+        ["NAME", "URL", "READY", "STATUS", "FAILURES", "AGE"],
+        "table was:\n{table}"
+    );
     assert!(
         table.contains("https://hooks.ecomm.example/kustomer"),
         "table was:\n{table}"

@@ -12,7 +12,7 @@ use std::{
 
 use base64::Engine as _;
 use outbound_webhooks::{
-    conditions::{ACCEPTED, READY, SECRET_READY, accepted, ready, secret_ready},
+    conditions::{ACCEPTED, DELIVERING, READY, SECRET_READY, accepted, delivering, ready, secret_ready},
     controller::rotation::PROMOTED_ANNOTATION,
     controller::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
     resource::{
@@ -29,7 +29,7 @@ use support::{
         labelled_secret, uid, wait_active, wait_condition, wait_not_ready, wait_token, write_delivery_status,
     },
     kubectl,
-    kubectl::{apply_folder, apply_ok, describe, get_json, secret_data},
+    kubectl::{apply_folder, apply_ok, describe, events_about, get_json, owh_row, secret_data},
     kubectl_ok, namespace, wait_for,
 };
 
@@ -416,6 +416,118 @@ fn a_dispatcher_disable_record_turns_ready_off_until_reenabled_by_annotation_or_
     write_turn_off(&ns, record, None);
     let c = wait_not_ready(&ns, "shop", ready::REVOKED, SOON);
     assert!(c.message.contains("410") && c.message.contains(&command), "{c:?}");
+}
+
+/// What a dispatcher mirrors after `failures` failed requests in a row,
+/// the first at 10:02:11Z (503), with the default schedule's estimate.
+fn failing_delivery(failures: i64) -> serde_json::Value {
+    json!({
+        "consecutiveFailures": failures,
+        "lastSuccessTime": "2026-11-27T10:01:50Z",
+        "lastFailureTime": "2026-11-27T10:20:40Z",
+        "lastFailure": {"statusCode": 503, "message": "HTTP 503 Service Unavailable: upstream down"},
+        "failingSince": "2026-11-27T10:02:11Z",
+        "estimatedTurnOffTime": "2026-11-27T11:22:11Z",
+        "attemptsPerEvent": 10,
+    })
+}
+
+/// Waits until the shared controller's gauges of `ns/shop` read `expected`
+/// (failing, consecutive failures, turned off; None: no series).
+fn wait_gauges(ns: &str, expected: [Option<f64>; 3]) {
+    wait_for(&format!("the gauges of {ns}/shop to read {expected:?}"), SOON, || {
+        let gauges = controller().hook_gauges(ns, "shop");
+        if gauges == expected {
+            Ok(())
+        } else {
+            Err(format!("{gauges:?}"))
+        }
+    });
+}
+
+#[test]
+fn a_failing_hook_is_delivering_false_with_failures_events_and_gauges_while_it_stays_ready() {
+    let ns = active_shop("delivering");
+    let c = wait_condition(&ns, "shop", DELIVERING, "True", delivering::NO_ATTEMPTS_YET, SOON);
+    assert_eq!(c.message, "no request has been sent to the receiver yet");
+    wait_gauges(&ns, [Some(0.0), Some(0.0), Some(0.0)]);
+
+    write_delivery_status(&ns, "shop", failing_delivery(7));
+    let c = wait_condition(&ns, "shop", DELIVERING, "False", delivering::FAILING, SOON);
+    assert_eq!(
+        c.message,
+        "7 attempts failed in a row since 10:02:11Z (last: HTTP 503); the hook turns off if an event fails all 10 attempts, at about 11:22Z unless a delivery succeeds"
+    );
+    wait_active(&ns, "shop", SOON);
+    let row = owh_row(&ns, "shop");
+    assert_eq!(
+        (row["READY"].as_str(), row["STATUS"].as_str(), row["FAILURES"].as_str()),
+        ("True", ready::ACTIVE, "7"),
+        "{row:?}"
+    );
+    wait_gauges(&ns, [Some(1.0), Some(7.0), Some(0.0)]);
+
+    // More failures: a new count, no new Event, the same transition time.
+    write_delivery_status(&ns, "shop", failing_delivery(8));
+    let later = wait_for("the count to reach 8", SOON, || {
+        let c = condition(&ns, "shop", DELIVERING).ok_or("no Delivering")?;
+        if c.message.starts_with("8 attempts") {
+            Ok(c)
+        } else {
+            Err(c.message)
+        }
+    });
+    assert_eq!(later.last_transition_time, c.last_transition_time);
+
+    // A success: Succeeding, a Normal Event, still Ready.
+    write_delivery_status(
+        &ns,
+        "shop",
+        json!({"consecutiveFailures": 0, "lastSuccessTime": "2026-11-27T10:21:00Z",
+               "lastFailureTime": "2026-11-27T10:20:40Z", "attemptsPerEvent": 10}),
+    );
+    wait_condition(&ns, "shop", DELIVERING, "True", delivering::SUCCEEDING, SOON);
+    wait_active(&ns, "shop", SOON);
+    assert_eq!(owh_row(&ns, "shop")["FAILURES"], "0");
+    wait_gauges(&ns, [Some(0.0), Some(0.0), Some(0.0)]);
+    let events = wait_for("the Failing and Recovered Events", SOON, || {
+        let events = events_about(&ns, "shop");
+        if events.iter().any(|e| e.reason == "Recovered") {
+            Ok(events)
+        } else {
+            Err(format!("{events:?}"))
+        }
+    });
+    let failing: Vec<_> = events.iter().filter(|e| e.reason == delivering::FAILING).collect();
+    assert_eq!(failing.len(), 1, "one Warning per transition: {events:?}");
+    assert_eq!(failing[0].type_, "Warning");
+    assert!(
+        failing[0].message.starts_with("7 attempts failed in a row"),
+        "{events:?}"
+    );
+    let recovered: Vec<_> = events.iter().filter(|e| e.reason == "Recovered").collect();
+    assert_eq!(
+        (recovered.len(), recovered[0].type_.as_str()),
+        (1, "Normal"),
+        "{events:?}"
+    );
+
+    // Turned off: the gauge says so; deleted: the series go.
+    write_turn_off(
+        &ns,
+        json!({"reason": ready::AUTO_DISABLED, "at": "2026-11-27T11:22:30Z", "reenableToken": "",
+               "message": "HTTP 503 on 10 attempts"}),
+        Some(10),
+    );
+    wait_not_ready(&ns, "shop", ready::AUTO_DISABLED, SOON);
+    let c = wait_condition(&ns, "shop", DELIVERING, "False", delivering::FAILING, SOON);
+    assert_eq!(
+        c.message,
+        "10 attempts failed in a row; the hook is turned off (see the Ready condition)"
+    );
+    wait_gauges(&ns, [Some(1.0), Some(10.0), Some(1.0)]);
+    kubectl_ok(&["delete", "owh", "shop", "-n", &ns, "--wait=true"]);
+    wait_gauges(&ns, [None, None, None]);
 }
 
 #[test]

@@ -371,3 +371,33 @@ async fn retention_bounds_each_hooks_dead_letters_on_its_own() {
     assert_eq!(deleted, 12);
     assert!(all_dead_letters(&store).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_run_of_failures_starts_at_its_first_failure_and_again_after_a_success_or_a_re_enable() {
+    let store = store("failing-since").await;
+    assert_eq!(
+        store.record_failure("u1", 1_000, Some(500), "HTTP 500").await.unwrap(),
+        1
+    );
+    assert_eq!(store.record_failure("u1", 2_000, None, "refused").await.unwrap(), 2);
+    let health = store.health("u1").await.unwrap();
+    assert_eq!((health.consecutive_failures, health.first_failure_ms), (2, Some(1_000)));
+    assert_eq!((health.last_failure_ms, health.last_status), (Some(2_000), None));
+
+    // A success ends the run; the next failure starts another.
+    assert_eq!(store.record_successes(&[("u1".into(), 3_000)]).await.unwrap(), [2]);
+    assert_eq!(store.health("u1").await.unwrap().first_failure_ms, None);
+    store.record_failure("u1", 4_000, Some(503), "HTTP 503").await.unwrap();
+    assert_eq!(store.health("u1").await.unwrap().first_failure_ms, Some(4_000));
+
+    // A re-enable clears the record and restarts the turn-off clock; the count goes on.
+    store.set_disable_record("u1", "{}").await.unwrap();
+    store.clear_disable_record("u1").await.unwrap();
+    let health = store.health("u1").await.unwrap();
+    assert_eq!((health.disabled, health.first_failure_ms), (None, None));
+    assert_eq!(
+        store.record_failure("u1", 5_000, Some(503), "HTTP 503").await.unwrap(),
+        2
+    );
+    assert_eq!(store.health("u1").await.unwrap().first_failure_ms, Some(5_000));
+}

@@ -9,12 +9,12 @@ mod support;
 
 use std::{
     sync::{Arc, Mutex, atomic::Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use base64::Engine as _;
 use outbound_webhooks::{
-    conditions::{SECRET_READY, ready, secret_ready},
+    conditions::{DELIVERING, READY, SECRET_READY, delivering, ready, secret_ready},
     controller::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
     resource::{PROMOTE_SECRET_ANNOTATION, REENABLE_ANNOTATION, ROTATE_SECRET_ANNOTATION, WEBHOOK_SECRET_LABEL},
     signing::{kustomer_signature, standard_webhooks_secret},
@@ -26,9 +26,10 @@ use support::{
     delivery_test::DeliveryTest,
     dispatcher::run_cli,
     hooks::{
-        TestHook, condition, generated_secret, hook_yaml, labelled_secret, new_token, uid, wait_active, wait_not_ready,
+        Cond, TestHook, condition, condition_of, generated_secret, hook_yaml, labelled_secret, new_token, uid,
+        wait_active, wait_condition, wait_not_ready,
     },
-    kubectl::{apply_ok, describe, get_json, wait_described},
+    kubectl::{apply_ok, describe, events_about, get_json, owh_row, wait_described},
     kubectl_ok,
     receiver::{Received, Receiver, Reply, standard_signatures, verify_signatures, verify_signatures_with},
     unique_suffix, wait_for,
@@ -149,6 +150,141 @@ fn a_failing_hook_is_shown_auto_disabled_by_kubectl_and_comes_back_by_annotation
         described.contains("ReEnabled"),
         "describe shows the re-enable:\n{described}"
     );
+}
+
+/// `kubectl get owh` FAILURES of the hook, and its Delivering and Ready
+/// conditions, with Ready asserted True/Active (a failing hook stays Ready).
+fn failures_delivering_ready(ns: &str, name: &str) -> (String, Option<Cond>) {
+    let failures = owh_row(ns, name)["FAILURES"].clone();
+    let json = get_json(ns, "owh", name).expect("the hook exists");
+    let ready = condition_of(&json, READY).expect("a Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", ready::ACTIVE),
+        "Ready stays True while deliveries fail: {ready:?}"
+    );
+    (failures, condition_of(&json, DELIVERING))
+}
+
+#[test]
+fn a_receiver_answering_500_turns_delivering_false_within_5s_with_an_event_and_a_200_turns_it_back_while_ready_stays_true()
+ {
+    let test = DeliveryTest::new("delivering");
+    let ns = &test.ns;
+    let (receiver, healthy) = Receiver::switchable(false);
+    let controller = controller_for("delivering", ns);
+    apply_ok(ns, &hook_yaml("crm", &receiver.url("/hook"), json!({})));
+    wait_active(ns, "crm", Duration::from_secs(20));
+    wait_condition(
+        ns,
+        "crm",
+        DELIVERING,
+        "True",
+        delivering::NO_ATTEMPTS_YET,
+        Duration::from_secs(5),
+    );
+    // Three attempts over two minutes: long enough that it never turns off here.
+    let _dispatcher = test.dispatcher(&["--retry-schedule", "1m,1m"]);
+
+    let published = Instant::now();
+    let first = test.publish(&json!({"n": 1}));
+    let (failures, failing) = wait_for(
+        "FAILURES > 0 and Delivering=False/Failing",
+        Duration::from_secs(5),
+        || {
+            let (failures, delivering) = failures_delivering_ready(ns, "crm");
+            match delivering {
+                Some(c)
+                    if c.status == "False"
+                        && c.reason == delivering::FAILING
+                        && failures.parse::<i64>().unwrap_or(0) > 0 =>
+                {
+                    Ok((failures, c))
+                }
+                other => Err(format!("FAILURES {failures:?}, Delivering {other:?}")),
+            }
+        },
+    );
+    let seen_after = published.elapsed();
+    assert_eq!(receiver.requests_for(&first).len(), 1);
+    assert_eq!(failures, "1", "one attempt so far");
+    let delivery = get_json(ns, "owh", "crm").expect("the hook")["status"]["delivery"].clone();
+    let clock = |field: &str, format: &str| {
+        let at: jiff::Timestamp = delivery[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} in {delivery}"))
+            .parse()
+            .unwrap();
+        at.strftime(format).to_string()
+    };
+    assert_eq!(
+        failing.message,
+        format!(
+            "1 attempt failed since {} (last: HTTP 500); the hook turns off if an event fails all 3 attempts, at about {} unless a delivery succeeds",
+            clock("failingSince", "%H:%M:%SZ"),
+            clock("estimatedTurnOffTime", "%H:%MZ")
+        )
+    );
+    let warning = wait_for("a Warning Event Failing", Duration::from_secs(5), || {
+        let events = events_about(ns, "crm");
+        events
+            .iter()
+            .find(|e| e.reason == delivering::FAILING)
+            .cloned()
+            .ok_or(format!("{events:?}"))
+    });
+    assert_eq!(warning.type_, "Warning");
+    assert_eq!(warning.message, failing.message);
+    assert_eq!(
+        controller.hook_gauges(ns, "crm"),
+        [Some(1.0), Some(1.0), Some(0.0)],
+        "failing, 1 failure, not turned off"
+    );
+
+    // The receiver recovers: the next delivery succeeds.
+    healthy.store(true, Ordering::SeqCst);
+    let second = test.publish(&json!({"n": 2}));
+    receiver.wait_for_event(&second, 1, Duration::from_secs(10));
+    let recovered = wait_for(
+        "Delivering=True/Succeeding",
+        Duration::from_secs(10),
+        || match failures_delivering_ready(ns, "crm") {
+            (failures, Some(c)) if c.status == "True" && c.reason == delivering::SUCCEEDING && failures == "0" => Ok(c),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert_eq!(recovered.message, "the last request to the receiver succeeded");
+    let events = wait_for("a Normal Event Recovered", Duration::from_secs(5), || {
+        let events = events_about(ns, "crm");
+        if events.iter().any(|e| e.reason == "Recovered") {
+            Ok(events)
+        } else {
+            Err(format!("{events:?}"))
+        }
+    });
+    let of = |reason: &str| {
+        events
+            .iter()
+            .filter(|e| e.reason == reason)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("Recovered").len(), 1, "{events:?}");
+    assert_eq!(of("Recovered")[0].type_, "Normal");
+    assert_eq!(
+        of(delivering::FAILING).len(),
+        1,
+        "one Warning for the one transition: {events:?}"
+    );
+    wait_for(
+        "the gauges to read recovered",
+        Duration::from_secs(5),
+        || match controller.hook_gauges(ns, "crm") {
+            [Some(0.0), Some(0.0), Some(0.0)] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    println!("kubectl get owh showed FAILURES={failures} and Delivering=False {seen_after:?} after the publish");
 }
 
 #[test]

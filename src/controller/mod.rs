@@ -3,9 +3,10 @@
 //! Wiring only: flags, leader election, the caches (one watch per kind:
 //! hooks, labelled Secrets, Namespaces) and the triggers that re-reconcile a
 //! namespace's hooks when a slot may have freed up or its limit changed. The
-//! decisions live in [`acceptance`], [`status`] and [`secret`].
+//! decisions live in [`acceptance`], [`status`], [`delivering`] and [`secret`].
 
 pub mod acceptance;
+pub mod delivering;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
@@ -331,6 +332,7 @@ async fn run_controller(
         let (written, failures) = (written.clone(), failures.clone());
         let tx = trigger_tx.clone();
         let readiness = readiness.clone();
+        let gauges = metrics.hooks.clone();
         let mut accepted_before: HashMap<ObjectRef<OutboundWebhook>, bool> = HashMap::new();
         reflector::reflector(
             hooks_writer,
@@ -344,6 +346,7 @@ async fn run_controller(
             };
             match &event {
                 watcher::Event::Apply(hook) | watcher::Event::InitApply(hook) => {
+                    gauges.observe(hook);
                     let accepted = status::ControllerStatus::from_status(hook.status.as_ref()).is_accepted();
                     let before = accepted_before.insert(ObjectRef::from_obj(hook), accepted);
                     // Losing a slot frees one for a waiting neighbour.
@@ -353,6 +356,7 @@ async fn run_controller(
                 }
                 watcher::Event::Delete(hook) => {
                     accepted_before.remove(&ObjectRef::from_obj(hook));
+                    gauges.forget(&hook.namespace().unwrap_or_default(), &hook.name_any());
                     let uid = hook.uid().unwrap_or_default();
                     written.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
                     failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
@@ -366,6 +370,7 @@ async fn run_controller(
                         readiness.set(true);
                     }
                     // After a re-list, deletions during the gap are silent.
+                    gauges.retain(|namespace, name| hooks.get(&ObjectRef::new(name).within(namespace)).is_some());
                     for hook in hooks.state() {
                         let _ = tx.unbounded_send(ObjectRef::from_obj(&*hook));
                     }

@@ -1,5 +1,5 @@
 //! The controller's part of a hook's status, computed without I/O: the
-//! `Accepted`, `SecretReady` and `Ready` conditions, `observedGeneration`,
+//! `Accepted`, `SecretReady`, `Ready` and `Delivering` conditions, `observedGeneration`,
 //! `secretName` and `specDisabledGeneration`, plus the Events that a change
 //! between two such statuses deserves.
 
@@ -9,11 +9,11 @@ use serde::Serialize;
 
 use crate::{
     auto_disable,
-    conditions::{self, accepted, ready, secret_ready},
+    conditions::{self, accepted, delivering, ready, secret_ready},
     resource::{DisableReason, OutboundWebhook, OutboundWebhookStatus, REENABLE_ANNOTATION},
 };
 
-use super::acceptance::Ineligible;
+use super::{acceptance::Ineligible, delivering as delivering_condition};
 
 /// What the limit decided for the hook.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,7 +78,7 @@ pub enum SecretOutcome {
 #[derive(Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ControllerStatus {
-    /// Accepted, SecretReady, Ready.
+    /// Accepted, SecretReady, Ready, Delivering.
     pub conditions: Vec<Condition>,
     /// The generation these conditions describe.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,7 +100,7 @@ impl ControllerStatus {
         let mut conditions: Vec<Condition> = status
             .conditions
             .iter()
-            .filter(|c| [conditions::ACCEPTED, conditions::SECRET_READY, conditions::READY].contains(&c.type_.as_str()))
+            .filter(|c| condition_order(&c.type_).is_some())
             .cloned()
             .collect();
         conditions.sort_by_key(|c| condition_order(&c.type_));
@@ -123,11 +123,14 @@ impl ControllerStatus {
     }
 }
 
-fn condition_order(type_: &str) -> usize {
+/// Where a condition the controller owns goes in the list; None for others.
+fn condition_order(type_: &str) -> Option<usize> {
     match type_ {
-        conditions::ACCEPTED => 0,
-        conditions::SECRET_READY => 1,
-        _ => 2,
+        conditions::ACCEPTED => Some(0),
+        conditions::SECRET_READY => Some(1),
+        conditions::READY => Some(2),
+        conditions::DELIVERING => Some(3),
+        _ => None,
     }
 }
 
@@ -227,6 +230,11 @@ pub fn desired_status(
         status.spec_disabled_generation = spec_disabled_generation;
     }
     let disable_record = auto_disable::active_disable_record(&with_new_status);
+    // From the dispatcher's figures alone: a failing hook stays Ready.
+    let delivering = delivering_condition::verdict(
+        hook.status.as_ref().and_then(|s| s.delivery.as_ref()),
+        disable_record.is_some(),
+    );
 
     let (ready_ok, ready_reason, ready_message) = if !is_accepted {
         (false, ready::NOT_ACCEPTED, format!("not accepted: {accepted_message}"))
@@ -291,6 +299,12 @@ pub fn desired_status(
             make(conditions::ACCEPTED, is_accepted, accepted_reason, accepted_message),
             make(conditions::SECRET_READY, secret_ok, secret_reason, secret_message),
             make(conditions::READY, ready_ok, ready_reason, ready_message),
+            make(
+                conditions::DELIVERING,
+                delivering.ok,
+                delivering.reason,
+                delivering.message,
+            ),
         ],
         observed_generation: generation,
         secret_name,
@@ -324,7 +338,7 @@ fn reason_of<'a>(status: &'a ControllerStatus, type_: &str) -> Option<(&'a str, 
 
 /// The Events that the change from `previous` to `next` deserves:
 /// acceptance gained or lost, a secret problem, disabled by spec,
-/// auto-disabled or revoked, re-enabled.
+/// auto-disabled or revoked, re-enabled, deliveries failing or recovered.
 pub fn transition_events(previous: &ControllerStatus, next: &ControllerStatus) -> Vec<EventNote> {
     let mut events = Vec::new();
     let message = |type_: &str| next.condition(type_).map(|c| c.message.clone()).unwrap_or_default();
@@ -385,6 +399,27 @@ pub fn transition_events(previous: &ControllerStatus, next: &ControllerStatus) -
             }),
             _ => {}
         }
+    }
+
+    // One Event per change of Delivering's status, not per failure: the
+    // message changes with every mirrored count.
+    let before = previous.condition(conditions::DELIVERING);
+    let after = next.condition(conditions::DELIVERING);
+    match (before.map(|c| c.status.as_str()), after) {
+        (Some("False"), Some(now)) if now.status == "True" => events.push(EventNote {
+            severity: Severity::Normal,
+            reason: "Recovered".into(),
+            note: format!(
+                "a request to the receiver succeeded; deliveries had been failing since {}",
+                before.map(|c| c.last_transition_time.0.to_string()).unwrap_or_default()
+            ),
+        }),
+        (before, Some(now)) if now.status == "False" && before != Some("False") => events.push(EventNote {
+            severity: Severity::Warning,
+            reason: delivering::FAILING.into(),
+            note: now.message.clone(),
+        }),
+        _ => {}
     }
     events
 }
@@ -615,5 +650,139 @@ mod tests {
 
         let disabled = desired_status(&hook(false, 2), &active, &accepted(), &generated(), &time(4));
         assert_eq!(reasons(transition_events(&active, &disabled)), ["DisabledBySpec"]);
+    }
+
+    fn with_failures(mut hook: OutboundWebhook, failures: i64) -> OutboundWebhook {
+        hook.status = Some(OutboundWebhookStatus {
+            delivery: Some(DeliveryStatus {
+                consecutive_failures: Some(failures),
+                last_success_time: Some(time(10)),
+                last_failure_time: (failures > 0).then(|| time(20)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        hook
+    }
+
+    fn delivering(status: &ControllerStatus) -> (String, String) {
+        let c = status.condition(conditions::DELIVERING).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn a_failing_hook_is_delivering_false_and_stays_ready() {
+        let none = ControllerStatus::default();
+        let fresh = desired_status(&hook(true, 1), &none, &accepted(), &generated(), &time(1));
+        assert_eq!(delivering(&fresh), ("True".into(), "NoAttemptsYet".into()));
+        let failing = desired_status(
+            &with_failures(hook(true, 1), 3),
+            &fresh,
+            &accepted(),
+            &generated(),
+            &time(2),
+        );
+        assert_eq!(delivering(&failing), ("False".into(), "Failing".into()));
+        assert_eq!(ready(&failing), ("True".into(), "Active".into()));
+        let c = failing.condition(conditions::DELIVERING).unwrap();
+        assert_eq!(c.observed_generation, Some(1));
+        assert_eq!(c.last_transition_time, time(2));
+        assert!(c.message.starts_with("3 attempts failed in a row"), "{}", c.message);
+        let recovered = desired_status(
+            &with_failures(hook(true, 1), 0),
+            &failing,
+            &accepted(),
+            &generated(),
+            &time(3),
+        );
+        assert_eq!(delivering(&recovered), ("True".into(), "Succeeding".into()));
+        assert_eq!(ready(&recovered), ("True".into(), "Active".into()));
+    }
+
+    #[test]
+    fn delivering_keeps_its_transition_time_while_the_count_grows_and_nothing_changes_while_requests_succeed() {
+        let none = ControllerStatus::default();
+        let three = desired_status(
+            &with_failures(hook(true, 1), 3),
+            &none,
+            &accepted(),
+            &generated(),
+            &time(2),
+        );
+        let five = desired_status(
+            &with_failures(hook(true, 1), 5),
+            &three,
+            &accepted(),
+            &generated(),
+            &time(9),
+        );
+        let c = five.condition(conditions::DELIVERING).unwrap();
+        assert_eq!(c.last_transition_time, time(2));
+        assert!(c.message.starts_with("5 attempts"), "{}", c.message);
+
+        let ok = desired_status(
+            &with_failures(hook(true, 1), 0),
+            &five,
+            &accepted(),
+            &generated(),
+            &time(10),
+        );
+        let mut later = with_failures(hook(true, 1), 0);
+        if let Some(d) = later.status.as_mut().and_then(|s| s.delivery.as_mut()) {
+            d.last_success_time = Some(time(500));
+        }
+        let again = desired_status(&later, &ok, &accepted(), &generated(), &time(600));
+        assert_eq!(ok, again, "a newer lastSuccessTime alone needs no write");
+    }
+
+    #[test]
+    fn delivering_events_mark_the_turn_to_failing_and_the_recovery_once_each() {
+        let reasons = |evs: Vec<EventNote>| evs.into_iter().map(|e| (e.severity, e.reason)).collect::<Vec<_>>();
+        let none = ControllerStatus::default();
+        let active = desired_status(&hook(true, 1), &none, &accepted(), &generated(), &time(1));
+        let three = desired_status(
+            &with_failures(hook(true, 1), 3),
+            &active,
+            &accepted(),
+            &generated(),
+            &time(2),
+        );
+        let events = transition_events(&active, &three);
+        assert_eq!(reasons(events.clone()), [(Severity::Warning, "Failing".to_string())]);
+        assert!(
+            events[0].note.starts_with("3 attempts failed in a row"),
+            "{}",
+            events[0].note
+        );
+        let four = desired_status(
+            &with_failures(hook(true, 1), 4),
+            &three,
+            &accepted(),
+            &generated(),
+            &time(3),
+        );
+        assert!(
+            transition_events(&three, &four).is_empty(),
+            "one Event per transition, not per failure"
+        );
+        let ok = desired_status(
+            &with_failures(hook(true, 1), 0),
+            &four,
+            &accepted(),
+            &generated(),
+            &time(4),
+        );
+        assert_eq!(
+            reasons(transition_events(&four, &ok)),
+            [(Severity::Normal, "Recovered".to_string())]
+        );
+        let ok_again = desired_status(
+            &with_failures(hook(true, 1), 0),
+            &ok,
+            &accepted(),
+            &generated(),
+            &time(5),
+        );
+        assert!(transition_events(&ok, &ok_again).is_empty());
     }
 }

@@ -89,10 +89,13 @@ async fn mirror_one(shared: &Shared, uid: &str, hook_name: &str, urgent: bool) -
         .and_then(|j| serde_json::from_str::<DisableRecord>(j).ok());
     let had_redis_record = from_redis.is_some();
     let record = status::effective_record(&hook, from_redis);
+    let mut health = health;
     if had_redis_record && record.is_none() {
-        store.set_disable_record(uid, None).await?;
+        // Re-enabled: the turn-off clock restarts at the next failure.
+        store.clear_disable_record(uid).await?;
+        health.first_failure_ms = None;
     }
-    let delivery = status::delivery_status(&health, record);
+    let delivery = status::delivery_status(&health, record, &shared.config.retry_schedule);
     status::apply(&shared.kube, ns, name, &delivery).await?;
     store.set_mirrored(uid, now).await?;
     Ok(true)

@@ -231,7 +231,7 @@ async fn turn_off(
         generation: hook.metadata.generation.unwrap_or_default(),
     };
     let json = serde_json::to_string(&record).expect("the disable record serializes");
-    shared.store_for(&task.org).set_disable_record(&task.uid, Some(&json)).await?;
+    shared.store_for(&task.org).set_disable_record(&task.uid, &json).await?;
     shared
         .metrics
         .disabled_hooks

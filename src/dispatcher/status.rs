@@ -11,6 +11,7 @@ use super::store::Health;
 use crate::{
     auto_disable::is_auto_disabled,
     resource::{DeliveryStatus, DisableRecord, LastFailure, OutboundWebhook},
+    retry_schedule::RetrySchedule,
 };
 
 /// The field manager of every status write of the dispatcher.
@@ -39,8 +40,18 @@ pub fn effective_record(hook: &OutboundWebhook, from_redis: Option<DisableRecord
     is_auto_disabled(&probe).then_some(record)
 }
 
-/// The `status.delivery` to apply.
-pub fn delivery_status(health: &Health, record: Option<DisableRecord>) -> DeliveryStatus {
+/// The `status.delivery` to apply. `schedule` is this dispatcher's retry
+/// schedule: the turn-off estimate and the attempt count come from here,
+/// where `--retry-schedule` is set, rather than from a copy of the flag in
+/// the controller that could silently differ.
+///
+/// The estimate is `failingSince` plus the schedule's span: a hook turns off
+/// when an event first tried after the last success fails every attempt,
+/// and no such event was first tried before the run's first failure. Jitter
+/// and `Retry-After` move it, hence "about".
+pub fn delivery_status(health: &Health, record: Option<DisableRecord>, schedule: &RetrySchedule) -> DeliveryStatus {
+    let failing_since = health.first_failure_ms.filter(|_| health.consecutive_failures > 0);
+    let span_ms = i64::try_from(schedule.total().as_millis()).unwrap_or(i64::MAX);
     DeliveryStatus {
         consecutive_failures: Some(health.consecutive_failures),
         last_success_time: health.last_success_ms.and_then(time),
@@ -49,6 +60,9 @@ pub fn delivery_status(health: &Health, record: Option<DisableRecord>) -> Delive
             status_code: health.last_status,
             message: message.clone(),
         }),
+        failing_since: failing_since.and_then(time),
+        estimated_turn_off_time: failing_since.and_then(|since| time(since.saturating_add(span_ms))),
+        attempts_per_event: Some(i64::from(schedule.attempts())),
         disabled: record,
     }
 }
@@ -121,14 +135,36 @@ mod tests {
     fn health_maps_to_status_fields() {
         let health = Health {
             consecutive_failures: 3,
-            last_failure_ms: Some(1000),
+            first_failure_ms: Some(1_000),
+            last_failure_ms: Some(5_000),
             last_status: Some(500),
             last_message: Some("HTTP 500".into()),
             ..Default::default()
         };
-        let d = delivery_status(&health, None);
+        let schedule: RetrySchedule = "1s,2s".parse().unwrap();
+        let d = delivery_status(&health, None, &schedule);
         assert_eq!(d.consecutive_failures, Some(3));
         assert_eq!(d.last_failure.unwrap().status_code, Some(500));
         assert!(d.last_success_time.is_none());
+        assert_eq!(d.failing_since, time(1_000));
+        assert_eq!(
+            d.estimated_turn_off_time,
+            time(4_000),
+            "the first failure plus the schedule's span"
+        );
+        assert_eq!(d.attempts_per_event, Some(3));
+    }
+
+    #[test]
+    fn a_hook_that_succeeds_has_no_failing_since_or_estimate() {
+        let health = Health {
+            consecutive_failures: 0,
+            first_failure_ms: Some(1_000),
+            last_success_ms: Some(9_000),
+            ..Default::default()
+        };
+        let d = delivery_status(&health, None, &RetrySchedule::default());
+        assert_eq!((d.failing_since, d.estimated_turn_off_time), (None, None));
+        assert_eq!(d.attempts_per_event, Some(10));
     }
 }

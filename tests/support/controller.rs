@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     cluster::env,
-    process::{ChildProcess, free_port, http_get},
+    process::{ChildProcess, free_port, http_get, metric},
     unique_suffix,
 };
 
@@ -98,6 +98,21 @@ impl ControllerProcess {
     /// does not answer.
     pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.http_port, path)
+    }
+
+    /// The value of one metric series (`name{labels}` exactly), if present.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric(self.http_port, series)
+    }
+
+    /// The controller's per-hook gauges of `namespace/name`: (failing,
+    /// consecutive failures, turned off); None for a series it does not export.
+    pub fn hook_gauges(&self, namespace: &str, name: &str) -> [Option<f64>; 3] {
+        ["failing", "consecutive_failures", "turned_off"].map(|g| {
+            self.metric(&format!(
+                "outbound_webhooks_hook_{g}{{namespace=\"{namespace}\",name=\"{name}\"}}"
+            ))
+        })
     }
 
     /// Waits until /readyz answers 200 (it leads and its caches are synced).

@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     cluster::env,
-    process::{ChildProcess, free_port, http_get},
+    process::{ChildProcess, free_port, http_get, metric},
 };
 
 /// A dispatcher child process; killed on drop, and exits by itself when the
@@ -127,10 +127,7 @@ impl Dispatcher {
 
     /// The value of one metric line (`name{labels}` exactly), if present.
     pub fn metric(&self, series: &str) -> Option<f64> {
-        let (_, body) = self.ops_get("/metrics")?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
+        metric(self.http_port, series)
     }
 
     /// SIGTERM; waits up to `timeout` for the exit and returns its success.

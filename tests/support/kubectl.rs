@@ -204,3 +204,73 @@ pub fn apply_folder(namespace: &str, documents: impl IntoIterator<Item = (String
     }
     kubectl_ok(&["apply", "-n", namespace, "-f", dir.path().to_str().expect("utf-8 path")]);
 }
+
+/// One row of a `kubectl get` table, by column header; a column is read
+/// from where its header starts, so an empty cell stays empty.
+pub fn table_row(table: &str, name: &str) -> Option<BTreeMap<String, String>> {
+    let mut lines = table.lines();
+    let header = lines.next()?;
+    let starts: Vec<(usize, &str)> = header
+        .match_indices(|c: char| !c.is_whitespace())
+        .filter(|(i, _)| *i == 0 || header.as_bytes()[i - 1] == b' ')
+        .map(|(i, _)| (i, header[i..].split_whitespace().next().unwrap_or_default()))
+        .collect();
+    let row = lines.find(|l| l.split_whitespace().next() == Some(name))?;
+    Some(
+        starts
+            .iter()
+            .enumerate()
+            .map(|(n, (start, title))| {
+                let end = starts.get(n + 1).map(|(s, _)| *s).unwrap_or(row.len()).min(row.len());
+                let cell = row.get((*start).min(row.len())..end).unwrap_or_default();
+                (title.to_string(), cell.trim().to_string())
+            })
+            .collect(),
+    )
+}
+
+/// `kubectl get owh NAME -n NS` as a row by column header.
+pub fn owh_row(namespace: &str, name: &str) -> BTreeMap<String, String> {
+    let table = kubectl_ok(&["get", "owh", name, "-n", namespace]);
+    table_row(&table, name).unwrap_or_else(|| panic!("no row for {name} in:\n{table}"))
+}
+
+/// One Kubernetes Event as `kubectl get events` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenEvent {
+    /// `Normal` or `Warning`.
+    pub type_: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// The note (`message` in the core view).
+    pub message: String,
+}
+
+/// The Events of `namespace` about the object named `name`.
+pub fn events_about(namespace: &str, name: &str) -> Vec<SeenEvent> {
+    let selector = format!("involvedObject.name={name}");
+    let list: Value = serde_json::from_str(&kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        &selector,
+        "-o",
+        "json",
+    ]))
+    .expect("kubectl prints JSON");
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|e| SeenEvent {
+                    type_: e["type"].as_str().unwrap_or_default().to_string(),
+                    reason: e["reason"].as_str().unwrap_or_default().to_string(),
+                    message: e["message"].as_str().unwrap_or_default().to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

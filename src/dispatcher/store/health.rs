@@ -16,7 +16,8 @@ const HEALTH_TTL_SECONDS: i64 = 30 * 24 * 3600;
 pub struct Health {
     /// Failed requests in a row.
     pub consecutive_failures: i64,
-    /// Unix ms of the first failure of the current run of failures.
+    /// Unix ms of the first failure of the current run of failures (or the
+    /// first since the hook was re-enabled).
     pub first_failure_ms: Option<i64>,
     /// Unix ms of the last success.
     pub last_success_ms: Option<i64>,
@@ -72,6 +73,8 @@ impl Store {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hincr(&key, "consecutive_failures", 1)
+            .hset_nx(&key, "first_failure_ms", now_ms)
+            .ignore()
             .hset_multiple(
                 &key,
                 &[
@@ -87,24 +90,28 @@ impl Store {
             .query_async(&mut conn)
             .await
             .context(|| format!("recording a failure of hook {uid}"))?;
-        if count == 1 {
-            let _: i64 = conn
-                .hset(&key, "first_failure_ms", now_ms)
-                .await
-                .context(|| format!("recording the first failure of hook {uid}"))?;
-        }
         Ok(count)
     }
 
-    /// Stores (or with `None` clears) the disable record JSON of a hook.
-    pub async fn set_disable_record(&self, uid: &str, record: Option<&str>) -> Result<(), StoreError> {
+    /// Stores the disable record JSON of a hook.
+    pub async fn set_disable_record(&self, uid: &str, json: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let key = self.keys.health(uid);
-        let result: redis::RedisResult<i64> = match record {
-            Some(json) => conn.hset(&key, "disabled", json).await,
-            None => conn.hdel(&key, "disabled").await,
-        };
-        result.context(|| format!("storing the disable record of hook {uid}"))?;
+        let _: i64 = conn
+            .hset(self.keys.health(uid), "disabled", json)
+            .await
+            .context(|| format!("storing the disable record of hook {uid}"))?;
+        Ok(())
+    }
+
+    /// Clears the disable record of a re-enabled hook, and the start of its
+    /// run of failures with it: the next failure starts the turn-off clock
+    /// again (the count goes on until a success).
+    pub async fn clear_disable_record(&self, uid: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn
+            .hdel(self.keys.health(uid), &["disabled", "first_failure_ms"])
+            .await
+            .context(|| format!("clearing the disable record of hook {uid}"))?;
         Ok(())
     }
 

@@ -1,7 +1,20 @@
 -- Argo CD health check for outboundwebhooks.io/OutboundWebhook.
--- Reads only what the controller writes: status.observedGeneration and the
--- Ready summary condition (Kubernetes API conventions).
+-- Reads only what the controller writes: status.observedGeneration, the
+-- Ready summary condition and the Delivering condition (Kubernetes API
+-- conventions).
 local hs = {}
+
+local function condition(wanted)
+  if obj.status.conditions == nil then
+    return nil
+  end
+  for _, c in ipairs(obj.status.conditions) do
+    if c.type == wanted then
+      return c
+    end
+  end
+  return nil
+end
 
 if obj.status == nil then
   hs.status = "Progressing"
@@ -22,15 +35,7 @@ if generation ~= nil and obj.status.observedGeneration ~= nil and obj.status.obs
   return hs
 end
 
-local ready = nil
-if obj.status.conditions ~= nil then
-  for _, condition in ipairs(obj.status.conditions) do
-    if condition.type == "Ready" then
-      ready = condition
-      break
-    end
-  end
-end
+local ready = condition("Ready")
 
 if ready == nil then
   hs.status = "Progressing"
@@ -51,6 +56,12 @@ if message == nil or message == "" then
 end
 
 if ready.status == "True" then
+  -- Failing but still active: it receives events and retries, so it stays
+  -- Healthy, and the message shows the failures before the hook turns off.
+  local delivering = condition("Delivering")
+  if delivering ~= nil and delivering.status == "False" and delivering.message ~= nil and delivering.message ~= "" then
+    message = delivering.message
+  end
   hs.status = "Healthy"
   hs.message = message
   return hs
