@@ -18,8 +18,8 @@ use std::collections::HashMap;
 
 use crate::{
     dispatcher::store::{Keys, stored_shard_count},
-    shard::{shard_of, shard_prefix},
     event_name::EventName,
+    shard::{shard_of, shard_prefix},
     stream_entry::{MAX_ENTRY_BYTES, new_event_id, parse_entry},
 };
 

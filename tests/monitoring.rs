@@ -37,15 +37,6 @@ const DASHBOARD: &str = "charts/outbound-webhooks/files/dashboard.json";
 /// Series Prometheus makes itself, not the binaries.
 const PROMETHEUS_GENERATED: &[&str] = &["up"];
 
-/// The per-hook gauges the controller exports on the `delivering` branch
-/// (issue 13), which the alerts and the dashboard already read. Empty this
-/// list when merging that branch: the check then holds them to the binary.
-const PENDING_FROM_DELIVERING_BRANCH: &[&str] = &[
-    "outbound_webhooks_hook_failing",
-    "outbound_webhooks_hook_consecutive_failures",
-    "outbound_webhooks_hook_turned_off",
-];
-
 /// Exported metric families the dashboard does not show (none today).
 const NOT_ON_THE_DASHBOARD: &[&str] = &[];
 
@@ -491,11 +482,7 @@ fn the_dashboard_and_the_alerts_query_only_metrics_the_binaries_export() {
     }
     let unknown: Vec<String> = used
         .iter()
-        .filter(|(m, _)| {
-            !exported.contains(m)
-                && !PROMETHEUS_GENERATED.contains(&m.as_str())
-                && !PENDING_FROM_DELIVERING_BRANCH.contains(&m.as_str())
-        })
+        .filter(|(m, _)| !exported.contains(m) && !PROMETHEUS_GENERATED.contains(&m.as_str()))
         .map(|(m, place)| format!("{m} ({place})"))
         .collect();
     assert!(
@@ -504,15 +491,6 @@ fn the_dashboard_and_the_alerts_query_only_metrics_the_binaries_export() {
         unknown.join("\n"),
         exported.iter().cloned().collect::<Vec<_>>().join("\n")
     );
-    let early: Vec<&&str> = PENDING_FROM_DELIVERING_BRANCH
-        .iter()
-        .filter(|m| exported.contains(**m))
-        .collect();
-    assert!(
-        early.is_empty(),
-        "{early:?} are exported now: remove them from PENDING_FROM_DELIVERING_BRANCH"
-    );
-
     // The other way round: every family the binaries export is on the dashboard.
     let on_dashboard: BTreeSet<&str> = used
         .iter()

@@ -23,8 +23,8 @@ use super::{
 };
 use crate::{
     envelope,
-    shard::shard_of,
     resource::OutboundWebhook,
+    shard::shard_of,
     stream_entry::{MAX_ENTRY_BYTES, entry_id_millis, parse_entry},
 };
 

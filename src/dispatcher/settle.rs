@@ -160,7 +160,11 @@ pub async fn retry_soon(shared: &Shared, task: &Task, claimed: i64, now: i64, wh
         last_error: why,
         waiting: false,
     };
-    shared.store_for(&task.org).reschedule(task, claimed, next).await.map(|_| ())
+    shared
+        .store_for(&task.org)
+        .reschedule(task, claimed, next)
+        .await
+        .map(|_| ())
 }
 
 /// Dead-letters one claimed task with `reason` (`label`: the metrics'
