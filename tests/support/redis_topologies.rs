@@ -856,8 +856,9 @@ impl RedisCluster {
     }
 
     /// Ok when every live node says `cluster_state:ok`, knows all six
-    /// nodes and sees the same three serving masters, and every live
-    /// replica is in sync with its master.
+    /// nodes, sees the same three serving masters and every other live node
+    /// as a healthy replica of one of them, and every live replica is in
+    /// sync with its master.
     fn healthy(&self) -> Result<(), String> {
         let mut views = BTreeSet::new();
         for port in self.live_ports() {
@@ -871,6 +872,25 @@ impl RedisCluster {
             let masters: Vec<u16> = nodes.iter().filter(|n| n.serving_master()).map(|n| n.port).collect();
             if masters.len() != 3 {
                 return Err(format!("node {port} sees masters {masters:?}: {nodes:?}"));
+            }
+            // Gossip tells a node late that another is a replica (until then
+            // it shows as a master without slots).
+            let master_ids: HashSet<&str> = nodes
+                .iter()
+                .filter(|n| n.serving_master())
+                .map(|n| n.id.as_str())
+                .collect();
+            let misplaced: Vec<&ClusterNode> = nodes
+                .iter()
+                .filter(|n| !self.is_killed(n.port) && !n.serving_master())
+                .filter(|n| {
+                    !(n.has_flag("slave")
+                        && n.healthy()
+                        && n.master_id.as_deref().is_some_and(|id| master_ids.contains(id)))
+                })
+                .collect();
+            if !misplaced.is_empty() {
+                return Err(format!("node {port} sees neither master nor replica in {misplaced:?}"));
             }
             views.insert(BTreeSet::from_iter(masters));
             let replication = redis_cli(port, &["INFO", "replication"])?;
