@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds and installs the real components the tests and the local run use:
 # kube-apiserver, kube-controller-manager and kubectl (from the Go module
-# proxy), etcd, helm, promtool (the chart's alert tests), and
-# Debian's redis-server. Idempotent: each tool is built once per version into
-# a cache outside the checkout, so a second run takes seconds.
+# proxy), etcd, helm, promtool (the chart's alert tests), and Debian's
+# redis-server, redis-tools and redis-sentinel. Idempotent: each tool is
+# built once per version into a cache outside the checkout, so a second run
+# takes seconds.
 #
 #   OUTBOUND_WEBHOOKS_TOOLS_DIR  where built tools live
 #                                (default: ${XDG_CACHE_HOME:-$HOME/.cache}/outbound-webhooks/tools)
@@ -68,22 +69,40 @@ build_go helm "$HELM_VERSION" "$repo/tools/helm" helm.sh/helm/v3/cmd/helm \
 build_go promtool "$PROMETHEUS_VERSION" "$repo/tools/prometheus" github.com/prometheus/prometheus/cmd/promtool \
   "-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}"
 
-# Debian packages: redis-server for the dispatcher's stream, openssl for the
-# test PKI, lua5.1 (Argo CD's Lua dialect) for the health check's tests.
+# Debian packages: redis-server for the dispatcher's stream, redis-tools
+# (redis-cli, which also creates the test Redis Clusters) and redis-sentinel
+# for the Redis topology tests, openssl for the test PKI (TLS Redis too),
+# lua5.1 (Argo CD's Lua dialect) for the health check's tests.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)   # the Argo CD health check's tests
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+apt_updated=false
+apt_update() { $apt_updated || $sudo_cmd apt-get update -qq; apt_updated=true; }
+if ! command -v redis-sentinel >/dev/null 2>&1; then
+  apt_update
+  # redis-sentinel only adds a binary name and a service: the tests start
+  # their sentinels as `redis-server CONF --sentinel` (the same binary), so a
+  # package source without it is no reason to fail.
+  if [[ "$(apt-cache policy redis-sentinel 2>/dev/null)" == *"Candidate: "[0-9]* ]]; then
+    missing+=(redis-sentinel)
+  else
+    say "redis-sentinel: no Debian package here; the tests run sentinels as redis-server --sentinel"
+  fi
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
-  # The package starts a system-wide server; the tests start their own.
-  (command -v systemctl >/dev/null 2>&1 && $sudo_cmd systemctl disable --now redis-server >/dev/null 2>&1) || true
+  apt_update
+  DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The packages start system-wide servers; the tests start their own.
+  if command -v systemctl >/dev/null 2>&1; then
+    $sudo_cmd systemctl disable --now redis-server redis-sentinel >/dev/null 2>&1 || true
+  fi
 fi
-say "redis-server: $(redis-server --version | awk '{print $3}')"
+say "redis-server: $(redis-server --version | awk '{print $3}'), redis-cli: $(redis-cli --version | awk '{print $2}')"
 
 say "tools ready in $bin_dir"
 echo "$bin_dir"

@@ -25,7 +25,7 @@ use support::{
     controller::ControllerProcess,
     delivery_test::DeliveryTest,
     dispatcher::Dispatcher,
-    helm::{CHART, documents, helm, template},
+    helm::{CHART, documents, helm, template, try_template},
     hooks::{condition, generated_secret, hook_yaml, wait_not_ready},
     kubectl,
     kubectl::{apply_ok, lease_holder_in},
@@ -68,7 +68,17 @@ fn rendered_objects_pass_server_side_dry_run_with_defaults_and_every_option() {
         kubectl_ok(&["apply", "-f", &path.to_string_lossy()]);
         kubectl_ok(&["wait", "--for=condition=Established", crd]);
     }
-    for (name, extra) in [("defaults", vec![]), ("all-options", vec!["-f", ALL_OPTIONS])] {
+    let ca_from_a_configmap = vec![
+        "-f",
+        ALL_OPTIONS,
+        "--set",
+        "redis.mode=cluster,redis.tls.caSecret.name=,redis.tls.caConfigMap.name=redis-ca",
+    ];
+    for (name, extra) in [
+        ("defaults", vec![]),
+        ("all-options", vec!["-f", ALL_OPTIONS]),
+        ("ca-configmap", ca_from_a_configmap),
+    ] {
         let ns = namespace(&format!("chart-{name}"));
         let manifests = template("owh", &ns, &extra);
         for kind in [
@@ -621,4 +631,202 @@ fn refuse_forbidden(who: &str, log: &str) {
         "the {who} was refused something with the chart's RBAC:\n{}",
         refused.join("\n")
     );
+}
+
+/// The rendered Deployment of `component` (controller or dispatcher).
+fn deployment(manifests: &str, component: &str) -> serde_json::Value {
+    manifests
+        .split("\n---")
+        .filter_map(|d| serde_yaml_ng::from_str::<serde_json::Value>(d).ok())
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["labels"]["app.kubernetes.io/component"] == component)
+        .unwrap_or_else(|| panic!("no {component} Deployment rendered"))
+}
+
+/// The environment of a Deployment's container: name to `value` (or to
+/// the `valueFrom` object).
+fn env_of(deployment: &serde_json::Value) -> std::collections::BTreeMap<String, serde_json::Value> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("the container has env")
+        .iter()
+        .map(|e| {
+            let value = if e["value"].is_null() {
+                e["valueFrom"].clone()
+            } else {
+                e["value"].clone()
+            };
+            (e["name"].as_str().expect("env name").to_string(), value)
+        })
+        .collect()
+}
+
+/// The Redis settings the binaries read from the environment (SPEC
+/// "Processes and configuration": every flag has an env twin).
+const REDIS_MODE: &str = "OUTBOUND_WEBHOOKS_REDIS_MODE";
+const REDIS_MASTER_NAME: &str = "OUTBOUND_WEBHOOKS_REDIS_MASTER_NAME";
+const REDIS_CA_FILE: &str = "OUTBOUND_WEBHOOKS_REDIS_CA_FILE";
+const SHARDS: &str = "OUTBOUND_WEBHOOKS_SHARDS";
+const REDIS_CA_DIR: &str = "/etc/outbound-webhooks/redis-ca";
+
+#[test]
+fn the_redis_mode_and_shard_count_reach_the_dispatcher_and_nothing_redis_reaches_the_controller() {
+    for (sets, mode, shards) in [
+        (None, "standalone", "1"),
+        (Some("redis.mode=cluster,dispatcher.shards=6"), "cluster", "6"),
+        (Some("redis.mode=standalone,dispatcher.shards=16"), "standalone", "16"),
+    ] {
+        let extra: Vec<&str> = sets.map(|s| vec!["--set", s]).unwrap_or_default();
+        let manifests = template("owh", "owh-system", &extra);
+        let dispatcher = deployment(&manifests, "dispatcher");
+        let env = env_of(&dispatcher);
+        assert_eq!(env.get(REDIS_MODE), Some(&json!(mode)), "{sets:?}: {env:?}");
+        assert_eq!(env.get(SHARDS), Some(&json!(shards)), "{sets:?}: {env:?}");
+        assert!(!env.contains_key(REDIS_MASTER_NAME), "{sets:?}: {env:?}");
+        assert!(!env.contains_key(REDIS_CA_FILE), "{sets:?}: {env:?}");
+        let pod = &dispatcher["spec"]["template"]["spec"];
+        assert!(pod["volumes"].is_null(), "{sets:?}: no CA, no volume: {pod}");
+        assert!(pod["containers"][0]["volumeMounts"].is_null(), "{sets:?}: {pod}");
+        let controller = env_of(&deployment(&manifests, "controller"));
+        assert!(
+            controller
+                .keys()
+                .all(|name| !name.starts_with("OUTBOUND_WEBHOOKS_REDIS") && name != SHARDS),
+            "the controller does not use Redis: {controller:?}"
+        );
+    }
+}
+
+#[test]
+fn sentinel_mode_passes_the_master_name_and_opens_the_sentinel_port() {
+    let sentinel = "redis.mode=sentinel,redis.masterName=mymaster,networkPolicy.enabled=true";
+    let manifests = template("owh", "owh-system", &["--set", sentinel]);
+    let env = env_of(&deployment(&manifests, "dispatcher"));
+    assert_eq!(env.get(REDIS_MODE), Some(&json!("sentinel")));
+    assert_eq!(env.get(REDIS_MASTER_NAME), Some(&json!("mymaster")));
+
+    // The dispatcher's egress to Redis: the data port and, in mode sentinel
+    // only, the sentinels' port.
+    let redis_ports = |manifests: &str| -> Vec<serde_json::Value> {
+        let policy = manifests
+            .split("\n---")
+            .filter_map(|d| serde_yaml_ng::from_str::<serde_json::Value>(d).ok())
+            .find(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == "owh-outbound-webhooks-dispatcher")
+            .expect("the dispatcher's NetworkPolicy");
+        policy["spec"]["egress"]
+            .as_array()
+            .expect("egress rules")
+            .iter()
+            .find(|rule| rule["ports"][0]["port"] == 6379)
+            .map(|rule| rule["ports"].as_array().expect("ports").clone())
+            .expect("the Redis egress rule")
+    };
+    assert_eq!(
+        redis_ports(&manifests),
+        vec![json!({"port": 6379}), json!({"port": 26379})]
+    );
+    let other_port = template(
+        "owh",
+        "owh-system",
+        &["--set", sentinel, "--set", "networkPolicy.redis.sentinelPort=5000"],
+    );
+    assert_eq!(
+        redis_ports(&other_port),
+        vec![json!({"port": 6379}), json!({"port": 5000})]
+    );
+    let standalone = template("owh", "owh-system", &["--set", "networkPolicy.enabled=true"]);
+    assert_eq!(redis_ports(&standalone), vec![json!({"port": 6379})]);
+}
+
+#[test]
+fn a_redis_ca_from_a_secret_or_a_configmap_is_mounted_read_only_for_the_dispatcher() {
+    for (sets, source) in [
+        (
+            "redis.tls.caSecret.name=redis-ca",
+            json!({"secret": {"secretName": "redis-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}),
+        ),
+        (
+            "redis.tls.caSecret.name=managed-redis,redis.tls.caSecret.key=bundle.pem",
+            json!({"secret": {"secretName": "managed-redis", "items": [{"key": "bundle.pem", "path": "ca.crt"}]}}),
+        ),
+        (
+            "redis.tls.caConfigMap.name=redis-ca-bundle,redis.tls.caConfigMap.key=root.pem",
+            json!({"configMap": {"name": "redis-ca-bundle", "items": [{"key": "root.pem", "path": "ca.crt"}]}}),
+        ),
+    ] {
+        let manifests = template("owh", "owh-system", &["--set", sets]);
+        let dispatcher = deployment(&manifests, "dispatcher");
+        let pod = &dispatcher["spec"]["template"]["spec"];
+        let mut expected_volume = source.clone();
+        expected_volume["name"] = json!("redis-ca");
+        assert_eq!(pod["volumes"], json!([expected_volume]), "{sets}");
+        assert_eq!(
+            pod["containers"][0]["volumeMounts"],
+            json!([{"name": "redis-ca", "mountPath": REDIS_CA_DIR, "readOnly": true}]),
+            "{sets}"
+        );
+        let env = env_of(&dispatcher);
+        assert_eq!(
+            env.get(REDIS_CA_FILE),
+            Some(&json!(format!("{REDIS_CA_DIR}/ca.crt"))),
+            "{sets}: {env:?}"
+        );
+        let controller = &deployment(&manifests, "controller")["spec"]["template"]["spec"];
+        assert!(controller["volumes"].is_null(), "{sets}: the controller mounts no CA");
+    }
+}
+
+#[test]
+fn the_schema_refuses_sentinel_without_a_master_name_an_unknown_mode_no_shards_two_cas_and_a_prefix_without_hash_tag() {
+    for (sets, at) in [
+        ("redis.mode=sentinel", "at '/redis/masterName'"),
+        ("redis.mode=sentinel,redis.masterName=", "at '/redis/masterName'"),
+        ("redis.mode=replicated", "at '/redis/mode'"),
+        ("dispatcher.shards=0", "at '/dispatcher/shards'"),
+        ("dispatcher.shards=-2", "at '/dispatcher/shards'"),
+        ("dispatcher.shards=1.5", "at '/dispatcher/shards'"),
+        (
+            "redis.tls.caSecret.name=redis-ca,redis.tls.caConfigMap.name=redis-ca",
+            "at '/redis/tls/caConfigMap/name'",
+        ),
+        ("redis.tls.caSecret.key=", "at '/redis/tls/caSecret/key'"),
+        ("redis.prefix=outbound-webhooks:", "at '/redis/prefix'"),
+        (
+            "networkPolicy.redis.sentinelPort=0",
+            "at '/networkPolicy/redis/sentinelPort'",
+        ),
+    ] {
+        let (ok, out) = try_template("owh", "owh-system", &["--set", sets]);
+        assert!(!ok, "helm template --set {sets} was accepted");
+        assert!(
+            out.contains("don't meet the specifications of the schema") && out.contains(at),
+            "--set {sets}: expected the schema to refuse {at}, got:\n{out}"
+        );
+    }
+    // What the schema accepts, the templates render.
+    let (ok, out) = try_template(
+        "owh",
+        "owh-system",
+        &[
+            "--set",
+            "redis.mode=sentinel,redis.masterName=mymaster,dispatcher.shards=1",
+        ],
+    );
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn the_templates_refuse_what_the_schema_refuses_when_it_is_skipped() {
+    for (sets, message) in [
+        (
+            "redis.mode=sentinel",
+            "set redis.masterName (Sentinel's name of the primary) with redis.mode sentinel",
+        ),
+        (
+            "redis.tls.caSecret.name=a,redis.tls.caConfigMap.name=b",
+            "set redis.tls.caSecret or redis.tls.caConfigMap, not both",
+        ),
+    ] {
+        let (ok, out) = try_template("owh", "owh-system", &["--skip-schema-validation", "--set", sets]);
+        assert!(!ok && out.contains(message), "--set {sets}:\n{out}");
+    }
 }

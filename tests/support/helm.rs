@@ -47,6 +47,14 @@ fn run(args: &[&str], kubeconfig: Option<&Path>) -> (bool, String) {
 /// `helm template RELEASE` of the chart for namespace `ns`, with `extra`
 /// flags (`-f FILE`, `--set K=V`); fails the test when helm does.
 pub fn template(release: &str, ns: &str, extra: &[&str]) -> String {
+    let (ok, out) = try_template(release, ns, extra);
+    assert!(ok, "helm template {} failed:\n{out}", extra.join(" "));
+    out
+}
+
+/// `helm template` as [`template`], returning (success, output) instead of
+/// failing, for the refusals.
+pub fn try_template(release: &str, ns: &str, extra: &[&str]) -> (bool, String) {
     let mut args = vec![
         "template",
         release,
@@ -57,9 +65,7 @@ pub fn template(release: &str, ns: &str, extra: &[&str]) -> String {
         KUBE_VERSION,
     ];
     args.extend_from_slice(extra);
-    let (ok, out) = run(&args, None);
-    assert!(ok, "helm template {} failed:\n{out}", extra.join(" "));
-    out
+    run(&args, None)
 }
 
 /// The objects of rendered manifests.

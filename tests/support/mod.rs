@@ -11,6 +11,7 @@
 //! - [`helm`]: the built helm, the chart rendered with `helm template`.
 //! - [`receiver`]: a scripted HTTP receiver on loopback.
 //! - [`redis`]: publishing, raw stream entries, key lengths, a redis-server of a test's own.
+//! - [`redis_topologies`]: a TLS Redis, a Sentinel group and a Redis Cluster of a test's own.
 //! - [`delivery_test`]: one dispatcher test's namespace, prefix, hooks and dispatchers.
 //!
 //! Each test takes its own namespace and Redis key prefix, so tests run in
@@ -29,6 +30,7 @@ pub mod kubectl;
 pub mod process;
 pub mod receiver;
 pub mod redis;
+pub mod redis_topologies;
 
 use std::{
     path::{Path, PathBuf},

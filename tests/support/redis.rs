@@ -113,6 +113,19 @@ pub fn xinfo<T: redis::FromRedisValue>(url: &str, prefix: &str, what: &str) -> T
     cmd.query(&mut connect(url)).expect("XINFO")
 }
 
+/// `sh -c 'redis-server "$@" ...' sh`, to which the caller adds
+/// redis-server's arguments: a small shell that stops redis-server (SIGTERM)
+/// when its stdin closes, so the server dies with the test binary too, even
+/// one that is killed. Hold its stdin for the server's life.
+pub fn redis_server_command() -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"redis-server "$@" & pid=$!; cat >/dev/null; kill $pid 2>/dev/null; wait $pid"#)
+        .arg("sh");
+    command
+}
+
 /// A redis-server of the test's own (for restarts and odd configurations;
 /// the shared one must not be disturbed). It runs under a small shell that
 /// stops it when its stdin closes, so it dies with the test binary too.
@@ -137,10 +150,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(r#"redis-server "$@" & pid=$!; cat >/dev/null; kill $pid 2>/dev/null; wait $pid"#)
-            .arg("sh")
+        let mut child = redis_server_command()
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
             .arg("--dir")
             .arg(self.dir.path())

@@ -44,3 +44,18 @@ redis-url
 {{ .Values.redis.existingSecretKey }}
 {{- end -}}
 {{- end -}}
+
+{{/* Where the dispatcher reads the Redis CA, if one is configured. */}}
+{{- define "owh.redisCaDir" -}}
+/etc/outbound-webhooks/redis-ca
+{{- end -}}
+
+{{/* "true" when a Redis CA comes from a Secret or a ConfigMap. */}}
+{{- define "owh.redisCaConfigured" -}}
+{{- with .Values.redis.tls -}}
+{{- if and .caSecret.name .caConfigMap.name -}}
+{{- fail "set redis.tls.caSecret or redis.tls.caConfigMap, not both" -}}
+{{- end -}}
+{{- if or .caSecret.name .caConfigMap.name }}true{{ end -}}
+{{- end -}}
+{{- end -}}
