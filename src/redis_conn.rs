@@ -307,66 +307,92 @@ pub struct SentinelConn {
 struct SentinelInner {
     target: RedisTarget,
     sentinels: tokio::sync::Mutex<SentinelClient>,
-    /// The primary's connection and when the primary was last looked up.
-    current: Mutex<(ConnectionManager, Instant)>,
+    /// The primary's connection, its address, and when the primary was
+    /// last looked up.
+    current: Mutex<Primary>,
 }
+
+struct Primary {
+    conn: ConnectionManager,
+    addr: String,
+    checked: Instant,
+}
+
+/// How often the sentinels are asked whether the primary moved, besides
+/// after a failed command: a forced fail-over (`SENTINEL FAILOVER`) leaves
+/// the old primary answering, and writable, until Sentinel reconfigures it
+/// (about 10 s); what is written there meanwhile is lost.
+const SENTINEL_POLL_EVERY: Duration = Duration::from_millis(500);
 
 impl SentinelConn {
     async fn connect(target: &RedisTarget) -> Result<Self, ConnectError> {
         let mut sentinels = target.sentinel_client()?;
         let client = sentinels.async_get_client().await.map_err(|e| target.error(e))?;
-        let manager = ConnectionManager::new_with_config(client, RedisTarget::manager_config())
+        let addr = client.get_connection_info().addr().to_string();
+        let conn = ConnectionManager::new_with_config(client, RedisTarget::manager_config())
             .await
             .map_err(|e| target.error(e))?;
-        Ok(SentinelConn {
-            inner: Arc::new(SentinelInner {
-                target: target.clone(),
-                sentinels: tokio::sync::Mutex::new(sentinels),
-                current: Mutex::new((manager, Instant::now())),
+        let inner = Arc::new(SentinelInner {
+            target: target.clone(),
+            sentinels: tokio::sync::Mutex::new(sentinels),
+            current: Mutex::new(Primary {
+                conn,
+                addr,
+                checked: Instant::now(),
             }),
-        })
+        });
+        // The watch ends with the last clone of the connection.
+        let watched = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SENTINEL_POLL_EVERY).await;
+                let Some(inner) = watched.upgrade() else { break };
+                SentinelConn { inner }.check_primary().await;
+            }
+        });
+        Ok(SentinelConn { inner })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Primary> {
+        self.inner.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn current(&self) -> ConnectionManager {
-        self.inner
-            .current
-            .lock()
-            .map(|c| c.0.clone())
-            .unwrap_or_else(|p| p.into_inner().0.clone())
+        self.lock().conn.clone()
     }
 
-    /// After an error that may mean a fail-over: asks the sentinels for the
-    /// primary and connects to it (at most every [`SENTINEL_RESOLVE_EVERY`]).
+    /// After an error that may mean a fail-over: looks the primary up again
+    /// (at most every [`SENTINEL_RESOLVE_EVERY`]).
     async fn follow_primary(&self, error: &RedisError) {
-        if !may_be_failover(error) {
-            return;
+        if may_be_failover(error) && self.lock().checked.elapsed() >= SENTINEL_RESOLVE_EVERY {
+            self.check_primary().await;
         }
+    }
+
+    /// Asks the sentinels for the primary; connects to it when it moved.
+    async fn check_primary(&self) {
         let mut sentinels = self.inner.sentinels.lock().await;
-        let due = self
-            .inner
-            .current
-            .lock()
-            .map(|c| c.1.elapsed() >= SENTINEL_RESOLVE_EVERY)
-            .unwrap_or(true);
-        if !due {
+        let found = sentinels.async_get_client().await;
+        self.lock().checked = Instant::now();
+        let client = match found {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!(error = %e, "asking Sentinel for the primary");
+                return;
+            }
+        };
+        let addr = client.get_connection_info().addr().to_string();
+        if addr == self.lock().addr {
             return;
         }
-        let found = async {
-            let client = sentinels.async_get_client().await?;
-            ConnectionManager::new_with_config(client, RedisTarget::manager_config()).await
-        }
-        .await;
-        let mut current = match self.inner.current.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        };
-        current.1 = Instant::now();
-        match found {
-            Ok(manager) => {
-                tracing::info!(target = %self.inner.target.describe(), "connected to the primary Sentinel names now");
-                current.0 = manager;
+        match ConnectionManager::new_with_config(client, RedisTarget::manager_config()).await {
+            Ok(conn) => {
+                tracing::info!(target = %self.inner.target.describe(), primary = %addr, "the primary moved; connected to the new one");
+                let mut current = self.lock();
+                current.conn = conn;
+                current.addr = addr;
             }
-            Err(e) => tracing::warn!(error = %e, "asking Sentinel for the primary after a failed command"),
+            Err(e) => tracing::warn!(error = %e, primary = %addr, "connecting to the new primary Sentinel names"),
         }
     }
 }

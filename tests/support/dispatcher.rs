@@ -120,6 +120,12 @@ impl Dispatcher {
         (process, http_port)
     }
 
+    /// Waits until the dispatcher exits by itself (a start-up refusal);
+    /// `None` when it still runs after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.process.wait_exit(timeout)
+    }
+
     /// GET one of the ops endpoints: (status code, body); None when nothing listens.
     pub fn ops_get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.http_port, path)

@@ -1,0 +1,308 @@
+//! The dispatcher on Redis as users run it (real servers on loopback): over
+//! TLS with a private CA, behind Sentinel through a forced fail-over and a
+//! killed primary, and on a 3-master Cluster with `--shards 6` through a
+//! killed master. Events are counted by id at the receivers.
+
+mod support;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use outbound_webhooks::{
+    EventName,
+    publish::{NewEvent, Publisher},
+    redis_conn::{RedisConn, RedisMode, RedisTarget},
+    shard::shard_prefix,
+};
+use serde_json::json;
+use support::{
+    CREATE,
+    delivery_test::DeliveryTest,
+    dispatcher::{Dispatcher, run_cli},
+    hooks::create_hook,
+    namespace,
+    receiver::Receiver,
+    redis_prefix,
+    redis_topologies::{RedisCluster, SentinelGroup, TlsRedis},
+    wait_for,
+};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the test's producer")
+}
+
+/// A producer over the library, as a platform service would run it.
+struct Producer {
+    rt: tokio::runtime::Runtime,
+    publisher: Publisher<RedisConn>,
+    /// Publishes that failed and were sent again (a producer retries).
+    retries: usize,
+}
+
+impl Producer {
+    fn new(target: &RedisTarget, prefix: &str) -> Producer {
+        let rt = runtime();
+        let publisher = rt.block_on(async {
+            let conn = target.connect().await.expect("the producer connects");
+            Publisher::new(conn, prefix).await.expect("reading the shard count")
+        });
+        Producer {
+            rt,
+            publisher,
+            retries: 0,
+        }
+    }
+
+    /// Publishes event `id` for `org`, again until Redis takes it (30 s).
+    fn publish(&mut self, org: &str, id: &str) {
+        let mut event = NewEvent::new(
+            org,
+            EventName::from_str(CREATE).unwrap(),
+            json!({"type": "conversation", "id": id}),
+        )
+        .unwrap();
+        event.id = Some(id.to_string());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.rt.block_on(self.publisher.publish(&event)) {
+                Ok(_) => return,
+                Err(e) if Instant::now() < deadline => {
+                    self.retries += 1;
+                    eprintln!("publishing {id}: {e}; again");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("publishing {id} kept failing: {e}"),
+            }
+        }
+    }
+}
+
+/// Waits until every id in `ids` reached `receivers` (counted by
+/// `webhook-id`); returns how many requests each id got.
+fn wait_all_delivered(receivers: &[&Receiver], ids: &BTreeSet<String>, timeout: Duration) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    wait_for("every event to arrive", timeout, || {
+        counts = BTreeMap::new();
+        for r in receivers {
+            for req in r.requests() {
+                *counts.entry(req.event_id().to_string()).or_insert(0) += 1;
+            }
+        }
+        let missing = ids.iter().filter(|id| !counts.contains_key(*id)).count();
+        if missing == 0 {
+            Ok(())
+        } else {
+            Err(format!("{missing} of {} not delivered yet", ids.len()))
+        }
+    });
+    counts
+}
+
+fn duplicates(counts: &BTreeMap<String, usize>) -> usize {
+    counts.values().map(|n| n - 1).sum()
+}
+
+#[test]
+fn deliveries_flow_over_tls_and_a_wrong_ca_stops_the_dispatcher_at_start_up() {
+    let password = "tls-redis-password-9876";
+    let redis = TlsRedis::start_with_password(password);
+    let test = DeliveryTest::on("tls", &redis.url());
+    let receiver = Receiver::ok();
+    test.hook_to(&receiver, json!({}));
+    let ca = redis.ca_file().to_string_lossy().into_owned();
+    let wrong_ca = redis.wrong_ca_file().to_string_lossy().into_owned();
+
+    // A CA that did not sign the server's certificate: a clear error at
+    // start-up, not a retry loop.
+    let started = Instant::now();
+    let mut refused = Dispatcher::start_unready(test.args("tls-wrong-ca", &["--redis-ca-file", &wrong_ca]), vec![]);
+    let status = refused
+        .wait_exit(Duration::from_secs(30))
+        .expect("the dispatcher stops when the TLS handshake cannot succeed");
+    assert!(!status.success());
+    let log = refused.log();
+    assert!(log.contains("TLS handshake with Redis at rediss://"), "{log}");
+    assert!(log.contains("--redis-ca-file"), "{log}");
+    assert!(!log.contains(password), "the password reached the log:\n{log}");
+    eprintln!("wrong CA refused in {:?}", started.elapsed());
+
+    let dispatcher = test.dispatcher(&["--redis-ca-file", &ca]);
+    let out = run_cli(&[
+        "publish",
+        "--redis-url",
+        &redis.url(),
+        "--redis-ca-file",
+        &ca,
+        "--redis-prefix",
+        &test.prefix,
+        "--org",
+        &test.ns,
+        "--event",
+        CREATE,
+        "--data",
+        "{}",
+        "--id",
+        "over-tls-1",
+    ]);
+    assert!(out.starts_with("over-tls-1 "), "{out}");
+    receiver.wait_for_event("over-tls-1", 1, Duration::from_secs(30));
+    assert!(!dispatcher.log().contains(password), "the password reached the log");
+    let help = run_cli(&["dispatcher", "--help"]);
+    assert!(!help.contains(password));
+}
+
+#[test]
+fn five_hundred_events_around_a_forced_failover_and_a_killed_primary_all_arrive() {
+    let group = SentinelGroup::start("owh-primary");
+    let test = DeliveryTest::on("sentinel", &group.url());
+    let receiver = Receiver::ok();
+    test.hook_to(&receiver, json!({}));
+    let mode = [
+        "--redis-mode",
+        "sentinel",
+        "--redis-master-name",
+        group.master_name(),
+        "--reclaim-idle",
+        "5s",
+    ];
+    let _dispatcher = test.dispatcher(&mode);
+    let target = RedisTarget::new(RedisMode::Sentinel, &group.url(), Some(group.master_name()), None).unwrap();
+    let mut producer = Producer::new(&target, &test.prefix);
+    let id = |i: usize| format!("sentinel-{i:04}");
+    let mut ids = BTreeSet::new();
+
+    for i in 0..200 {
+        producer.publish(&test.ns, &id(i));
+        ids.insert(id(i));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A forced fail-over leaves the old primary writable until Sentinel
+    // reconfigures it (README "Redis as you run it"): producers pause
+    // until the sentinels agree on the new primary.
+    let old = group.primary_port();
+    let new = group.failover();
+    assert_ne!(old, new);
+    for i in 200..350 {
+        producer.publish(&test.ns, &id(i));
+        ids.insert(id(i));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SIGKILL once the replica is in sync (what Redis had replicated must
+    // survive); the producer goes on through the fail-over.
+    let killed = group.kill_primary();
+    let killed_at = Instant::now();
+    for i in 350..500 {
+        producer.publish(&test.ns, &id(i));
+        ids.insert(id(i));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let promoted = group.wait_for_new_primary(killed);
+    let counts = wait_all_delivered(&[&receiver], &ids, Duration::from_secs(120));
+    let first_after_kill = receiver
+        .requests()
+        .iter()
+        .filter(|r| r.at > killed_at)
+        .map(|r| r.at)
+        .min()
+        .expect("deliveries after the kill");
+    eprintln!(
+        "sentinel: 500 of 500 delivered; {} duplicate(s); first delivery {:?} after the SIGKILL of {killed} ({promoted} promoted); {} publish retries",
+        duplicates(&counts),
+        first_after_kill.duration_since(killed_at),
+        producer.retries,
+    );
+}
+
+#[test]
+fn sixty_orgs_over_six_shards_on_a_cluster_survive_a_killed_master() {
+    let cluster = RedisCluster::start();
+    let prefix = redis_prefix("cluster");
+    // The six shards' keys spread over all three masters.
+    let owners: BTreeSet<u16> = (0..6)
+        .map(|k| cluster.node_of_key(&format!("{}events", shard_prefix(&prefix, k).unwrap())))
+        .collect();
+    assert_eq!(owners, cluster.masters().into_iter().collect::<BTreeSet<_>>());
+
+    let receiver = Receiver::ok();
+    let orgs: Vec<String> = (0..60).map(|i| namespace(&format!("cl{i}"))).collect();
+    std::thread::scope(|s| {
+        for chunk in orgs.chunks(10) {
+            let url = receiver.url("/");
+            s.spawn(move || {
+                for org in chunk {
+                    create_hook(org, "h", &url, &[CREATE], json!({}));
+                }
+            });
+        }
+    });
+    let url = cluster.url();
+    let mode = ["--redis-mode", "cluster", "--shards", "6", "--reclaim-idle", "5s"];
+    let args = |consumer: &str| support::dispatcher::args(&url, &prefix, consumer, &mode);
+    let _one = Dispatcher::start(args("cluster-a"));
+    let _two = Dispatcher::start(args("cluster-b"));
+
+    // One event per org through the CLI (which reads the shard count the
+    // dispatchers stored), the rest through the library.
+    let mut ids = BTreeSet::new();
+    for org in &orgs {
+        let id = format!("{org}-cli");
+        run_cli(&[
+            "publish",
+            "--redis-mode",
+            "cluster",
+            "--redis-url",
+            &url,
+            "--redis-prefix",
+            &prefix,
+            "--org",
+            org,
+            "--event",
+            CREATE,
+            "--data",
+            "{}",
+            "--id",
+            &id,
+        ]);
+        ids.insert(id);
+    }
+    let target = RedisTarget::new(RedisMode::Cluster, &url, None, None).unwrap();
+    let mut producer = Producer::new(&target, &prefix);
+    for round in 0..5 {
+        for org in &orgs {
+            let id = format!("{org}-{round}");
+            producer.publish(org, &id);
+            ids.insert(id);
+        }
+    }
+    // Mid-run (deliveries still in flight), once replication caught up:
+    // SIGKILL of the master holding shard 0.
+    std::thread::sleep(Duration::from_millis(200));
+    let victim = cluster.node_of_key(&format!("{prefix}events"));
+    cluster.kill(victim);
+    let killed_at = Instant::now();
+    for round in 5..10 {
+        for org in &orgs {
+            let id = format!("{org}-{round}");
+            producer.publish(org, &id);
+            ids.insert(id);
+        }
+    }
+    cluster.wait_for_failover();
+    let counts = wait_all_delivered(&[&receiver], &ids, Duration::from_secs(180));
+    let lost = ids.iter().filter(|id| !counts.contains_key(*id)).count();
+    assert_eq!(lost, 0);
+    eprintln!(
+        "cluster: {} of {} delivered over 6 shards on 3 masters; {} duplicate(s); master {victim} killed, {:?} from the kill to all delivered; {} publish retries",
+        counts.len(),
+        ids.len(),
+        duplicates(&counts),
+        killed_at.elapsed(),
+        producer.retries,
+    );
+}
