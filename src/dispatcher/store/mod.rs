@@ -1,8 +1,10 @@
-//! Everything the dispatcher keeps in Redis, behind one type, [`Store`].
+//! Everything the dispatcher keeps in Redis, behind one type, [`Store`]
+//! per stream shard ([`Shards`]).
 //!
-//! Keys (all under the prefix, built by [`Keys`]; the prefix's hash tag
-//! keeps them in one Cluster slot so the Lua scripts may touch them
-//! together):
+//! Keys (all under the shard's prefix, built by [`Keys`]; the prefix's hash
+//! tag keeps a shard's keys in one Cluster slot so the Lua scripts may touch
+//! them together; shard k > 0 has `-k` inside the braces):
+//! - `shards` (shard 0 only): the shard count the dispatchers use.
 //! - `events`: the stream producers append to, read by the consumer group
 //!   [`GROUP`].
 //! - `dead-letter`: a stream of deliveries and entries given up on.
