@@ -306,3 +306,52 @@ fn sixty_orgs_over_six_shards_on_a_cluster_survive_a_killed_master() {
         producer.retries,
     );
 }
+
+#[test]
+fn another_shard_count_or_a_prefix_without_a_hash_tag_is_refused_at_start_up() {
+    let test = DeliveryTest::new("shard-count");
+    let receiver = Receiver::ok();
+    test.hook_to(&receiver, json!({}));
+    let first = test.dispatcher(&["--shards", "3"]);
+    drop(first);
+
+    let mut other = Dispatcher::start_unready(test.args("shard-count-2", &["--shards", "4"]), vec![]);
+    let status = other
+        .wait_exit(Duration::from_secs(30))
+        .expect("a dispatcher with another shard count stops");
+    assert!(!status.success());
+    let log = other.log();
+    assert!(
+        log.contains("Redis holds 3 stream shard(s)") && log.contains("start every dispatcher with --shards 3"),
+        "{log}"
+    );
+    // The producer side reads the stored count: this org's shard of 3.
+    let out = run_cli(&[
+        "publish",
+        "--redis-url",
+        &test.redis_url,
+        "--redis-prefix",
+        &test.prefix,
+        "--org",
+        &test.ns,
+        "--event",
+        CREATE,
+        "--data",
+        "{}",
+    ]);
+    let k = outbound_webhooks::shard::shard_of(&test.ns, 3);
+    let length = support::redis::stream_length(&test.redis_url, &shard_prefix(&test.prefix, k).unwrap());
+    assert_eq!(length, 1, "{out}");
+
+    let untagged = "owh-no-tag:";
+    let mut refused = Dispatcher::start_unready(
+        support::dispatcher::args(&test.redis_url, untagged, "no-tag", &[]),
+        vec![],
+    );
+    let status = refused
+        .wait_exit(Duration::from_secs(30))
+        .expect("a prefix without a hash tag is refused");
+    assert!(!status.success());
+    let log = refused.log();
+    assert!(log.contains("has no {hash tag}"), "{log}");
+}
