@@ -328,7 +328,11 @@ impl SentinelConn {
     }
 
     fn current(&self) -> ConnectionManager {
-        self.inner.current.lock().map(|c| c.0.clone()).unwrap_or_else(|p| p.into_inner().0.clone())
+        self.inner
+            .current
+            .lock()
+            .map(|c| c.0.clone())
+            .unwrap_or_else(|p| p.into_inner().0.clone())
     }
 
     /// After an error that may mean a fail-over: asks the sentinels for the

@@ -38,7 +38,9 @@ fn hash_tag(prefix: &str) -> Option<(usize, usize)> {
 
 /// Refuses a prefix without a hash tag.
 pub fn check_prefix(prefix: &str) -> Result<(), NoHashTag> {
-    hash_tag(prefix).map(|_| ()).ok_or_else(|| NoHashTag(prefix.to_string()))
+    hash_tag(prefix)
+        .map(|_| ())
+        .ok_or_else(|| NoHashTag(prefix.to_string()))
 }
 
 /// The key prefix of shard `k`.
@@ -85,7 +87,10 @@ mod tests {
     #[test]
     fn shard_prefixes_append_inside_the_braces() {
         assert_eq!(shard_prefix("{outbound-webhooks}:", 0).unwrap(), "{outbound-webhooks}:");
-        assert_eq!(shard_prefix("{outbound-webhooks}:", 3).unwrap(), "{outbound-webhooks-3}:");
+        assert_eq!(
+            shard_prefix("{outbound-webhooks}:", 3).unwrap(),
+            "{outbound-webhooks-3}:"
+        );
         assert_eq!(shard_prefix("team:{owh}:x:", 2).unwrap(), "team:{owh-2}:x:");
         assert!(check_prefix("outbound-webhooks:").is_err());
         assert!(check_prefix("{}:").is_err());

@@ -6,13 +6,10 @@ use std::{
     io::Write,
 };
 
-use kube::{Api, ResourceExt};
-
 use crate::{
-    commands::CommandError,
+    commands::{CommandError, hook_uid},
     dispatcher::store::{DEAD_LETTER_PAGE, DeadLetter, Shards, task::field},
     redis_args::RedisArgs,
-    resource::OutboundWebhook,
 };
 
 /// `dead-letter list` or `dead-letter replay`.
@@ -65,14 +62,7 @@ impl CurrentHooks {
         let Some((namespace, name)) = key.split_once('/') else {
             return Ok(None);
         };
-        let api: Api<OutboundWebhook> = Api::namespaced(self.client.clone(), namespace);
-        let hook = api
-            .get_opt(name)
-            .await
-            .map_err(|e| CommandError::context(&format!("looking up OutboundWebhook {key}"), e))?;
-        let uid = hook
-            .filter(|h| h.metadata.deletion_timestamp.is_none())
-            .and_then(|h| h.uid());
+        let uid = hook_uid(&self.client, namespace, name).await?;
         self.by_name.insert(key.to_string(), uid.clone());
         Ok(uid)
     }
@@ -110,40 +100,40 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
     let mut replayed = 0;
     let mut kept: BTreeMap<String, usize> = BTreeMap::new();
     for store in shards.all() {
-    let mut after: Option<String> = None;
-    loop {
-        let page = store
-            .dead_letters_after(after.as_deref(), DEAD_LETTER_PAGE)
-            .await
-            .map_err(|e| CommandError(e.to_string()))?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
-        for letter in &page {
-            if args.hook.as_ref().is_some_and(|h| *h != letter.hook()) {
-                continue;
-            }
-            let Some(current) = current.as_mut() else {
-                writeln!(out, "{}", list_line(letter)).map_err(write_error)?;
-                continue;
-            };
-            // (A malformed entry has nothing to deliver it to.)
-            if !letter.is_delivery() {
-                continue;
-            }
-            let hook = letter.hook();
-            let Some(uid) = current.uid(&hook).await? else {
-                *kept.entry(hook).or_default() += 1;
-                continue;
-            };
-            let mut task = letter.to_new_task();
-            let was_for = std::mem::replace(&mut task.delivery.uid, uid);
-            store
-                .replay_as(&letter.id, &was_for, &task, now)
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .dead_letters_after(after.as_deref(), DEAD_LETTER_PAGE)
                 .await
                 .map_err(|e| CommandError(e.to_string()))?;
-            replayed += 1;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for letter in &page {
+                if args.hook.as_ref().is_some_and(|h| *h != letter.hook()) {
+                    continue;
+                }
+                let Some(current) = current.as_mut() else {
+                    writeln!(out, "{}", list_line(letter)).map_err(write_error)?;
+                    continue;
+                };
+                // (A malformed entry has nothing to deliver it to.)
+                if !letter.is_delivery() {
+                    continue;
+                }
+                let hook = letter.hook();
+                let Some(uid) = current.uid(&hook).await? else {
+                    *kept.entry(hook).or_default() += 1;
+                    continue;
+                };
+                let mut task = letter.to_new_task();
+                let was_for = std::mem::replace(&mut task.delivery.uid, uid);
+                store
+                    .replay_as(&letter.id, &was_for, &task, now)
+                    .await
+                    .map_err(|e| CommandError(e.to_string()))?;
+                replayed += 1;
+            }
         }
-    }
     }
     if !replay {
         return Ok(());

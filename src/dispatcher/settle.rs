@@ -160,7 +160,11 @@ pub async fn retry_soon(shared: &Shared, task: &Task, claimed: i64, now: i64, wh
         last_error: why,
         waiting: false,
     };
-    shared.store_for(&task.org).reschedule(task, claimed, next).await.map(|_| ())
+    shared
+        .store_for(&task.org)
+        .reschedule(task, claimed, next)
+        .await
+        .map(|_| ())
 }
 
 /// Dead-letters one claimed task with `reason` (`label`: the metrics'
@@ -231,7 +235,10 @@ async fn turn_off(
         generation: hook.metadata.generation.unwrap_or_default(),
     };
     let json = serde_json::to_string(&record).expect("the disable record serializes");
-    shared.store_for(&task.org).set_disable_record(&task.uid, Some(&json)).await?;
+    shared
+        .store_for(&task.org)
+        .set_disable_record(&task.uid, Some(&json))
+        .await?;
     shared
         .metrics
         .disabled_hooks

@@ -38,49 +38,49 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 
 /// One shard's upkeep; its queue sizes, `None` when they could not be read.
 async fn upkeep_shard(shared: &Shared, s: &Store, sweep_consumers: bool) -> Option<Sizes> {
-        match s.trim_events().await {
-            Ok(n) if n > 0 => tracing::debug!(removed = n, "trimmed the events stream"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "trimming the events stream"),
+    match s.trim_events().await {
+        Ok(n) if n > 0 => tracing::debug!(removed = n, "trimmed the events stream"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "trimming the events stream"),
+    }
+    match s
+        .trim_dead_letters(
+            now_ms(),
+            ms(shared.config.dead_letter_max_age),
+            shared.config.dead_letter_max_count,
+        )
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => {
+            shared.metrics.dead_letters_trimmed.inc_by(n as u64);
+            tracing::info!(
+                deleted = n,
+                max_age = ?shared.config.dead_letter_max_age,
+                max_per_hook = shared.config.dead_letter_max_count,
+                "retention deleted dead letters"
+            );
         }
+        Err(e) => tracing::warn!(error = %e, "trimming dead letters"),
+    }
+    if sweep_consumers {
         match s
-            .trim_dead_letters(
-                now_ms(),
-                ms(shared.config.dead_letter_max_age),
-                shared.config.dead_letter_max_count,
+            .remove_idle_consumers(
+                &shared.config.consumer_name,
+                shared.config.idle_consumer_timeout.as_millis() as u64,
             )
             .await
         {
-            Ok(0) => {}
-            Ok(n) => {
-                shared.metrics.dead_letters_trimmed.inc_by(n as u64);
-                tracing::info!(
-                    deleted = n,
-                    max_age = ?shared.config.dead_letter_max_age,
-                    max_per_hook = shared.config.dead_letter_max_count,
-                    "retention deleted dead letters"
-                );
-            }
-            Err(e) => tracing::warn!(error = %e, "trimming dead letters"),
+            Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "removed idle consumers"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "removing idle consumers"),
         }
-        if sweep_consumers {
-            match s
-                .remove_idle_consumers(
-                    &shared.config.consumer_name,
-                    shared.config.idle_consumer_timeout.as_millis() as u64,
-                )
-                .await
-            {
-                Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "removed idle consumers"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "removing idle consumers"),
-            }
+    }
+    match s.sizes().await {
+        Ok(sizes) => Some(sizes),
+        Err(e) => {
+            tracing::debug!(error = %e, "reading queue sizes");
+            None
         }
-        match s.sizes().await {
-            Ok(sizes) => Some(sizes),
-            Err(e) => {
-                tracing::debug!(error = %e, "reading queue sizes");
-                None
-            }
-        }
+    }
 }

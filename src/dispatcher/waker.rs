@@ -104,15 +104,15 @@ pub async fn run(shared: Arc<Shared>, mut changes: mpsc::UnboundedReceiver<Chang
 }
 
 async fn wake_shard(shared: &Shared, shard: usize, uids: &[String]) {
-        for chunk in uids.chunks(BATCH) {
-            match shared.shards.get(shard).wake(chunk, now_ms()).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    shared.wake_claimer(shard);
-                    tracing::debug!(tasks = n, "woke waiting tasks");
-                }
-                // The task's own re-check (at most a minute later) covers a miss.
-                Err(e) => tracing::warn!(error = %e, "waking waiting tasks"),
+    for chunk in uids.chunks(BATCH) {
+        match shared.shards.get(shard).wake(chunk, now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                shared.wake_claimer(shard);
+                tracing::debug!(tasks = n, "woke waiting tasks");
             }
+            // The task's own re-check (at most a minute later) covers a miss.
+            Err(e) => tracing::warn!(error = %e, "waking waiting tasks"),
         }
+    }
 }
