@@ -253,7 +253,7 @@ fn publish_hook_reaches_that_hook_whatever_its_events_and_no_other() {
         "the dropped test event to be counted",
         Duration::from_secs(30),
         || match d.metric(dropped) {
-            Some(n) if n == 1.0 => Ok(()),
+            Some(1.0) => Ok(()),
             other => Err(format!("{other:?}")),
         },
     );
