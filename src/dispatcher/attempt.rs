@@ -236,8 +236,6 @@ pub async fn send(
         }
         None => {}
     }
-    let host = url.host_str().unwrap_or_default().to_string();
-    let port = url.port_or_known_default().unwrap_or(443);
     // One deadline for the answer and the bounded body read, so an attempt
     // never outlasts the task's lease (timeout + margin).
     let deadline = tokio::time::Instant::now() + timeout;
@@ -245,7 +243,13 @@ pub async fn send(
     let mut response = match request.send().await {
         Ok(r) => r,
         Err(e) => {
-            let to = Destination { host: &host, port };
+            // The host and port the texts name, from the URL the error
+            // carries; the URL itself stays out (its query may hold a token).
+            let url = e.url().cloned();
+            let to = Destination {
+                host: url.as_ref().and_then(|u| u.host_str()).unwrap_or_default(),
+                port: url.as_ref().and_then(|u| u.port_or_known_default()).unwrap_or(443),
+            };
             let (kind, message) = explain(&e.without_url(), to, timeout, CONNECT_TIMEOUT);
             return Attempt::failed(kind, message);
         }
@@ -278,10 +282,10 @@ pub async fn send(
     let outcome = classify(status.as_u16());
     let mut message = format!("HTTP {status}");
     // The log's text stops here: no header value, no body.
-    let log_error = if status.is_redirection() {
-        format!("{message} (redirect not followed)")
-    } else {
-        message.clone()
+    let log_error = match outcome {
+        Outcome::Delivered => None,
+        _ if status.is_redirection() => Some(format!("{message} (redirect not followed)")),
+        _ => Some(message.clone()),
     };
     if let Some(location) = response
         .headers()
@@ -310,7 +314,7 @@ pub async fn send(
             Outcome::Gone => AttemptKind::Gone,
             Outcome::Failed => AttemptKind::Failed,
         },
-        log_error: (outcome != Outcome::Delivered).then_some(log_error),
+        log_error,
     }
 }
 
