@@ -28,7 +28,7 @@ pub async fn idle_with_10k_hooks(env: &Env, report: &mut Report, hooks_already: 
     let count = hooks.len();
     seed(&env.kube, hooks, 48).await?;
     let seeded_in = seeding.elapsed().as_secs_f64();
-    let dispatcher = Dispatcher::start(env, "bench-fp:", "dispatcher-10k", &[]).await?;
+    let dispatcher = Dispatcher::start(env, "{bench-fp}:", "dispatcher-10k", &[]).await?;
     // Idle means start-up settled, not the moment /readyz first answers.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = dispatcher.stats();

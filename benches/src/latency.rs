@@ -31,7 +31,7 @@ struct Latency {
     worst_at_s: f64,
 }
 
-const PREFIX: &str = "bench-lat:";
+const PREFIX: &str = "{bench-lat}:";
 const ORG: &str = "bench-one";
 /// The first-delivery counters by path: a first attempt sent straight from
 /// the stream, or stored as a task first (which costs more round trips).

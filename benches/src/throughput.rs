@@ -148,10 +148,10 @@ async fn against_baseline_a(env: &Env, bodies: &Bodies, t: Throughput) -> Result
     let own_after = own_stats();
     eprintln!("bench: scenario {}: dispatcher draining", t.id);
     let target = t.deliveries as u64;
-    let (prefix, log) = (format!("bench-{}:", t.id), format!("dispatcher-{}", t.id));
+    let (prefix, log) = (format!("{{bench-{}}}:", t.id), format!("dispatcher-{}", t.id));
     let default_threads = drain(env, &prefix, &log, target, DRAIN_TIMEOUT, &[]).await?;
     eprintln!("bench: scenario {} again, the dispatcher on one worker thread", t.id);
-    let (prefix, log) = (format!("bench-{}1:", t.id), format!("dispatcher-{}-one-thread", t.id));
+    let (prefix, log) = (format!("{{bench-{}1}}:", t.id), format!("dispatcher-{}-one-thread", t.id));
     let one_thread = drain(env, &prefix, &log, target, DRAIN_TIMEOUT, &["--worker-threads", "1"]).await?;
     eprintln!("bench: baseline A again");
     let baseline_a_after = baseline_a(&env.fast_url(), bodies.clone(), t.deliveries, t.concurrency).await?;
@@ -237,8 +237,8 @@ pub async fn scenario_1a(env: &Env, report: &mut Report) -> Result<Scenario1a, E
     eprintln!("bench: scenario 1a: filling {n} events for 1 hook");
     // Baseline B runs over a copy of the same entries (its own stream, so the
     // dispatcher's retention never sees a second group).
-    fill_each(env, &["bench-1a:", "bench-b:", "bench-1a1:"], "bench-one", n).await?;
-    let stream_b = Keys::new("bench-b:").events();
+    fill_each(env, &["{bench-1a}:", "{bench-b}:", "{bench-1a1}:"], "bench-one", n).await?;
+    let stream_b = Keys::new("{bench-b}:").events();
     let mut conn = env.redis.clone();
     let bodies = bodies_of(&mut conn, &stream_b).await?;
     let t = Throughput {
@@ -296,7 +296,7 @@ pub async fn scenario_1a(env: &Env, report: &mut Report) -> Result<Scenario1a, E
 pub async fn scenario_1b(env: &Env, report: &mut Report, one: &Scenario1a) -> Result<f64, Error> {
     let n = scale(20_000);
     eprintln!("bench: scenario 1b: filling {n} events for an org with 5 hooks");
-    fill_each(env, &["bench-1b:", "bench-1b1:"], "bench-five", n).await?;
+    fill_each(env, &["{bench-1b}:", "{bench-1b1}:"], "bench-five", n).await?;
     let t = Throughput {
         id: "1b",
         scenario: "1b throughput, 5 hooks",
@@ -325,11 +325,11 @@ pub async fn scenario_3(env: &Env, report: &mut Report, rate_1b: f64) -> Result<
     const SCENARIO: &str = "3 isolation, 4 fast + 1 slow";
     let n = scale(20_000);
     eprintln!("bench: scenario 3: {n} events for 4 fast hooks + 1 hook answering in 5s");
-    fill_each(env, &["bench-iso:"], "bench-iso", n).await?;
+    fill_each(env, &["{bench-iso}:"], "bench-iso", n).await?;
     let target = 4 * n as u64;
     let d = drain(
         env,
-        "bench-iso:",
+        "{bench-iso}:",
         "dispatcher-isolation",
         target,
         ISOLATION_TIMEOUT,
