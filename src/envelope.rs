@@ -53,6 +53,7 @@ mod tests {
             data: "{\"type\":\"conversation\",\"id\":\"c1\",\"attributes\":{\"b\":1,\"a\":\"x\"}}".into(),
             changes: changes.map(str::to_string),
             created_at_ms: 1_795_773_600_000,
+            hook: None,
         }
     }
 

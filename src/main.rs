@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use outbound_webhooks::{
-    commands::{self, dead_letter::DeadLetterCommand, publish::PublishArgs},
+    commands::{self, attempts::AttemptsArgs, dead_letter::DeadLetterCommand, publish::PublishArgs},
     controller::ControllerArgs,
     dispatcher::DispatcherArgs,
     telemetry::{self, LogFormat},
@@ -55,6 +55,8 @@ enum Command {
     /// Show or replay dead letters.
     #[command(subcommand)]
     DeadLetter(DeadLetterCommand),
+    /// Show a hook's attempts log, newest first.
+    Attempts(AttemptsArgs),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +114,10 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Command::Attempts(args) => match runtime().block_on(commands::attempts::run(args, &mut std::io::stdout())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
     }
 }
 

@@ -41,6 +41,9 @@ pub struct NewEvent {
     pub id: Option<String>,
     /// Creation time; the stream entry's time when `None`.
     pub created_at: Option<jiff::Timestamp>,
+    /// The one hook (a name within `org`) to deliver to, whatever its
+    /// subscribed events: a test event. `None`: every subscribed hook.
+    pub hook: Option<String>,
 }
 
 /// Publishing failed.
@@ -107,6 +110,7 @@ impl NewEvent {
             changes: None,
             id: None,
             created_at: None,
+            hook: None,
         }
     }
 
@@ -158,6 +162,9 @@ pub fn entry_fields(event: &NewEvent) -> Result<Vec<(&'static str, String)>, Pub
     }
     if let Some(at) = event.created_at {
         fields.push(("createdAt", at.to_string()));
+    }
+    if let Some(hook) = &event.hook {
+        fields.push(("hook", hook.clone()));
     }
     let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_ENTRY_BYTES {
@@ -268,7 +275,21 @@ mod tests {
         bad_id.id = Some("has space".into());
         let mut long_id = ok.clone();
         long_id.id = Some("a".repeat(129));
-        for (event, code) in [(bad_org, "bad_org"), (bad_id, "bad_id"), (long_id, "bad_id")] {
+        let mut bad_hook = ok.clone();
+        bad_hook.hook = Some("acme/ecomm".into());
+        let mut good_hook = ok.clone();
+        good_hook.hook = Some("ecomm-store".into());
+        assert!(
+            entry_fields(&good_hook)
+                .expect("a test event")
+                .contains(&("hook", "ecomm-store".to_string()))
+        );
+        for (event, code) in [
+            (bad_org, "bad_org"),
+            (bad_id, "bad_id"),
+            (long_id, "bad_id"),
+            (bad_hook, "bad_hook"),
+        ] {
             match entry_fields(&event) {
                 Err(PublishError::Refused(m)) => assert_eq!(m.code(), code),
                 other => panic!("{code}: {other:?}"),

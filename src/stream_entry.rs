@@ -50,6 +50,9 @@ pub struct Event {
     pub changes: Option<String>,
     /// Creation time in Unix milliseconds.
     pub created_at_ms: i64,
+    /// The one hook (a name within `org`) the entry is for, whatever its
+    /// subscribed events: a test event. `None`: every subscribed hook.
+    pub hook: Option<String>,
 }
 
 /// Why an entry cannot be delivered; becomes the dead letter's `reason`.
@@ -83,6 +86,9 @@ pub enum MalformedEntry {
     /// should not carry.
     #[error("id must be 1 to {MAX_ID_BYTES} characters of A-Z a-z 0-9 . _ : -")]
     BadId,
+    /// `hook` is not a Kubernetes object name.
+    #[error("hook {0:?} is not a valid OutboundWebhook name (lowercase letters, digits, '-' and '.', at most 253)")]
+    BadHook(String),
     /// A field is not UTF-8.
     #[error("field {0} is not UTF-8 text")]
     NotUtf8(String),
@@ -105,6 +111,7 @@ impl MalformedEntry {
             MalformedEntry::BadCreatedAt(_) => "bad_created_at",
             MalformedEntry::BadOrg(_) => "bad_org",
             MalformedEntry::BadId => "bad_id",
+            MalformedEntry::BadHook(_) => "bad_hook",
             MalformedEntry::NotUtf8(_) => "not_utf8",
             MalformedEntry::TooLarge(_) => "too_large",
         }
@@ -140,6 +147,22 @@ fn is_namespace_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// Whether `s` may name a Kubernetes object (an RFC 1123 subdomain: at
+/// most 253 characters, dot-separated labels of lowercase letters, digits
+/// and '-', each starting and ending with a letter or digit).
+pub fn is_object_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 fn json_object(text: &str) -> Result<(), String> {
@@ -217,6 +240,11 @@ pub fn parse_entry(entry_id: &str, fields: &HashMap<String, Vec<u8>>) -> Result<
             .as_millisecond(),
         None => entry_id_millis(entry_id).unwrap_or_default(),
     };
+    let hook = match text("hook")? {
+        Some(h) if is_object_name(h) => Some(h.to_string()),
+        Some(h) => return Err(MalformedEntry::BadHook(excerpt(h))),
+        None => None,
+    };
     Ok(Event {
         id,
         org: org.to_string(),
@@ -224,6 +252,7 @@ pub fn parse_entry(entry_id: &str, fields: &HashMap<String, Vec<u8>>) -> Result<
         data: data.to_string(),
         changes,
         created_at_ms,
+        hook,
     })
 }
 
@@ -258,6 +287,41 @@ mod tests {
         assert_eq!(e.data, "{\"type\":\"conversation\"}");
         assert_eq!(e.changes.as_deref(), Some("{\"a\":1}"));
         assert_eq!(e.created_at_ms, 1_795_773_600_000);
+        assert_eq!(e.hook, None);
+    }
+
+    #[test]
+    fn the_hook_field_names_one_hook_of_the_org() {
+        let with = |hook: &str| {
+            parse_entry(
+                "1-0",
+                &entry(&[
+                    ("org", "acme"),
+                    ("name", "kustomer.user.create"),
+                    ("data", "{}"),
+                    ("hook", hook),
+                ]),
+            )
+        };
+        for good in ["ecomm-store", "a", "hook.v2", "0abc", &"a".repeat(253)] {
+            assert_eq!(with(good).unwrap().hook.as_deref(), Some(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "Ecomm",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a b",
+            "acme/h",
+            "é",
+            &"a".repeat(254),
+        ] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(err.code(), "bad_hook", "{bad:?}");
+            assert!(err.to_string().len() < 300);
+        }
     }
 
     #[test]

@@ -215,7 +215,7 @@ fn a_receiver_slower_than_timeout_seconds_is_a_failed_attempt() {
         d["lastFailure"]["message"]
             .as_str()
             .unwrap()
-            .contains("no answer within 1s"),
+            .contains("no response within 1s"),
         "{d}"
     );
 }

@@ -7,7 +7,7 @@ mod support;
 use std::{collections::HashMap, sync::OnceLock};
 
 use outbound_webhooks::dispatcher::store::{
-    Claim, DeadLetter, Delivery, NewTask, Rescheduled, Store, Task, task::field, task_member,
+    AttemptsBatch, Claim, DeadLetter, Delivery, NewTask, Rescheduled, Store, Task, task::field, task_member,
 };
 use outbound_webhooks::redis_conn::{RedisMode, RedisTarget};
 use support::redis::RedisServer;
@@ -385,7 +385,17 @@ async fn a_run_of_failures_starts_at_its_first_failure_and_again_after_a_success
     assert_eq!((health.last_failure_ms, health.last_status), (Some(2_000), None));
 
     // A success ends the run; the next failure starts another.
-    assert_eq!(store.record_successes(&[("u1".into(), 3_000)]).await.unwrap(), [2]);
+    let no_attempts = AttemptsBatch {
+        records: &HashMap::new(),
+        keep: 0,
+    };
+    assert_eq!(
+        store
+            .record_successes(&[("u1".into(), 3_000)], &no_attempts)
+            .await
+            .unwrap(),
+        [2]
+    );
     assert_eq!(store.health("u1").await.unwrap().first_failure_ms, None);
     store.record_failure("u1", 4_000, Some(503), "HTTP 503").await.unwrap();
     assert_eq!(store.health("u1").await.unwrap().first_failure_ms, Some(4_000));

@@ -6,13 +6,10 @@ use std::{
     io::Write,
 };
 
-use kube::{Api, ResourceExt};
-
 use crate::{
-    commands::CommandError,
+    commands::{CommandError, hook_uid},
     dispatcher::store::{DEAD_LETTER_PAGE, DeadLetter, Shards, task::field},
     redis_args::RedisArgs,
-    resource::OutboundWebhook,
 };
 
 /// `dead-letter list` or `dead-letter replay`.
@@ -65,14 +62,7 @@ impl CurrentHooks {
         let Some((namespace, name)) = key.split_once('/') else {
             return Ok(None);
         };
-        let api: Api<OutboundWebhook> = Api::namespaced(self.client.clone(), namespace);
-        let hook = api
-            .get_opt(name)
-            .await
-            .map_err(|e| CommandError::context(&format!("looking up OutboundWebhook {key}"), e))?;
-        let uid = hook
-            .filter(|h| h.metadata.deletion_timestamp.is_none())
-            .and_then(|h| h.uid());
+        let uid = hook_uid(&self.client, namespace, name).await?;
         self.by_name.insert(key.to_string(), uid.clone());
         Ok(uid)
     }

@@ -27,6 +27,10 @@ pub struct PublishArgs {
     /// The event id; a new 24-hex id by default.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_ID")]
     id: Option<String>,
+    /// Deliver to this one hook of the org (its NAME) whatever events it
+    /// subscribes to, and to no other: a test event.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_HOOK")]
+    hook: Option<String>,
 }
 
 /// Validates and appends the event; returns what was appended.
@@ -39,6 +43,7 @@ pub async fn run(args: PublishArgs) -> Result<Published, CommandError> {
             .map_err(|e| CommandError::context("--changes", e))?;
     }
     event.id = args.id;
+    event.hook = args.hook;
     let target = args.redis.target().map_err(|e| CommandError(e.to_string()))?;
     let mut conn = target.connect().await.map_err(|e| CommandError(e.to_string()))?;
     publish(&mut conn, &args.redis.redis_prefix, &event)

@@ -1,6 +1,7 @@
 //! Batches what every delivery would otherwise pay a Redis round trip for:
 //! acknowledging settled stream entries (with the tasks they still need),
-//! and recording successful requests in the hooks' health.
+//! recording successful requests in the hooks' health, and the attempts
+//! log (in the same pipeline as the successes).
 //!
 //! Entries are held (read, not acknowledged) while their first attempts
 //! run; the held set bounds how far the consumer reads ahead, and held
@@ -17,8 +18,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    attempts_log::AttemptRecord,
     context::{Shared, now_ms},
-    store::NewTask,
+    store::{AttemptsBatch, NewTask},
 };
 use crate::shard::shard_of;
 
@@ -48,6 +50,15 @@ pub enum AckItem {
         hook: String,
         /// Unix ms of the success.
         at_ms: i64,
+    },
+    /// An attempt for the attempts log.
+    Attempt {
+        /// The hook's org (namespace), which says its shard.
+        org: String,
+        /// The hook's UID.
+        uid: String,
+        /// What happened.
+        record: AttemptRecord,
     },
 }
 
@@ -93,6 +104,8 @@ struct ShardBatch {
     tasks: Vec<NewTask>,
     /// UID -> (the hook's `namespace/name`, its latest success).
     successes: HashMap<String, (String, i64)>,
+    /// UID -> its attempt records, oldest first.
+    attempts: HashMap<String, Vec<String>>,
 }
 
 async fn flush(shared: &Shared, batch: Vec<AckItem>, stop: &CancellationToken) {
@@ -110,6 +123,10 @@ async fn flush(shared: &Shared, batch: Vec<AckItem>, stop: &CancellationToken) {
                 let e = b.successes.entry(uid).or_insert((hook, at_ms));
                 e.1 = e.1.max(at_ms);
             }
+            AckItem::Attempt { org, uid, record } => {
+                let b = shards.entry(shard_of(&org, count)).or_default();
+                b.attempts.entry(uid).or_default().push(record.encode());
+            }
         }
     }
     for (shard, batch) in shards {
@@ -118,7 +135,12 @@ async fn flush(shared: &Shared, batch: Vec<AckItem>, stop: &CancellationToken) {
 }
 
 async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &CancellationToken) {
-    let ShardBatch { ids, tasks, successes } = batch;
+    let ShardBatch {
+        ids,
+        tasks,
+        successes,
+        attempts: attempt_records,
+    } = batch;
     let store = shared.shards.get(shard);
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
@@ -150,11 +172,15 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
     }
     shared.held.release(shard, &ids);
 
-    if successes.is_empty() {
+    if successes.is_empty() && attempt_records.is_empty() {
         return;
     }
     let list: Vec<(String, i64)> = successes.iter().map(|(uid, (_, at))| (uid.clone(), *at)).collect();
-    match store.record_successes(&list).await {
+    let log = AttemptsBatch {
+        records: &attempt_records,
+        keep: shared.config.attempts_log_size,
+    };
+    match store.record_successes(&list, &log).await {
         Ok(previous) => {
             for ((uid, _), failures_before) in list.iter().zip(previous) {
                 let hook = successes[uid].0.clone();
@@ -162,7 +188,7 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
                 shared.request_mirror(uid, &hook, failures_before > 0);
             }
         }
-        Err(e) => tracing::warn!(error = %e, "recording successful deliveries in the hooks' health"),
+        Err(e) => tracing::warn!(error = %e, "recording successful deliveries and the attempts log"),
     }
 }
 

@@ -8,6 +8,9 @@ use k8s_openapi::api::core::v1::Secret;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::{
+    acker::AckItem,
+    attempt_error::{Destination, ResolveError, explain, gai_reason},
+    attempts_log::{AttemptKind, AttemptRecord, error_text},
     context::{Shared, now_ms},
     headers::request_headers,
     metrics::status_class,
@@ -17,6 +20,9 @@ use crate::{address_filter::AddressFilter, resource::OutboundWebhook, retry_sche
 
 /// Most response-body bytes read (only for the failure message).
 pub const MAX_RESPONSE_BYTES: usize = 4096;
+
+/// How long the client waits for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Resolves names with the system resolver and keeps only addresses the
 /// filter allows, so the connection is made only to a checked address.
@@ -29,7 +35,16 @@ impl Resolve for FilteringResolver {
         let filter = self.filter.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let looked_up = tokio::net::lookup_host((host.as_str(), 0)).await;
+            let resolved: Vec<std::net::SocketAddr> = match looked_up {
+                Ok(addresses) => addresses.collect(),
+                Err(source) => {
+                    return Err(Box::new(ResolveError::Lookup {
+                        host: host.clone(),
+                        source,
+                    }) as _);
+                }
+            };
             let mut refusals = Vec::new();
             let allowed: Vec<std::net::SocketAddr> = resolved
                 .into_iter()
@@ -43,7 +58,10 @@ impl Resolve for FilteringResolver {
                 .collect();
             if allowed.is_empty() {
                 let why = refusals.first().cloned().unwrap_or_else(|| "no addresses".into());
-                return Err(format!("refused destination {host}: {why}").into());
+                return Err(Box::new(ResolveError::Refused {
+                    host: host.clone(),
+                    why,
+                }) as _);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -74,16 +92,22 @@ pub fn outbound(filter: Arc<AddressFilter>, proxy: Option<&str>) -> Result<Outbo
 /// Resolves `url`'s host name and refuses it unless every address it
 /// resolves to is allowed (with a proxy the connection is not ours to
 /// check, so one refused address refuses the destination).
-async fn check_resolved(filter: &AddressFilter, url: &reqwest::Url) -> Result<(), String> {
+async fn check_resolved(filter: &AddressFilter, url: &reqwest::Url) -> Result<(), Attempt> {
     let host = url.host_str().unwrap_or_default();
     let port = url.port_or_known_default().unwrap_or(443);
-    let addresses = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("DNS lookup of {host} failed: {e}"))?;
+    let addresses = tokio::net::lookup_host((host, port)).await.map_err(|e| {
+        Attempt::failed(
+            AttemptKind::ConnectionFailed,
+            format!("DNS lookup of {host} failed: {}", gai_reason(&e)),
+        )
+    })?;
     for address in addresses {
-        filter
-            .check(address.ip())
-            .map_err(|why| format!("refused destination {host}: {why}"))?;
+        filter.check(address.ip()).map_err(|why| {
+            Attempt::failed(
+                AttemptKind::RefusedAddress,
+                format!("refused destination {host}: {why}"),
+            )
+        })?;
     }
     Ok(())
 }
@@ -92,7 +116,7 @@ fn client(filter: Arc<AddressFilter>, proxy: Option<&str>) -> Result<reqwest::Cl
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("outbound-webhooks/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(60))
         .dns_resolver(FilteringResolver { filter });
     builder = match proxy {
@@ -132,17 +156,25 @@ pub struct Attempt {
     pub status: Option<u16>,
     /// `Retry-After` of a 429/503 answer.
     pub retry_after: Option<Duration>,
-    /// For people: what happened.
+    /// For people: what happened (`status.delivery`'s last failure
+    /// message; an answer's message quotes the start of its body).
     pub message: String,
+    /// The attempts log's outcome.
+    pub kind: AttemptKind,
+    /// The attempts log's error text: `message` without any response body.
+    pub log_error: Option<String>,
 }
 
 impl Attempt {
-    fn failed(message: String) -> Self {
+    /// A failure without an answer; the log records `message` as it is.
+    pub fn failed(kind: AttemptKind, message: String) -> Self {
         Attempt {
             outcome: Outcome::Failed,
             status: None,
             retry_after: None,
+            log_error: Some(message.clone()),
             message,
+            kind,
         }
     }
 }
@@ -151,22 +183,6 @@ impl Attempt {
 fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
     let host = url.host_str()?;
     host.trim_start_matches('[').trim_end_matches(']').parse().ok()
-}
-
-/// The error and its sources, joined; reqwest's top-level message alone
-/// ("error sending request") does not say what went wrong.
-fn describe(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut parts = vec![error.to_string()];
-    let mut source = std::error::Error::source(&error);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 /// Parsed destination URLs by their text: parsing one costs more than the
@@ -206,17 +222,17 @@ pub async fn send(
 ) -> Attempt {
     let url = match url {
         Ok(u) => u,
-        Err(e) => return Attempt::failed(format!("invalid URL: {e}")),
+        Err(e) => return Attempt::failed(AttemptKind::NotSent, format!("invalid URL: {e}")),
     };
     match literal_ip(&url) {
         Some(ip) => {
             if let Err(why) = outbound.filter.check(ip) {
-                return Attempt::failed(format!("refused destination: {why}"));
+                return Attempt::failed(AttemptKind::RefusedAddress, format!("refused destination: {why}"));
             }
         }
         None if outbound.proxied => {
-            if let Err(message) = check_resolved(&outbound.filter, &url).await {
-                return Attempt::failed(message);
+            if let Err(refused) = check_resolved(&outbound.filter, &url).await {
+                return refused;
             }
         }
         None => {}
@@ -227,10 +243,17 @@ pub async fn send(
     let request = outbound.client.post(url).headers(headers).body(body).timeout(timeout);
     let mut response = match request.send().await {
         Ok(r) => r,
-        Err(e) if e.is_timeout() => {
-            return Attempt::failed(format!("no answer within {}s (timeoutSeconds)", timeout.as_secs_f64()));
+        Err(e) => {
+            // The host and port the texts name, from the URL the error
+            // carries; the URL itself stays out (its query may hold a token).
+            let url = e.url().cloned();
+            let to = Destination {
+                host: url.as_ref().and_then(|u| u.host_str()).unwrap_or_default(),
+                port: url.as_ref().and_then(|u| u.port_or_known_default()).unwrap_or(443),
+            };
+            let (kind, message) = explain(&e.without_url(), to, timeout, CONNECT_TIMEOUT);
+            return Attempt::failed(kind, message);
         }
-        Err(e) => return Attempt::failed(describe(e)),
     };
     let status = response.status();
     let retry_after = if matches!(status.as_u16(), 429 | 503) {
@@ -259,6 +282,12 @@ pub async fn send(
     drop(body_read);
     let outcome = classify(status.as_u16());
     let mut message = format!("HTTP {status}");
+    // The log's text stops here: no header value, no body.
+    let log_error = match outcome {
+        Outcome::Delivered => None,
+        _ if status.is_redirection() => Some(format!("{message} (redirect not followed)")),
+        _ => Some(message.clone()),
+    };
     if let Some(location) = response
         .headers()
         .get(reqwest::header::LOCATION)
@@ -281,6 +310,12 @@ pub async fn send(
         status: Some(status.as_u16()),
         retry_after,
         message,
+        kind: match outcome {
+            Outcome::Delivered => AttemptKind::Delivered,
+            Outcome::Gone => AttemptKind::Gone,
+            Outcome::Failed => AttemptKind::Failed,
+        },
+        log_error,
     }
 }
 
@@ -308,12 +343,7 @@ pub async fn send_signed(
             )
             .await
         }
-        Err(message) => Attempt {
-            outcome: Outcome::Failed,
-            status: None,
-            retry_after: None,
-            message,
-        },
+        Err(message) => Attempt::failed(AttemptKind::NotSent, message),
     };
     let elapsed = started.elapsed();
     shared.metrics.attempt_duration.observe(elapsed.as_secs_f64());
@@ -347,7 +377,27 @@ pub async fn send_signed(
             "delivery attempt failed"
         );
     }
-    (attempt, now_ms())
+    let done_ms = now_ms();
+    if shared.config.attempts_log_size > 0 {
+        let record = AttemptRecord {
+            at_ms: done_ms,
+            event_id: task.event_id.clone(),
+            event: task.event.clone(),
+            attempt: attempt_number,
+            outcome: attempt.kind,
+            code: attempt.status,
+            duration_ms: elapsed.as_millis() as u64,
+            error: attempt.log_error.as_deref().map(error_text),
+        };
+        // Written with the acker's next batch of the hook's shard: no round
+        // trip of its own.
+        let _ = shared.acks.send(AckItem::Attempt {
+            org: task.org.clone(),
+            uid: task.uid.clone(),
+            record,
+        });
+    }
+    (attempt, done_ms)
 }
 
 #[cfg(test)]

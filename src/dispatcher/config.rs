@@ -4,6 +4,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use super::attempts_log::DEFAULT_LOG_SIZE;
 use crate::{
     address_filter::{AddressFilter, InvalidCidr},
     redis_args::RedisArgs,
@@ -48,6 +49,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// An explicit outbound proxy; environment proxies are ignored.
     pub proxy: Option<String>,
+    /// Attempts kept per hook in the attempts log (0: no log).
+    pub attempts_log_size: usize,
 }
 
 /// Flags of `outbound-webhooks dispatcher`.
@@ -102,6 +105,10 @@ pub struct DispatcherArgs {
     /// by the first dispatcher; every dispatcher must use the same.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub shards: u16,
+    /// Attempts kept per hook in the attempts log (`outbound-webhooks
+    /// attempts`); 0 turns the log off.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_ATTEMPTS_LOG_SIZE", default_value_t = DEFAULT_LOG_SIZE)]
+    pub attempts_log_size: usize,
 }
 
 /// The dispatcher's flags do not make a configuration.
@@ -139,6 +146,7 @@ impl DispatcherArgs {
             maintenance_interval: self.maintenance_interval,
             poll_interval: self.poll_interval,
             proxy: self.proxy,
+            attempts_log_size: self.attempts_log_size,
         })
     }
 }

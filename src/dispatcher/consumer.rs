@@ -18,7 +18,7 @@ use super::{
     first_attempt::{self, PendingEntry},
     headers::signing_secret_of,
     metrics::EventOutcome,
-    routing::route,
+    routing::{NO_SUCH_HOOK, route},
     store::{self, Delivery, RawEntry, Store, StoreError, Task},
 };
 use crate::{
@@ -211,13 +211,25 @@ async fn handle_entry(
         );
         return dead_letter_entry(shared, store, shard, &entry_id, &fields, "wrong_shard", &reason).await;
     }
-    let routed = route(by_org.get(&event.org).into_iter().flatten(), &event.org, event.name);
+    let routed = route(
+        by_org.get(&event.org).into_iter().flatten(),
+        &event.org,
+        event.name,
+        event.hook.as_deref(),
+    );
     for reason in &routed.dropped {
         shared.metrics.count_events(EventOutcome::Dropped(reason), 1);
         if *reason == "turned_off" {
             shared.metrics.dropped_events.inc();
         }
-        tracing::info!(event = %event.id, org = %event.org, %reason, "event dropped for a hook that does not take it");
+        if *reason == NO_SUCH_HOOK {
+            tracing::warn!(
+                event = %event.id, org = %event.org, hook = event.hook.as_deref().unwrap_or_default(), %reason,
+                "event for one hook dropped: the org has no hook of that name"
+            );
+        } else {
+            tracing::info!(event = %event.id, org = %event.org, %reason, "event dropped for a hook that does not take it");
+        }
     }
     let body = bytes::Bytes::from(envelope::build(&event));
     let pending = PendingEntry::new(shard, &entry_id, routed.deliver.len() + routed.wait.len());

@@ -21,6 +21,8 @@
 
 mod acker;
 pub mod attempt;
+pub mod attempt_error;
+pub mod attempts_log;
 mod claimer;
 mod config;
 mod consumer;

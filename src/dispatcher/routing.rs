@@ -85,17 +85,34 @@ pub struct Route {
     pub dropped: Vec<&'static str>,
 }
 
+/// The `reason` of an event whose `hook` field names no hook of its org.
+pub const NO_SUCH_HOOK: &str = "no_such_hook";
+
 /// Routes an event of `org` named `name` over the cached hooks: same
-/// namespace, subscribed, not being deleted.
-pub fn route<'a>(hooks: impl IntoIterator<Item = &'a Arc<OutboundWebhook>>, org: &str, name: EventName) -> Route {
+/// namespace, subscribed, not being deleted. With `only` (the entry's
+/// `hook` field), the hook of that name alone, whatever its subscribed
+/// events; when the org has none, the event is dropped with
+/// [`NO_SUCH_HOOK`].
+pub fn route<'a>(
+    hooks: impl IntoIterator<Item = &'a Arc<OutboundWebhook>>,
+    org: &str,
+    name: EventName,
+    only: Option<&str>,
+) -> Route {
     let mut route = Route::default();
+    let mut matched = false;
     for hook in hooks {
-        if hook.metadata.namespace.as_deref() != Some(org) || !hook.spec.events.contains(&name) {
+        if hook.metadata.namespace.as_deref() != Some(org) {
             continue;
         }
-        if hook.metadata.deletion_timestamp.is_some() || hook.metadata.uid.is_none() {
+        let matches = match only {
+            Some(target) => hook.metadata.name.as_deref() == Some(target),
+            None => hook.spec.events.contains(&name),
+        };
+        if !matches || hook.metadata.deletion_timestamp.is_some() || hook.metadata.uid.is_none() {
             continue;
         }
+        matched = true;
         let state = deliverability(hook);
         if state == Deliverability::Deliverable {
             route.deliver.push(hook.clone());
@@ -104,6 +121,9 @@ pub fn route<'a>(hooks: impl IntoIterator<Item = &'a Arc<OutboundWebhook>>, org:
         } else if let Some(reason) = state.drop_reason() {
             route.dropped.push(reason);
         }
+    }
+    if only.is_some() && !matched {
+        route.dropped.push(NO_SUCH_HOOK);
     }
     route
 }
@@ -155,7 +175,7 @@ mod tests {
     #[test]
     fn a_ready_subscribed_hook_of_the_org_gets_the_event() {
         let hooks = [Arc::new(hook("acme", &["kustomer.conversation.create"]))];
-        assert_eq!(route(&hooks, "acme", CREATE).deliver.len(), 1);
+        assert_eq!(route(&hooks, "acme", CREATE, None).deliver.len(), 1);
     }
 
     #[test]
@@ -164,7 +184,7 @@ mod tests {
             Arc::new(hook("other", &["kustomer.conversation.create"])),
             Arc::new(hook("acme", &["kustomer.user.create"])),
         ];
-        assert!(route(&hooks, "acme", CREATE).deliver.is_empty());
+        assert!(route(&hooks, "acme", CREATE, None).deliver.is_empty());
     }
 
     #[test]
@@ -196,7 +216,7 @@ mod tests {
             Arc::new(refused),
             Arc::new(unseen),
         ];
-        let r = route(&hooks, "acme", CREATE);
+        let r = route(&hooks, "acme", CREATE, None);
         assert!(r.deliver.is_empty());
         // Lagging conditions and a Secret not ready wait; the rest drop, counted.
         assert_eq!(r.wait.len(), 3);
@@ -216,9 +236,39 @@ mod tests {
             }),
             ..Default::default()
         });
-        let r = route(&[Arc::new(h)], "acme", CREATE);
+        let r = route(&[Arc::new(h)], "acme", CREATE, None);
         assert!(r.deliver.is_empty());
         assert_eq!(r.dropped, ["turned_off"]);
+    }
+
+    #[test]
+    fn a_test_event_reaches_only_the_named_hook_whatever_its_events() {
+        let named = |name: &str, ns: &str, events: &[&str]| {
+            let mut h = hook(ns, events);
+            h.metadata.name = Some(name.into());
+            h.metadata.uid = Some(format!("uid-{ns}-{name}"));
+            Arc::new(h)
+        };
+        let hooks = [
+            named("target", "acme", &["kustomer.user.create"]),
+            named("other", "acme", &["kustomer.conversation.create"]),
+            named("target", "elsewhere", &["kustomer.conversation.create"]),
+        ];
+        let r = route(&hooks, "acme", CREATE, Some("target"));
+        assert_eq!(r.deliver.len(), 1);
+        assert_eq!(r.deliver[0].metadata.uid.as_deref(), Some("uid-acme-target"));
+        assert!(r.wait.is_empty() && r.dropped.is_empty());
+
+        // A name no hook of the org carries: dropped, with its reason.
+        let r = route(&hooks, "acme", CREATE, Some("missing"));
+        assert!(r.deliver.is_empty() && r.wait.is_empty());
+        assert_eq!(r.dropped, [NO_SUCH_HOOK]);
+
+        // A targeted hook that is off behaves like any hook in that state.
+        let mut off = (*named("target", "acme", &["kustomer.user.create"])).clone();
+        off.spec.enabled = false;
+        let r = route(&[Arc::new(off)], "acme", CREATE, Some("target"));
+        assert_eq!(r.dropped, ["disabled_by_spec"]);
     }
 
     #[test]

@@ -186,22 +186,26 @@ pub fn args_without_allow_list(redis_url: &str, prefix: &str, consumer: &str, mo
     a
 }
 
-/// Runs the binary with `args`; returns stdout, failing on error.
-pub fn run_cli(args: &[&str]) -> String {
-    // `dead-letter replay` reads hooks through Kubernetes, as a user's would.
+/// Runs the binary with `args`: (success, stdout, stderr).
+pub fn try_cli(args: &[&str]) -> (bool, String, String) {
+    // `dead-letter replay` and `attempts` read hooks through Kubernetes, as a user's would.
     let out = Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"))
         .args(args)
         .env("KUBECONFIG", &env().kubeconfig)
         .output()
         .expect("running outbound-webhooks");
-    assert!(
+    (
         out.status.success(),
-        "outbound-webhooks {} failed: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the binary with `args`; returns stdout, failing on error.
+pub fn run_cli(args: &[&str]) -> String {
+    let (ok, stdout, stderr) = try_cli(args);
+    assert!(ok, "outbound-webhooks {} failed: {stdout}{stderr}", args.join(" "));
+    stdout
 }
 
 /// `dead-letter list [--hook]` lines (id, hook, event id, event, reason; tab-separated).

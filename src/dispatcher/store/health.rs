@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use redis::AsyncCommands;
 
-use super::{Context, Store, StoreError};
+use super::{AttemptsBatch, Context, Store, StoreError};
 
 /// Health of a hook nobody delivered to for this long expires (deleted
 /// hooks must not leave keys behind forever).
@@ -34,10 +34,15 @@ pub struct Health {
 }
 
 impl Store {
-    /// Records successful requests of several hooks (UID, Unix ms) in one
-    /// round trip; returns, per hook, the failures in a row before it.
-    pub async fn record_successes(&self, successes: &[(String, i64)]) -> Result<Vec<i64>, StoreError> {
-        if successes.is_empty() {
+    /// Records successful requests of several hooks (UID, Unix ms) and
+    /// `attempts` for the attempts log in one round trip; returns, per
+    /// hook, the failures in a row before it.
+    pub async fn record_successes(
+        &self,
+        successes: &[(String, i64)],
+        attempts: &AttemptsBatch<'_>,
+    ) -> Result<Vec<i64>, StoreError> {
+        if successes.is_empty() && (attempts.records.is_empty() || attempts.keep == 0) {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
@@ -52,6 +57,7 @@ impl Store {
                 .expire(&key, HEALTH_TTL_SECONDS)
                 .ignore();
         }
+        attempts.add_to(&mut pipe, &self.keys);
         let mut conn = self.conn.clone();
         let previous: Vec<Option<i64>> = pipe
             .query_async(&mut conn)

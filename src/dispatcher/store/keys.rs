@@ -80,6 +80,11 @@ impl Keys {
         format!("{}shards", self.prefix)
     }
 
+    /// One hook's attempts log (newest first, capped).
+    pub fn attempts(&self, uid: &str) -> String {
+        format!("{}attempts:{uid}", self.prefix)
+    }
+
     /// One hook's delivery health.
     pub fn health(&self, uid: &str) -> String {
         format!("{}health:{uid}", self.prefix)
@@ -116,6 +121,7 @@ mod tests {
             keys.dead_index("u1"),
             keys.dead_hooks(),
             keys.health("u1"),
+            keys.attempts("u1"),
             keys.shard_count(),
         ] {
             assert!(key.starts_with("{owh}:"), "{key}");

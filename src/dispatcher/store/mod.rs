@@ -21,10 +21,14 @@
 //!   them together when the hook is turned off.
 //! - `health:{hook uid}`: consecutive failures, last success/failure, the
 //!   disable record, when status was last mirrored.
+//! - `attempts:{hook uid}`: the hook's attempts log, a list of compact JSON
+//!   records (`attempts_log::AttemptRecord`), newest first, capped at
+//!   `--attempts-log-size` (LPUSH + LTRIM in the acker's batches).
 //!
 //! The scripts that change several of these at once are `.lua` files in
 //! `scripts/`, called through the typed wrappers of [`scripts`].
 
+mod attempts;
 mod dead_letters;
 mod health;
 pub mod keys;
@@ -41,6 +45,7 @@ use redis::AsyncCommands;
 use crate::redis_conn::{ConnectError, RedisConn, RedisTarget};
 
 pub use self::{
+    attempts::AttemptsBatch,
     dead_letters::PAGE as DEAD_LETTER_PAGE,
     health::Health,
     keys::{Keys, task_member, uid_of_member},
