@@ -210,21 +210,7 @@ fn publish_hook_reaches_that_hook_whatever_its_events_and_no_other() {
     let d = test.dispatcher(&[]);
 
     let publish = |hook: &str| {
-        let out = run_cli(&[
-            "publish",
-            "--redis-url",
-            &test.redis_url,
-            "--redis-prefix",
-            &test.prefix,
-            "--org",
-            &test.ns,
-            "--event",
-            CREATE,
-            "--data",
-            r#"{"type":"conversation","id":"test"}"#,
-            "--hook",
-            hook,
-        ]);
+        let out = test.publish_cli(r#"{"type":"conversation","id":"test"}"#, &["--hook", hook]);
         out.split_whitespace().next().unwrap().to_string()
     };
     let test_event = publish("target");
@@ -262,21 +248,7 @@ fn publish_hook_reaches_that_hook_whatever_its_events_and_no_other() {
     assert_eq!(target.requests().len(), 1);
 
     // The CLI refuses what is not a hook name.
-    let (ok, _, stderr) = try_cli(&[
-        "publish",
-        "--redis-url",
-        &test.redis_url,
-        "--redis-prefix",
-        &test.prefix,
-        "--org",
-        &test.ns,
-        "--event",
-        CREATE,
-        "--data",
-        "{}",
-        "--hook",
-        &format!("{}/target", test.ns),
-    ]);
+    let (ok, _, stderr) = test.try_publish_cli("{}", &["--hook", &format!("{}/target", test.ns)]);
     assert!(!ok);
     assert!(stderr.contains("is not a valid OutboundWebhook name"), "{stderr}");
 }

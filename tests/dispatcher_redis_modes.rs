@@ -133,23 +133,7 @@ fn deliveries_flow_over_tls_and_a_wrong_ca_stops_the_dispatcher_at_start_up() {
     eprintln!("wrong CA refused in {:?}", started.elapsed());
 
     let dispatcher = test.dispatcher(&["--redis-ca-file", &ca]);
-    let out = run_cli(&[
-        "publish",
-        "--redis-url",
-        &redis.url(),
-        "--redis-ca-file",
-        &ca,
-        "--redis-prefix",
-        &test.prefix,
-        "--org",
-        &test.ns,
-        "--event",
-        CREATE,
-        "--data",
-        "{}",
-        "--id",
-        "over-tls-1",
-    ]);
+    let out = test.publish_cli("{}", &["--redis-ca-file", &ca, "--id", "over-tls-1"]);
     assert!(out.starts_with("over-tls-1 "), "{out}");
     receiver.wait_for_event("over-tls-1", 1, Duration::from_secs(30));
     assert!(!dispatcher.log().contains(password), "the password reached the log");
@@ -326,19 +310,7 @@ fn another_shard_count_or_a_prefix_without_a_hash_tag_is_refused_at_start_up() {
         "{log}"
     );
     // The producer side reads the stored count: this org's shard of 3.
-    let out = run_cli(&[
-        "publish",
-        "--redis-url",
-        &test.redis_url,
-        "--redis-prefix",
-        &test.prefix,
-        "--org",
-        &test.ns,
-        "--event",
-        CREATE,
-        "--data",
-        "{}",
-    ]);
+    let out = test.publish_cli("{}", &[]);
     let k = outbound_webhooks::shard::shard_of(&test.ns, 3);
     let length = support::redis::stream_length(&test.redis_url, &shard_prefix(&test.prefix, k).unwrap());
     assert_eq!(length, 1, "{out}");

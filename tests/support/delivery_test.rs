@@ -90,6 +90,38 @@ impl DeliveryTest {
         redis::publish(&self.redis_url, &self.prefix, &self.ns, event, data)
     }
 
+    /// `outbound-webhooks publish` of a [`CREATE`] event with `data` to its
+    /// org, then `more` flags: (success, stdout, stderr).
+    pub fn try_publish_cli(&self, data: &str, more: &[&str]) -> (bool, String, String) {
+        let mut args = vec![
+            "publish",
+            "--redis-url",
+            &self.redis_url,
+            "--redis-prefix",
+            &self.prefix,
+            "--org",
+            &self.ns,
+            "--event",
+            CREATE,
+            "--data",
+            data,
+        ];
+        args.extend_from_slice(more);
+        dispatcher::try_cli(&args)
+    }
+
+    /// Like [`DeliveryTest::try_publish_cli`], failing the test on an
+    /// error; returns stdout (`EVENT_ID ENTRY_ID`).
+    pub fn publish_cli(&self, data: &str, more: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.try_publish_cli(data, more);
+        assert!(
+            ok,
+            "outbound-webhooks publish {} failed: {stdout}{stderr}",
+            more.join(" ")
+        );
+        stdout
+    }
+
     /// `dead-letter list [--hook HOOK]` lines.
     pub fn dead_letters(&self, hook: Option<&str>) -> Vec<String> {
         dispatcher::dead_letters(&self.redis_url, &self.prefix, hook)
