@@ -299,6 +299,18 @@ pub enum SecretError {
     },
 }
 
+/// What turns an API error about Secret `namespace/name` into a
+/// [`SecretError::Api`] saying what was being done.
+fn api_error(action: &'static str, namespace: &str, name: &str) -> impl FnOnce(kube::Error) -> SecretError {
+    let (namespace, name) = (namespace.to_string(), name.to_string());
+    move |source| SecretError::Api {
+        action,
+        namespace,
+        name,
+        source,
+    }
+}
+
 /// The result of making sure a hook's generated Secret exists.
 #[derive(Debug)]
 pub struct Ensured {
@@ -323,15 +335,7 @@ pub async fn ensure_generated(
 ) -> Result<Ensured, SecretError> {
     let namespace = hook.namespace().unwrap_or_default();
     let name = generated_secret_name(&hook.name_any());
-    let err = |action: &'static str| {
-        let (namespace, name) = (namespace.clone(), name.clone());
-        move |source| SecretError::Api {
-            action,
-            namespace,
-            name,
-            source,
-        }
-    };
+    let err = |action| api_error(action, &namespace, &name);
     let existing = match store.get(&ObjectRef::new(&name).within(&namespace)) {
         Some(secret) => Some((*secret).clone()),
         None => {
@@ -435,15 +439,7 @@ pub async fn rotate_generated(
     let namespace = hook.namespace().unwrap_or_default();
     let hook_name = hook.name_any();
     let name = secret.name_any();
-    let api_error = |action: &'static str| {
-        let (namespace, name) = (namespace.clone(), name.clone());
-        move |source| SecretError::Api {
-            action,
-            namespace,
-            name,
-            source,
-        }
-    };
+    let api_error = |action| api_error(action, &namespace, &name);
     let requested = Requested::of(hook);
     let mut secret = secret;
     let mut events = Vec::new();
