@@ -55,8 +55,23 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
+# Below Linux's ephemeral range (32768-60999): a port bind(0) hands out may
+# meanwhile become the source port of an outgoing connection.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  python3 -c '
+import random, socket
+for _ in range(2000):
+    port = random.randint(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        print(port)
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()
+'
 }
 
 # Throwaway PKI: a CA, the API server's serving certificate, an admin client

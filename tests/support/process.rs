@@ -17,12 +17,46 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// A free port on loopback (nothing listens on it once this returns).
+/// A free port on loopback (nothing listens on it once this returns), for
+/// a child process to listen on.
+///
+/// Taken below Linux's ephemeral range (32768-60999), never from it: a port
+/// the kernel hands out for `bind(0)` is also what it hands out as the
+/// source port of outgoing connections, so with many tests connecting at
+/// once another connection could take it before the child binds it (seen
+/// in CI as "Address already in use"). Each port is handed out once per
+/// process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("binding a free loopback port")
-        .port()
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicU16, Ordering},
+    };
+    const FIRST: u16 = 20_000;
+    const LAST: u16 = 32_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    // Start at a place of this process's own, so test binaries run one
+    // after another do not walk the same ports.
+    let span = u32::from(LAST - FIRST);
+    let _ = NEXT.compare_exchange(
+        0,
+        (std::process::id() % span) as u16 + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) as u32 % span;
+        let port = FIRST + offset as u16;
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {LAST}")
 }
 
 /// `GET path` on `127.0.0.1:port`: (status code, body), or None when nothing
