@@ -18,6 +18,11 @@ use support::{
 
 /// `attempts --hook HOOK` with `extra` flags, as a user runs it.
 fn attempts(test: &DeliveryTest, hook: &str, extra: &[&str]) -> String {
+    run_cli(&attempts_args(test, hook, extra))
+}
+
+/// The arguments of `attempts --hook HOOK` on the test's Redis, then `extra`.
+fn attempts_args<'a>(test: &'a DeliveryTest, hook: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "attempts",
         "--redis-url",
@@ -28,7 +33,7 @@ fn attempts(test: &DeliveryTest, hook: &str, extra: &[&str]) -> String {
         hook,
     ];
     args.extend(extra);
-    run_cli(&args)
+    args
 }
 
 /// The attempts log as JSON objects, newest first.
@@ -177,15 +182,7 @@ fn the_attempts_log_keeps_the_newest_attempts_log_size_per_hook_and_names_missin
 
     // A hook that does not exist is named as such.
     let missing = format!("{}/no-such-hook", test.ns);
-    let (ok, _, stderr) = try_cli(&[
-        "attempts",
-        "--redis-url",
-        &test.redis_url,
-        "--redis-prefix",
-        &test.prefix,
-        "--hook",
-        &missing,
-    ]);
+    let (ok, _, stderr) = try_cli(&attempts_args(&test, &missing, &[]));
     assert!(!ok);
     assert!(
         stderr.contains(&format!("no OutboundWebhook {missing} exists")),
