@@ -7,6 +7,11 @@
 #   BENCH_SCALE=0.1 benches/run.sh  # a smaller, quicker run
 #   BENCH_SKIP_10K=1 benches/run.sh # skip seeding 10,000 hooks
 #   BENCH_ONLY_1A=1 benches/run.sh  # the control plane and scenario 1a only
+#   BENCH_SKIP_CONTROLLER=1 benches/run.sh
+#                                   # every dispatcher scenario, not the controller's
+#   BENCH_DISPATCHER=PATH benches/run.sh
+#                                   # measure another build of the dispatcher (an
+#                                   # older commit's) with this driver and baselines
 #   BENCH_ONLY_CONTROLLER=1 benches/run.sh
 #                                   # the control plane and the controller scenario only
 #                                   # (the real controller, 1,000 hooks created at once in
@@ -24,7 +29,7 @@ stop() {
   if [ -n "$driver_pid" ]; then kill -INT "$driver_pid" 2>/dev/null || true; wait "$driver_pid" 2>/dev/null || true; fi
 }
 trap stop INT TERM
-"$target/release/outbound-webhooks-bench" "$repo" "$target/release/outbound-webhooks" &
+"$target/release/outbound-webhooks-bench" "$repo" "${BENCH_DISPATCHER:-$target/release/outbound-webhooks}" &
 driver_pid=$!
 status=0
 wait "$driver_pid" || status=$?

@@ -4,9 +4,13 @@
 //! - A: a reqwest loop POSTing the same signed bodies to the same receiver,
 //!   at the dispatcher's concurrency (the HTTP half).
 //! - B: `XREADGROUP COUNT 100` + `XACK` over the same entries (the Redis half).
+//! - C: `wrk` POSTing the same signed body to the same receiver over as many
+//!   connections: the machine's HTTP limit (a C client with no per-request
+//!   work of its own), so every throughput row is also a share of it.
 
 use std::{
     collections::HashMap,
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering::Relaxed},
@@ -142,4 +146,84 @@ pub async fn baseline_a(url: &str, bodies: Bodies, total: usize, concurrency: us
         w.await??;
     }
     Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// How long each baseline C run lasts.
+const WRK_SECONDS: u32 = 5;
+
+/// A Lua string literal (wrk's script language) holding `s`.
+fn lua_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Baseline C: `wrk` with `connections` connections (two threads, one per
+/// core) POSTing `bodies`' first body, signed as the dispatcher signs it, to
+/// `url` for [`WRK_SECONDS`]. Returns requests per second.
+pub async fn baseline_c(url: &str, bodies: &Bodies, connections: usize, state: &Path) -> Result<f64, Error> {
+    let (id, body) = bodies.first().ok_or("baseline C needs a body")?;
+    let body = std::str::from_utf8(body)?;
+    let timestamp = jiff::Timestamp::now().as_second();
+    let headers = [
+        ("content-type", "application/json".to_string()),
+        ("user-agent", "outbound-webhooks/bench".to_string()),
+        ("x-kustomer-webhook-event", EVENT.to_string()),
+        (
+            "x-kustomer-webhook-signature",
+            signing::kustomer_signature(TOKEN, body.as_bytes()),
+        ),
+        ("webhook-id", id.clone()),
+        ("webhook-timestamp", timestamp.to_string()),
+        (
+            "webhook-signature",
+            signing::standard_webhooks_signature(TOKEN, id, timestamp, body.as_bytes()),
+        ),
+    ];
+    let mut script = format!("wrk.method = \"POST\"\nwrk.body = {}\n", lua_string(body));
+    for (name, value) in headers {
+        script.push_str(&format!("wrk.headers[{}] = {}\n", lua_string(name), lua_string(&value)));
+    }
+    let path = state.join("baseline-c.lua");
+    std::fs::write(&path, script)?;
+    let output = tokio::process::Command::new("wrk")
+        .args([
+            "-t",
+            "2",
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{WRK_SECONDS}s"),
+            "-s",
+        ])
+        .arg(&path)
+        .arg(url)
+        .output()
+        .await
+        .map_err(|e| {
+            format!("running wrk (baseline C; scripts/install-tools.sh installs it: apt-get install wrk): {e}")
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("wrk failed: {stdout} {}", String::from_utf8_lossy(&output.stderr)).into());
+    }
+    if stdout.contains("Non-2xx") || stdout.contains("Socket errors") {
+        return Err(format!("wrk saw errors: {stdout}").into());
+    }
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no Requests/sec in wrk's output: {stdout}").into())
 }

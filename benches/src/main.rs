@@ -147,7 +147,7 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     // seeded hooks too (and their Secrets, which no hook controls). It is
     // stopped, and its hooks deleted, before the dispatcher scenarios.
     let only_controller = env_flag("BENCH_ONLY_CONTROLLER");
-    if only_controller || !env_set("BENCH_ONLY_1A") {
+    if only_controller || !(env_set("BENCH_ONLY_1A") || env_flag("BENCH_SKIP_CONTROLLER")) {
         let clean_up = !only_controller;
         controller_scenario::controller_scenario(&kube, &binary, &cp.kubeconfig, &state, &mut report, clean_up).await?;
         let _ = report.write_partial(&state);
