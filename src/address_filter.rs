@@ -52,15 +52,26 @@ pub fn non_public_reason(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
-fn in_table(ip: IpAddr, table: &'static [(&'static str, &'static str)]) -> Option<&'static str> {
-    table.iter().find_map(|(net, why)| {
-        let net: IpNet = net.parse().expect("static CIDRs parse");
-        net.contains(&ip).then_some(*why)
-    })
+/// A table of ranges, parsed once: the check runs on every request.
+type Table = std::sync::LazyLock<Vec<(IpNet, &'static str)>>;
+
+fn parse_table(ranges: &'static [(&'static str, &'static str)]) -> Vec<(IpNet, &'static str)> {
+    ranges
+        .iter()
+        .map(|(net, why)| (net.parse().expect("static CIDRs parse"), *why))
+        .collect()
+}
+
+static V4_TABLE: Table = Table::new(|| parse_table(NON_PUBLIC_V4));
+static V6_TABLE: Table = Table::new(|| parse_table(NON_PUBLIC_V6));
+static GLOBAL_UNICAST: Table = Table::new(|| parse_table(&[("2000::/3", "global unicast")]));
+
+fn in_table(ip: IpAddr, table: &Table) -> Option<&'static str> {
+    table.iter().find_map(|(net, why)| net.contains(&ip).then_some(*why))
 }
 
 fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
-    in_table(IpAddr::V4(ip), NON_PUBLIC_V4)
+    in_table(IpAddr::V4(ip), &V4_TABLE)
 }
 
 fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
@@ -74,11 +85,10 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
         // ::ffff:a.b.c.d reaches a.b.c.d: judge the IPv4 address.
         return Some(v4_reason(v4).unwrap_or("IPv4-mapped"));
     }
-    if let Some(why) = in_table(IpAddr::V6(ip), NON_PUBLIC_V6) {
+    if let Some(why) = in_table(IpAddr::V6(ip), &V6_TABLE) {
         return Some(why);
     }
-    let global_unicast: IpNet = "2000::/3".parse().expect("static CIDR parses");
-    if !global_unicast.contains(&IpAddr::V6(ip)) {
+    if in_table(IpAddr::V6(ip), &GLOBAL_UNICAST).is_none() {
         return Some("not global unicast (incl. IPv4-compatible)");
     }
     None

@@ -143,6 +143,39 @@ pub async fn redis_cpu_seconds(conn: &mut redis::aio::MultiplexedConnection) -> 
         .sum()
 }
 
+/// Redis's calls per command (`INFO commandstats`), e.g. `xreadgroup` -> 1234.
+pub async fn redis_command_calls(conn: &mut redis::aio::MultiplexedConnection) -> HashMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_string(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The commands called most between two [`redis_command_calls`], per
+/// 1,000 of `per`: "evalsha 12.0, xreadgroup 10.1, ...".
+pub fn busiest_commands(before: &HashMap<String, u64>, after: &HashMap<String, u64>, per: u64, top: usize) -> String {
+    let mut calls: Vec<(&String, u64)> = after
+        .iter()
+        .map(|(name, n)| (name, n.saturating_sub(before.get(name).copied().unwrap_or(0))))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    calls.sort_by(|a, b| b.1.cmp(&a.1));
+    calls
+        .iter()
+        .take(top)
+        .map(|(name, n)| format!("{name} {:.1}", *n as f64 * 1000.0 / per.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A running `outbound-webhooks dispatcher` on its own key prefix.
 pub struct Dispatcher {
     process: ChildProcess,

@@ -13,7 +13,7 @@ use crate::{
     Env, Error,
     baselines::{Bodies, baseline_a, baseline_b, baseline_c, bodies_of},
     load::fill,
-    processes::{Dispatcher, own_stats, redis_cpu_seconds},
+    processes::{Dispatcher, busiest_commands, own_stats, redis_command_calls, redis_cpu_seconds},
     receiver::wait_count,
     report::{Report, mib, verdict},
     scale,
@@ -39,6 +39,8 @@ pub struct Drain {
     pub rate: f64,
     cpu_per_1000: f64,
     peak_rss: u64,
+    /// Redis commands called most, per 1,000 deliveries.
+    redis_commands: String,
 }
 
 /// Starts a dispatcher on a pre-filled prefix and waits until `target`
@@ -57,11 +59,13 @@ pub(crate) async fn drain(
     let own_before = own_stats();
     let mut conn = env.redis.clone();
     let redis_before = redis_cpu_seconds(&mut conn).await;
+    let calls_before = redis_command_calls(&mut conn).await;
     let t0 = Instant::now();
     let (delivered, last) = wait_count(&env.receiver.fast, start, target, timeout).await;
     let after = dispatcher.stats();
     let own_after = own_stats();
     let redis_after = redis_cpu_seconds(&mut conn).await;
+    let calls_after = redis_command_calls(&mut conn).await;
     let seconds = last.duration_since(t0).as_secs_f64().max(1e-3);
     drop(dispatcher);
     let thousands = delivered.max(1) as f64 / 1000.0;
@@ -76,6 +80,7 @@ pub(crate) async fn drain(
         receiver_cpu_per_1000: (own_after.cpu_seconds - own_before.cpu_seconds) / thousands,
         peak_rss: after.peak_rss,
         redis_cpu_per_1000: (redis_after - redis_before) / thousands,
+        redis_commands: busiest_commands(&calls_before, &calls_after, delivered, 5),
     })
 }
 
@@ -102,6 +107,12 @@ impl Drain {
             &format!("redis-server CPU s per 1,000 deliveries ({id})"),
             format!("{:.3}", self.redis_cpu_per_1000),
             "INFO cpu",
+        );
+        report.row(
+            FOOTPRINT,
+            &format!("Redis calls per 1,000 deliveries ({id})"),
+            self.redis_commands.clone(),
+            "INFO commandstats, the 5 most called",
         );
         report.row(
             FOOTPRINT,
