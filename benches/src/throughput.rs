@@ -151,7 +151,10 @@ async fn against_baseline_a(env: &Env, bodies: &Bodies, t: Throughput) -> Result
     let (prefix, log) = (format!("{{bench-{}}}:", t.id), format!("dispatcher-{}", t.id));
     let default_threads = drain(env, &prefix, &log, target, DRAIN_TIMEOUT, &[]).await?;
     eprintln!("bench: scenario {} again, the dispatcher on one worker thread", t.id);
-    let (prefix, log) = (format!("{{bench-{}1}}:", t.id), format!("dispatcher-{}-one-thread", t.id));
+    let (prefix, log) = (
+        format!("{{bench-{}1}}:", t.id),
+        format!("dispatcher-{}-one-thread", t.id),
+    );
     let one_thread = drain(env, &prefix, &log, target, DRAIN_TIMEOUT, &["--worker-threads", "1"]).await?;
     eprintln!("bench: baseline A again");
     let baseline_a_after = baseline_a(&env.fast_url(), bodies.clone(), t.deliveries, t.concurrency).await?;
