@@ -606,6 +606,22 @@ mod tests {
         assert!(parse_rotation_overlap("-1h").is_err());
     }
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ControllerArgs,
+    }
+
+    #[test]
+    fn concurrency_defaults_to_64_and_must_be_at_least_one() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| Cli::try_parse_from([&["controller"], extra].concat()).map(|c| c.args.concurrency);
+        assert_eq!(parse(&[]).ok(), Some(DEFAULT_CONCURRENCY));
+        assert_eq!(parse(&["--concurrency", "8"]).ok(), Some(8));
+        assert!(parse(&["--concurrency", "0"]).is_err());
+        assert!(parse(&["--concurrency", "many"]).is_err());
+    }
+
     #[test]
     fn lease_durations_parse_in_whole_seconds() {
         assert_eq!(parse_lease_duration("3s"), Ok(Duration::from_secs(3)));
