@@ -14,8 +14,10 @@
 #                                   # older commit's) with this driver and baselines
 #   BENCH_ONLY_CONTROLLER=1 benches/run.sh
 #                                   # the control plane and the controller scenario only
-#                                   # (the real controller, 1,000 hooks created at once in
-#                                   # 200 namespaces, time until all are Ready, its RSS/CPU)
+#                                   # (the real controller, 10,000 hooks created at once in
+#                                   # 2,000 namespaces, time until all are Ready, its RSS/CPU
+#                                   # and the API server's; BENCH_CONTROLLER_NAMESPACES=200
+#                                   # for 1,000 hooks, BENCH_CONTROLLER_ARGS adds controller flags)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$repo/target}"

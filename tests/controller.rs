@@ -868,3 +868,66 @@ fn a_hook_applied_with_rotation_annotations_gets_one_fresh_token_and_no_rotation
         data.keys()
     );
 }
+
+/// The reasons of the events.k8s.io Events about `hook` in `list`, oldest first.
+fn event_reasons(ns: &str, hook: &str, list: &serde_json::Value) -> Vec<String> {
+    let mut events: Vec<(String, String)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["regarding"]["name"] == hook)
+        .map(|e| {
+            (
+                e["eventTime"].as_str().unwrap_or_default().to_string(),
+                e["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    events.sort();
+    assert!(events.iter().all(|(at, _)| !at.is_empty()), "{ns}/{hook}: {events:?}");
+    events.into_iter().map(|(_, reason)| reason).collect()
+}
+
+#[test]
+fn events_published_off_the_reconcile_path_all_arrive_in_order_and_are_counted() {
+    let process = controller();
+    let ns = namespace("event-burst");
+    let published = |p: &ControllerProcess| p.metric("outbound_webhooks_controller_events_published_total");
+    let before = published(process).expect("the events_published counter is exported");
+    // Twelve at once: five take the slots, seven wait.
+    apply_folder(&ns, (1..=12).map(hook_file));
+    let accepted = wait_for("five of twelve accepted", SOON, || {
+        let accepted = accepted_names(&ns)?;
+        let decided = support::hooks::accepted_conditions(&ns).len();
+        if accepted.len() == 5 && decided == 12 {
+            Ok(accepted)
+        } else {
+            Err(format!("{decided} decided, accepted {accepted:?}"))
+        }
+    });
+    let list = wait_for("every hook's Events", SOON, || {
+        let list: serde_json::Value =
+            serde_json::from_str(&kubectl_ok(&["get", "events.events.k8s.io", "-n", &ns, "-o", "json"]))
+                .map_err(|e| e.to_string())?;
+        let count = list["items"].as_array().map_or(0, Vec::len);
+        // Accepted + SecretGenerated for five, OrgLimitExceeded for seven.
+        if count >= 5 * 2 + 7 {
+            Ok(list)
+        } else {
+            Err(format!("{count} Events"))
+        }
+    });
+    for i in 1..=12 {
+        let hook = format!("hook-{i}");
+        let reasons = event_reasons(&ns, &hook, &list);
+        if accepted.contains(&hook) {
+            assert_eq!(reasons, ["Accepted", "SecretGenerated"], "{hook}");
+        } else {
+            assert_eq!(reasons, [accepted::ORG_LIMIT_EXCEEDED], "{hook}");
+        }
+    }
+    wait_for("the counter to count them", SOON, || match published(process) {
+        Some(n) if n >= before + 17.0 => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+}

@@ -4,12 +4,28 @@ use std::{collections::HashMap, time::Duration, time::Instant};
 
 use crate::{
     apiserver_metrics::{Latencies, mean_latency},
-    controller_scenario::{CONCURRENCY, DEADLINE, HOOKS_PER_NAMESPACE, NAMESPACES, TARGET},
+    controller_scenario::{CONCURRENCY, DEADLINE, HOOKS_PER_NAMESPACE, TARGET},
     processes::ProcStats,
     report::{Report, mib, percentile, verdict},
 };
 
-const SCENARIO: &str = "6 controller, 1,000 hooks";
+/// The scenario's name in the table, with its size.
+fn scenario(o: &Outcome) -> String {
+    format!("6 controller, {} hooks", thousands(o.total))
+}
+
+/// `10000` as `10,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// What scenario 6 measured; times are `Instant`s, reported from `t0`.
 pub struct Outcome {
@@ -53,6 +69,21 @@ pub struct Outcome {
     pub latencies_before: Latencies,
     /// The API server's latencies at the end of the window.
     pub latencies_after: Latencies,
+    /// Namespaces the hooks were created in.
+    pub namespaces: usize,
+    /// Events the controller had published, and when (from `t0`), once it
+    /// had all it should or the wait ended.
+    pub events: (f64, Duration),
+    /// CPU from `t0` until then.
+    pub after_events: EventsCost,
+}
+
+/// CPU seconds from `t0` until the Events were published.
+pub struct EventsCost {
+    /// The controller's.
+    pub controller_cpu: f64,
+    /// kube-apiserver's.
+    pub apiserver_cpu: f64,
 }
 
 impl Outcome {
@@ -96,7 +127,7 @@ fn time_rows(o: &Outcome, report: &mut Report) {
     if o.ready_at.len() >= total {
         let seconds = times.last().copied().unwrap_or(f64::NAN);
         report.row(
-            SCENARIO,
+            &scenario(o),
             "time to all Ready",
             format!("{seconds:.1} s"),
             &format!(
@@ -108,7 +139,7 @@ fn time_rows(o: &Outcome, report: &mut Report) {
         );
     } else {
         report.row(
-            SCENARIO,
+            &scenario(o),
             "time to all Ready",
             format!("> {} s", DEADLINE.as_secs()),
             &format!(
@@ -120,24 +151,25 @@ fn time_rows(o: &Outcome, report: &mut Report) {
         );
     }
     report.row(
-        SCENARIO,
+        &scenario(o),
         "time to all created",
         format!("{:.1} s", o.all_created.as_secs_f64()),
         &format!(
-            "{total} creates, {CONCURRENCY} in flight, {NAMESPACES} namespaces x {HOOKS_PER_NAMESPACE}; first answered at {:.2} s, first Ready at {:.2} s",
+            "{total} creates, {CONCURRENCY} in flight, {} namespaces x {HOOKS_PER_NAMESPACE}; first answered at {:.2} s, first Ready at {:.2} s",
+            o.namespaces,
             o.since_t0(o.created_at.values().min()),
             o.since_t0(o.ready_at.values().min())
         ),
     );
     report.row(
-        SCENARIO,
+        &scenario(o),
         "first hook create on the fresh API server",
         format!("{:.2} s", o.warm_up.as_secs_f64()),
         "not timed: one hook created and deleted before the controller starts",
     );
     let lags = o.lags();
     report.row(
-        SCENARIO,
+        &scenario(o),
         "create to Ready per hook, p50 / p99 / max",
         format!(
             "{:.2} / {:.2} / {:.2} s",
@@ -154,7 +186,7 @@ fn result_rows(o: &Outcome, report: &mut Report) {
     let mut reasons: Vec<String> = o.not_ready.iter().map(|(r, n)| format!("{n} {r}")).collect();
     reasons.sort();
     report.row(
-        SCENARIO,
+        &scenario(o),
         "Ready for their generation (final list)",
         format!("{} of {}", o.ready_listed, o.listed),
         &if reasons.is_empty() {
@@ -164,23 +196,39 @@ fn result_rows(o: &Outcome, report: &mut Report) {
         },
     );
     report.row(
-        SCENARIO,
+        &scenario(o),
         "signing Secrets",
         format!("{} of {}", o.good_secrets, o.total),
         "labelled, controlled by their hook, 64-hex token",
     );
 }
 
+/// The row of the Events (published off the path to Ready).
+fn event_rows(o: &Outcome, report: &mut Report) {
+    let (published, at) = o.events;
+    report.row(
+        &scenario(o),
+        "Events published (Accepted + SecretGenerated)",
+        format!("{published:.0} of {}", 2 * o.total),
+        &format!(
+            "by {:.1} s after the first create; controller / kube-apiserver CPU s until then {:.2} / {:.1}",
+            at.as_secs_f64(),
+            o.after_events.controller_cpu,
+            o.after_events.apiserver_cpu
+        ),
+    );
+}
+
 /// The rows of what it cost: memory, CPU, API calls.
 fn cost_rows(o: &Outcome, report: &mut Report) {
     report.row(
-        SCENARIO,
+        &scenario(o),
         "controller peak RSS",
         format!("{:.1} MiB", mib(o.after.peak_rss)),
         &format!("VmHWM; {:.1} MiB after its caches synced", mib(o.idle.rss)),
     );
     report.row(
-        SCENARIO,
+        &scenario(o),
         "controller RSS after",
         format!("{:.1} MiB", mib(o.after.rss)),
         "VmRSS once all were Ready",
@@ -190,7 +238,7 @@ fn cost_rows(o: &Outcome, report: &mut Report) {
     let mean_reconcile_ms = 1000.0 * o.metric("outbound_webhooks_controller_reconcile_duration_seconds_sum")
         / o.metric("outbound_webhooks_controller_reconcile_duration_seconds_count");
     report.row(
-        SCENARIO,
+        &scenario(o),
         "controller CPU s",
         format!("{:.2}", o.after.cpu_seconds - o.before.cpu_seconds),
         &format!(
@@ -200,7 +248,7 @@ fn cost_rows(o: &Outcome, report: &mut Report) {
         ),
     );
     report.row(
-        SCENARIO,
+        &scenario(o),
         "kube-apiserver / etcd / bench CPU s",
         format!("{:.1} / {:.1} / {:.1}", o.apiserver_cpu, o.etcd_cpu, o.bench_cpu),
         &format!(
@@ -221,7 +269,7 @@ fn cost_rows(o: &Outcome, report: &mut Report) {
     })
     .collect();
     report.row(
-        SCENARIO,
+        &scenario(o),
         "API server mean latency per call",
         calls.join(", "),
         "apiserver_request_duration_seconds over the same window",
@@ -232,5 +280,6 @@ fn cost_rows(o: &Outcome, report: &mut Report) {
 pub fn report_rows(o: &Outcome, report: &mut Report) {
     time_rows(o, report);
     result_rows(o, report);
+    event_rows(o, report);
     cost_rows(o, report);
 }

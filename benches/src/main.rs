@@ -2,7 +2,7 @@
 //!
 //! One process drives everything: it starts the control plane (etcd,
 //! kube-apiserver, Redis) through `scripts/control-plane.sh`, first runs the
-//! controller scenario (the real controller process against 1,000 hooks
+//! controller scenario (the real controller process against 10,000 hooks
 //! created at once), then runs a fast hyper receiver in-process, seeds hooks
 //! with their Secrets and the controller's status (server-side apply, as the
 //! controller would), fills Redis streams, starts dispatcher processes, runs

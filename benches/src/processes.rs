@@ -237,6 +237,7 @@ pub struct ControllerProc {
 
 impl ControllerProc {
     /// Starts it and waits until it leads with synced caches (its `/readyz`).
+    /// Env `BENCH_CONTROLLER_ARGS` adds flags (e.g. `--concurrency 32`).
     pub async fn start(binary: &Path, kubeconfig: &Path, log: &Path) -> Result<ControllerProc, Error> {
         let mut command = Command::new(binary);
         command
@@ -247,7 +248,12 @@ impl ControllerProc {
                 "--lease-name",
                 "outbound-webhooks-bench",
             ])
-            .args(["--lease-duration", "15s", "--identity", "bench-controller"]);
+            .args(["--lease-duration", "15s", "--identity", "bench-controller"])
+            .args(
+                std::env::var("BENCH_CONTROLLER_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            );
         let ready_within = Duration::from_secs(120);
         let (process, http_port) = start_ours("controller", command, kubeconfig, "info", log, ready_within)?;
         Ok(ControllerProc { process, http_port })

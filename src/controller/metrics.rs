@@ -28,6 +28,8 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Status writes (a reconcile that changes nothing writes nothing).
     pub status_writes: Counter,
+    /// Kubernetes Events published (created, or a repeat added to its series).
+    pub events_published: Counter,
     /// 1 while this replica holds the Lease, else 0.
     pub leader: Gauge,
     /// Per-hook gauges of what the hooks' status shows.
@@ -138,6 +140,7 @@ impl Metrics {
                 0.001, 2.0, 14,
             )),
             status_writes: Counter::default(),
+            events_published: Counter::default(),
             leader: Gauge::default(),
             hooks: HookGauges::default(),
         };
@@ -160,6 +163,11 @@ impl Metrics {
             "outbound_webhooks_controller_status_writes",
             "Status writes to OutboundWebhooks",
             metrics.status_writes.clone(),
+        );
+        registry.register(
+            "outbound_webhooks_controller_events_published",
+            "Kubernetes Events published about OutboundWebhooks",
+            metrics.events_published.clone(),
         );
         registry.register(
             "outbound_webhooks_controller_leader",
@@ -188,6 +196,7 @@ mod tests {
             "outbound_webhooks_controller_reconcile_errors_total 0",
             "outbound_webhooks_controller_reconcile_duration_seconds_bucket",
             "outbound_webhooks_controller_status_writes_total 0",
+            "outbound_webhooks_controller_events_published_total 0",
             "outbound_webhooks_controller_leader 1",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");

@@ -7,6 +7,8 @@
 
 pub mod acceptance;
 pub mod delivering;
+pub mod events;
+pub mod hook_index;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
@@ -29,13 +31,14 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Config as ControllerConfig,
         events::{Recorder, Reporter},
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, ObjectRef},
         watcher,
     },
 };
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use self::hook_index::HookIndex;
 use crate::{
     ops_server::{self, Readiness},
     resource::{MAX_WEBHOOKS_ANNOTATION, OutboundWebhook, WEBHOOK_SECRET_LABEL},
@@ -76,6 +79,11 @@ pub struct ControllerArgs {
     /// webhook-signature (whole seconds, e.g. 24h, 90m, 5s).
     #[arg(long, env = "OUTBOUND_WEBHOOKS_ROTATION_OVERLAP", default_value = "24h", value_parser = parse_rotation_overlap)]
     pub rotation_overlap: Duration,
+    /// How many hooks are reconciled at once. A new hook waits on a few API
+    /// calls in a row, so slots, not CPU, bound how fast a burst of new
+    /// hooks becomes Ready.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
     /// This replica's name in the Lease; defaults to the host name (the
     /// Pod name) plus a random suffix.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_IDENTITY")]
@@ -85,6 +93,9 @@ pub struct ControllerArgs {
     #[arg(skip)]
     pub exit_on_stdin_close: bool,
 }
+
+/// Reconciles at once unless `--concurrency` says otherwise.
+pub const DEFAULT_CONCURRENCY: u16 = 64;
 
 /// Parses a duration such as `15s`, `1m`, `24h` or `3` (seconds).
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -269,9 +280,9 @@ where
     }
 }
 
-fn hooks_in_namespace(hooks: &Store<OutboundWebhook>, namespace: &str) -> Vec<ObjectRef<OutboundWebhook>> {
+fn hooks_in_namespace(hooks: &HookIndex, namespace: &str) -> Vec<ObjectRef<OutboundWebhook>> {
     hooks
-        .state_filter(|h| h.metadata.namespace.as_deref() == Some(namespace))
+        .in_namespace(namespace)
         .iter()
         .map(|h| ObjectRef::from_obj(&**h))
         .collect()
@@ -280,7 +291,7 @@ fn hooks_in_namespace(hooks: &Store<OutboundWebhook>, namespace: &str) -> Vec<Ob
 /// The hooks a labelled Secret matters to: its controlling hook, hooks that
 /// name it in `spec.secretRef` or a header, and the hook whose generated
 /// name it has (a conflict may have cleared).
-fn hooks_using_secret(hooks: &Store<OutboundWebhook>, secret: &Secret) -> Vec<ObjectRef<OutboundWebhook>> {
+fn hooks_using_secret(hooks: &HookIndex, secret: &Secret) -> Vec<ObjectRef<OutboundWebhook>> {
     let Some(namespace) = secret.namespace() else {
         return Vec::new();
     };
@@ -296,15 +307,15 @@ fn hooks_using_secret(hooks: &Store<OutboundWebhook>, secret: &Secret) -> Vec<Ob
     }
     refs.extend(
         hooks
-            .state_filter(|h| {
-                h.metadata.namespace.as_deref() == Some(namespace.as_str())
-                    && (h.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
-                        || h.spec
-                            .headers
-                            .iter()
-                            .any(|hd| hd.value_from.as_ref().is_some_and(|v| v.secret_key_ref.name == name)))
-            })
+            .in_namespace(&namespace)
             .iter()
+            .filter(|h| {
+                h.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
+                    || h.spec
+                        .headers
+                        .iter()
+                        .any(|hd| hd.value_from.as_ref().is_some_and(|v| v.secret_key_ref.name == name))
+            })
             .map(|h| ObjectRef::from_obj(&**h)),
     );
     refs
@@ -325,10 +336,11 @@ async fn run_controller(
     // so a re-reconciled neighbour never decides from a cache that still
     // holds a deleted hook.
     let (hooks, hooks_writer) = reflector::store::<OutboundWebhook>();
+    let index = HookIndex::new(hooks.clone());
     let written: Arc<Mutex<HashMap<String, (status::ControllerStatus, std::time::Instant)>>> = Arc::default();
     let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let hook_events = {
-        let hooks = hooks.clone();
+        let (hooks, index) = (hooks.clone(), index.clone());
         let (written, failures) = (written.clone(), failures.clone());
         let tx = trigger_tx.clone();
         let readiness = readiness.clone();
@@ -339,8 +351,9 @@ async fn run_controller(
             watcher(scoped(client.clone(), scope), watcher::Config::default()).default_backoff(),
         )
         .map_ok(move |event| {
+            index.apply(&event);
             let fan_out = |namespace: Option<String>| {
-                for r in hooks_in_namespace(&hooks, namespace.as_deref().unwrap_or_default()) {
+                for r in hooks_in_namespace(&index, namespace.as_deref().unwrap_or_default()) {
                     let _ = tx.unbounded_send(r);
                 }
             };
@@ -389,7 +402,7 @@ async fn run_controller(
         None => watcher::Config::default(),
     };
     let namespace_events = {
-        let hooks = hooks.clone();
+        let index = index.clone();
         let tx = trigger_tx.clone();
         let mut limit_before: HashMap<String, Option<String>> = HashMap::new();
         reflector::reflector(
@@ -400,7 +413,7 @@ async fn run_controller(
             let mut changed = |ns: &Namespace, annotation: Option<String>| {
                 let name = ns.name_any();
                 if limit_before.insert(name.clone(), annotation.clone()) != Some(annotation) {
-                    for r in hooks_in_namespace(&hooks, &name) {
+                    for r in hooks_in_namespace(&index, &name) {
                         let _ = tx.unbounded_send(r);
                     }
                 }
@@ -421,7 +434,7 @@ async fn run_controller(
     // Labelled Secrets only, never every Secret of the cluster.
     let (secrets, secrets_writer) = reflector::store::<Secret>();
     let secret_events = {
-        let hooks = hooks.clone();
+        let index = index.clone();
         let tx = trigger_tx.clone();
         reflector::reflector(
             secrets_writer,
@@ -433,7 +446,7 @@ async fn run_controller(
         )
         .try_for_each(move |event| {
             if let watcher::Event::Apply(s) | watcher::Event::InitApply(s) | watcher::Event::Delete(s) = &event {
-                for r in hooks_using_secret(&hooks, s) {
+                for r in hooks_using_secret(&index, s) {
                     let _ = tx.unbounded_send(r);
                 }
             }
@@ -461,39 +474,55 @@ async fn run_controller(
         }
     }
 
+    let events_stop = CancellationToken::new();
+    let (events, publish_events) = events::queue(
+        || {
+            Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: reconcile::FIELD_MANAGER.to_string(),
+                    instance: Some(identity.to_string()),
+                },
+            )
+        },
+        metrics.events_published.clone(),
+        events_stop.clone(),
+    );
     let context = Arc::new(reconcile::Context {
         client: client.clone(),
-        hooks: hooks.clone(),
+        hooks: index,
         secrets,
         namespaces,
         default_limit: args.max_webhooks_per_namespace,
         allow_http: args.allow_http,
         rotation_overlap: args.rotation_overlap,
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: reconcile::FIELD_MANAGER.to_string(),
-                instance: Some(identity.to_string()),
-            },
-        ),
+        events,
         metrics,
         written,
         failures,
     });
 
     let token = shutdown.clone();
-    Controller::for_stream(hook_events, hooks)
-        .with_config(ControllerConfig::default().concurrency(16))
-        .reconcile_on(trigger_rx)
-        .graceful_shutdown_on(async move { token.cancelled().await })
-        .run(reconcile::reconcile, reconcile::error_policy, context)
-        .for_each(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile did not complete");
-            }
-            std::future::ready(())
-        })
-        .await;
+    let reconciling = async {
+        Controller::for_stream(hook_events, hooks)
+            .with_config(ControllerConfig::default().concurrency(args.concurrency))
+            .reconcile_on(trigger_rx)
+            .graceful_shutdown_on(async move { token.cancelled().await })
+            .run(reconcile::reconcile, reconcile::error_policy, context)
+            .for_each(|result| {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "reconcile did not complete");
+                }
+                std::future::ready(())
+            })
+            .await;
+        // The reconciles have finished: what they queued is sent, then the
+        // publisher ends.
+        events_stop.cancel();
+    };
+    // Not spawned: losing the lead drops this future, and with it the
+    // publisher, so a follower never writes an Event.
+    futures::join!(reconciling, publish_events);
     side_watches.abort();
     readiness.set(false);
     Ok(())
@@ -513,12 +542,12 @@ mod tests {
         hook
     }
 
-    fn store_of(hooks: Vec<OutboundWebhook>) -> Store<OutboundWebhook> {
+    fn store_of(hooks: Vec<OutboundWebhook>) -> HookIndex {
         let mut writer = reflector::store::Writer::<OutboundWebhook>::default();
         for hook in hooks {
             writer.apply_watcher_event(&watcher::Event::Apply(hook));
         }
-        writer.as_reader()
+        HookIndex::new(writer.as_reader())
     }
 
     fn names(refs: Vec<ObjectRef<OutboundWebhook>>) -> Vec<String> {
@@ -575,6 +604,22 @@ mod tests {
         assert!(parse_rotation_overlap("0s").is_err());
         assert!(parse_rotation_overlap("1.5s").is_err());
         assert!(parse_rotation_overlap("-1h").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ControllerArgs,
+    }
+
+    #[test]
+    fn concurrency_defaults_to_64_and_must_be_at_least_one() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| Cli::try_parse_from([&["controller"], extra].concat()).map(|c| c.args.concurrency);
+        assert_eq!(parse(&[]).ok(), Some(DEFAULT_CONCURRENCY));
+        assert_eq!(parse(&["--concurrency", "8"]).ok(), Some(8));
+        assert!(parse(&["--concurrency", "0"]).is_err());
+        assert!(parse(&["--concurrency", "many"]).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The reconciler of one OutboundWebhook: decides its slot from the
 //! namespace's hooks in the cache, makes sure its signing secret exists,
 //! writes the controller's part of its status when that changes, and
-//! publishes Events for the changes people care about.
+//! queues Events for the changes people care about (published off the
+//! reconcile path, see [`super::events`]).
 
 use std::{
     collections::HashMap,
@@ -18,13 +19,14 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder},
         reflector::{ObjectRef, Store},
     },
 };
 
 use super::{
     acceptance::{self, Candidate},
+    events::EventQueue,
+    hook_index::HookIndex,
     metrics::Metrics,
     secret::{self, SecretError},
     status::{self, AcceptanceOutcome, ControllerStatus, EventNote, SecretOutcome, Severity},
@@ -51,8 +53,8 @@ const RESYNC: Duration = Duration::from_secs(15 * 60);
 pub struct Context {
     /// The API client.
     pub client: kube::Client,
-    /// Cache of every hook in scope.
-    pub hooks: Store<OutboundWebhook>,
+    /// Every hook in scope, by namespace.
+    pub hooks: HookIndex,
     /// Cache of Secrets labelled `outboundwebhooks.io/webhook-secret=true`.
     pub secrets: Store<Secret>,
     /// Cache of Namespaces (for the limit annotation).
@@ -63,8 +65,8 @@ pub struct Context {
     pub allow_http: bool,
     /// `--rotation-overlap`: how long a rotated-out token still signs.
     pub rotation_overlap: Duration,
-    /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
+    /// Where Kubernetes Events go to be published.
+    pub events: EventQueue,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// The status this process last wrote per hook UID, and when. This
@@ -129,9 +131,9 @@ impl Context {
             .get(&ObjectRef::new(&namespace))
             .and_then(|ns| ns.annotations().get(MAX_WEBHOOKS_ANNOTATION).cloned());
         let limit = acceptance::effective_limit(annotation.as_deref(), self.default_limit);
-        let peers = self.hooks.state_filter(|h| {
-            h.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && h.metadata.deletion_timestamp.is_none()
+        let mut peers = self.hooks.in_namespace(&namespace);
+        peers.retain(|h| {
+            h.metadata.deletion_timestamp.is_none()
                 && acceptance::check_destination(&h.spec.url, self.allow_http).is_ok()
         });
         let known: Vec<(String, Option<i64>, bool)> = peers
@@ -164,22 +166,6 @@ impl Context {
                 accepted: accepted.len(),
                 limit_problem: limit.problem,
             }
-        }
-    }
-
-    async fn publish(&self, hook: &OutboundWebhook, note: EventNote) {
-        let event = Event {
-            type_: match note.severity {
-                Severity::Normal => EventType::Normal,
-                Severity::Warning => EventType::Warning,
-            },
-            reason: note.reason.clone(),
-            note: Some(note.note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &hook.object_ref(&())).await {
-            tracing::warn!(error = %e, reason = %note.reason, hook = %hook.name_any(), namespace = ?hook.namespace(), "publishing an Event failed");
         }
     }
 }
@@ -280,6 +266,8 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
     let previous = ctx.known_status(hook);
     let now = Time(jiff::Timestamp::now());
     let desired = status::desired_status(hook, &previous, &acceptance, &secret, &now);
+    // Transitions first, then what happened to the Secret, as people read them.
+    let mut events = Vec::new();
     if desired != previous {
         let api: Api<OutboundWebhook> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = serde_json::json!({
@@ -303,7 +291,7 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
             ready = ready.map(|c| c.reason.as_str()).unwrap_or(""),
             "status updated"
         );
-        let mut events = status::transition_events(&previous, &desired);
+        events = status::transition_events(&previous, &desired);
         let secret_message = |s: &ControllerStatus| {
             s.condition(crate::conditions::SECRET_READY)
                 .map(|c| c.message.clone())
@@ -321,13 +309,9 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(hook.uid().unwrap_or_default(), (desired, Instant::now()));
-        for note in events {
-            ctx.publish(hook, note).await;
-        }
     }
-    for note in secret_events {
-        ctx.publish(hook, note).await;
-    }
+    events.append(&mut secret_events);
+    ctx.events.publish(hook.object_ref(&()), events).await;
 
     Ok(match secret {
         SecretOutcome::Problem { reason, .. }
