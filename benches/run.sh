@@ -7,6 +7,8 @@
 #   BENCH_SCALE=0.1 benches/run.sh  # a smaller, quicker run
 #   BENCH_SKIP_10K=1 benches/run.sh # skip seeding 10,000 hooks
 #   BENCH_ONLY_1A=1 benches/run.sh  # the control plane and scenario 1a only
+#   BENCH_ONLY_LATENCY=7000 BENCH_SKIP_CONTROLLER=1 benches/run.sh
+#                                   # scenario 2 only, at 1,000 and 7,000 events/s
 #   BENCH_SKIP_CONTROLLER=1 benches/run.sh
 #                                   # every dispatcher scenario, not the controller's
 #   BENCH_DISPATCHER=PATH benches/run.sh

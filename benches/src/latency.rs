@@ -29,6 +29,120 @@ struct Latency {
     max: f64,
     /// Seconds into the run at which the slowest event was sent.
     worst_at_s: f64,
+    /// Where the events slower than [`SLOW_MS`] were sent: "N in W windows
+    /// of 100 ms; worst: at 9.4 s (230, max 51 ms), ...".
+    slow_windows: String,
+    /// What Redis's slow log and latency monitor saw.
+    redis: String,
+}
+
+/// An event slower than this counts towards the tail's windows.
+const SLOW_MS: f64 = 5.0;
+
+/// Groups the (sent at, took) pairs slower than [`SLOW_MS`] into windows of
+/// 100 ms by when they were sent: one pause shows as one window with many
+/// events, a steady tail as many windows with few.
+fn slow_windows(samples: &[(f64, f64)]) -> String {
+    let mut windows: HashMap<u64, (usize, f64)> = HashMap::new();
+    let mut slow = 0;
+    for &(at_s, took_ms) in samples.iter().filter(|(_, took)| *took > SLOW_MS) {
+        slow += 1;
+        let w = windows.entry((at_s * 10.0) as u64).or_default();
+        w.0 += 1;
+        w.1 = w.1.max(took_ms);
+    }
+    let mut worst: Vec<(u64, (usize, f64))> = windows.iter().map(|(k, v)| (*k, *v)).collect();
+    worst.sort_by_key(|w| std::cmp::Reverse(w.1.0));
+    let top: Vec<String> = worst
+        .iter()
+        .take(3)
+        .map(|(w, (n, max))| format!("at {:.1} s ({n}, max {max:.0} ms)", *w as f64 / 10.0))
+        .collect();
+    format!(
+        "{slow} events > {SLOW_MS} ms in {} windows of 100 ms; worst: {}",
+        windows.len(),
+        if top.is_empty() {
+            "none".to_string()
+        } else {
+            top.join(", ")
+        }
+    )
+}
+
+/// Turns on Redis's slow log (commands over 1 ms) and latency monitor
+/// (events over 2 ms), emptied, so a run shows what stalled Redis.
+async fn redis_watch(conn: &mut redis::aio::MultiplexedConnection) -> Result<(), Error> {
+    redis::pipe()
+        .cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(1000)
+        .ignore()
+        .cmd("CONFIG")
+        .arg("SET")
+        .arg("latency-monitor-threshold")
+        .arg(2)
+        .ignore()
+        .cmd("SLOWLOG")
+        .arg("RESET")
+        .ignore()
+        .cmd("LATENCY")
+        .arg("RESET")
+        .ignore()
+        .query_async::<()>(conn)
+        .await?;
+    Ok(())
+}
+
+/// What Redis's slow log and latency monitor saw since [`redis_watch`].
+async fn redis_stalls(conn: &mut redis::aio::MultiplexedConnection) -> String {
+    let slow: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(3)
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
+    let slow_len: i64 = redis::cmd("SLOWLOG").arg("LEN").query_async(conn).await.unwrap_or(0);
+    // SLOWLOG GET: [id, time, micros, [command, args...], ...]
+    let commands: Vec<String> = slow
+        .iter()
+        .filter_map(|entry| {
+            let redis::Value::Array(fields) = entry else {
+                return None;
+            };
+            let micros = match fields.get(2)? {
+                redis::Value::Int(n) => *n,
+                _ => return None,
+            };
+            let name = match fields.get(3)? {
+                redis::Value::Array(args) => match args.first()? {
+                    redis::Value::BulkString(b) => String::from_utf8_lossy(b).to_string(),
+                    _ => return None,
+                },
+                _ => return None,
+            };
+            Some(format!("{name} {:.1} ms", micros as f64 / 1000.0))
+        })
+        .collect();
+    let latest: Vec<(String, i64, i64, i64)> = redis::cmd("LATENCY")
+        .arg("LATEST")
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
+    let events: Vec<String> = latest
+        .iter()
+        .map(|(event, _, _, max)| format!("{event} max {max} ms"))
+        .collect();
+    format!(
+        "slow log: {slow_len} over 1 ms{}{}; latency monitor: {}",
+        if commands.is_empty() { "" } else { ", latest " },
+        commands.join(", "),
+        if events.is_empty() {
+            "no event over 2 ms".to_string()
+        } else {
+            events.join(", ")
+        }
+    )
 }
 
 const PREFIX: &str = "{bench-lat}:";
@@ -47,6 +161,7 @@ async fn latency(env: &Env, rate: f64, seconds: f64) -> Result<Latency, Error> {
     let total = (rate * seconds).round() as usize;
     env.receiver.arrivals.lock().expect("arrivals lock").clear();
     env.receiver.recording.store(true, Relaxed);
+    redis_watch(&mut conn).await?;
     let mut sent: HashMap<String, Instant> = HashMap::with_capacity(total);
     let t0 = tokio::time::Instant::now();
     for i in 0..total {
@@ -76,6 +191,17 @@ async fn latency(env: &Env, rate: f64, seconds: f64) -> Result<Latency, Error> {
         .map(|(_, when)| when.as_secs_f64())
         .unwrap_or(f64::NAN);
     millis.sort_by(f64::total_cmp);
+    let samples: Vec<(f64, f64)> = arrivals
+        .iter()
+        .filter_map(|(id, at)| {
+            let s = sent.get(id)?;
+            Some((
+                s.duration_since(started).as_secs_f64(),
+                at.duration_since(*s).as_secs_f64() * 1000.0,
+            ))
+        })
+        .collect();
+    let redis = redis_stalls(&mut conn).await;
     Ok(Latency {
         rate,
         sent: total,
@@ -85,6 +211,8 @@ async fn latency(env: &Env, rate: f64, seconds: f64) -> Result<Latency, Error> {
         p999: percentile(&millis, 99.9),
         max: millis.last().copied().unwrap_or(f64::NAN),
         worst_at_s,
+        slow_windows: slow_windows(&samples),
+        redis,
     })
 }
 
@@ -125,6 +253,13 @@ pub async fn scenario_2(env: &Env, report: &mut Report, max_rate: f64) -> Result
             format!("{direct:.0} / {stored:.0}"),
             "stored: the hook looked slow or a slot did not free up in time",
         );
+        report.row(
+            &name,
+            "where the tail was",
+            l.slow_windows.clone(),
+            "by when the event was sent",
+        );
+        report.row(&name, "Redis stalls", l.redis.clone(), "SLOWLOG, LATENCY LATEST");
     }
     Ok(())
 }

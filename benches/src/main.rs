@@ -179,6 +179,14 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     let seeded = hooks.len();
     seed(&env.kube, hooks, 8).await?;
 
+    if let Some(rate) = std::env::var("BENCH_ONLY_LATENCY")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        latency::scenario_2(&env, &mut report, 2.0 * rate).await?;
+        finish(report, cp, &state, bench_started);
+        return Ok(());
+    }
     let one = throughput::scenario_1a(&env, &mut report).await?;
     if env_set("BENCH_ONLY_1A") {
         finish(report, cp, &state, bench_started);

@@ -167,7 +167,7 @@ pub fn busiest_commands(before: &HashMap<String, u64>, after: &HashMap<String, u
         .map(|(name, n)| (name, n.saturating_sub(before.get(name).copied().unwrap_or(0))))
         .filter(|(_, n)| *n > 0)
         .collect();
-    calls.sort_by(|a, b| b.1.cmp(&a.1));
+    calls.sort_by_key(|c| std::cmp::Reverse(c.1));
     calls
         .iter()
         .take(top)

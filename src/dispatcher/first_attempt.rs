@@ -25,7 +25,7 @@ use super::{
     acker::AckItem,
     attempt::{Outcome, send_signed},
     context::{Shared, ms, now_ms},
-    lanes::Lane,
+    lanes::{Lane, LanePermit},
     settle::{self, Settlement},
     store::{NewTask, Task},
 };
@@ -94,27 +94,11 @@ pub async fn run(
     signing: Arc<Secret>,
     lane: Arc<Lane>,
 ) {
-    // Wait for a slot, but not behind a hook found slow meanwhile (its
-    // slots may stay busy for its whole timeout), and not longer than
-    // SLOT_WAIT in any case: then the delivery is stored instead.
-    let slot = {
-        let acquire = lane.acquire();
-        tokio::pin!(acquire);
-        let give_up = tokio::time::Instant::now() + SLOT_WAIT;
-        // The first check after RECHECK: a timer that is due at once still
-        // costs a turn of the timer driver (up to 1 ms) before it fires.
-        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
-        loop {
-            tokio::select! {
-                permit = &mut acquire => break Some(permit),
-                _ = recheck.tick() => {
-                    if lane.is_slow(now_ms()) || tokio::time::Instant::now() >= give_up {
-                        break None;
-                    }
-                }
-                _ = shared.shutdown.cancelled() => break None,
-            }
-        }
+    // A slot of the hook's lane ([`wait_for_slot`] says how long it waits).
+    let slot = match lane.try_acquire() {
+        // The common case: a free slot, without arming the recheck timer.
+        Some(permit) => Some(permit),
+        None => wait_for_slot(&shared, &lane).await,
     };
     let Some(slot) = slot else {
         entry.store_later(task.to_new(None));
@@ -180,4 +164,27 @@ pub async fn run(
     drop(slot);
     shared.wake_claimers();
     entry.settle_one(&shared);
+}
+
+/// Waits for a slot of `lane`, but not behind a hook found slow meanwhile
+/// (its slots may stay busy for its whole timeout), and not longer than
+/// SLOT_WAIT in any case: `None` then, and the delivery is stored instead.
+async fn wait_for_slot(shared: &Shared, lane: &Arc<Lane>) -> Option<LanePermit> {
+    let acquire = lane.acquire();
+    tokio::pin!(acquire);
+    let give_up = tokio::time::Instant::now() + SLOT_WAIT;
+    // The first check after RECHECK: a timer that is due at once still
+    // costs a turn of the timer driver (up to 1 ms) before it fires.
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    loop {
+        tokio::select! {
+            permit = &mut acquire => break Some(permit),
+            _ = recheck.tick() => {
+                if lane.is_slow(now_ms()) || tokio::time::Instant::now() >= give_up {
+                    break None;
+                }
+            }
+            _ = shared.shutdown.cancelled() => break None,
+        }
+    }
 }

@@ -76,6 +76,16 @@ impl Lane {
         }
     }
 
+    /// A free slot now, if there is one (no waiting, no timer).
+    pub fn try_acquire(self: &Arc<Self>) -> Option<LanePermit> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(LanePermit {
+            lane: self.clone(),
+            started_ms: now_ms(),
+            _permit: permit,
+        })
+    }
+
     /// Free slots now.
     pub fn available(&self) -> usize {
         self.permits.available_permits()
