@@ -225,7 +225,11 @@ fn a_secret_that_also_holds_large_keys_no_request_uses_still_signs_with_its_rota
     let id = test.publish(&json!({"x": 1}));
     let request = receiver.wait_for_event(&id, 1, Duration::from_secs(30)).remove(0);
     assert_eq!(request.header("authorization"), "Bearer abc123");
-    assert_eq!(standard_signatures(&request).len(), 2, "the token's and the staged token's");
+    assert_eq!(
+        standard_signatures(&request).len(),
+        2,
+        "the token's and the staged token's"
+    );
     hook.token = token.to_string();
     verify_signatures(&hook, &request).expect("signed with the referenced token");
     verify_signatures_with(token, next, &request).expect("webhook-signature also by the staged token");

@@ -36,7 +36,9 @@ pub fn trim_hook(hook: &mut OutboundWebhook) {
         .map(|entry| [entry].into());
     hook.spec.name = None;
     if let Some(status) = &mut hook.status {
-        status.conditions.retain(|c| c.type_ == ACCEPTED || c.type_ == SECRET_READY);
+        status
+            .conditions
+            .retain(|c| c.type_ == ACCEPTED || c.type_ == SECRET_READY);
         for c in &mut status.conditions {
             c.reason = String::new();
             c.message = String::new();
@@ -165,8 +167,15 @@ mod tests {
         );
         let status = trimmed.status.as_ref().unwrap();
         assert_eq!(status.conditions.len(), 2);
-        assert!(status.conditions.iter().all(|c| c.message.is_empty() && c.reason.is_empty()));
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.message.is_empty() && c.reason.is_empty())
+        );
         assert_eq!(trimmed.metadata.labels, None);
+        // Tasks name the hook's UID: it stays.
+        assert_eq!(trimmed.metadata.uid, full.metadata.uid);
     }
 
     #[test]
@@ -189,7 +198,11 @@ mod tests {
                 (NEXT_TOKEN_KEY.to_string(), ByteString(b"too-short".to_vec())),
                 ("auth".to_string(), ByteString(b"Bearer abc\n".to_vec())),
                 ("keystore".to_string(), ByteString(blob)),
-                ("ca.crt".to_string(), ByteString(b"-----BEGIN\nAAAA\n-----END\n".to_vec())),
+                // Too long for a token, and no header value spans lines.
+                (
+                    "ca.crt".to_string(),
+                    ByteString(format!("-----BEGIN\n{}\n-----END\n", "A".repeat(600)).into_bytes()),
+                ),
             ])),
             ..Default::default()
         };

@@ -21,9 +21,9 @@
 
 mod acker;
 pub mod attempt;
-mod cache_trim;
 pub mod attempt_error;
 pub mod attempts_log;
+mod cache_trim;
 mod claimer;
 mod config;
 mod consumer;
