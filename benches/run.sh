@@ -5,7 +5,17 @@
 #
 #   benches/run.sh                  # full run (under 10 minutes after the build)
 #   BENCH_SCALE=0.1 benches/run.sh  # a smaller, quicker run
-#   BENCH_SKIP_10K=1 benches/run.sh # skip seeding 10,000 hooks
+#   BENCH_SKIP_FOOTPRINT=1 benches/run.sh
+#                                   # skip scenario 5 (seeding 50,000 hooks; BENCH_SKIP_10K
+#                                   # is still read as this)
+#   BENCH_ONLY_FOOTPRINT=1 benches/run.sh
+#                                   # the control plane and scenario 5 only: 50,000 hooks
+#                                   # (10,000 namespaces x 5) seeded in bulk with their Secrets
+#                                   # and status; seeding time, time until the dispatcher's
+#                                   # caches synced, its idle RSS and RSS per hook
+#   BENCH_FOOTPRINT_COMPARE="/path/a /path/b" benches/run.sh
+#                                   # scenario 5 also measures these outbound-webhooks binaries
+#                                   # (or scripts that exec one) on the same hooks
 #   BENCH_ONLY_1A=1 benches/run.sh  # the control plane and scenario 1a only
 #   BENCH_ONLY_LATENCY=7000 BENCH_SKIP_CONTROLLER=1 benches/run.sh
 #                                   # scenario 2 only, at 1,000 and 7,000 events/s

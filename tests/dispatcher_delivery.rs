@@ -12,8 +12,8 @@ use support::{
     dispatcher::run_cli,
     hooks::{accept, create_hook, labelled_secret, write_conditions},
     kubectl::apply_ok,
-    kubectl_ok,
-    receiver::{Receiver, verify_signatures},
+    kubectl_ok, kubectl_with_input,
+    receiver::{Receiver, standard_signatures, verify_signatures, verify_signatures_with},
 };
 
 #[test]
@@ -195,4 +195,42 @@ fn a_bring_your_own_secret_signs_the_deliveries() {
     let request = receiver.wait_for_event(&id, 1, Duration::from_secs(30)).remove(0);
     hook.token = token.to_string();
     verify_signatures(&hook, &request).expect("signed with the referenced token");
+}
+
+#[test]
+fn a_secret_that_also_holds_large_keys_no_request_uses_still_signs_with_its_rotation_tokens_and_headers() {
+    // The dispatcher's cache keeps only the keys a request could use; the
+    // rest (here a 700 KB certificate bundle, which no header value or token
+    // can be) must not change what is sent.
+    let test = DeliveryTest::new("trimmed-secret");
+    let receiver = Receiver::ok();
+    let (token, next) = ("signing-token-of-32-bytes-000001", "signing-token-of-32-bytes-000002");
+    let bundle = "-----BEGIN CERTIFICATE-----\n".to_string() + &format!("{}\n", "A".repeat(63)).repeat(11_000);
+    let secret = labelled_secret(
+        "mine",
+        json!({"signing": token, "next-token": next, "auth": "Bearer abc123\n", "ca-bundle.pem": bundle}),
+    );
+    // Created, not applied: kubectl apply would copy 700 KB into an annotation.
+    let out = kubectl_with_input(&["create", "-n", &test.ns, "-f", "-"], Some(&secret));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    let mut hook = test.hook(
+        "trimmed",
+        &receiver.url("/"),
+        json!({
+            "secretRef": {"name": "mine", "key": "signing"},
+            "headers": [{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "mine", "key": "auth"}}}]
+        }),
+    );
+    let _d = test.dispatcher_as("trimmed", &[]);
+    let id = test.publish(&json!({"x": 1}));
+    let request = receiver.wait_for_event(&id, 1, Duration::from_secs(30)).remove(0);
+    assert_eq!(request.header("authorization"), "Bearer abc123");
+    assert_eq!(
+        standard_signatures(&request).len(),
+        2,
+        "the token's and the staged token's"
+    );
+    hook.token = token.to_string();
+    verify_signatures(&hook, &request).expect("signed with the referenced token");
+    verify_signatures_with(token, next, &request).expect("webhook-signature also by the staged token");
 }

@@ -13,8 +13,8 @@
 //! (`benches/run.sh` does the build and passes both).
 //!
 //! This file is the wiring: the scenarios live in `controller_scenario`
-//! (6), `throughput` (1a, 1b, 3), `latency` (2) and `footprint` (4's idle
-//! row); what they start in `processes` and `receiver`; what they load in
+//! (6), `throughput` (1a, 1b, 3), `latency` (2) and `footprint` (5, the
+//! idle footprint with 50,000 hooks); what they start in `processes` and `receiver`; what they load in
 //! `seed` and `load`; what they compare with in `baselines`.
 
 // Shared with the tests, which use all of them; the bench, only part.
@@ -78,7 +78,7 @@ fn env_flag(name: &str) -> bool {
 }
 
 /// `VAR` set at all, even to `0` (how `BENCH_ONLY_1A` and `BENCH_SKIP_10K`
-/// have always been read).
+/// have always been read; `BENCH_SKIP_FOOTPRINT` is read the same way).
 fn env_set(name: &str) -> bool {
     std::env::var(name).is_ok()
 }
@@ -147,7 +147,8 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     // seeded hooks too (and their Secrets, which no hook controls). It is
     // stopped, and its hooks deleted, before the dispatcher scenarios.
     let only_controller = env_flag("BENCH_ONLY_CONTROLLER");
-    if only_controller || !(env_set("BENCH_ONLY_1A") || env_flag("BENCH_SKIP_CONTROLLER")) {
+    let only_footprint = env_flag("BENCH_ONLY_FOOTPRINT");
+    if only_controller || !(env_set("BENCH_ONLY_1A") || only_footprint || env_flag("BENCH_SKIP_CONTROLLER")) {
         let clean_up = !only_controller;
         controller_scenario::controller_scenario(&kube, &binary, &cp.kubeconfig, &state, &mut report, clean_up).await?;
         let _ = report.write_partial(&state);
@@ -173,6 +174,12 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
         receiver_port,
         receiver,
     };
+
+    if only_footprint {
+        footprint::scenario_5(&env, &mut report, 0).await?;
+        finish(report, cp, &state, bench_started);
+        return Ok(());
+    }
 
     eprintln!("bench: seeding hooks (bench-one x1, bench-five x5, bench-iso 4 fast + 1 slow)");
     let hooks = scenario_hooks(&env);
@@ -200,8 +207,8 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     let _ = report.write_partial(&state);
     shards::scenario_shards(&env, &mut report).await?;
     let _ = report.write_partial(&state);
-    if !env_set("BENCH_SKIP_10K") {
-        footprint::idle_with_10k_hooks(&env, &mut report, seeded).await?;
+    if !(env_set("BENCH_SKIP_FOOTPRINT") || env_set("BENCH_SKIP_10K")) {
+        footprint::scenario_5(&env, &mut report, seeded).await?;
     }
     finish(report, cp, &state, bench_started);
     Ok(())

@@ -186,6 +186,18 @@ impl Dispatcher {
     /// Starts one on `prefix` with `extra` arguments, its log in
     /// `state/{log_name}.log`, and waits until it is ready.
     pub async fn start(env: &Env, prefix: &str, log_name: &str, extra: &[&str]) -> Result<Dispatcher, Error> {
+        Dispatcher::start_binary(env, &env.dispatcher_binary, prefix, log_name, extra).await
+    }
+
+    /// [`Dispatcher::start`] with another `outbound-webhooks` binary (or a
+    /// script that execs one), to compare builds on the same data.
+    pub async fn start_binary(
+        env: &Env,
+        binary: &Path,
+        prefix: &str,
+        log_name: &str,
+        extra: &[&str],
+    ) -> Result<Dispatcher, Error> {
         // BENCH_DISPATCHER_WRAPPER (e.g. "valgrind --tool=callgrind") runs the
         // dispatcher under a profiler.
         let wrapper = std::env::var("BENCH_DISPATCHER_WRAPPER").unwrap_or_default();
@@ -193,10 +205,10 @@ impl Dispatcher {
         let mut command = match words.next() {
             Some(program) => {
                 let mut c = Command::new(program);
-                c.args(words).arg(&env.dispatcher_binary);
+                c.args(words).arg(binary);
                 c
             }
-            None => Command::new(&env.dispatcher_binary),
+            None => Command::new(binary),
         };
         command
             .args(["--exit-on-stdin-close", "dispatcher"])

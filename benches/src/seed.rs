@@ -28,36 +28,43 @@ async fn seed_hook(kube: &Client, ns: &str, name: &str, url: &str) -> Result<(),
     let hooks: Api<OutboundWebhook> = Api::namespaced(kube.clone(), ns);
     let api_version = OutboundWebhook::api_version(&());
     let kind = OutboundWebhook::kind(&());
-    let hook = hooks
-        .patch(
-            name,
-            &apply,
-            &Patch::Apply(json!({
-                "apiVersion": api_version,
-                "kind": kind,
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {"url": url, "events": [EVENT]},
-            })),
-        )
-        .await
-        .map_err(|e| format!("applying hook {ns}/{name}: {e}"))?;
     let secret_name = secret::generated_secret_name(name);
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), ns);
-    secrets
-        .patch(
-            &secret_name,
-            &apply,
-            &Patch::Apply(json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": secret_name, "namespace": ns,
-                             "labels": {WEBHOOK_SECRET_LABEL: "true"}},
-                "stringData": {secret::TOKEN_KEY: TOKEN,
-                               secret::STANDARD_WEBHOOKS_KEY: signing::standard_webhooks_secret(TOKEN)},
-            })),
-        )
-        .await
-        .map_err(|e| format!("applying the Secret of {ns}/{name}: {e}"))?;
+    // The hook and its Secret at once: the status write waits for the hook only.
+    let (hook, _) = futures::try_join!(
+        async {
+            hooks
+                .patch(
+                    name,
+                    &apply,
+                    &Patch::Apply(json!({
+                        "apiVersion": api_version,
+                        "kind": kind,
+                        "metadata": {"name": name, "namespace": ns},
+                        "spec": {"url": url, "events": [EVENT]},
+                    })),
+                )
+                .await
+                .map_err(|e| Error::from(format!("applying hook {ns}/{name}: {e}")))
+        },
+        async {
+            secrets
+                .patch(
+                    &secret_name,
+                    &apply,
+                    &Patch::Apply(json!({
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "metadata": {"name": secret_name, "namespace": ns,
+                                     "labels": {WEBHOOK_SECRET_LABEL: "true"}},
+                        "stringData": {secret::TOKEN_KEY: TOKEN,
+                                       secret::STANDARD_WEBHOOKS_KEY: signing::standard_webhooks_secret(TOKEN)},
+                    })),
+                )
+                .await
+                .map_err(|e| Error::from(format!("applying the Secret of {ns}/{name}: {e}")))
+        },
+    )?;
     let generation = hook.metadata.generation.unwrap_or(1);
     let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let cond = |type_: &str, reason: &str| {

@@ -23,6 +23,7 @@ mod acker;
 pub mod attempt;
 pub mod attempt_error;
 pub mod attempts_log;
+mod cache_trim;
 mod claimer;
 mod config;
 mod consumer;
@@ -46,7 +47,7 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, ResourceExt,
+    Api,
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use tokio::sync::{Notify, mpsc};
@@ -138,11 +139,12 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         ))
     };
 
-    // Caches: hooks (all namespaces) and only the labelled Secrets.
+    // Caches: hooks (all namespaces) and only the labelled Secrets, each
+    // object trimmed to what the dispatcher reads.
     let (hooks, hook_writer) = reflector::store::<OutboundWebhook>();
     let hook_stream = watcher(Api::<OutboundWebhook>::all(kube.clone()), watcher::Config::default())
         .default_backoff()
-        .modify(|h| h.managed_fields_mut().clear())
+        .modify(cache_trim::trim_hook)
         .reflect(hook_writer)
         .applied_objects();
     let (secrets, secret_writer) = reflector::store::<Secret>();
@@ -151,7 +153,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         watcher::Config::default().labels(&format!("{WEBHOOK_SECRET_LABEL}=true")),
     )
     .default_backoff()
-    .modify(|s| s.managed_fields_mut().clear())
+    .modify(cache_trim::trim_secret)
     .reflect(secret_writer)
     .applied_objects();
     // Every change wakes the tasks waiting for the hooks it concerns.

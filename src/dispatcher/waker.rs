@@ -73,20 +73,27 @@ pub async fn run(shared: Arc<Shared>, mut changes: mpsc::UnboundedReceiver<Chang
         }
         // Hooks by namespace: a namespace's hooks share one shard.
         let mut by_namespace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut secrets_in: BTreeSet<String> = BTreeSet::new();
         for change in batch {
             match change {
                 Changed::Hook { uid, namespace } => {
                     by_namespace.entry(namespace).or_default().insert(uid);
                 }
                 Changed::SecretIn(namespace) => {
-                    let uids: Vec<String> = shared
-                        .hooks
-                        .state()
-                        .iter()
-                        .filter(|h| h.metadata.namespace.as_deref() == Some(namespace.as_str()))
-                        .filter_map(|h| h.uid())
-                        .collect();
-                    by_namespace.entry(namespace).or_default().extend(uids);
+                    secrets_in.insert(namespace);
+                }
+            }
+        }
+        // One pass over the cached hooks for all the batch's Secret changes
+        // (at start-up every cached Secret is one: a pass for each would
+        // cost Secrets x hooks).
+        if !secrets_in.is_empty() {
+            for hook in shared.hooks.state() {
+                if let Some(namespace) = hook.metadata.namespace.as_deref()
+                    && secrets_in.contains(namespace)
+                    && let Some(uid) = hook.uid()
+                {
+                    by_namespace.entry(namespace.to_string()).or_default().insert(uid);
                 }
             }
         }
