@@ -19,6 +19,7 @@
 #   BENCH_ONLY_1A=1 benches/run.sh  # the control plane and scenario 1a only
 #   BENCH_ONLY_LATENCY=7000 BENCH_SKIP_CONTROLLER=1 benches/run.sh
 #                                   # scenario 2 only, at 1,000 and 7,000 events/s
+#                                   # (BENCH_LATENCY_RATES=1000,4000,8000 for other rates)
 #   BENCH_SKIP_CONTROLLER=1 benches/run.sh
 #                                   # every dispatcher scenario, not the controller's
 #   BENCH_DISPATCHER=PATH benches/run.sh

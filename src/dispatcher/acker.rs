@@ -26,6 +26,14 @@ use crate::shard::shard_of;
 
 /// Most items flushed in one round trip.
 const MAX_BATCH: usize = 512;
+/// A batch smaller than this waits [`GATHER`] for more before it is
+/// flushed: at a steady few thousand deliveries a second, items otherwise
+/// trickle in one or two per flush, and each flush costs a script, a
+/// pipeline and their round trips. Held entries wait that much longer for
+/// their acknowledgement; no delivery waits for it.
+const GATHER_BELOW: usize = 64;
+/// How long a small batch waits for more (the timer's granularity is 1 ms).
+const GATHER: Duration = Duration::from_millis(1);
 
 /// Work for the acker.
 #[derive(Debug)]
@@ -80,11 +88,10 @@ pub async fn run(shared: Arc<Shared>, mut items: mpsc::UnboundedReceiver<AckItem
         };
         let Some(first) = first else { break };
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match items.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
+        take_queued(&mut items, &mut batch);
+        if batch.len() < GATHER_BELOW && !stop.is_cancelled() {
+            tokio::time::sleep(GATHER).await;
+            take_queued(&mut items, &mut batch);
         }
         flush(&shared, batch, &stop).await;
     }
@@ -94,6 +101,16 @@ pub async fn run(shared: Arc<Shared>, mut items: mpsc::UnboundedReceiver<AckItem
     }
     if !rest.is_empty() {
         flush(&shared, rest, &CancellationToken::new()).await;
+    }
+}
+
+/// Moves what is queued into `batch`, up to [`MAX_BATCH`].
+fn take_queued(items: &mut mpsc::UnboundedReceiver<AckItem>, batch: &mut Vec<AckItem>) {
+    while batch.len() < MAX_BATCH {
+        match items.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
     }
 }
 

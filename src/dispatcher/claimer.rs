@@ -2,7 +2,10 @@
 //! first attempt, waiting tasks) within the replica's in-flight slots and
 //! each hook's lane, and runs one attempt per task.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +30,9 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
         // Each shard's claimer takes its share of the free slots, so one
         // shard's backlog cannot take them all.
         let free = shared.slots.general_available().div_ceil(shards);
+        let backlog = &shared.claim_backlog[shard];
         if free == 0 {
+            backlog.store(true, Ordering::Relaxed);
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(shared.config.poll_interval) => {}
@@ -37,10 +42,13 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
         }
         let capacities = shared.lanes.capacities(now_ms(), shared.slots.slow_available());
         let claimed = store
-            .claim(now_ms(), ms(shared.config.task_lease), free, per_hook, &capacities)
+            .claim_with_backlog(now_ms(), ms(shared.config.task_lease), free, per_hook, &capacities)
             .await;
         let (members, lease_until) = match claimed {
-            Ok(c) => c,
+            Ok((members, lease_until, due)) => {
+                backlog.store(due, Ordering::Relaxed);
+                (members, lease_until)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "claiming tasks; retrying");
                 if !pause(&shutdown, Duration::from_secs(1)).await {
@@ -78,7 +86,7 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
                 }
                 shared.metrics.in_flight.dec();
                 drop(slot);
-                shared.wake_claimers();
+                shared.slot_freed();
             });
         }
         shared.lanes.prune();

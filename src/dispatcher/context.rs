@@ -2,7 +2,10 @@
 //! store, the caches, the HTTP client, the slots, and the channels to the
 //! acker and the status mirror.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector;
@@ -58,6 +61,11 @@ pub struct Shared {
     pub slots: Slots,
     /// Wakes each shard's claimer (a slot freed, a task stored).
     pub wake: Vec<Notify>,
+    /// Per shard: the claimer's last round saw due tasks (or no free slot),
+    /// so a slot freed may let it claim more. Without it a freed slot wakes
+    /// no claimer: at thousands of deliveries a second those wake-ups were
+    /// each an empty claim round trip.
+    pub claim_backlog: Vec<AtomicBool>,
     /// To the acker.
     pub acks: mpsc::UnboundedSender<AckItem>,
     /// Entries read and not yet acknowledged.
@@ -67,10 +75,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Wakes every shard's claimer (a slot freed).
-    pub fn wake_claimers(&self) {
-        for w in &self.wake {
-            w.notify_one();
+    /// A slot freed: wakes the claimers with a backlog ([`Shared::claim_backlog`]).
+    pub fn slot_freed(&self) {
+        for (w, backlog) in self.wake.iter().zip(&self.claim_backlog) {
+            if backlog.load(Ordering::Relaxed) {
+                w.notify_one();
+            }
         }
     }
 

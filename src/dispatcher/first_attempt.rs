@@ -162,7 +162,7 @@ pub async fn run(
     }
     shared.metrics.in_flight.dec();
     drop(slot);
-    shared.wake_claimers();
+    shared.slot_freed();
     entry.settle_one(&shared);
 }
 

@@ -42,7 +42,10 @@ pub mod store;
 mod upkeep;
 mod waker;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -194,6 +197,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         urls: attempt::UrlCache::default(),
         slots: Slots::new(config.max_in_flight),
         wake: (0..shard_count).map(|_| Notify::new()).collect(),
+        claim_backlog: (0..shard_count).map(|_| AtomicBool::new(true)).collect(),
         acks: acks_tx,
         held: HeldEntries::default(),
         shutdown: shutdown.clone(),

@@ -127,6 +127,23 @@ impl Store {
         default_capacity: usize,
         capacities: &HashMap<String, usize>,
     ) -> Result<(Vec<String>, i64), StoreError> {
+        let (members, until, _) = self
+            .claim_with_backlog(now_ms, lease_ms, max, default_capacity, capacities)
+            .await?;
+        Ok((members, until))
+    }
+
+    /// Like [`Store::claim`], and whether any hook had due tasks when it
+    /// looked (some may be left for lack of lane capacity): the claimer
+    /// then wants waking when a slot frees.
+    pub async fn claim_with_backlog(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        max: usize,
+        default_capacity: usize,
+        capacities: &HashMap<String, usize>,
+    ) -> Result<(Vec<String>, i64, bool), StoreError> {
         let mut conn = self.conn.clone();
         // Hooks at capacity 0 are skipped by the script; read enough hooks
         // that those cannot hide the rest.
@@ -141,7 +158,7 @@ impl Store {
             .await
             .context(|| "reading the hooks with due tasks".to_string())?;
         if hooks.is_empty() {
-            return Ok((Vec::new(), now_ms + lease_ms));
+            return Ok((Vec::new(), now_ms + lease_ms, false));
         }
         let mut inv = CLAIM.key(self.keys.due());
         inv.key(self.keys.hooks_due()).arg(now_ms).arg(lease_ms).arg(max);
@@ -158,13 +175,13 @@ impl Store {
                 .arg(cap);
         }
         if !any {
-            return Ok((Vec::new(), now_ms + lease_ms));
+            return Ok((Vec::new(), now_ms + lease_ms, true));
         }
         let members: Vec<String> = inv
             .invoke_async(&mut conn)
             .await
             .context(|| "claiming due delivery tasks".to_string())?;
-        Ok((members, now_ms + lease_ms))
+        Ok((members, now_ms + lease_ms, true))
     }
 
     /// Moves the lease end of a claimed task; false when the claim was
