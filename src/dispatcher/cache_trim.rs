@@ -24,6 +24,9 @@ use crate::{
 pub fn trim_hook(hook: &mut OutboundWebhook) {
     let meta = &mut hook.metadata;
     meta.managed_fields = None;
+    // Nothing here writes with a precondition; the reflector keys its store
+    // by name (a kept version would be stored twice, in the key too).
+    meta.resource_version = None;
     meta.labels = None;
     meta.owner_references = None;
     meta.finalizers = None;
@@ -63,6 +66,10 @@ pub fn trim_hook(hook: &mut OutboundWebhook) {
 pub fn trim_secret(secret: &mut Secret) {
     let meta = &mut secret.metadata;
     meta.managed_fields = None;
+    // Found by name; nothing reads a Secret's version or UID (each would be
+    // stored twice, in the reflector's key too).
+    meta.resource_version = None;
+    meta.uid = None;
     meta.annotations = None;
     meta.labels = None;
     meta.owner_references = None;
@@ -119,6 +126,7 @@ mod tests {
         h.metadata.namespace = Some("acme".into());
         h.metadata.uid = Some("uid-1".into());
         h.metadata.generation = Some(2);
+        h.metadata.resource_version = Some("12345".into());
         h.metadata.labels = Some(BTreeMap::from([("team".into(), "a".into())]));
         h.metadata.annotations = Some(BTreeMap::from([
             (REENABLE_ANNOTATION.into(), "7".into()),
@@ -176,6 +184,7 @@ mod tests {
         assert_eq!(trimmed.metadata.labels, None);
         // Tasks name the hook's UID: it stays.
         assert_eq!(trimmed.metadata.uid, full.metadata.uid);
+        assert_eq!(trimmed.metadata.resource_version, None);
     }
 
     #[test]
@@ -207,6 +216,8 @@ mod tests {
             ..Default::default()
         };
         secret.metadata.annotations = Some(BTreeMap::from([("a".into(), "b".into())]));
+        secret.metadata.uid = Some("secret-uid".into());
+        secret.metadata.resource_version = Some("12345".into());
         trim_secret(&mut secret);
         let data = secret.data.as_ref().unwrap();
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
@@ -214,5 +225,6 @@ mod tests {
         // The invalid staged token is still seen, so signing still refuses it.
         assert!(SigningTokens::read(data, TOKEN_KEY).is_err());
         assert_eq!(secret.metadata.annotations, None);
+        assert_eq!((secret.metadata.uid, secret.metadata.resource_version), (None, None));
     }
 }
