@@ -89,12 +89,13 @@ async fn claims_walk_hooks_by_earliest_due_time_within_each_hooks_capacity() {
     store.store_tasks_and_ack(&[], &tasks, 500).await.expect("storing");
 
     // Default capacity 2: two of hook-a (its earliest), then hook-b's one.
-    let (members, lease_until) = store
+    let (members, lease_until, backlog) = store
         .claim(10_000, 30_000, 10, 2, &HashMap::new())
         .await
         .expect("claim");
     assert_eq!(members, ["hook-a:a1", "hook-a:a2", "hook-b:b1"]);
     assert_eq!(lease_until, 40_000);
+    assert!(backlog, "hook-a had a third task due");
     // Claimed tasks are due at their lease end; the rest keep their time.
     let keys = store.keys().clone();
     assert_eq!(zscore(keys.due(), "hook-a:a1").await, Some(40_000));
@@ -107,14 +108,22 @@ async fn claims_walk_hooks_by_earliest_due_time_within_each_hooks_capacity() {
         .await
         .expect("storing");
     let busy = HashMap::from([("hook-a".to_string(), 0)]);
-    let (members, _) = store.claim(10_000, 30_000, 10, 2, &busy).await.expect("claim");
+    let (members, _, backlog) = store.claim(10_000, 30_000, 10, 2, &busy).await.expect("claim");
     assert_eq!(members, ["hook-b:b2"]);
+    assert!(backlog, "hook-a's task waits for a slot of its lane");
     // Nothing is claimed twice while its lease runs.
-    let (members, _) = store
+    let (members, _, _) = store
         .claim(10_001, 30_000, 10, 2, &HashMap::new())
         .await
         .expect("claim");
     assert_eq!(members, ["hook-a:a3"]);
+    // Nothing due: no backlog, so a freed slot wakes no claimer.
+    let (members, _, backlog) = store
+        .claim(10_002, 30_000, 10, 2, &HashMap::new())
+        .await
+        .expect("claim");
+    assert!(members.is_empty());
+    assert!(!backlog);
 }
 
 #[tokio::test]
@@ -124,7 +133,7 @@ async fn a_stale_claim_is_refused_on_extend_and_reschedule() {
         .store_tasks_and_ack(&[], &[task("hook-a", "e1", 1_000)], 500)
         .await
         .expect("storing");
-    let (members, claimed) = store.claim(2_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    let (members, claimed, _) = store.claim(2_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
     assert_eq!(members, ["hook-a:e1"]);
     let loaded = load(&store, "hook-a", "e1").await.expect("the task");
 
@@ -161,7 +170,7 @@ async fn a_dead_letter_replays_as_a_fresh_task_and_is_gone_in_the_same_step() {
         .store_tasks_and_ack(&[], &[task("hook-a", "e1", 1_000), task("hook-a", "e2", 1_000)], 500)
         .await
         .expect("storing");
-    let (_, claimed) = store.claim(2_000, 10_000, 1, 4, &HashMap::new()).await.expect("claim");
+    let (_, claimed, _) = store.claim(2_000, 10_000, 1, 4, &HashMap::new()).await.expect("claim");
 
     // A lost claim moves nothing; the held one moves its task.
     let members = ["hook-a:e1".to_string()];
@@ -203,7 +212,7 @@ async fn a_dead_letter_replays_as_a_fresh_task_and_is_gone_in_the_same_step() {
     assert_eq!((replayed.attempts, replayed.created_ms), (0, 4_000));
     assert_eq!(&replayed.body[..], b"{\"id\":\"e1\"}");
     // e2 (never claimed) is due since 1,000, the replayed e1 since 4,000.
-    let (members, _) = store.claim(5_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    let (members, _, _) = store.claim(5_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
     assert_eq!(members, ["hook-a:e2", "hook-a:e1"]);
 
     // A turn-off moves every task of the hook, whatever its claim.
@@ -256,7 +265,7 @@ async fn a_waiting_task_sleeps_until_its_hook_changes_and_a_claim_ends_its_wait(
         .store_tasks_and_ack(&[], &[task("hook-a", "e1", 1_000), task("hook-b", "e2", 1_000)], 500)
         .await
         .expect("storing");
-    let (members, claimed) = store.claim(2_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    let (members, claimed, _) = store.claim(2_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
     assert_eq!(members.len(), 2);
     for (uid, event_id) in [("hook-a", "e1"), ("hook-b", "e2")] {
         let loaded = load(&store, uid, event_id).await.expect("the task");
@@ -270,7 +279,7 @@ async fn a_waiting_task_sleeps_until_its_hook_changes_and_a_claim_ends_its_wait(
         assert!(store.reschedule(&loaded, claimed, wait).await.expect("reschedule"));
     }
     // Asleep: nothing due before its re-check time.
-    let (members, _) = store.claim(3_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    let (members, _, _) = store.claim(3_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
     assert!(members.is_empty());
 
     // hook-a changed: only its task wakes, due at once.
@@ -281,7 +290,7 @@ async fn a_waiting_task_sleeps_until_its_hook_changes_and_a_claim_ends_its_wait(
     assert_eq!(woken, 1);
     assert_eq!(zscore(store.keys().due(), "hook-a:e1").await, Some(3_500));
     assert_eq!(zscore(store.keys().due(), "hook-b:e2").await, Some(60_000));
-    let (members, claimed) = store.claim(4_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    let (members, claimed, _) = store.claim(4_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
     assert_eq!(members, ["hook-a:e1"]);
     // Waking again changes nothing: the woken task no longer waits.
     assert_eq!(store.wake(&["hook-a".to_string()], 4_500).await.expect("wake"), 0);
@@ -289,7 +298,7 @@ async fn a_waiting_task_sleeps_until_its_hook_changes_and_a_claim_ends_its_wait(
 
     // A claim of a waiting task (its re-check time came) ends its wait too
     // (hook-a's task comes again: its lease ran out unsettled).
-    let (members, _) = store
+    let (members, _, _) = store
         .claim(61_000, 10_000, 10, 4, &HashMap::new())
         .await
         .expect("claim");

@@ -42,7 +42,7 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
         }
         let capacities = shared.lanes.capacities(now_ms(), shared.slots.slow_available());
         let claimed = store
-            .claim_with_backlog(now_ms(), ms(shared.config.task_lease), free, per_hook, &capacities)
+            .claim(now_ms(), ms(shared.config.task_lease), free, per_hook, &capacities)
             .await;
         let (members, lease_until) = match claimed {
             Ok((members, lease_until, due)) => {

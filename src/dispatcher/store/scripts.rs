@@ -119,24 +119,10 @@ impl Store {
     /// at most `capacity(uid)` per hook. Returns the members and the lease
     /// end. Reads the hooks with something due from `hooks-due` (earliest
     /// first), then `claim.lua` on those hooks, whose keys it declares.
+    /// Also says whether any hook had due tasks when it looked (some may be
+    /// left for lack of lane capacity): the claimer then wants waking when
+    /// a slot frees.
     pub async fn claim(
-        &self,
-        now_ms: i64,
-        lease_ms: i64,
-        max: usize,
-        default_capacity: usize,
-        capacities: &HashMap<String, usize>,
-    ) -> Result<(Vec<String>, i64), StoreError> {
-        let (members, until, _) = self
-            .claim_with_backlog(now_ms, lease_ms, max, default_capacity, capacities)
-            .await?;
-        Ok((members, until))
-    }
-
-    /// Like [`Store::claim`], and whether any hook had due tasks when it
-    /// looked (some may be left for lack of lane capacity): the claimer
-    /// then wants waking when a slot frees.
-    pub async fn claim_with_backlog(
         &self,
         now_ms: i64,
         lease_ms: i64,
