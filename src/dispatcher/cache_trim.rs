@@ -7,7 +7,7 @@
 //! Each object is trimmed as the watch delivers it, before the cache holds
 //! it, so nothing read here has to know which fields are gone.
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 
 use crate::{
     conditions::{ACCEPTED, SECRET_READY},
@@ -23,15 +23,7 @@ use crate::{
 /// Secret's name, the spec-disabled generation and the disable record.
 pub fn trim_hook(hook: &mut OutboundWebhook) {
     let meta = &mut hook.metadata;
-    meta.managed_fields = None;
-    // Nothing here writes with a precondition; the reflector keys its store
-    // by name (a kept version would be stored twice, in the key too).
-    meta.resource_version = None;
-    meta.labels = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    meta.generate_name = None;
-    meta.self_link = None;
+    trim_meta(meta);
     meta.annotations = meta
         .annotations
         .take()
@@ -65,17 +57,11 @@ pub fn trim_hook(hook: &mut OutboundWebhook) {
 /// as "missing or unusable" anyway, so no outcome changes.
 pub fn trim_secret(secret: &mut Secret) {
     let meta = &mut secret.metadata;
-    meta.managed_fields = None;
-    // Found by name; nothing reads a Secret's version or UID (each would be
-    // stored twice, in the reflector's key too).
-    meta.resource_version = None;
+    trim_meta(meta);
+    // Found by name; nothing reads a Secret's UID (it would be stored
+    // twice, in the reflector's key too).
     meta.uid = None;
     meta.annotations = None;
-    meta.labels = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    meta.generate_name = None;
-    meta.self_link = None;
     secret.string_data = None;
     secret.type_ = None;
     if let Some(data) = &mut secret.data {
@@ -86,6 +72,19 @@ pub fn trim_secret(secret: &mut Secret) {
                 || secret_values::header_value(&value.0).is_ok()
         });
     }
+}
+
+/// What neither cache reads of any object's metadata. Nothing here writes
+/// with a precondition, and the reflector keys its store by name, so the
+/// resource version goes too (a kept one would be stored twice, in the key).
+fn trim_meta(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    meta.resource_version = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    meta.generate_name = None;
+    meta.self_link = None;
 }
 
 #[cfg(test)]
