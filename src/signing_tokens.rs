@@ -55,17 +55,21 @@ impl<'a> SigningTokens<'a> {
     /// and, when present, `next-token` and `previous-token`; each must be a
     /// usable signing token ([`secret_values::signing_token`]).
     pub fn read(data: &'a BTreeMap<String, ByteString>, token_key: &str) -> Result<Self, TokenProblem> {
+        Self::read_with(|key| data.get(key).map(|b| b.0.as_slice()), token_key)
+    }
+
+    /// [`SigningTokens::read`] from any holder of a Secret's data (the
+    /// dispatcher's cache keeps it in a smaller form than a `BTreeMap`).
+    pub fn read_with(get: impl Fn(&str) -> Option<&'a [u8]>, token_key: &str) -> Result<Self, TokenProblem> {
         let checked = |key: &str| -> Result<Option<&'a str>, TokenProblem> {
-            match data.get(key) {
+            match get(key) {
                 None => Ok(None),
-                Some(ByteString(bytes)) => {
-                    secret_values::signing_token(bytes)
-                        .map(Some)
-                        .map_err(|problem| TokenProblem::Invalid {
-                            key: key.to_string(),
-                            problem,
-                        })
-                }
+                Some(bytes) => secret_values::signing_token(bytes)
+                    .map(Some)
+                    .map_err(|problem| TokenProblem::Invalid {
+                        key: key.to_string(),
+                        problem,
+                    }),
             }
         };
         let token = checked(token_key)?.ok_or_else(|| TokenProblem::Missing(token_key.to_string()))?;

@@ -4,13 +4,13 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::Secret;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::{
     acker::AckItem,
     attempt_error::{Destination, ResolveError, explain, gai_reason},
     attempts_log::{AttemptKind, AttemptRecord, error_text},
+    cache_trim::CachedSecret,
     context::{Shared, now_ms},
     headers::request_headers,
     metrics::status_class,
@@ -327,7 +327,7 @@ pub async fn send_signed(
     shared: &Shared,
     hook: &OutboundWebhook,
     task: &Task,
-    signing: &Secret,
+    signing: &CachedSecret,
     attempt_number: u32,
 ) -> (Attempt, i64) {
     let timeout = Duration::from_secs(hook.spec.timeout_seconds.clamp(1, 30) as u64);

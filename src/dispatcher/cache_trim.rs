@@ -9,11 +9,12 @@
 
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 
+use super::cache::Cached;
 use crate::{
     conditions::{ACCEPTED, SECRET_READY},
     resource::{DeliveryStatus, OutboundWebhook, REENABLE_ANNOTATION},
     secret_values,
-    signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
+    signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY, SigningTokens, TokenProblem},
 };
 
 /// Keeps of a hook: name, namespace, UID, generation, deletion mark, the
@@ -50,33 +51,68 @@ pub fn trim_hook(hook: &mut OutboundWebhook) {
     }
 }
 
-/// Keeps of a Secret: name, namespace, and the keys a request could use:
-/// values usable as a signing token or as a header value, and the rotation
-/// keys whatever they hold (an invalid `next-token` stops signing, so it
-/// must stay seen). A key dropped here is one the dispatcher would refuse
-/// as "missing or unusable" anyway, so no outcome changes.
-pub fn trim_secret(secret: &mut Secret) {
-    let meta = &mut secret.metadata;
-    trim_meta(meta);
-    // Found by name; nothing reads a Secret's UID (it would be stored
-    // twice, in the reflector's key too).
-    meta.uid = None;
-    meta.annotations = None;
-    secret.string_data = None;
-    secret.type_ = None;
-    if let Some(data) = &mut secret.data {
-        data.retain(|key, value| {
+/// What the cache keeps of a labelled Secret: its namespace, name and the
+/// keys a request could use (values usable as a signing token or as a
+/// header value, and the rotation keys whatever they hold: an invalid
+/// `next-token` stops signing, so it must stay seen). A key dropped here
+/// is one the dispatcher would refuse as "missing or unusable" anyway, so
+/// no outcome changes. Not a `Secret`: its metadata and a `BTreeMap` node
+/// for a few keys would be most of each cached Secret's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedSecret {
+    namespace: Box<str>,
+    name: Box<str>,
+    data: Box<[SecretEntry]>,
+}
+
+/// One key of a cached Secret and its value.
+type SecretEntry = (Box<str>, Box<[u8]>);
+
+impl CachedSecret {
+    /// The Secret as cached.
+    pub fn new(secret: Secret) -> Self {
+        let usable = |key: &str, value: &[u8]| {
             key == NEXT_TOKEN_KEY
                 || key == PREVIOUS_TOKEN_KEY
-                || secret_values::signing_token(&value.0).is_ok()
-                || secret_values::header_value(&value.0).is_ok()
-        });
+                || secret_values::signing_token(value).is_ok()
+                || secret_values::header_value(value).is_ok()
+        };
+        let data = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(key, value)| usable(key, &value.0))
+            .map(|(key, value)| (key.into_boxed_str(), value.0.into_boxed_slice()))
+            .collect();
+        CachedSecret {
+            namespace: secret.metadata.namespace.unwrap_or_default().into(),
+            name: secret.metadata.name.unwrap_or_default().into(),
+            data,
+        }
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.data.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
+    }
+
+    /// The signing tokens under `token_key` (see [`SigningTokens::read`]).
+    pub fn tokens(&self, token_key: &str) -> Result<SigningTokens<'_>, TokenProblem> {
+        SigningTokens::read_with(|key| self.get(key), token_key)
     }
 }
 
-/// What neither cache reads of any object's metadata. Nothing here writes
-/// with a precondition, and the reflector keys its store by name, so the
-/// resource version goes too (a kept one would be stored twice, in the key).
+impl Cached for CachedSecret {
+    fn cache_namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn cache_name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What the hook cache does not read of a hook's metadata. Nothing here
+/// writes with a precondition, so the resource version goes too.
 fn trim_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     meta.resource_version = None;
@@ -101,7 +137,7 @@ mod tests {
         conditions::READY,
         dispatcher::routing::{Deliverability, deliverability, signing_secret},
         resource::{DisableReason, DisableRecord, OutboundWebhookStatus},
-        signing_tokens::{SigningTokens, TOKEN_KEY},
+        signing_tokens::TOKEN_KEY,
     };
 
     fn condition(type_: &str) -> Condition {
@@ -214,16 +250,15 @@ mod tests {
             ])),
             ..Default::default()
         };
+        secret.metadata.namespace = Some("acme".into());
+        secret.metadata.name = Some("creds".into());
         secret.metadata.annotations = Some(BTreeMap::from([("a".into(), "b".into())]));
-        secret.metadata.uid = Some("secret-uid".into());
-        secret.metadata.resource_version = Some("12345".into());
-        trim_secret(&mut secret);
-        let data = secret.data.as_ref().unwrap();
-        let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        let cached = CachedSecret::new(secret);
+        let keys: Vec<&str> = cached.data.iter().map(|(k, _)| &**k).collect();
         assert_eq!(keys, ["auth", NEXT_TOKEN_KEY, TOKEN_KEY]);
+        assert_eq!(cached.get("auth"), Some(&b"Bearer abc\n"[..]));
+        assert_eq!((cached.cache_namespace(), cached.cache_name()), ("acme", "creds"));
         // The invalid staged token is still seen, so signing still refuses it.
-        assert!(SigningTokens::read(data, TOKEN_KEY).is_err());
-        assert_eq!(secret.metadata.annotations, None);
-        assert_eq!((secret.metadata.uid, secret.metadata.resource_version), (None, None));
+        assert!(cached.tokens(TOKEN_KEY).is_err());
     }
 }

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -98,7 +98,7 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
 /// re-apply) when that UID is gone.
 fn hook_of(shared: &Shared, task: &Task) -> Result<Arc<OutboundWebhook>, bool> {
     let (ns, name) = task.hook.split_once('/').ok_or(false)?;
-    let hook = shared.hooks.get(&ObjectRef::new(name).within(ns)).ok_or(false)?;
+    let hook = shared.hooks.get(ns, name).ok_or(false)?;
     if hook.uid().as_deref() == Some(task.uid.as_str()) {
         Ok(hook)
     } else {

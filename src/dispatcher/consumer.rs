@@ -4,11 +4,7 @@
 //! starts their first attempts straight away ([`super::first_attempt`]),
 //! holding the entry until each hook got the event or has a stored task.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
@@ -158,21 +154,16 @@ async fn handle_entries(
     if entries.is_empty() {
         return Ok(());
     }
-    // One pass over the cached hooks per batch, keeping the batch's orgs:
-    // routing then looks at an org's few hooks, not at every hook cached.
-    let orgs: HashSet<&[u8]> = entries
-        .iter()
-        .filter_map(|e| e.fields.get("org").map(Vec::as_slice))
-        .collect();
+    // Each of the batch's orgs' hooks, read once per batch (an org's
+    // events in a batch see the same hooks).
     let mut by_org: HashMap<String, Vec<Arc<OutboundWebhook>>> = HashMap::new();
-    for hook in shared.hooks.state() {
-        if let Some(ns) = hook.metadata.namespace.as_deref()
-            && orgs.contains(ns.as_bytes())
+    for entry in &entries {
+        if let Some(org) = entry.fields.get("org").and_then(|o| std::str::from_utf8(o).ok())
+            && !by_org.contains_key(org)
         {
-            by_org.entry(ns.to_string()).or_default().push(hook);
+            by_org.insert(org.to_string(), shared.hooks.in_namespace(org));
         }
     }
-    drop(orgs);
     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
     for (i, entry) in entries.into_iter().enumerate() {
         if let Err(e) = handle_entry(shared, store, shard, &by_org, entry).await {

@@ -3,12 +3,13 @@
 //! acker and the status mirror.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::reflector;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +17,8 @@ use super::{
     Config,
     acker::AckItem,
     attempt::{Outbound, UrlCache},
+    cache::Cache,
+    cache_trim::CachedSecret,
     held::HeldEntries,
     lanes::Lanes,
     metrics::Metrics,
@@ -42,9 +45,9 @@ pub struct Shared {
     /// Redis: each shard's store.
     pub shards: Shards,
     /// Cached hooks (all namespaces).
-    pub hooks: reflector::Store<OutboundWebhook>,
+    pub hooks: Arc<Cache<OutboundWebhook>>,
     /// Cached Secrets labelled for the operator.
-    pub secrets: reflector::Store<Secret>,
+    pub secrets: Arc<Cache<CachedSecret>>,
     /// The outbound HTTP client and its destination checks.
     pub http: Outbound,
     /// The Kubernetes client (status writes).

@@ -19,11 +19,10 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::Secret;
-
 use super::{
     acker::AckItem,
     attempt::{Outcome, send_signed},
+    cache_trim::CachedSecret,
     context::{Shared, ms, now_ms},
     lanes::{Lane, LanePermit},
     settle::{self, Settlement},
@@ -91,7 +90,7 @@ pub async fn run(
     entry: Arc<PendingEntry>,
     hook: Arc<OutboundWebhook>,
     task: Task,
-    signing: Arc<Secret>,
+    signing: Arc<CachedSecret>,
     lane: Arc<Lane>,
 ) {
     // A slot of the hook's lane ([`wait_for_slot`] says how long it waits).

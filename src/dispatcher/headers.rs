@@ -6,14 +6,10 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    ResourceExt,
-    runtime::reflector::{ObjectRef, Store},
-};
+use kube::ResourceExt;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use super::{routing::signing_secret, store::Task};
+use super::{cache::Cache, cache_trim::CachedSecret, routing::signing_secret, store::Task};
 use crate::{
     resource::{OutboundWebhook, WEBHOOK_SECRET_LABEL},
     secret_values::{self, ValueProblem},
@@ -36,46 +32,49 @@ pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
 /// One value of a cached Secret, if `usable` accepts it (as it
 /// would be used).
 pub fn secret_value(
-    secrets: &Store<Secret>,
+    secrets: &Cache<CachedSecret>,
     namespace: &str,
     name: &str,
     key: &str,
     usable: fn(&[u8]) -> Result<&str, ValueProblem>,
 ) -> Option<String> {
-    let secret = secrets.get(&ObjectRef::new(name).within(namespace))?;
-    let bytes = secret.data.as_ref()?.get(key)?;
-    usable(&bytes.0).ok().map(str::to_string)
+    let secret = secrets.get(namespace, name)?;
+    usable(secret.get(key)?).ok().map(str::to_string)
 }
 
 /// The hook's signing Secret from the cache, if its tokens are usable
 /// (a shared pointer into the cache: nothing is copied).
-pub fn signing_secret_of(secrets: &Store<Secret>, hook: &OutboundWebhook) -> Option<Arc<Secret>> {
+pub fn signing_secret_of(secrets: &Cache<CachedSecret>, hook: &OutboundWebhook) -> Option<Arc<CachedSecret>> {
     let (name, key) = signing_secret(hook)?;
     let namespace = hook.metadata.namespace.as_deref()?;
-    let secret = secrets.get(&ObjectRef::new(name).within(namespace))?;
-    SigningTokens::read(secret.data.as_ref()?, key).ok()?;
+    let secret = secrets.get(namespace, name)?;
+    secret.tokens(key).ok()?;
     Some(secret)
 }
 
 /// The tokens to sign with now: from the cache as it is at send time, else
 /// from `fallback` (the Secret cached when the attempt was scheduled, in case
 /// it left the cache since).
-fn tokens_now<'a>(current: Option<&'a Secret>, fallback: &'a Secret, key: &str) -> Option<SigningTokens<'a>> {
+fn tokens_now<'a>(
+    current: Option<&'a CachedSecret>,
+    fallback: &'a CachedSecret,
+    key: &str,
+) -> Option<SigningTokens<'a>> {
     current
-        .and_then(|s| SigningTokens::read(s.data.as_ref()?, key).ok())
-        .or_else(|| SigningTokens::read(fallback.data.as_ref()?, key).ok())
+        .and_then(|s| s.tokens(key).ok())
+        .or_else(|| fallback.tokens(key).ok())
 }
 
 /// Headers of one attempt; errors name what is missing (never a value).
 pub fn request_headers(
-    secrets: &Store<Secret>,
+    secrets: &Cache<CachedSecret>,
     hook: &OutboundWebhook,
     task: &Task,
-    signing_fallback: &Secret,
+    signing_fallback: &CachedSecret,
 ) -> Result<HeaderMap, String> {
     let ns = hook.namespace().unwrap_or_default();
     let (secret_name, key) = signing_secret(hook).ok_or("the hook names no signing Secret yet")?;
-    let current = secrets.get(&ObjectRef::new(secret_name).within(&ns));
+    let current = secrets.get(&ns, secret_name);
     let tokens = tokens_now(current.as_deref(), signing_fallback, key)
         .ok_or_else(|| format!("the signing Secret {ns}/{secret_name} has no usable key {key}"))?;
     let timestamp = jiff::Timestamp::now().as_second();
@@ -135,13 +134,13 @@ pub fn request_headers(
 mod tests {
     use std::collections::BTreeMap;
 
-    use k8s_openapi::ByteString;
+    use k8s_openapi::{ByteString, api::core::v1::Secret};
 
     use super::*;
     use crate::signing_tokens::{NEXT_TOKEN_KEY, TOKEN_KEY};
 
-    fn secret(entries: &[(&str, &str)]) -> Secret {
-        Secret {
+    fn secret(entries: &[(&str, &str)]) -> CachedSecret {
+        CachedSecret::new(Secret {
             data: Some(
                 entries
                     .iter()
@@ -149,7 +148,7 @@ mod tests {
                     .collect::<BTreeMap<_, _>>(),
             ),
             ..Default::default()
-        }
+        })
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use kube::ResourceExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -71,7 +71,7 @@ async fn mirror_one(shared: &Shared, uid: &str, hook_name: &str, urgent: bool) -
     let Some((ns, name)) = hook_name.split_once('/') else {
         return Ok(true);
     };
-    let Some(hook) = shared.hooks.get(&ObjectRef::new(name).within(ns)) else {
+    let Some(hook) = shared.hooks.get(ns, name) else {
         return Ok(true);
     };
     if hook.uid().as_deref() != Some(uid) {

@@ -23,7 +23,8 @@ mod acker;
 pub mod attempt;
 pub mod attempt_error;
 pub mod attempts_log;
-mod cache_trim;
+pub mod cache;
+pub mod cache_trim;
 mod claimer;
 mod config;
 mod consumer;
@@ -51,13 +52,15 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
-    runtime::{WatchStreamExt, reflector, watcher},
+    runtime::{WatchStreamExt, watcher},
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use self::config::{Config, DispatcherArgs};
 use self::{
+    cache::{Cache, Cached},
+    cache_trim::CachedSecret,
     context::Shared,
     held::HeldEntries,
     lanes::Lanes,
@@ -94,9 +97,6 @@ pub enum DispatcherError {
     /// The ops endpoints failed.
     #[error(transparent)]
     Ops(#[from] ops_server::OpsServerError),
-    /// The caches never synced.
-    #[error("the hook and Secret caches stopped before they synced")]
-    CacheNeverSynced,
 }
 
 /// Runs the dispatcher until SIGTERM/SIGINT.
@@ -144,41 +144,39 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
 
     // Caches: hooks (all namespaces) and only the labelled Secrets, each
     // object trimmed to what the dispatcher reads.
-    let (hooks, hook_writer) = reflector::store::<OutboundWebhook>();
+    let hooks = Arc::new(Cache::<OutboundWebhook>::default());
     let hook_stream = watcher(Api::<OutboundWebhook>::all(kube.clone()), watcher::Config::default())
         .default_backoff()
-        .modify(cache_trim::trim_hook)
-        .reflect(hook_writer)
-        .applied_objects();
-    let (secrets, secret_writer) = reflector::store::<Secret>();
+        .modify(cache_trim::trim_hook);
+    let secrets = Arc::new(Cache::<CachedSecret>::default());
     let secret_stream = watcher(
         Api::<Secret>::all(kube.clone()),
         watcher::Config::default().labels(&format!("{WEBHOOK_SECRET_LABEL}=true")),
     )
-    .default_backoff()
-    .modify(cache_trim::trim_secret)
-    .reflect(secret_writer)
-    .applied_objects();
+    .default_backoff();
     // Every change wakes the tasks waiting for the hooks it concerns.
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
-    forward_changes(
+    feed_cache(
         hook_stream,
+        hooks.clone(),
+        Arc::new,
         changes_tx.clone(),
         Changed::hook,
         "watching OutboundWebhooks",
     );
-    forward_changes(secret_stream, changes_tx, Changed::secret, "watching labelled Secrets");
+    feed_cache(
+        secret_stream,
+        secrets.clone(),
+        |s| Arc::new(CachedSecret::new(s)),
+        changes_tx,
+        Changed::secret,
+        "watching labelled Secrets",
+    );
     tokio::select! {
-        r = async { tokio::try_join!(hooks.wait_until_ready(), secrets.wait_until_ready()) } => {
-            r.map_err(|_| DispatcherError::CacheNeverSynced)?;
-        }
+        () = async { tokio::join!(hooks.wait_until_ready(), secrets.wait_until_ready()); } => {}
         _ = shutdown.cancelled() => return Ok(()),
     }
-    tracing::info!(
-        hooks = hooks.state().len(),
-        secrets = secrets.state().len(),
-        "caches synced"
-    );
+    tracing::info!(hooks = hooks.len(), secrets = secrets.len(), "caches synced");
 
     let filter = Arc::new(AddressFilter::new(config.allow_destination_cidrs.clone()));
     let http = attempt::outbound(filter, config.proxy.as_deref())?;
@@ -255,18 +253,30 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     Ok(())
 }
 
-/// Drives a cache's watch stream, sending what each applied object changes
-/// to the waker.
-fn forward_changes<K: Send + 'static>(
-    stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+/// Drives a watch into its cache (each object as `cached` makes it),
+/// sending what each applied object changes to the waker.
+fn feed_cache<K: Send + 'static, V: Cached + Send + Sync + 'static>(
+    stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    cache: Arc<Cache<V>>,
+    cached: fn(K) -> Arc<V>,
     changes: mpsc::UnboundedSender<Changed>,
-    change: fn(&K) -> Option<Changed>,
+    change: fn(&V) -> Option<Changed>,
     what: &'static str,
 ) {
     tokio::spawn(stream.for_each(move |r| {
         match r {
-            Ok(object) => {
-                if let Some(c) = change(&object) {
+            Ok(event) => {
+                let event = match event {
+                    watcher::Event::Apply(o) => watcher::Event::Apply(cached(o)),
+                    watcher::Event::Delete(o) => watcher::Event::Delete(cached(o)),
+                    watcher::Event::Init => watcher::Event::Init,
+                    watcher::Event::InitApply(o) => watcher::Event::InitApply(cached(o)),
+                    watcher::Event::InitDone => watcher::Event::InitDone,
+                };
+                cache.apply(&event);
+                if let watcher::Event::Apply(o) | watcher::Event::InitApply(o) = &event
+                    && let Some(c) = change(o)
+                {
                     let _ = changes.send(c);
                 }
             }

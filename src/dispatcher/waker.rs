@@ -9,12 +9,15 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::context::{Shared, now_ms};
+use super::{
+    cache::Cached,
+    cache_trim::CachedSecret,
+    context::{Shared, now_ms},
+};
 use crate::{resource::OutboundWebhook, shard::shard_of};
 
 /// Hooks woken per script call.
@@ -46,8 +49,8 @@ impl Changed {
     }
 
     /// The change a Secret event makes.
-    pub fn secret(secret: &Secret) -> Option<Changed> {
-        secret.namespace().map(Changed::SecretIn)
+    pub fn secret(secret: &CachedSecret) -> Option<Changed> {
+        Some(Changed::SecretIn(secret.cache_namespace().to_string()))
     }
 }
 
@@ -84,17 +87,15 @@ pub async fn run(shared: Arc<Shared>, mut changes: mpsc::UnboundedReceiver<Chang
                 }
             }
         }
-        // One pass over the cached hooks for all the batch's Secret changes
-        // (at start-up every cached Secret is one: a pass for each would
-        // cost Secrets x hooks).
-        if !secrets_in.is_empty() {
-            for hook in shared.hooks.state() {
-                if let Some(namespace) = hook.metadata.namespace.as_deref()
-                    && secrets_in.contains(namespace)
-                    && let Some(uid) = hook.uid()
-                {
-                    by_namespace.entry(namespace.to_string()).or_default().insert(uid);
-                }
+        for namespace in secrets_in {
+            let uids: Vec<String> = shared
+                .hooks
+                .in_namespace(&namespace)
+                .iter()
+                .filter_map(|h| h.uid())
+                .collect();
+            if !uids.is_empty() {
+                by_namespace.entry(namespace).or_default().extend(uids);
             }
         }
         let mut by_shard: BTreeMap<usize, Vec<String>> = BTreeMap::new();
