@@ -21,15 +21,20 @@ pub fn active_disable_record(hook: &OutboundWebhook) -> Option<&DisableRecord> {
         .annotations
         .as_ref()
         .and_then(|a| a.get(REENABLE_ANNOTATION))
-        .map(String::as_str)
-        .unwrap_or("");
-    if annotation != record.reenable_token {
-        return None;
-    }
-    if status.spec_disabled_generation.is_some_and(|g| g > record.generation) {
-        return None;
-    }
-    Some(record)
+        .map(String::as_str);
+    turns_off(record, annotation, status.spec_disabled_generation).then_some(record)
+}
+
+/// The rule itself, over the three things it reads (for holders of a hook
+/// in another form than `OutboundWebhook`, like the dispatcher's cache):
+/// the record, the reenable annotation's value and `specDisabledGeneration`.
+pub fn turns_off(
+    record: &DisableRecord,
+    reenable_annotation: Option<&str>,
+    spec_disabled_generation: Option<i64>,
+) -> bool {
+    reenable_annotation.unwrap_or("") == record.reenable_token
+        && spec_disabled_generation.is_none_or(|g| g <= record.generation)
 }
 
 /// Whether the dispatcher has turned the hook off (see [`active_disable_record`]).

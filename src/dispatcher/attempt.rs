@@ -10,13 +10,13 @@ use super::{
     acker::AckItem,
     attempt_error::{Destination, ResolveError, explain, gai_reason},
     attempts_log::{AttemptKind, AttemptRecord, error_text},
-    cache_trim::CachedSecret,
+    cache_trim::{CachedHook, CachedSecret},
     context::{Shared, now_ms},
     headers::request_headers,
     metrics::status_class,
     store::Task,
 };
-use crate::{address_filter::AddressFilter, resource::OutboundWebhook, retry_schedule::parse_retry_after};
+use crate::{address_filter::AddressFilter, retry_schedule::parse_retry_after};
 
 /// Most response-body bytes read (only for the failure message).
 pub const MAX_RESPONSE_BYTES: usize = 4096;
@@ -325,7 +325,7 @@ pub async fn send(
 /// it ended (Unix ms).
 pub async fn send_signed(
     shared: &Shared,
-    hook: &OutboundWebhook,
+    hook: &CachedHook,
     task: &Task,
     signing: &CachedSecret,
     attempt_number: u32,

@@ -4,50 +4,127 @@
 //! messages, labels, `kubectl apply`'s copy of the object in an annotation,
 //! keys of a Secret no request could use) would be most of the memory.
 //!
-//! Each object is trimmed as the watch delivers it, before the cache holds
-//! it, so nothing read here has to know which fields are gone.
+//! Each object is converted as the watch delivers it, before the cache
+//! holds it.
 
-use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use k8s_openapi::api::core::v1::Secret;
 
 use super::cache::Cached;
 use crate::{
-    conditions::{ACCEPTED, SECRET_READY},
-    resource::{DeliveryStatus, OutboundWebhook, REENABLE_ANNOTATION},
+    auto_disable,
+    conditions::{self, ACCEPTED, SECRET_READY},
+    resource::{DisableRecord, OutboundWebhook, OutboundWebhookSpec, REENABLE_ANNOTATION},
     secret_values,
     signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY, SigningTokens, TokenProblem},
 };
 
-/// Keeps of a hook: name, namespace, UID, generation, deletion mark, the
-/// reenable annotation (the disable rule reads it), the spec but its
-/// display name, the Accepted and SecretReady conditions without their
-/// reason and message (routing reads type, status and generation), the
-/// Secret's name, the spec-disabled generation and the disable record.
-pub fn trim_hook(hook: &mut OutboundWebhook) {
-    let meta = &mut hook.metadata;
-    trim_meta(meta);
-    meta.annotations = meta
-        .annotations
-        .take()
-        .and_then(|mut a| a.remove_entry(REENABLE_ANNOTATION))
-        .map(|entry| [entry].into());
-    hook.spec.name = None;
-    if let Some(status) = &mut hook.status {
-        status
-            .conditions
-            .retain(|c| c.type_ == ACCEPTED || c.type_ == SECRET_READY);
-        for c in &mut status.conditions {
-            c.reason = String::new();
-            c.message = String::new();
+/// What the cache keeps of a hook: what routing, signing, custom headers,
+/// turning off and status mirroring read. Not an `OutboundWebhook`: its
+/// metadata, status and conditions as Kubernetes types would be most of
+/// each cached hook's memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CachedHook {
+    namespace: Box<str>,
+    name: Box<str>,
+    uid: Option<Box<str>>,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// The reenable annotation's value (the disable rule reads it).
+    pub reenable: Option<Box<str>>,
+    /// The spec, but its display name.
+    pub spec: OutboundWebhookSpec,
+    /// The `Accepted` condition.
+    pub accepted: Option<Seen>,
+    /// The `SecretReady` condition.
+    pub secret_ready: Option<Seen>,
+    /// `status.secretName`.
+    pub secret_name: Option<Box<str>>,
+    /// `status.specDisabledGeneration`.
+    pub spec_disabled_generation: Option<i64>,
+    /// `status.delivery.disabled`.
+    pub disabled: Option<DisableRecord>,
+}
+
+/// What routing reads of a condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// Its status is `True`.
+    pub is_true: bool,
+    /// The generation it was set for.
+    pub observed_generation: Option<i64>,
+}
+
+impl CachedHook {
+    /// The hook as cached.
+    pub fn new(hook: OutboundWebhook) -> Self {
+        let seen = |type_: &str| {
+            conditions::find(&hook, type_).map(|c| Seen {
+                is_true: c.status == "True",
+                observed_generation: c.observed_generation,
+            })
+        };
+        let (accepted, secret_ready) = (seen(ACCEPTED), seen(SECRET_READY));
+        let OutboundWebhook {
+            metadata,
+            mut spec,
+            status,
+            ..
+        } = hook;
+        spec.name = None;
+        let status = status.unwrap_or_default();
+        CachedHook {
+            namespace: metadata.namespace.unwrap_or_default().into(),
+            name: metadata.name.unwrap_or_default().into(),
+            uid: metadata.uid.map(String::into_boxed_str),
+            generation: metadata.generation,
+            deleting: metadata.deletion_timestamp.is_some(),
+            reenable: metadata
+                .annotations
+                .and_then(|mut a| a.remove(REENABLE_ANNOTATION))
+                .map(String::into_boxed_str),
+            spec,
+            accepted,
+            secret_ready,
+            secret_name: status.secret_name.map(String::into_boxed_str),
+            spec_disabled_generation: status.spec_disabled_generation,
+            disabled: status.delivery.and_then(|d| d.disabled),
         }
-        status.conditions.shrink_to_fit();
-        status.delivery = status
-            .delivery
-            .take()
-            .and_then(|d| d.disabled)
-            .map(|disabled| DeliveryStatus {
-                disabled: Some(disabled),
-                ..Default::default()
-            });
+    }
+
+    /// Its namespace (the org).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its UID (tasks name it).
+    pub fn uid(&self) -> Option<&str> {
+        self.uid.as_deref()
+    }
+
+    /// `namespace/name`, as tasks and logs name the hook.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Whether `record` turns it off now (the rule of [`auto_disable`]).
+    pub fn turned_off_by(&self, record: &DisableRecord) -> bool {
+        auto_disable::turns_off(record, self.reenable.as_deref(), self.spec_disabled_generation)
+    }
+}
+
+impl Cached for CachedHook {
+    fn cache_namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn cache_name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -111,18 +188,6 @@ impl Cached for CachedSecret {
     }
 }
 
-/// What the hook cache does not read of a hook's metadata. Nothing here
-/// writes with a precondition, so the resource version goes too.
-fn trim_meta(meta: &mut ObjectMeta) {
-    meta.managed_fields = None;
-    meta.resource_version = None;
-    meta.labels = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    meta.generate_name = None;
-    meta.self_link = None;
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -136,7 +201,7 @@ mod tests {
     use crate::{
         conditions::READY,
         dispatcher::routing::{Deliverability, deliverability, signing_secret},
-        resource::{DisableReason, DisableRecord, OutboundWebhookStatus},
+        resource::{DeliveryStatus, DisableReason, OutboundWebhookStatus},
         signing_tokens::TOKEN_KEY,
     };
 
@@ -191,44 +256,60 @@ mod tests {
     }
 
     #[test]
-    fn a_trimmed_hook_routes_signs_and_stays_turned_off_as_before() {
+    fn a_cached_hook_routes_signs_and_stays_turned_off_as_the_hook_would() {
         let full = hook();
-        let mut trimmed = full.clone();
-        trim_hook(&mut trimmed);
-        assert_eq!(deliverability(&trimmed), deliverability(&full));
-        assert_eq!(deliverability(&trimmed), Deliverability::TurnedOff);
-        assert_eq!(signing_secret(&trimmed), signing_secret(&full));
-        assert_eq!(trimmed.spec.headers, full.spec.headers);
+        let cached = CachedHook::new(full.clone());
+        // The controller's view of the same hook, through the shared rule.
+        assert!(crate::auto_disable::is_auto_disabled(&full));
+        assert_eq!(deliverability(&cached), Deliverability::TurnedOff);
+        assert_eq!(signing_secret(&cached), Some(("h-webhook-secret", TOKEN_KEY)));
+        assert_eq!(cached.spec.headers, full.spec.headers);
+        assert_eq!(cached.spec.name, None);
         assert_eq!(
-            trimmed.status.as_ref().unwrap().delivery.as_ref().unwrap().disabled,
-            full.status.as_ref().unwrap().delivery.as_ref().unwrap().disabled
+            cached.disabled.as_ref(),
+            full.status
+                .as_ref()
+                .unwrap()
+                .delivery
+                .as_ref()
+                .unwrap()
+                .disabled
+                .as_ref()
         );
-        // Re-enabling still reads the annotation, which is all that is left.
-        assert_eq!(
-            trimmed.metadata.annotations,
-            Some(BTreeMap::from([(REENABLE_ANNOTATION.into(), "7".into())]))
-        );
-        let status = trimmed.status.as_ref().unwrap();
-        assert_eq!(status.conditions.len(), 2);
-        assert!(
-            status
-                .conditions
-                .iter()
-                .all(|c| c.message.is_empty() && c.reason.is_empty())
-        );
-        assert_eq!(trimmed.metadata.labels, None);
-        // Tasks name the hook's UID: it stays.
-        assert_eq!(trimmed.metadata.uid, full.metadata.uid);
-        assert_eq!(trimmed.metadata.resource_version, None);
+        assert_eq!(cached.reenable.as_deref(), Some("7"));
+        let seen = Some(Seen {
+            is_true: true,
+            observed_generation: Some(2),
+        });
+        assert_eq!((cached.accepted, cached.secret_ready), (seen, seen));
+        // Tasks name the hook's UID.
+        assert_eq!(cached.uid(), Some("uid-1"));
+        assert_eq!(cached.key(), "acme/h");
+
+        // Re-enabled (the annotation moved on): no longer off, for both.
+        let mut reenabled = full.clone();
+        reenabled
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(REENABLE_ANNOTATION.into(), "8".into());
+        assert!(!crate::auto_disable::is_auto_disabled(&reenabled));
+        assert_eq!(deliverability(&CachedHook::new(reenabled)), Deliverability::Deliverable);
     }
 
     #[test]
-    fn a_hook_without_annotations_or_status_stays_without() {
+    fn a_hook_without_annotations_or_status_is_cached_without() {
         let mut h = hook();
         h.metadata.annotations = Some(BTreeMap::from([("other".into(), "x".into())]));
         h.status = None;
-        trim_hook(&mut h);
-        assert_eq!((h.metadata.annotations, h.status), (None, None));
+        let cached = CachedHook::new(h);
+        assert_eq!(cached.reenable, None);
+        assert_eq!(
+            (cached.accepted, cached.secret_ready, &cached.disabled),
+            (None, None, &None)
+        );
+        assert_eq!(deliverability(&cached), Deliverability::Lagging);
     }
 
     #[test]

@@ -7,18 +7,17 @@ use std::{
     time::Duration,
 };
 
-use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     attempt::send_signed,
+    cache_trim::CachedHook,
     context::{Shared, ms, now_ms, pause},
     headers::signing_secret_of,
     routing::{Deliverability, deliverability},
     settle::{self, Settlement},
     store::{Store, StoreError, Task, uid_of_member},
 };
-use crate::resource::OutboundWebhook;
 
 /// Runs shard `shard`'s claims until `shutdown`.
 pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken) {
@@ -96,10 +95,10 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
 /// The cached hook a task is for: `Ok` with the hook of its UID, `Err`
 /// with whether the name now belongs to another hook (a delete and
 /// re-apply) when that UID is gone.
-fn hook_of(shared: &Shared, task: &Task) -> Result<Arc<OutboundWebhook>, bool> {
+fn hook_of(shared: &Shared, task: &Task) -> Result<Arc<CachedHook>, bool> {
     let (ns, name) = task.hook.split_once('/').ok_or(false)?;
     let hook = shared.hooks.get(ns, name).ok_or(false)?;
-    if hook.uid().as_deref() == Some(task.uid.as_str()) {
+    if hook.uid() == Some(task.uid.as_str()) {
         Ok(hook)
     } else {
         Err(true)

@@ -6,10 +6,10 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    cache_trim::CachedHook,
     context::{Shared, ms, now_ms, pause},
     first_attempt::{self, PendingEntry},
     headers::signing_secret_of,
@@ -19,7 +19,6 @@ use super::{
 };
 use crate::{
     envelope,
-    resource::OutboundWebhook,
     shard::shard_of,
     stream_entry::{MAX_ENTRY_BYTES, entry_id_millis, parse_entry},
 };
@@ -156,7 +155,7 @@ async fn handle_entries(
     }
     // Each of the batch's orgs' hooks, read once per batch (an org's
     // events in a batch see the same hooks).
-    let mut by_org: HashMap<String, Vec<Arc<OutboundWebhook>>> = HashMap::new();
+    let mut by_org: HashMap<String, Vec<Arc<CachedHook>>> = HashMap::new();
     for entry in &entries {
         if let Some(org) = entry.fields.get("org").and_then(|o| std::str::from_utf8(o).ok())
             && !by_org.contains_key(org)
@@ -179,7 +178,7 @@ async fn handle_entry(
     shared: &Arc<Shared>,
     store: &Store,
     shard: usize,
-    by_org: &HashMap<String, Vec<Arc<OutboundWebhook>>>,
+    by_org: &HashMap<String, Vec<Arc<CachedHook>>>,
     entry: RawEntry,
 ) -> Result<(), StoreError> {
     let RawEntry { id: entry_id, fields } = entry;
@@ -224,13 +223,13 @@ async fn handle_entry(
     }
     let body = bytes::Bytes::from(envelope::build(&event));
     let pending = PendingEntry::new(shard, &entry_id, routed.deliver.len() + routed.wait.len());
-    let task_for = |hook: &OutboundWebhook| {
+    let task_for = |hook: &CachedHook| {
         let uid = hook.uid().unwrap_or_default();
         Task {
-            member: store::task_member(&uid, &event.id),
+            member: store::task_member(uid, &event.id),
             delivery: Delivery {
-                hook: format!("{}/{}", hook.namespace().unwrap_or_default(), hook.name_any()),
-                uid,
+                hook: hook.key(),
+                uid: uid.to_string(),
                 event_id: event.id.clone(),
                 event: event.name.as_str().to_string(),
                 org: event.org.clone(),

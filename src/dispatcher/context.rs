@@ -18,14 +18,13 @@ use super::{
     acker::AckItem,
     attempt::{Outbound, UrlCache},
     cache::Cache,
-    cache_trim::CachedSecret,
+    cache_trim::{CachedHook, CachedSecret},
     held::HeldEntries,
     lanes::Lanes,
     metrics::Metrics,
     slots::Slots,
     store::{Shards, Store},
 };
-use crate::resource::OutboundWebhook;
 
 /// A request to mirror one hook's health to its status.
 #[derive(Clone, Debug)]
@@ -45,7 +44,7 @@ pub struct Shared {
     /// Redis: each shard's store.
     pub shards: Shards,
     /// Cached hooks (all namespaces).
-    pub hooks: Arc<Cache<OutboundWebhook>>,
+    pub hooks: Arc<Cache<CachedHook>>,
     /// Cached Secrets labelled for the operator.
     pub secrets: Arc<Cache<CachedSecret>>,
     /// The outbound HTTP client and its destination checks.

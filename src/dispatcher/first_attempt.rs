@@ -22,13 +22,12 @@ use std::{
 use super::{
     acker::AckItem,
     attempt::{Outcome, send_signed},
-    cache_trim::CachedSecret,
+    cache_trim::{CachedHook, CachedSecret},
     context::{Shared, ms, now_ms},
     lanes::{Lane, LanePermit},
     settle::{self, Settlement},
     store::{NewTask, Task},
 };
-use crate::resource::OutboundWebhook;
 
 /// A first attempt waits this long at most for a free slot of its hook;
 /// then the delivery is stored as a task, so the entry is not held longer.
@@ -88,7 +87,7 @@ impl PendingEntry {
 pub async fn run(
     shared: Arc<Shared>,
     entry: Arc<PendingEntry>,
-    hook: Arc<OutboundWebhook>,
+    hook: Arc<CachedHook>,
     task: Task,
     signing: Arc<CachedSecret>,
     lane: Arc<Lane>,

@@ -6,12 +6,16 @@
 
 use std::sync::Arc;
 
-use kube::ResourceExt;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use super::{cache::Cache, cache_trim::CachedSecret, routing::signing_secret, store::Task};
+use super::{
+    cache::Cache,
+    cache_trim::{CachedHook, CachedSecret},
+    routing::signing_secret,
+    store::Task,
+};
 use crate::{
-    resource::{OutboundWebhook, WEBHOOK_SECRET_LABEL},
+    resource::WEBHOOK_SECRET_LABEL,
     secret_values::{self, ValueProblem},
     signing,
     signing_tokens::SigningTokens,
@@ -44,9 +48,9 @@ pub fn secret_value(
 
 /// The hook's signing Secret from the cache, if its tokens are usable
 /// (a shared pointer into the cache: nothing is copied).
-pub fn signing_secret_of(secrets: &Cache<CachedSecret>, hook: &OutboundWebhook) -> Option<Arc<CachedSecret>> {
+pub fn signing_secret_of(secrets: &Cache<CachedSecret>, hook: &CachedHook) -> Option<Arc<CachedSecret>> {
     let (name, key) = signing_secret(hook)?;
-    let namespace = hook.metadata.namespace.as_deref()?;
+    let namespace = hook.namespace();
     let secret = secrets.get(namespace, name)?;
     secret.tokens(key).ok()?;
     Some(secret)
@@ -68,13 +72,13 @@ fn tokens_now<'a>(
 /// Headers of one attempt; errors name what is missing (never a value).
 pub fn request_headers(
     secrets: &Cache<CachedSecret>,
-    hook: &OutboundWebhook,
+    hook: &CachedHook,
     task: &Task,
     signing_fallback: &CachedSecret,
 ) -> Result<HeaderMap, String> {
-    let ns = hook.namespace().unwrap_or_default();
+    let ns = hook.namespace();
     let (secret_name, key) = signing_secret(hook).ok_or("the hook names no signing Secret yet")?;
-    let current = secrets.get(&ns, secret_name);
+    let current = secrets.get(ns, secret_name);
     let tokens = tokens_now(current.as_deref(), signing_fallback, key)
         .ok_or_else(|| format!("the signing Secret {ns}/{secret_name} has no usable key {key}"))?;
     let timestamp = jiff::Timestamp::now().as_second();
@@ -84,7 +88,7 @@ pub fn request_headers(
             (Some(v), _) => v.clone(),
             (None, Some(from)) => secret_value(
                 secrets,
-                &ns,
+                ns,
                 &from.secret_key_ref.name,
                 &from.secret_key_ref.key,
                 secret_values::header_value,

@@ -4,7 +4,6 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use kube::ResourceExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -74,7 +73,7 @@ async fn mirror_one(shared: &Shared, uid: &str, hook_name: &str, urgent: bool) -
     let Some(hook) = shared.hooks.get(ns, name) else {
         return Ok(true);
     };
-    if hook.uid().as_deref() != Some(uid) {
+    if hook.uid() != Some(uid) {
         return Ok(true);
     }
     let store = shared.store_for(ns);

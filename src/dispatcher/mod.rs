@@ -60,7 +60,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::config::{Config, DispatcherArgs};
 use self::{
     cache::{Cache, Cached},
-    cache_trim::CachedSecret,
+    cache_trim::{CachedHook, CachedSecret},
     context::Shared,
     held::HeldEntries,
     lanes::Lanes,
@@ -144,10 +144,8 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
 
     // Caches: hooks (all namespaces) and only the labelled Secrets, each
     // object trimmed to what the dispatcher reads.
-    let hooks = Arc::new(Cache::<OutboundWebhook>::default());
-    let hook_stream = watcher(Api::<OutboundWebhook>::all(kube.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(cache_trim::trim_hook);
+    let hooks = Arc::new(Cache::<CachedHook>::default());
+    let hook_stream = watcher(Api::<OutboundWebhook>::all(kube.clone()), watcher::Config::default()).default_backoff();
     let secrets = Arc::new(Cache::<CachedSecret>::default());
     let secret_stream = watcher(
         Api::<Secret>::all(kube.clone()),
@@ -159,7 +157,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     feed_cache(
         hook_stream,
         hooks.clone(),
-        Arc::new,
+        |h| Arc::new(CachedHook::new(h)),
         changes_tx.clone(),
         Changed::hook,
         "watching OutboundWebhooks",

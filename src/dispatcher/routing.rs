@@ -2,12 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::{
-    auto_disable::is_auto_disabled,
-    conditions::{ACCEPTED, SECRET_READY, find},
-    event_name::EventName,
-    resource::OutboundWebhook,
-};
+use super::cache_trim::{CachedHook, Seen};
+use crate::event_name::EventName;
 
 /// Whether a hook may be delivered to right now, and if not, what becomes
 /// of its events.
@@ -51,22 +47,22 @@ impl Deliverability {
 }
 
 /// Decides [`Deliverability`] from the hook's spec, conditions and disable record.
-pub fn deliverability(hook: &OutboundWebhook) -> Deliverability {
+pub fn deliverability(hook: &CachedHook) -> Deliverability {
     if !hook.spec.enabled {
         return Deliverability::DisabledBySpec;
     }
-    let current = |type_: &str| find(hook, type_).filter(|c| c.observed_generation == hook.metadata.generation);
-    let (Some(accepted), Some(secret_ready)) = (current(ACCEPTED), current(SECRET_READY)) else {
-        return match current(ACCEPTED) {
-            Some(accepted) if accepted.status != "True" => Deliverability::NotAccepted,
+    let current = |c: Option<Seen>| c.filter(|c| c.observed_generation == hook.generation);
+    let (Some(accepted), Some(secret_ready)) = (current(hook.accepted), current(hook.secret_ready)) else {
+        return match current(hook.accepted) {
+            Some(accepted) if !accepted.is_true => Deliverability::NotAccepted,
             _ => Deliverability::Lagging,
         };
     };
-    if accepted.status != "True" {
+    if !accepted.is_true {
         Deliverability::NotAccepted
-    } else if secret_ready.status != "True" {
+    } else if !secret_ready.is_true {
         Deliverability::SecretNotReady
-    } else if is_auto_disabled(hook) {
+    } else if hook.disabled.as_ref().is_some_and(|r| hook.turned_off_by(r)) {
         Deliverability::TurnedOff
     } else {
         Deliverability::Deliverable
@@ -77,10 +73,10 @@ pub fn deliverability(hook: &OutboundWebhook) -> Deliverability {
 #[derive(Debug, Default)]
 pub struct Route {
     /// Hooks that get a delivery now.
-    pub deliver: Vec<Arc<OutboundWebhook>>,
+    pub deliver: Vec<Arc<CachedHook>>,
     /// Hooks whose conditions lag or whose Secret is not ready: the event
     /// waits for them as a stored task.
-    pub wait: Vec<Arc<OutboundWebhook>>,
+    pub wait: Vec<Arc<CachedHook>>,
     /// Subscribed hooks the event is dropped for, by reason.
     pub dropped: Vec<&'static str>,
 }
@@ -94,7 +90,7 @@ pub const NO_SUCH_HOOK: &str = "no_such_hook";
 /// events; when the org has none, the event is dropped with
 /// [`NO_SUCH_HOOK`].
 pub fn route<'a>(
-    hooks: impl IntoIterator<Item = &'a Arc<OutboundWebhook>>,
+    hooks: impl IntoIterator<Item = &'a Arc<CachedHook>>,
     org: &str,
     name: EventName,
     only: Option<&str>,
@@ -102,14 +98,14 @@ pub fn route<'a>(
     let mut route = Route::default();
     let mut matched = false;
     for hook in hooks {
-        if hook.metadata.namespace.as_deref() != Some(org) {
+        if hook.namespace() != org {
             continue;
         }
         let matches = match only {
-            Some(target) => hook.metadata.name.as_deref() == Some(target),
+            Some(target) => hook.name() == target,
             None => hook.spec.events.contains(&name),
         };
-        if !matches || hook.metadata.deletion_timestamp.is_some() || hook.metadata.uid.is_none() {
+        if !matches || hook.deleting || hook.uid().is_none() {
             continue;
         }
         matched = true;
@@ -130,11 +126,11 @@ pub fn route<'a>(
 
 /// The Secret name and key holding the signing token (borrowed: this is
 /// looked up for every attempt).
-pub fn signing_secret(hook: &OutboundWebhook) -> Option<(&str, &str)> {
+pub fn signing_secret(hook: &CachedHook) -> Option<(&str, &str)> {
     if let Some(r) = &hook.spec.secret_ref {
         return Some((&r.name, &r.key));
     }
-    let name = hook.status.as_ref()?.secret_name.as_deref()?;
+    let name = hook.secret_name.as_deref()?;
     Some((name, crate::signing_tokens::TOKEN_KEY))
 }
 
@@ -143,7 +139,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
     use super::*;
-    use crate::resource::{DeliveryStatus, DisableReason, DisableRecord, OutboundWebhookStatus};
+    use crate::{
+        conditions::{ACCEPTED, SECRET_READY},
+        resource::{DeliveryStatus, DisableReason, DisableRecord, OutboundWebhook, OutboundWebhookStatus},
+    };
 
     fn condition(type_: &str, status: &str, generation: i64) -> Condition {
         Condition {
@@ -154,6 +153,10 @@ mod tests {
             message: String::new(),
             last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
         }
+    }
+
+    fn cached(h: OutboundWebhook) -> Arc<CachedHook> {
+        Arc::new(CachedHook::new(h))
     }
 
     fn hook(ns: &str, events: &[&str]) -> OutboundWebhook {
@@ -174,15 +177,15 @@ mod tests {
 
     #[test]
     fn a_ready_subscribed_hook_of_the_org_gets_the_event() {
-        let hooks = [Arc::new(hook("acme", &["kustomer.conversation.create"]))];
+        let hooks = [cached(hook("acme", &["kustomer.conversation.create"]))];
         assert_eq!(route(&hooks, "acme", CREATE, None).deliver.len(), 1);
     }
 
     #[test]
     fn other_namespaces_and_unsubscribed_hooks_get_nothing() {
         let hooks = [
-            Arc::new(hook("other", &["kustomer.conversation.create"])),
-            Arc::new(hook("acme", &["kustomer.user.create"])),
+            cached(hook("other", &["kustomer.conversation.create"])),
+            cached(hook("acme", &["kustomer.user.create"])),
         ];
         assert!(route(&hooks, "acme", CREATE, None).deliver.is_empty());
     }
@@ -191,30 +194,30 @@ mod tests {
     fn stale_or_false_conditions_and_disabled_spec_block_delivery() {
         let mut stale = hook("acme", &["kustomer.conversation.create"]);
         stale.metadata.generation = Some(3);
-        assert_eq!(deliverability(&stale), Deliverability::Lagging);
+        assert_eq!(deliverability(&cached(stale.clone())), Deliverability::Lagging);
 
         let mut refused = hook("acme", &["kustomer.conversation.create"]);
         refused.status.as_mut().unwrap().conditions[0].status = "False".into();
-        assert_eq!(deliverability(&refused), Deliverability::NotAccepted);
+        assert_eq!(deliverability(&cached(refused.clone())), Deliverability::NotAccepted);
 
         let mut unseen = hook("acme", &["kustomer.conversation.create"]);
         unseen.status = None;
-        assert_eq!(deliverability(&unseen), Deliverability::Lagging);
+        assert_eq!(deliverability(&cached(unseen.clone())), Deliverability::Lagging);
 
         let mut secret = hook("acme", &["kustomer.conversation.create"]);
         secret.status.as_mut().unwrap().conditions[1].status = "False".into();
-        assert_eq!(deliverability(&secret), Deliverability::SecretNotReady);
+        assert_eq!(deliverability(&cached(secret.clone())), Deliverability::SecretNotReady);
 
         let mut off = hook("acme", &["kustomer.conversation.create"]);
         off.spec.enabled = false;
-        assert_eq!(deliverability(&off), Deliverability::DisabledBySpec);
+        assert_eq!(deliverability(&cached(off.clone())), Deliverability::DisabledBySpec);
 
         let hooks = [
-            Arc::new(stale),
-            Arc::new(secret),
-            Arc::new(off),
-            Arc::new(refused),
-            Arc::new(unseen),
+            cached(stale),
+            cached(secret),
+            cached(off),
+            cached(refused),
+            cached(unseen),
         ];
         let r = route(&hooks, "acme", CREATE, None);
         assert!(r.deliver.is_empty());
@@ -236,7 +239,7 @@ mod tests {
             }),
             ..Default::default()
         });
-        let r = route(&[Arc::new(h)], "acme", CREATE, None);
+        let r = route(&[cached(h)], "acme", CREATE, None);
         assert!(r.deliver.is_empty());
         assert_eq!(r.dropped, ["turned_off"]);
     }
@@ -247,16 +250,16 @@ mod tests {
             let mut h = hook(ns, events);
             h.metadata.name = Some(name.into());
             h.metadata.uid = Some(format!("uid-{ns}-{name}"));
-            Arc::new(h)
+            h
         };
         let hooks = [
-            named("target", "acme", &["kustomer.user.create"]),
-            named("other", "acme", &["kustomer.conversation.create"]),
-            named("target", "elsewhere", &["kustomer.conversation.create"]),
+            cached(named("target", "acme", &["kustomer.user.create"])),
+            cached(named("other", "acme", &["kustomer.conversation.create"])),
+            cached(named("target", "elsewhere", &["kustomer.conversation.create"])),
         ];
         let r = route(&hooks, "acme", CREATE, Some("target"));
         assert_eq!(r.deliver.len(), 1);
-        assert_eq!(r.deliver[0].metadata.uid.as_deref(), Some("uid-acme-target"));
+        assert_eq!(r.deliver[0].uid(), Some("uid-acme-target"));
         assert!(r.wait.is_empty() && r.dropped.is_empty());
 
         // A name no hook of the org carries: dropped, with its reason.
@@ -265,20 +268,20 @@ mod tests {
         assert_eq!(r.dropped, [NO_SUCH_HOOK]);
 
         // A targeted hook that is off behaves like any hook in that state.
-        let mut off = (*named("target", "acme", &["kustomer.user.create"])).clone();
+        let mut off = named("target", "acme", &["kustomer.user.create"]);
         off.spec.enabled = false;
-        let r = route(&[Arc::new(off)], "acme", CREATE, Some("target"));
+        let r = route(&[cached(off)], "acme", CREATE, Some("target"));
         assert_eq!(r.dropped, ["disabled_by_spec"]);
     }
 
     #[test]
     fn the_signing_secret_comes_from_secret_ref_or_status() {
         let mut h = hook("acme", &["kustomer.conversation.create"]);
-        assert_eq!(signing_secret(&h), Some(("h-webhook-secret", "token")));
+        assert_eq!(signing_secret(&cached(h.clone())), Some(("h-webhook-secret", "token")));
         h.spec.secret_ref = Some(crate::resource::SecretKeyRef {
             name: "mine".into(),
             key: "k".into(),
         });
-        assert_eq!(signing_secret(&h), Some(("mine", "k")));
+        assert_eq!(signing_secret(&cached(h)), Some(("mine", "k")));
     }
 }

@@ -2,25 +2,25 @@
 //! dead-letter it, or turn its hook off.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 use rand::Rng;
 
 use super::{
     acker::AckItem,
     attempt::{Attempt, Outcome},
+    cache_trim::CachedHook,
     context::{Shared, ms, now_ms},
     metrics::EventOutcome,
     store::{Claim, Rescheduled, StoreError, Task},
 };
 use crate::{
-    resource::{DisableReason, DisableRecord, OutboundWebhook, REENABLE_ANNOTATION},
+    resource::{DisableReason, DisableRecord},
     retry_schedule::next_delay,
 };
 
 /// One finished attempt of a claimed task.
 pub struct Settlement<'a> {
     /// The hook it went to.
-    pub hook: &'a OutboundWebhook,
+    pub hook: &'a CachedHook,
     /// The task.
     pub task: &'a Task,
     /// The lease end this replica claimed the task until.
@@ -222,7 +222,7 @@ pub fn cut(text: &str) -> &str {
 /// mirrors status at once.
 async fn turn_off(
     shared: &Shared,
-    hook: &OutboundWebhook,
+    hook: &CachedHook,
     task: &Task,
     reason: DisableReason,
     message: &str,
@@ -231,8 +231,8 @@ async fn turn_off(
         reason,
         at: Time(jiff::Timestamp::now()),
         message: message.chars().take(1000).collect(),
-        reenable_token: hook.annotations().get(REENABLE_ANNOTATION).cloned().unwrap_or_default(),
-        generation: hook.metadata.generation.unwrap_or_default(),
+        reenable_token: hook.reenable.as_deref().unwrap_or_default().to_string(),
+        generation: hook.generation.unwrap_or_default(),
     };
     let json = serde_json::to_string(&record).expect("the disable record serializes");
     shared.store_for(&task.org).set_disable_record(&task.uid, &json).await?;

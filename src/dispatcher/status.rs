@@ -7,9 +7,8 @@ use kube::{
     api::{Patch, PatchParams},
 };
 
-use super::store::Health;
+use super::{cache_trim::CachedHook, store::Health};
 use crate::{
-    auto_disable::is_auto_disabled,
     resource::{DeliveryStatus, DisableRecord, LastFailure, OutboundWebhook},
     retry_schedule::RetrySchedule,
 };
@@ -27,17 +26,9 @@ fn time(ms: i64) -> Option<Time> {
 /// The disable record to keep: Redis's (fresh) or the hook's own (survives
 /// a flushed Redis), and only while the shared predicate says it still
 /// turns the hook off; a re-enabled hook's record is dropped.
-pub fn effective_record(hook: &OutboundWebhook, from_redis: Option<DisableRecord>) -> Option<DisableRecord> {
-    let cached = hook
-        .status
-        .as_ref()
-        .and_then(|s| s.delivery.as_ref())
-        .and_then(|d| d.disabled.clone());
-    let record = from_redis.or(cached)?;
-    let mut probe = hook.clone();
-    let status = probe.status.get_or_insert_with(Default::default);
-    status.delivery.get_or_insert_with(Default::default).disabled = Some(record.clone());
-    is_auto_disabled(&probe).then_some(record)
+pub fn effective_record(hook: &CachedHook, from_redis: Option<DisableRecord>) -> Option<DisableRecord> {
+    let record = from_redis.or_else(|| hook.disabled.clone())?;
+    hook.turned_off_by(&record).then_some(record)
 }
 
 /// The `status.delivery` to apply. `schedule` is this dispatcher's retry
@@ -102,7 +93,11 @@ mod tests {
         }
     }
 
-    fn hook(annotation: Option<&str>) -> OutboundWebhook {
+    fn hook(annotation: Option<&str>) -> CachedHook {
+        CachedHook::new(full_hook(annotation))
+    }
+
+    fn full_hook(annotation: Option<&str>) -> OutboundWebhook {
         let spec =
             serde_json::from_value(serde_json::json!({"url": "https://x.example", "events": ["kustomer.user.create"]}))
                 .unwrap();
@@ -120,7 +115,7 @@ mod tests {
 
     #[test]
     fn the_record_in_status_survives_a_flushed_redis() {
-        let mut h = hook(None);
+        let mut h = full_hook(None);
         h.status = Some(crate::resource::OutboundWebhookStatus {
             delivery: Some(DeliveryStatus {
                 disabled: Some(record("")),
@@ -128,7 +123,7 @@ mod tests {
             }),
             ..Default::default()
         });
-        assert_eq!(effective_record(&h, None), Some(record("")));
+        assert_eq!(effective_record(&CachedHook::new(h), None), Some(record("")));
     }
 
     #[test]

@@ -9,16 +9,15 @@ use std::{
     time::Duration,
 };
 
-use kube::ResourceExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     cache::Cached,
-    cache_trim::CachedSecret,
+    cache_trim::{CachedHook, CachedSecret},
     context::{Shared, now_ms},
 };
-use crate::{resource::OutboundWebhook, shard::shard_of};
+use crate::shard::shard_of;
 
 /// Hooks woken per script call.
 const BATCH: usize = 500;
@@ -41,10 +40,10 @@ pub enum Changed {
 
 impl Changed {
     /// The change a hook event makes.
-    pub fn hook(hook: &OutboundWebhook) -> Option<Changed> {
+    pub fn hook(hook: &CachedHook) -> Option<Changed> {
         Some(Changed::Hook {
-            uid: hook.uid()?,
-            namespace: hook.namespace()?,
+            uid: hook.uid()?.to_string(),
+            namespace: hook.namespace().to_string(),
         })
     }
 
@@ -92,7 +91,7 @@ pub async fn run(shared: Arc<Shared>, mut changes: mpsc::UnboundedReceiver<Chang
                 .hooks
                 .in_namespace(&namespace)
                 .iter()
-                .filter_map(|h| h.uid())
+                .filter_map(|h| h.uid().map(str::to_string))
                 .collect();
             if !uids.is_empty() {
                 by_namespace.entry(namespace).or_default().extend(uids);
