@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use kube::ResourceExt;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::{cache::Cache, cache_trim::CachedSecret, routing::signing_secret, store::Task};
 use crate::{
