@@ -228,10 +228,7 @@ pub async fn send(
         _ if status.is_redirection() => Some(format!("{message} (redirect not followed)")),
         _ => Some(message.clone()),
     };
-    if let Some(location) = response
-        .headers
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
+    if let Some(location) = response.headers.get(LOCATION).and_then(|v| v.to_str().ok())
         && status.is_redirection()
     {
         message.push_str(&format!(" (redirect to {location} not followed)"));

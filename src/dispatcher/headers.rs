@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use kube::ResourceExt;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use kube::ResourceExt;
 
 use super::{cache::Cache, cache_trim::CachedSecret, routing::signing_secret, store::Task};
 use crate::{

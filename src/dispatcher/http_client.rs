@@ -178,7 +178,10 @@ impl Service<Name> for FilteringResolver {
                 .collect();
             if allowed.is_empty() {
                 let why = refusals.first().cloned().unwrap_or_else(|| "no addresses".into());
-                return Err(ResolveError::Refused { host: host.clone(), why });
+                return Err(ResolveError::Refused {
+                    host: host.clone(),
+                    why,
+                });
             }
             Ok(allowed.into_iter())
         })
@@ -217,7 +220,9 @@ where
     S: Service<Uri>,
     S::Error: Into<BoxError>,
 {
-    std::future::poll_fn(|cx| service.poll_ready(cx)).await.map_err(Into::into)?;
+    std::future::poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .map_err(Into::into)?;
     service.call(uri).await.map_err(Into::into)
 }
 
@@ -240,9 +245,9 @@ impl Service<Uri> for Connector {
                     Route::Proxy { mut tunnel, .. } if dst.scheme() == Some(&Scheme::HTTPS) => {
                         Ok(Conn::new(ready_call(&mut tunnel, dst).await?, false))
                     }
-                    Route::Proxy {
-                        mut forward, proxy, ..
-                    } => Ok::<_, BoxError>(Conn::new(ready_call(&mut forward, proxy).await?, true)),
+                    Route::Proxy { mut forward, proxy, .. } => {
+                        Ok::<_, BoxError>(Conn::new(ready_call(&mut forward, proxy).await?, true))
+                    }
                 }
             };
             match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
@@ -278,7 +283,11 @@ impl Conn {
 impl Connection for Conn {
     fn connected(&self) -> Connected {
         let connected = self.io.connected();
-        if self.forward_proxy { connected.proxy(true) } else { connected }
+        if self.forward_proxy {
+            connected.proxy(true)
+        } else {
+            connected
+        }
     }
 }
 
@@ -453,7 +462,104 @@ fn redacted(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        sync::mpsc,
+    };
+
     use super::*;
+    use crate::dispatcher::{
+        attempt_error::{Destination, explain},
+        attempts_log::AttemptKind,
+    };
+
+    /// A proxy on loopback that reports each request head it gets and
+    /// answers a CONNECT with 200 and then plain HTTP where TLS is
+    /// expected, anything else with 204.
+    async fn fake_proxy() -> (u16, mpsc::UnboundedReceiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let mut byte = [0u8; 1];
+                        if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let connect = head.starts_with("CONNECT ");
+                    tx.send(head).unwrap();
+                    if connect {
+                        s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                            .await
+                            .unwrap();
+                        let mut client_hello = [0u8; 1024];
+                        let _ = s.read(&mut client_hello).await;
+                    }
+                    let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+                    let mut rest = Vec::new();
+                    let _ = s.read_to_end(&mut rest).await;
+                });
+            }
+        });
+        (port, rx)
+    }
+
+    #[tokio::test]
+    async fn through_a_proxy_http_is_forwarded_in_absolute_form_and_https_tunnelled() {
+        let (port, mut heads) = fake_proxy().await;
+        let filter = Arc::new(AddressFilter::new(vec!["127.0.0.0/8".parse().unwrap()]));
+        let client = HttpClient::new(filter, Some(&format!("http://u:pw@127.0.0.1:{port}"))).unwrap();
+        let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
+        // `.invalid` names resolve nowhere: only the proxy may see them.
+        let plain = Target::parse("http://billing.invalid:8080/x?y=1").unwrap();
+        let answer = client
+            .post(&plain, HeaderMap::new(), Bytes::from_static(b"{}"), deadline())
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 204);
+        let head = heads.recv().await.unwrap();
+        assert!(
+            head.starts_with("POST http://billing.invalid:8080/x?y=1 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.to_lowercase().contains("proxy-authorization: basic dtpwdw=="),
+            "{head}"
+        );
+        assert!(head.contains("outbound-webhooks/"), "{head}");
+
+        let secure = Target::parse("https://billing.invalid:8443/x").unwrap();
+        let e = client
+            .post(&secure, HeaderMap::new(), Bytes::new(), deadline())
+            .await
+            .unwrap_err();
+        let head = heads.recv().await.unwrap();
+        assert!(head.starts_with("CONNECT billing.invalid:8443 HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.to_lowercase().contains("proxy-authorization: basic dtpwdw=="),
+            "{head}"
+        );
+        let to = Destination {
+            host: "billing.invalid",
+            port: 8443,
+        };
+        let t = Duration::from_secs(5);
+        assert_eq!(
+            explain(&e, to, t, t),
+            (
+                AttemptKind::ConnectionFailed,
+                "TLS handshake with billing.invalid failed: the server did not speak TLS (plain HTTP on this port?)"
+                    .into()
+            )
+        );
+    }
 
     #[test]
     fn userinfo_becomes_basic_auth_and_leaves_the_uri() {
