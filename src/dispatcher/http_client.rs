@@ -196,16 +196,20 @@ type Hop = HttpsConnector<HttpConnector<FilteringResolver>>;
 enum Route {
     /// To the destination.
     Direct(Hop),
-    /// Through `--proxy`.
-    Proxy {
-        /// To the proxy itself (HTTP/1.1 only: it forwards absolute-form
-        /// requests), for http:// destinations.
-        forward: Hop,
-        /// The proxy's URI.
-        proxy: Uri,
-        /// TLS to the destination through a CONNECT tunnel, for https://.
-        tunnel: HttpsConnector<Tunnel<Hop>>,
-    },
+    /// Through `--proxy` (boxed: the larger route, cloned per connection).
+    Proxy(Box<Proxied>),
+}
+
+/// The connectors of the `--proxy` route.
+#[derive(Clone, Debug)]
+struct Proxied {
+    /// To the proxy itself (HTTP/1.1 only: it forwards absolute-form
+    /// requests), for http:// destinations.
+    forward: Hop,
+    /// The proxy's URI.
+    proxy: Uri,
+    /// TLS to the destination through a CONNECT tunnel, for https://.
+    tunnel: HttpsConnector<Tunnel<Hop>>,
 }
 
 /// The client's connector: the route, bounded by `CONNECT_TIMEOUT`.
@@ -242,11 +246,12 @@ impl Service<Uri> for Connector {
             let connecting = async move {
                 match route {
                     Route::Direct(mut hop) => Ok(Conn::new(ready_call(&mut hop, dst).await?, false)),
-                    Route::Proxy { mut tunnel, .. } if dst.scheme() == Some(&Scheme::HTTPS) => {
-                        Ok(Conn::new(ready_call(&mut tunnel, dst).await?, false))
+                    Route::Proxy(mut via) if dst.scheme() == Some(&Scheme::HTTPS) => {
+                        Ok(Conn::new(ready_call(&mut via.tunnel, dst).await?, false))
                     }
-                    Route::Proxy { mut forward, proxy, .. } => {
-                        Ok::<_, BoxError>(Conn::new(ready_call(&mut forward, proxy).await?, true))
+                    Route::Proxy(mut via) => {
+                        let proxy = via.proxy.clone();
+                        Ok::<_, BoxError>(Conn::new(ready_call(&mut via.forward, proxy).await?, true))
                     }
                 }
             };
@@ -369,11 +374,11 @@ impl HttpClient {
                 if let Some(auth) = &auth {
                     tunnel = tunnel.with_auth(auth.clone());
                 }
-                let route = Route::Proxy {
+                let route = Route::Proxy(Box::new(Proxied {
                     forward: to_proxy,
                     proxy,
                     tunnel: destinations.wrap_connector(tunnel),
-                };
+                }));
                 (route, auth)
             }
         };
