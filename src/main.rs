@@ -67,8 +67,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // kube and reqwest both link rustls; with more than one crypto provider
-    // compiled in, rustls needs the process-wide choice made explicitly.
+    // rustls needs the process-wide provider chosen explicitly when more
+    // than one could be compiled in (ring is the crate's one: kube and the
+    // dispatcher's client use it).
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The controller shuts down gracefully (releasing its Lease) on its own;
     // every other command simply exits.

@@ -466,7 +466,7 @@ pub fn split_urls(url: &str) -> Result<Vec<String>, ConnectError> {
     let Some(first) = parts.first() else {
         return Err(ConnectError::Config("--redis-url is empty".into()));
     };
-    let base = reqwest::Url::parse(first)
+    let base = url::Url::parse(first)
         .map_err(|e| ConnectError::Config(format!("parsing --redis-url {}: {e}", redact(first))))?;
     if !matches!(base.scheme(), "redis" | "rediss") {
         return Err(ConnectError::Config(format!(
@@ -496,7 +496,7 @@ pub fn split_urls(url: &str) -> Result<Vec<String>, ConnectError> {
 
 /// The URL with any password replaced, for messages.
 pub fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
+    match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("REDACTED"));
             u.to_string()

@@ -53,7 +53,7 @@ pub struct Ineligible {
 /// Checks the destination URL the API server already validated: it must
 /// parse, and `http://` only when the operator allows it.
 pub fn check_destination(url: &str, allow_http: bool) -> Result<(), Ineligible> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| Ineligible {
+    let parsed = url::Url::parse(url).map_err(|e| Ineligible {
         reason: accepted::INVALID_SPEC,
         message: format!("spec.url {url:?} is not a valid absolute URL: {e}"),
     })?;

@@ -4,15 +4,17 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use http::header::{LOCATION, RETRY_AFTER};
+use http_body_util::BodyExt;
 
 use super::{
     acker::AckItem,
-    attempt_error::{Destination, ResolveError, explain, gai_reason},
+    attempt_error::{Destination, explain, gai_reason},
     attempts_log::{AttemptKind, AttemptRecord, error_text},
     cache_trim::{CachedHook, CachedSecret},
     context::{Shared, now_ms},
     headers::request_headers,
+    http_client::{BuildError, CONNECT_TIMEOUT, HttpClient, Target},
     metrics::status_class,
     store::Task,
 };
@@ -21,58 +23,11 @@ use crate::{address_filter::AddressFilter, retry_schedule::parse_retry_after};
 /// Most response-body bytes read (only for the failure message).
 pub const MAX_RESPONSE_BYTES: usize = 4096;
 
-/// How long the client waits for a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Resolves names with the system resolver and keeps only addresses the
-/// filter allows, so the connection is made only to a checked address.
-struct FilteringResolver {
-    filter: Arc<AddressFilter>,
-}
-
-impl Resolve for FilteringResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let filter = self.filter.clone();
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let looked_up = tokio::net::lookup_host((host.as_str(), 0)).await;
-            let resolved: Vec<std::net::SocketAddr> = match looked_up {
-                Ok(addresses) => addresses.collect(),
-                Err(source) => {
-                    return Err(Box::new(ResolveError::Lookup {
-                        host: host.clone(),
-                        source,
-                    }) as _);
-                }
-            };
-            let mut refusals = Vec::new();
-            let allowed: Vec<std::net::SocketAddr> = resolved
-                .into_iter()
-                .filter(|a| match filter.check(a.ip()) {
-                    Ok(()) => true,
-                    Err(why) => {
-                        refusals.push(why);
-                        false
-                    }
-                })
-                .collect();
-            if allowed.is_empty() {
-                let why = refusals.first().cloned().unwrap_or_else(|| "no addresses".into());
-                return Err(Box::new(ResolveError::Refused {
-                    host: host.clone(),
-                    why,
-                }) as _);
-            }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
-        })
-    }
-}
-
 /// The outbound HTTP client with what it checks destinations against.
 #[derive(Clone, Debug)]
 pub struct Outbound {
     /// The client (no redirects, filtered DNS, the explicit proxy if any).
-    pub client: reqwest::Client,
+    pub client: HttpClient,
     /// Which addresses may be reached.
     pub filter: Arc<AddressFilter>,
     /// Requests go through `--proxy`: the proxy, not our resolver, resolves
@@ -81,21 +36,20 @@ pub struct Outbound {
 }
 
 /// Builds the shared HTTP client.
-pub fn outbound(filter: Arc<AddressFilter>, proxy: Option<&str>) -> Result<Outbound, reqwest::Error> {
+pub fn outbound(filter: Arc<AddressFilter>, proxy: Option<&str>) -> Result<Outbound, BuildError> {
     Ok(Outbound {
-        client: client(filter.clone(), proxy)?,
+        client: HttpClient::new(filter.clone(), proxy)?,
         filter,
         proxied: proxy.is_some(),
     })
 }
 
-/// Resolves `url`'s host name and refuses it unless every address it
+/// Resolves the target's host name and refuses it unless every address it
 /// resolves to is allowed (with a proxy the connection is not ours to
 /// check, so one refused address refuses the destination).
-async fn check_resolved(filter: &AddressFilter, url: &reqwest::Url) -> Result<(), Attempt> {
-    let host = url.host_str().unwrap_or_default();
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addresses = tokio::net::lookup_host((host, port)).await.map_err(|e| {
+async fn check_resolved(filter: &AddressFilter, target: &Target) -> Result<(), Attempt> {
+    let host = target.host.as_str();
+    let addresses = tokio::net::lookup_host((host, target.port)).await.map_err(|e| {
         Attempt::failed(
             AttemptKind::ConnectionFailed,
             format!("DNS lookup of {host} failed: {}", gai_reason(&e)),
@@ -110,21 +64,6 @@ async fn check_resolved(filter: &AddressFilter, url: &reqwest::Url) -> Result<()
         })?;
     }
     Ok(())
-}
-
-fn client(filter: Arc<AddressFilter>, proxy: Option<&str>) -> Result<reqwest::Client, reqwest::Error> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("outbound-webhooks/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .dns_resolver(FilteringResolver { filter });
-    builder = match proxy {
-        Some(url) => builder.proxy(reqwest::Proxy::all(url)?),
-        // Environment proxies (HTTP_PROXY...) are ignored unless configured.
-        None => builder.no_proxy(),
-    };
-    builder.build()
 }
 
 /// How an attempt ended.
@@ -179,9 +118,8 @@ impl Attempt {
     }
 }
 
-/// The IP of a URL whose host is an IP literal.
-fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
-    let host = url.host_str()?;
+/// The IP of a URL host that is an IP literal.
+fn literal_ip(host: &str) -> Option<IpAddr> {
     host.trim_start_matches('[').trim_end_matches(']').parse().ok()
 }
 
@@ -189,7 +127,7 @@ fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
 /// rest of preparing an attempt, and a hook sends to the same URL each time.
 #[derive(Debug, Default)]
 pub struct UrlCache {
-    parsed: std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>,
+    parsed: std::sync::Mutex<std::collections::HashMap<String, Arc<Target>>>,
 }
 
 impl UrlCache {
@@ -198,12 +136,12 @@ impl UrlCache {
     const MAX: usize = 20_000;
 
     /// `url` parsed.
-    pub fn parse(&self, url: &str) -> Result<reqwest::Url, String> {
+    pub fn parse(&self, url: &str) -> Result<Arc<Target>, String> {
         let mut parsed = self.parsed.lock().expect("URL cache lock");
         if let Some(u) = parsed.get(url) {
             return Ok(u.clone());
         }
-        let u = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+        let u = Arc::new(Target::parse(url)?);
         if parsed.len() >= Self::MAX {
             parsed.clear();
         }
@@ -215,23 +153,23 @@ impl UrlCache {
 /// POSTs `body` with `headers` to `url`, waiting at most `timeout`.
 pub async fn send(
     outbound: &Outbound,
-    url: Result<reqwest::Url, String>,
-    headers: reqwest::header::HeaderMap,
+    url: Result<Arc<Target>, String>,
+    headers: http::HeaderMap,
     body: bytes::Bytes,
     timeout: Duration,
 ) -> Attempt {
-    let url = match url {
+    let target = match url {
         Ok(u) => u,
         Err(e) => return Attempt::failed(AttemptKind::NotSent, format!("invalid URL: {e}")),
     };
-    match literal_ip(&url) {
+    match literal_ip(&target.host) {
         Some(ip) => {
             if let Err(why) = outbound.filter.check(ip) {
                 return Attempt::failed(AttemptKind::RefusedAddress, format!("refused destination: {why}"));
             }
         }
         None if outbound.proxied => {
-            if let Err(refused) = check_resolved(&outbound.filter, &url).await {
+            if let Err(refused) = check_resolved(&outbound.filter, &target).await {
                 return refused;
             }
         }
@@ -240,26 +178,25 @@ pub async fn send(
     // One deadline for the answer and the bounded body read, so an attempt
     // never outlasts the task's lease (timeout + margin).
     let deadline = tokio::time::Instant::now() + timeout;
-    let request = outbound.client.post(url).headers(headers).body(body).timeout(timeout);
-    let mut response = match request.send().await {
+    let response = match outbound.client.post(&target, headers, body, deadline).await {
         Ok(r) => r,
         Err(e) => {
-            // The host and port the texts name, from the URL the error
-            // carries; the URL itself stays out (its query may hold a token).
-            let url = e.url().cloned();
+            // The texts name the host and port, never the URL (its query
+            // may hold a token).
             let to = Destination {
-                host: url.as_ref().and_then(|u| u.host_str()).unwrap_or_default(),
-                port: url.as_ref().and_then(|u| u.port_or_known_default()).unwrap_or(443),
+                host: &target.host,
+                port: target.port,
             };
-            let (kind, message) = explain(&e.without_url(), to, timeout, CONNECT_TIMEOUT);
+            let (kind, message) = explain(&e, to, timeout, CONNECT_TIMEOUT);
             return Attempt::failed(kind, message);
         }
     };
-    let status = response.status();
+    let (response, mut body) = response.into_parts();
+    let status = response.status;
     let retry_after = if matches!(status.as_u16(), 429 | 503) {
         response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
+            .headers
+            .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()))
     } else {
@@ -270,9 +207,12 @@ pub async fn send(
     let mut excerpt = Vec::new();
     let body_read = tokio::time::timeout_at(deadline, async {
         while excerpt.len() < MAX_RESPONSE_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    excerpt.extend_from_slice(&chunk[..chunk.len().min(MAX_RESPONSE_BYTES - excerpt.len())])
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    // Trailers carry no text for the message.
+                    if let Some(chunk) = frame.data_ref() {
+                        excerpt.extend_from_slice(&chunk[..chunk.len().min(MAX_RESPONSE_BYTES - excerpt.len())])
+                    }
                 }
                 _ => break,
             }
@@ -288,10 +228,7 @@ pub async fn send(
         _ if status.is_redirection() => Some(format!("{message} (redirect not followed)")),
         _ => Some(message.clone()),
     };
-    if let Some(location) = response
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
+    if let Some(location) = response.headers.get(LOCATION).and_then(|v| v.to_str().ok())
         && status.is_redirection()
     {
         message.push_str(&format!(" (redirect to {location} not followed)"));
@@ -416,7 +353,7 @@ mod tests {
 
     #[test]
     fn ip_literals_are_recognised() {
-        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        let u = |s: &str| Target::parse(s).unwrap().host;
         assert_eq!(
             literal_ip(&u("http://127.0.0.1:8/x")),
             Some("127.0.0.1".parse().unwrap())

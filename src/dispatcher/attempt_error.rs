@@ -1,7 +1,7 @@
 //! What went wrong with an attempt that got no answer, in words a person
 //! understands ("DNS lookup of billing.example failed: name not known",
 //! "connection to 203.0.113.5:443 refused"), found by walking the error's
-//! source chain for the typed errors underneath reqwest's generic
+//! source chain for the typed errors underneath the client's generic
 //! "error sending request".
 //!
 //! The texts become the attempts log's error and `status.delivery`'s last
@@ -9,9 +9,9 @@
 
 use std::{error::Error, io, time::Duration};
 
-use super::attempts_log::AttemptKind;
+use super::{attempts_log::AttemptKind, http_client::SendError};
 
-/// Why our resolver gave reqwest no address: the typed error at the bottom
+/// Why our resolver gave the client no address: the typed error at the bottom
 /// of a failed attempt's source chain.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -116,20 +116,21 @@ pub fn explain(
             );
         }
     }
-    let is_reqwest_timeout = errors
-        .first()
-        .and_then(|e| e.downcast_ref::<reqwest::Error>())
-        .is_some_and(reqwest::Error::is_timeout);
+    let deadline_passed = errors
+        .iter()
+        .any(|e| matches!(e.downcast_ref::<SendError>(), Some(SendError::Timeout)));
     // The first kind that says something: layers re-wrap errors as `Other`.
     let io_kind = errors
         .iter()
         .filter_map(|e| e.downcast_ref::<io::Error>().map(io::Error::kind))
         .find(|k| *k != io::ErrorKind::Other);
-    let connecting = errors
-        .first()
-        .and_then(|e| e.downcast_ref::<reqwest::Error>())
-        .is_some_and(reqwest::Error::is_connect);
-    if is_reqwest_timeout || io_kind == Some(io::ErrorKind::TimedOut) {
+    // hyper-util says whether it failed while connecting (our connector's
+    // `CONNECT_TIMEOUT` is an io `TimedOut` under it).
+    let connecting = errors.iter().any(|e| {
+        e.downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect)
+    });
+    if deadline_passed || io_kind == Some(io::ErrorKind::TimedOut) {
         if connecting {
             return (
                 AttemptKind::Timeout,
@@ -154,8 +155,8 @@ pub fn explain(
     (AttemptKind::ConnectionFailed, text)
 }
 
-/// The chain's messages joined, each once (reqwest's top-level "error
-/// sending request" alone does not say what went wrong).
+/// The chain's messages joined, each once (the top-level "error sending
+/// request" alone does not say what went wrong).
 pub fn joined(errors: &[&(dyn Error + 'static)]) -> String {
     let mut parts: Vec<String> = Vec::new();
     for e in errors {
@@ -196,7 +197,7 @@ mod tests {
     use super::*;
     use crate::address_filter::AddressFilter;
 
-    /// An error wrapping another, like hyper's and reqwest's layers.
+    /// An error wrapping another, like the client's and hyper's layers.
     #[derive(Debug, thiserror::Error)]
     #[error("{0}")]
     struct Layer(&'static str, #[source] Box<dyn Error + Send + Sync>);
@@ -311,25 +312,23 @@ mod tests {
         );
     }
 
-    fn client() -> reqwest::Client {
+    fn client() -> crate::dispatcher::http_client::HttpClient {
         let filter = Arc::new(AddressFilter::new(vec!["127.0.0.0/8".parse().unwrap()]));
         super::super::attempt::outbound(filter, None).unwrap().client
     }
 
     async fn real(url: &str) -> (AttemptKind, String) {
-        let u = reqwest::Url::parse(url).unwrap();
+        let target = crate::dispatcher::http_client::Target::parse(url).unwrap();
         let to = Destination {
-            host: u.host_str().unwrap(),
-            port: u.port_or_known_default().unwrap(),
+            host: &target.host,
+            port: target.port,
         };
         let t = Duration::from_millis(1500);
+        let deadline = tokio::time::Instant::now() + t;
         let e = client()
-            .post(u.clone())
-            .timeout(t)
-            .send()
+            .post(&target, Default::default(), Default::default(), deadline)
             .await
-            .unwrap_err()
-            .without_url();
+            .unwrap_err();
         explain(&e, to, t, Duration::from_secs(10))
     }
 

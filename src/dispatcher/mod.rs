@@ -32,6 +32,7 @@ mod context;
 mod first_attempt;
 pub mod headers;
 mod held;
+pub mod http_client;
 mod lanes;
 pub mod metrics;
 mod mirror;
@@ -93,7 +94,7 @@ pub enum DispatcherError {
     ShardCount(#[from] ShardCountError),
     /// The HTTP client could not be built.
     #[error("building the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(#[from] http_client::BuildError),
     /// The ops endpoints failed.
     #[error(transparent)]
     Ops(#[from] ops_server::OpsServerError),
