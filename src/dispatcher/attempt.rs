@@ -11,7 +11,7 @@ use super::{
     acker::AckItem,
     attempt_error::{Destination, explain, gai_reason},
     attempts_log::{AttemptKind, AttemptRecord, error_text},
-    cache_trim::{CachedHook, CachedSecret},
+    cached_objects::{CachedHook, CachedSecret},
     context::{Shared, now_ms},
     headers::request_headers,
     http_client::{BuildError, CONNECT_TIMEOUT, HttpClient, Target},

@@ -14,23 +14,12 @@ use std::{
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-use crate::resource::OutboundWebhook;
-
 /// What a cached object is found by.
 pub trait Cached {
     /// Its namespace.
-    fn cache_namespace(&self) -> &str;
+    fn namespace(&self) -> &str;
     /// Its name within the namespace.
-    fn cache_name(&self) -> &str;
-}
-
-impl Cached for OutboundWebhook {
-    fn cache_namespace(&self) -> &str {
-        self.metadata.namespace.as_deref().unwrap_or_default()
-    }
-    fn cache_name(&self) -> &str {
-        self.metadata.name.as_deref().unwrap_or_default()
-    }
+    fn name(&self) -> &str;
 }
 
 /// Objects of every namespace, fed by a watch ([`Cache::apply`]).
@@ -64,11 +53,11 @@ impl<V> Default for Namespaces<V> {
 
 impl<V: Cached> Namespaces<V> {
     fn insert(&mut self, object: Arc<V>) {
-        let objects = match self.by_namespace.get_mut(object.cache_namespace()) {
+        let objects = match self.by_namespace.get_mut(object.namespace()) {
             Some(objects) => objects,
-            None => self.by_namespace.entry(object.cache_namespace().into()).or_default(),
+            None => self.by_namespace.entry(object.namespace().into()).or_default(),
         };
-        match objects.iter_mut().find(|o| o.cache_name() == object.cache_name()) {
+        match objects.iter_mut().find(|o| o.name() == object.name()) {
             Some(slot) => *slot = object,
             None => {
                 objects.push(object);
@@ -78,14 +67,14 @@ impl<V: Cached> Namespaces<V> {
     }
 
     fn remove(&mut self, object: &V) {
-        let Some(objects) = self.by_namespace.get_mut(object.cache_namespace()) else {
+        let Some(objects) = self.by_namespace.get_mut(object.namespace()) else {
             return;
         };
         let before = objects.len();
-        objects.retain(|o| o.cache_name() != object.cache_name());
+        objects.retain(|o| o.name() != object.name());
         self.len -= before - objects.len();
         if objects.is_empty() {
-            self.by_namespace.remove(object.cache_namespace());
+            self.by_namespace.remove(object.namespace());
         }
     }
 }
@@ -125,7 +114,7 @@ impl<V: Cached> Cache<V> {
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<V>> {
         let state = self.read();
         let objects = state.live.by_namespace.get(namespace)?;
-        objects.iter().find(|o| o.cache_name() == name).cloned()
+        objects.iter().find(|o| o.name() == name).cloned()
     }
 
     /// The objects of `namespace`.
@@ -174,10 +163,10 @@ mod tests {
     struct Obj(&'static str, &'static str, u32);
 
     impl Cached for Obj {
-        fn cache_namespace(&self) -> &str {
+        fn namespace(&self) -> &str {
             self.0
         }
-        fn cache_name(&self) -> &str {
+        fn name(&self) -> &str {
             self.1
         }
     }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     attempt::send_signed,
-    cache_trim::CachedHook,
+    cached_objects::CachedHook,
     context::{Shared, ms, now_ms, pause},
     headers::signing_secret_of,
     routing::{Deliverability, deliverability},

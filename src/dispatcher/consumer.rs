@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    cache_trim::CachedHook,
+    cached_objects::CachedHook,
     context::{Shared, ms, now_ms, pause},
     first_attempt::{self, PendingEntry},
     headers::signing_secret_of,

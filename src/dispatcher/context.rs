@@ -18,7 +18,7 @@ use super::{
     acker::AckItem,
     attempt::{Outbound, UrlCache},
     cache::Cache,
-    cache_trim::{CachedHook, CachedSecret},
+    cached_objects::{CachedHook, CachedSecret},
     held::HeldEntries,
     lanes::Lanes,
     metrics::Metrics,

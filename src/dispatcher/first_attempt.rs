@@ -22,7 +22,7 @@ use std::{
 use super::{
     acker::AckItem,
     attempt::{Outcome, send_signed},
-    cache_trim::{CachedHook, CachedSecret},
+    cached_objects::{CachedHook, CachedSecret},
     context::{Shared, ms, now_ms},
     lanes::{Lane, LanePermit},
     settle::{self, Settlement},

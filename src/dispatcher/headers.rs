@@ -9,8 +9,8 @@ use std::sync::Arc;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::{
-    cache::Cache,
-    cache_trim::{CachedHook, CachedSecret},
+    cache::{Cache, Cached},
+    cached_objects::{CachedHook, CachedSecret},
     routing::signing_secret,
     store::Task,
 };

@@ -24,7 +24,7 @@ pub mod attempt;
 pub mod attempt_error;
 pub mod attempts_log;
 pub mod cache;
-pub mod cache_trim;
+pub mod cached_objects;
 mod claimer;
 mod config;
 mod consumer;
@@ -61,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::config::{Config, DispatcherArgs};
 use self::{
     cache::{Cache, Cached},
-    cache_trim::{CachedHook, CachedSecret},
+    cached_objects::{CachedHook, CachedSecret},
     context::Shared,
     held::HeldEntries,
     lanes::Lanes,

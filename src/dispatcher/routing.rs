@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use super::cache_trim::{CachedHook, Seen};
+use super::{
+    cache::Cached,
+    cached_objects::{CachedHook, Seen},
+};
 use crate::event_name::EventName;
 
 /// Whether a hook may be delivered to right now, and if not, what becomes

@@ -7,7 +7,7 @@ use rand::Rng;
 use super::{
     acker::AckItem,
     attempt::{Attempt, Outcome},
-    cache_trim::CachedHook,
+    cached_objects::CachedHook,
     context::{Shared, ms, now_ms},
     metrics::EventOutcome,
     store::{Claim, Rescheduled, StoreError, Task},

@@ -7,7 +7,7 @@ use kube::{
     api::{Patch, PatchParams},
 };
 
-use super::{cache_trim::CachedHook, store::Health};
+use super::{cached_objects::CachedHook, store::Health};
 use crate::{
     resource::{DeliveryStatus, DisableRecord, LastFailure, OutboundWebhook},
     retry_schedule::RetrySchedule,

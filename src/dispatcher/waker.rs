@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     cache::Cached,
-    cache_trim::{CachedHook, CachedSecret},
+    cached_objects::{CachedHook, CachedSecret},
     context::{Shared, now_ms},
 };
 use crate::shard::shard_of;
@@ -49,7 +49,7 @@ impl Changed {
 
     /// The change a Secret event makes.
     pub fn secret(secret: &CachedSecret) -> Option<Changed> {
-        Some(Changed::SecretIn(secret.cache_namespace().to_string()))
+        Some(Changed::SecretIn(secret.namespace().to_string()))
     }
 }
 

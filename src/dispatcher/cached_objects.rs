@@ -93,16 +93,6 @@ impl CachedHook {
         }
     }
 
-    /// Its namespace (the org).
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    /// Its name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Its UID (tasks name it).
     pub fn uid(&self) -> Option<&str> {
         self.uid.as_deref()
@@ -120,10 +110,10 @@ impl CachedHook {
 }
 
 impl Cached for CachedHook {
-    fn cache_namespace(&self) -> &str {
+    fn namespace(&self) -> &str {
         &self.namespace
     }
-    fn cache_name(&self) -> &str {
+    fn name(&self) -> &str {
         &self.name
     }
 }
@@ -180,10 +170,10 @@ impl CachedSecret {
 }
 
 impl Cached for CachedSecret {
-    fn cache_namespace(&self) -> &str {
+    fn namespace(&self) -> &str {
         &self.namespace
     }
-    fn cache_name(&self) -> &str {
+    fn name(&self) -> &str {
         &self.name
     }
 }
@@ -338,7 +328,7 @@ mod tests {
         let keys: Vec<&str> = cached.data.iter().map(|(k, _)| &**k).collect();
         assert_eq!(keys, ["auth", NEXT_TOKEN_KEY, TOKEN_KEY]);
         assert_eq!(cached.get("auth"), Some(&b"Bearer abc\n"[..]));
-        assert_eq!((cached.cache_namespace(), cached.cache_name()), ("acme", "creds"));
+        assert_eq!((cached.namespace(), cached.name()), ("acme", "creds"));
         // The invalid staged token is still seen, so signing still refuses it.
         assert!(cached.tokens(TOKEN_KEY).is_err());
     }
