@@ -3,7 +3,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use outbound_webhooks::{
     commands::{self, attempts::AttemptsArgs, dead_letter::DeadLetterCommand, publish::PublishArgs},
     controller::ControllerArgs,
@@ -65,8 +65,19 @@ enum Command {
     Attempts(AttemptsArgs),
 }
 
+/// Hides the environment value of every flag of `command` and its
+/// subcommands from `--help`: any flag may carry a credential (a proxy or
+/// Redis URL with a password), and a list kept flag by flag would miss the
+/// next one.
+fn hide_env_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| arg.hide_env_values(true))
+        .mut_subcommands(hide_env_values)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = hide_env_values(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // rustls needs the process-wide provider chosen explicitly when more
     // than one could be compiled in (ring is the crate's one: kube and the
     // dispatcher's client use it).

@@ -830,3 +830,47 @@ fn the_templates_refuse_what_the_schema_refuses_when_it_is_skipped() {
         assert!(!ok && out.contains(message), "--set {sets}:\n{out}");
     }
 }
+
+#[test]
+fn no_credential_and_no_unsalted_hash_of_one_reaches_the_rendered_chart() {
+    use sha2::{Digest, Sha256};
+    let password = "chart-redis-password-4711";
+    let url = format!("redis://:{password}@redis-master.redis:6379/0");
+    let plain_hash = hex::encode(Sha256::digest(url.as_bytes()));
+    let salt = "0d5e3b9a7c1f4e2d8b6a0c9e7f3d1b5a";
+    for salt_set in [None, Some(salt)] {
+        let mut sets = format!("redis.url={url},dispatcher.proxySecret.name=egress-proxy");
+        if let Some(salt) = salt_set {
+            sets.push_str(&format!(",redis.checksumSalt={salt}"));
+        }
+        let manifests = template("owh", "owh-system", &["--set", &sets]);
+        // The chart's own Secret holds the URL (stringData); nothing else may.
+        let outside_secret: String = documents(&manifests)
+            .into_iter()
+            .filter(|doc| doc["kind"] != "Secret")
+            .map(|doc| doc.to_string())
+            .collect();
+        assert!(!outside_secret.contains(password), "{salt_set:?}: {outside_secret}");
+        assert!(
+            !manifests.contains(&plain_hash),
+            "{salt_set:?}: an unsalted hash of the URL"
+        );
+        let dispatcher = deployment(&manifests, "dispatcher");
+        let annotations = &dispatcher["spec"]["template"]["metadata"]["annotations"];
+        match salt_set {
+            None => assert!(annotations["checksum/redis"].is_null(), "{annotations}"),
+            Some(salt) => {
+                let salted = hex::encode(Sha256::digest(format!("{salt}\n{url}").as_bytes()));
+                assert_eq!(annotations["checksum/redis"], json!(salted), "{annotations}");
+            }
+        }
+        let env = env_of(&dispatcher);
+        assert_eq!(
+            env.get("OUTBOUND_WEBHOOKS_PROXY"),
+            Some(&json!({"secretKeyRef": {"name": "egress-proxy", "key": "proxy-url"}})),
+            "the proxy URL comes from a Secret: {env:?}"
+        );
+    }
+    let defaults = env_of(&deployment(&template("owh", "owh-system", &[]), "dispatcher"));
+    assert!(!defaults.contains_key("OUTBOUND_WEBHOOKS_PROXY"), "{defaults:?}");
+}
