@@ -450,7 +450,8 @@ fn a_failing_hook_is_delivering_false_with_failures_events_and_gauges_while_it_s
     let ns = active_shop("delivering");
     let c = wait_condition(&ns, "shop", DELIVERING, "True", delivering::NO_ATTEMPTS_YET, SOON);
     assert_eq!(c.message, "no request has been sent to the receiver yet");
-    wait_gauges(&ns, [Some(0.0), Some(0.0), Some(0.0)]);
+    // A healthy hook has no per-hook series (tenants must not set the count).
+    wait_gauges(&ns, [None, None, None]);
 
     write_delivery_status(&ns, "shop", failing_delivery(7));
     let c = wait_condition(&ns, "shop", DELIVERING, "False", delivering::FAILING, SOON);
@@ -489,7 +490,7 @@ fn a_failing_hook_is_delivering_false_with_failures_events_and_gauges_while_it_s
     wait_condition(&ns, "shop", DELIVERING, "True", delivering::SUCCEEDING, SOON);
     wait_active(&ns, "shop", SOON);
     assert_eq!(owh_row(&ns, "shop")["FAILURES"], "0");
-    wait_gauges(&ns, [Some(0.0), Some(0.0), Some(0.0)]);
+    wait_gauges(&ns, [None, None, None]);
     let events = wait_for("the Failing and Recovered Events", SOON, || {
         let events = events_about(&ns, "shop");
         if events.iter().any(|e| e.reason == "Recovered") {
@@ -930,4 +931,71 @@ fn events_published_off_the_reconcile_path_all_arrive_in_order_and_are_counted()
         Some(n) if n >= before + 17.0 => Ok(()),
         other => Err(format!("{other:?}")),
     });
+}
+
+/// The `(namespace, name)` pairs of `namespaces` that have a per-hook
+/// series on the shared controller's /metrics.
+fn hooks_with_series(namespaces: &[&str]) -> std::collections::BTreeSet<(String, String)> {
+    let (_, body) = controller()
+        .http_get("/metrics")
+        .expect("the controller serves /metrics");
+    body.lines()
+        .filter(|line| line.starts_with("outbound_webhooks_hook_"))
+        .filter_map(|line| {
+            let labels = line.split_once('{')?.1.split_once('}')?.0;
+            let value = |key: &str| {
+                labels
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix(&format!("{key}=\"")))
+                    .map(|v| v.trim_end_matches('"').to_string())
+            };
+            Some((value("namespace")?, value("name")?))
+        })
+        .filter(|(ns, _)| namespaces.contains(&ns.as_str()))
+        .collect()
+}
+
+#[test]
+fn per_hook_series_exist_only_for_failing_hooks_whatever_the_number_of_hooks() {
+    controller();
+    // 1,000 hooks over two namespaces (5 accepted in each, the rest over
+    // the limit), 10 of them failing.
+    let namespaces = [namespace("series-a"), namespace("series-b")];
+    let started = Instant::now();
+    for ns in &namespaces {
+        apply_folder(ns, (0..500).map(hook_file));
+    }
+    let mut failing = std::collections::BTreeSet::new();
+    for ns in &namespaces {
+        let accepted = wait_for(
+            &format!("a verdict on all 500 hooks of {ns}"),
+            Duration::from_secs(120),
+            || {
+                let accepted = accepted_names(ns)?;
+                let all = support::hooks::accepted_conditions(ns).len();
+                if all == 500 && accepted.len() == 5 {
+                    Ok(accepted)
+                } else {
+                    Err(format!("{all} hooks, {} accepted", accepted.len()))
+                }
+            },
+        );
+        for name in accepted {
+            write_delivery_status(ns, &name, failing_delivery(3));
+            failing.insert((ns.clone(), name));
+        }
+    }
+    eprintln!("1,000 hooks with verdicts in {:?}", started.elapsed());
+    let names: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+    wait_for("series for exactly the 10 failing hooks", SOON, || {
+        let with_series = hooks_with_series(&names);
+        if with_series == failing {
+            Ok(())
+        } else {
+            Err(format!("{} hooks have series: {with_series:?}", with_series.len()))
+        }
+    });
+    for ns in &namespaces {
+        kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
+    }
 }

@@ -1,6 +1,9 @@
 //! The controller's Prometheus metrics. Only the three per-hook gauges
 //! ([`HookGauges`], what alerts on one hook need) carry per-hook labels,
-//! three series per hook, removed with the hook; every other series is fixed.
+//! and only for hooks that are failing or turned off (three series each):
+//! a tenant can create any number of hooks, but only accepted hooks are
+//! delivered to, so these are bounded by the per-org limit. Every other
+//! series is fixed.
 
 use std::{
     collections::HashSet,
@@ -40,7 +43,8 @@ pub struct Metrics {
 type HookLabels = Vec<(&'static str, String)>;
 
 /// Per-hook gauges, set from each hook's status as the watch delivers it
-/// (so they show what `kubectl get owh` shows) and removed with the hook.
+/// (so they show what `kubectl get owh` shows) while the hook is failing or
+/// turned off, and removed when it recovers or is deleted.
 #[derive(Clone, Default)]
 pub struct HookGauges {
     /// 1 while `Delivering` is False, else 0.
@@ -73,7 +77,8 @@ impl HookGauges {
         );
     }
 
-    /// Sets the hook's series from its status.
+    /// Sets the hook's series from its status, or removes them when the
+    /// hook is neither failing nor turned off (a healthy hook has none).
     pub fn observe(&self, hook: &OutboundWebhook) {
         let (Some(namespace), Some(name)) = (hook.metadata.namespace.clone(), hook.metadata.name.clone()) else {
             return;
@@ -88,6 +93,10 @@ impl HookGauges {
             .and_then(|s| s.delivery.as_ref())
             .and_then(|d| d.consecutive_failures)
             .unwrap_or(0);
+        if !failing && !turned_off && failures == 0 {
+            self.forget(&namespace, &name);
+            return;
+        }
         let labels = labels(&namespace, &name);
         self.failing.get_or_create(&labels).set(i64::from(failing));
         self.consecutive_failures.get_or_create(&labels).set(failures);
@@ -241,7 +250,18 @@ mod tests {
             "crm",
             serde_json::json!({"conditions": [condition("Ready", "False", "AutoDisabled")]}),
         ));
+        metrics.hooks.observe(&hook(
+            "acme",
+            "quiet",
+            serde_json::json!({"conditions": [condition("Ready", "True", "Active"),
+                                              condition("Delivering", "True", "Succeeding")],
+                               "delivery": {"consecutiveFailures": 0}}),
+        ));
         let text = encoded(&registry);
+        assert!(
+            !text.contains(r#"name="quiet""#),
+            "a healthy hook has no series:\n{text}"
+        );
         for line in [
             r#"outbound_webhooks_hook_failing{namespace="acme",name="shop"} 1"#,
             r#"outbound_webhooks_hook_consecutive_failures{namespace="acme",name="shop"} 7"#,
@@ -251,7 +271,13 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
-        metrics.hooks.forget("acme", "shop");
+        // Recovered: the series go.
+        metrics.hooks.observe(&hook(
+            "acme",
+            "shop",
+            serde_json::json!({"conditions": [condition("Ready", "True", "Active"),
+                                              condition("Delivering", "True", "Succeeding")]}),
+        ));
         let text = encoded(&registry);
         assert!(!text.contains(r#"name="shop""#), "{text}");
         metrics.hooks.retain(|_, name| name != "crm");
