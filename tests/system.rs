@@ -245,9 +245,11 @@ fn a_receiver_answering_500_turns_delivering_false_within_5s_with_an_event_and_a
     healthy.store(true, Ordering::SeqCst);
     let second = test.publish(&json!({"n": 2}));
     receiver.wait_for_event(&second, 1, Duration::from_secs(10));
+    // A transition right after a status write waits for the end of the
+    // hook's 15 s write interval (SPEC "Tenant bounds": API writes per hook).
     let recovered = wait_for(
         "Delivering=True/Succeeding",
-        Duration::from_secs(10),
+        Duration::from_secs(25),
         || match failures_delivering_ready(ns, "crm") {
             (failures, Some(c)) if c.status == "True" && c.reason == delivering::SUCCEEDING && failures == "0" => Ok(c),
             other => Err(format!("{other:?}")),
@@ -277,10 +279,10 @@ fn a_receiver_answering_500_turns_delivering_false_within_5s_with_an_event_and_a
         "one Warning for the one transition: {events:?}"
     );
     wait_for(
-        "the gauges to read recovered",
+        "the gauges gone with the failure",
         Duration::from_secs(5),
         || match controller.hook_gauges(ns, "crm") {
-            [Some(0.0), Some(0.0), Some(0.0)] => Ok(()),
+            [None, None, None] => Ok(()),
             other => Err(format!("{other:?}")),
         },
     );
@@ -629,4 +631,98 @@ fn a_referenced_secret_is_rotated_by_its_owner_and_its_next_and_previous_tokens_
     );
     assert!(c.message.contains("\"previous-token\" of Secret mine"), "{c:?}");
     assert!(!c.message.contains("short"), "the message quotes the value: {c:?}");
+}
+
+/// `outbound_webhooks_status_writes_total` of a process's /metrics (the
+/// dispatcher's) or `outbound_webhooks_controller_status_writes_total`.
+fn counter(value: Option<f64>) -> f64 {
+    value.unwrap_or(0.0)
+}
+
+#[test]
+fn a_receiver_flipping_between_200_and_500_costs_one_status_write_per_15s_and_a_quiet_hook_still_fails_at_once() {
+    let test = DeliveryTest::new("flapping");
+    let ns = &test.ns;
+    // Each event's first request alternates 500 and 200 (the very first is
+    // a 500); a retry always succeeds, so nothing turns the hook off.
+    let first_answers = Arc::new(Mutex::new(0usize));
+    let receiver = {
+        let first_answers = first_answers.clone();
+        Receiver::start(move |_, nth| {
+            if nth > 1 {
+                return Reply::Status(200);
+            }
+            let mut n = first_answers.lock().unwrap();
+            *n += 1;
+            Reply::Status(if *n % 2 == 1 { 500 } else { 200 })
+        })
+    };
+    let controller = controller_for("flapping", ns);
+    apply_ok(ns, &hook_yaml("crm", &receiver.url("/hook"), json!({})));
+    wait_active(ns, "crm", Duration::from_secs(20));
+    let dispatcher = test.dispatcher(&["--retry-schedule", "100ms"]);
+    let writes = || {
+        (
+            counter(dispatcher.metric("outbound_webhooks_status_writes_total")),
+            counter(controller.metric("outbound_webhooks_controller_status_writes_total")),
+        )
+    };
+    let before = writes();
+
+    // A quiet hook's first failure shows within 5 s.
+    let first = test.publish(&json!({"n": 0}));
+    let failed_at = receiver.wait_for_event(&first, 1, Duration::from_secs(10))[0].at;
+    wait_condition(
+        ns,
+        "crm",
+        DELIVERING,
+        "False",
+        delivering::FAILING,
+        Duration::from_secs(5),
+    );
+    let shown_after = failed_at.elapsed();
+    assert!(
+        shown_after < Duration::from_secs(5),
+        "Failing shown {shown_after:?} after the failure"
+    );
+
+    // Then 300 more attempts flipping between success and failure.
+    let started = Instant::now();
+    let mut ids = vec![first];
+    while receiver.requests().len() < 300 {
+        ids.push(test.publish(&json!({"n": ids.len()})));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for id in &ids {
+        receiver.wait_for_event(id, 1, Duration::from_secs(30));
+    }
+    // Let the last interval end and its write land.
+    std::thread::sleep(Duration::from_secs(16));
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = writes();
+    let (dispatcher_writes, controller_writes) = (after.0 - before.0, after.1 - before.1);
+    // One write per started 15 s per writer, plus the quiet hook's first.
+    let bound = (elapsed / 15.0).ceil() + 2.0;
+    println!(
+        "{} attempts in {elapsed:.1}s: {dispatcher_writes} dispatcher and {controller_writes} controller status writes (bound {bound} each); Failing shown {shown_after:?} after the first failure",
+        receiver.requests().len()
+    );
+    assert!(
+        dispatcher_writes <= bound,
+        "{dispatcher_writes} dispatcher status writes > {bound}"
+    );
+    assert!(
+        controller_writes <= bound,
+        "{controller_writes} controller status writes > {bound}"
+    );
+    let events = events_about(ns, "crm");
+    let paced = events
+        .iter()
+        .filter(|e| e.reason == delivering::FAILING || e.reason == "Recovered")
+        .count();
+    assert!(paced <= 2, "one Failing/Recovered pair per 5 minutes: {events:?}");
+    assert!(
+        !get_json(ns, "owh", "crm").expect("the hook")["status"]["delivery"]["disabled"].is_object(),
+        "the hook was never turned off"
+    );
 }

@@ -7,6 +7,7 @@
 
 pub mod acceptance;
 pub mod delivering;
+pub mod delivering_events;
 pub mod events;
 pub mod hook_index;
 pub mod leader;
@@ -339,7 +340,9 @@ async fn run_controller(
     let index = HookIndex::new(hooks.clone());
     let written: Arc<Mutex<HashMap<String, (status::ControllerStatus, std::time::Instant)>>> = Arc::default();
     let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let delivering_events = delivering_events::DeliveringEvents::default();
     let hook_events = {
+        let delivering_events = delivering_events.clone();
         let (hooks, index) = (hooks.clone(), index.clone());
         let (written, failures) = (written.clone(), failures.clone());
         let tx = trigger_tx.clone();
@@ -377,6 +380,7 @@ async fn run_controller(
                     let uid = hook.uid().unwrap_or_default();
                     written.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
                     failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
+                    delivering_events.forget(&uid);
                     fan_out(hook.namespace());
                 }
                 watcher::Event::InitDone => {
@@ -505,6 +509,7 @@ async fn run_controller(
         metrics,
         written,
         failures,
+        delivering_events,
     });
 
     let token = shutdown.clone();

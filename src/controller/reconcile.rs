@@ -25,6 +25,7 @@ use kube::{
 
 use super::{
     acceptance::{self, Candidate},
+    delivering_events::DeliveringEvents,
     events::EventQueue,
     hook_index::HookIndex,
     metrics::Metrics,
@@ -76,6 +77,8 @@ pub struct Context {
     pub written: Arc<Mutex<HashMap<String, (ControllerStatus, Instant)>>>,
     /// Consecutive failures per hook UID, for the retry backoff.
     pub failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// The Failing/Recovered Events published per hook, to pace them.
+    pub delivering_events: DeliveringEvents,
 }
 
 /// A reconcile failed in a way worth retrying.
@@ -266,6 +269,14 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
     let previous = ctx.known_status(hook);
     let now = Time(jiff::Timestamp::now());
     let desired = status::desired_status(hook, &previous, &acceptance, &secret, &now);
+    // Evaluated on every reconcile, not only on a write: a Failing held
+    // back by the pacing goes out at a later one.
+    let delivering_event = ctx.delivering_events.note(
+        &hook.uid().unwrap_or_default(),
+        previous.condition(crate::conditions::DELIVERING),
+        desired.condition(crate::conditions::DELIVERING),
+        Instant::now(),
+    );
     // Transitions first, then what happened to the Secret, as people read them.
     let mut events = Vec::new();
     if desired != previous {
@@ -310,6 +321,7 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
             .unwrap_or_else(|e| e.into_inner())
             .insert(hook.uid().unwrap_or_default(), (desired, Instant::now()));
     }
+    events.extend(delivering_event);
     events.append(&mut secret_events);
     ctx.events.publish(hook.object_ref(&()), events).await;
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     auto_disable,
-    conditions::{self, accepted, delivering, ready, secret_ready},
+    conditions::{self, accepted, ready, secret_ready},
     resource::{DisableReason, OutboundWebhook, OutboundWebhookStatus, REENABLE_ANNOTATION},
 };
 
@@ -401,26 +401,8 @@ pub fn transition_events(previous: &ControllerStatus, next: &ControllerStatus) -
         }
     }
 
-    // One Event per change of Delivering's status, not per failure: the
-    // message changes with every mirrored count.
-    let before = previous.condition(conditions::DELIVERING);
-    let after = next.condition(conditions::DELIVERING);
-    match (before.map(|c| c.status.as_str()), after) {
-        (Some("False"), Some(now)) if now.status == "True" => events.push(EventNote {
-            severity: Severity::Normal,
-            reason: "Recovered".into(),
-            note: format!(
-                "a request to the receiver succeeded; deliveries had been failing since {}",
-                before.map(|c| c.last_transition_time.0.to_string()).unwrap_or_default()
-            ),
-        }),
-        (before, Some(now)) if now.status == "False" && before != Some("False") => events.push(EventNote {
-            severity: Severity::Warning,
-            reason: delivering::FAILING.into(),
-            note: now.message.clone(),
-        }),
-        _ => {}
-    }
+    // Delivering's Failing and Recovered Events are paced per hook, see
+    // `delivering_events`.
     events
 }
 

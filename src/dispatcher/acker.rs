@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     attempts_log::AttemptRecord,
-    context::{Shared, now_ms},
+    context::{Shared, Urgency, now_ms},
     store::{AttemptsBatch, NewTask},
 };
 use crate::shard::shard_of;
@@ -202,7 +202,15 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
             for ((uid, _), failures_before) in list.iter().zip(previous) {
                 let hook = successes[uid].0.clone();
                 // A success after failures changes what status shows: at once.
-                shared.request_mirror(uid, &hook, failures_before > 0);
+                shared.request_mirror(
+                    uid,
+                    &hook,
+                    if failures_before > 0 {
+                        Urgency::Transition
+                    } else {
+                        Urgency::Routine
+                    },
+                );
             }
         }
         Err(e) => tracing::warn!(error = %e, "recording successful deliveries and the attempts log"),

@@ -33,8 +33,23 @@ pub struct MirrorRequest {
     pub uid: String,
     /// The hook's `namespace/name`.
     pub hook: String,
-    /// At once (a transition), rather than within the mirror interval.
-    pub urgent: bool,
+    /// How soon it must be written.
+    pub urgency: Urgency,
+}
+
+/// How soon a hook's health must reach its status (SPEC "Tenant bounds":
+/// API writes per hook). Ordered: a hook's pending request keeps the
+/// highest urgency asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Urgency {
+    /// New figures: within the mirror interval.
+    Routine,
+    /// Failing or recovered: at once when the hook's last write is older
+    /// than the mirror interval, else when it ends (a flapping receiver
+    /// costs one write per interval, not one per flip).
+    Transition,
+    /// Turned off: at once, whatever the interval.
+    TurnOff,
 }
 
 /// The dispatcher's shared state.
@@ -99,11 +114,11 @@ impl Shared {
     }
 
     /// Asks the mirror to write one hook's health to its status.
-    pub fn request_mirror(&self, uid: &str, hook: &str, urgent: bool) {
+    pub fn request_mirror(&self, uid: &str, hook: &str, urgency: Urgency) {
         let _ = self.mirror.send(MirrorRequest {
             uid: uid.to_string(),
             hook: hook.to_string(),
-            urgent,
+            urgency,
         });
     }
 }

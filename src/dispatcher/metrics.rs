@@ -52,6 +52,9 @@ pub struct Metrics {
     pub events_delivered: Counter,
     /// Dead letters deleted by retention (age or count).
     pub dead_letters_trimmed: Counter,
+    /// Writes of `status.delivery` (at most one per hook every 15 s, a
+    /// turn-off at once).
+    pub status_writes: Counter,
 }
 
 /// How one (event, hook) ended, for [`Metrics::events`].
@@ -81,6 +84,11 @@ fn register_accounting(r: &mut Registry, m: &Metrics) {
         "outbound_webhooks_dead_letters_trimmed",
         "Dead letters deleted by retention (age or count)",
         m.dead_letters_trimmed.clone(),
+    );
+    r.register(
+        "outbound_webhooks_status_writes",
+        "Writes of status.delivery to OutboundWebhooks (at most one per hook every 15 s, turn-offs at once)",
+        m.status_writes.clone(),
     );
 }
 
@@ -117,6 +125,7 @@ impl Metrics {
             events: Family::default(),
             events_delivered: Counter::default(),
             dead_letters_trimmed: Counter::default(),
+            status_writes: Counter::default(),
         };
         let delivered: Labels = vec![
             ("outcome", "delivered".to_string()),

@@ -8,7 +8,7 @@ use super::{
     acker::AckItem,
     attempt::{Attempt, Outcome},
     cached_objects::CachedHook,
-    context::{Shared, ms, now_ms},
+    context::{Shared, Urgency, ms, now_ms},
     metrics::EventOutcome,
     store::{Claim, Rescheduled, StoreError, Task},
 };
@@ -77,7 +77,15 @@ pub async fn settle(shared: &Shared, settlement: Settlement<'_>) -> Result<(), S
             let failures = store
                 .record_failure(&task.uid, done_ms, attempt.status, &attempt.message)
                 .await?;
-            shared.request_mirror(&task.uid, &hook_name, failures == 1);
+            shared.request_mirror(
+                &task.uid,
+                &hook_name,
+                if failures == 1 {
+                    Urgency::Transition
+                } else {
+                    Urgency::Routine
+                },
+            );
             match shared.config.retry_schedule.delay_after(attempt_number) {
                 Some(delay) => {
                     let unit: f64 = rand::rng().random();
@@ -264,6 +272,6 @@ async fn turn_off(
     shared
         .metrics
         .count_events(EventOutcome::DeadLettered("turned_off"), moved.max(0) as u64);
-    shared.request_mirror(&task.uid, &task.hook, true);
+    shared.request_mirror(&task.uid, &task.hook, Urgency::TurnOff);
     Ok(())
 }

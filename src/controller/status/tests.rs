@@ -305,8 +305,7 @@ fn delivering_keeps_its_transition_time_while_the_count_grows_and_nothing_change
 }
 
 #[test]
-fn delivering_events_mark_the_turn_to_failing_and_the_recovery_once_each() {
-    let reasons = |evs: Vec<EventNote>| evs.into_iter().map(|e| (e.severity, e.reason)).collect::<Vec<_>>();
+fn delivering_changes_are_left_to_the_paced_delivering_events() {
     let none = ControllerStatus::default();
     let active = desired_status(&hook(true, 1), &none, &accepted(), &generated(), &time(1));
     let three = desired_status(
@@ -316,41 +315,13 @@ fn delivering_events_mark_the_turn_to_failing_and_the_recovery_once_each() {
         &generated(),
         &time(2),
     );
-    let events = transition_events(&active, &three);
-    assert_eq!(reasons(events.clone()), [(Severity::Warning, "Failing".to_string())]);
-    assert!(
-        events[0].note.starts_with("3 attempts failed in a row"),
-        "{}",
-        events[0].note
-    );
-    let four = desired_status(
-        &with_failures(hook(true, 1), 4),
-        &three,
-        &accepted(),
-        &generated(),
-        &time(3),
-    );
-    assert!(
-        transition_events(&three, &four).is_empty(),
-        "one Event per transition, not per failure"
-    );
+    assert!(transition_events(&active, &three).is_empty());
     let ok = desired_status(
         &with_failures(hook(true, 1), 0),
-        &four,
+        &three,
         &accepted(),
         &generated(),
         &time(4),
     );
-    assert_eq!(
-        reasons(transition_events(&four, &ok)),
-        [(Severity::Normal, "Recovered".to_string())]
-    );
-    let ok_again = desired_status(
-        &with_failures(hook(true, 1), 0),
-        &ok,
-        &accepted(),
-        &generated(),
-        &time(5),
-    );
-    assert!(transition_events(&ok, &ok_again).is_empty());
+    assert!(transition_events(&three, &ok).is_empty());
 }
