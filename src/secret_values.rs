@@ -7,6 +7,10 @@
 pub const MIN_TOKEN_BYTES: usize = 16;
 /// Most bytes a signing token may have.
 pub const MAX_TOKEN_BYTES: usize = 512;
+/// Most bytes a header value from a Secret may have (after one trailing
+/// line break is removed): receivers and proxies refuse longer headers,
+/// and the caches of both processes hold no more per key.
+pub const MAX_HEADER_VALUE_BYTES: usize = 8192;
 
 /// Why a value cannot be used (never the value itself).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +24,9 @@ pub enum ValueProblem {
     /// A header value with a control character (after one trailing line break is removed).
     #[error("holds a control character (only one trailing line break is removed)")]
     ControlCharacter,
+    /// A header value over [`MAX_HEADER_VALUE_BYTES`].
+    #[error("holds {0} bytes; a header value may have at most {MAX_HEADER_VALUE_BYTES} bytes")]
+    HeaderTooLong(usize),
 }
 
 /// The signing token in `bytes`: UTF-8 (the HMAC key is its UTF-8 bytes),
@@ -40,6 +47,9 @@ pub fn header_value(bytes: &[u8]) -> Result<&str, ValueProblem> {
         .strip_suffix(b"\r\n")
         .or_else(|| bytes.strip_suffix(b"\n"))
         .unwrap_or(bytes);
+    if bytes.len() > MAX_HEADER_VALUE_BYTES {
+        return Err(ValueProblem::HeaderTooLong(bytes.len()));
+    }
     let value = std::str::from_utf8(bytes).map_err(|_| ValueProblem::NotUtf8)?;
     if value.chars().any(|c| c.is_control() && c != '\t') {
         return Err(ValueProblem::ControlCharacter);
@@ -70,6 +80,16 @@ mod tests {
         assert_eq!(header_value(b"Bearer abc\n\n"), Err(ValueProblem::ControlCharacter));
         assert_eq!(header_value(b"a\rb"), Err(ValueProblem::ControlCharacter));
         assert_eq!(header_value(&[0xc3, 0x28]), Err(ValueProblem::NotUtf8));
+        let long = vec![b'a'; MAX_HEADER_VALUE_BYTES];
+        assert!(header_value(&long).is_ok());
+        assert!(
+            header_value(&[&long[..], b"\r\n"].concat()).is_ok(),
+            "the line break does not count"
+        );
+        assert_eq!(
+            header_value(&[&long[..], b"a"].concat()),
+            Err(ValueProblem::HeaderTooLong(MAX_HEADER_VALUE_BYTES + 1))
+        );
         // The problem never quotes the value.
         assert!(!ValueProblem::ControlCharacter.to_string().contains("Bearer"));
     }

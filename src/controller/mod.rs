@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod rotation;
 pub mod secret;
+pub mod secret_trim;
 pub mod status;
 
 use std::{
@@ -40,6 +41,12 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use self::hook_index::HookIndex;
+
+/// Labelled Secrets per list page: a page is held whole before its Secrets
+/// are trimmed, and each may be 1 MiB.
+const SECRET_PAGE_SIZE: u32 = 16;
+/// Least time between two lists of the labelled Secrets.
+const SECRET_RELIST_INTERVAL: Duration = Duration::from_secs(60);
 use crate::{
     ops_server::{self, Readiness},
     resource::{MAX_WEBHOOKS_ANNOTATION, OutboundWebhook, WEBHOOK_SECRET_LABEL},
@@ -337,6 +344,11 @@ async fn run_controller(
     // so a re-reconciled neighbour never decides from a cache that still
     // holds a deleted hook.
     let (hooks, hooks_writer) = reflector::store::<OutboundWebhook>();
+    // Labelled Secrets, trimmed to what hooks use (see `secret_trim`); the
+    // watch is re-listed once the hooks are known, and again (at most once
+    // a minute) when a hook needs a key a trimmed Secret lacks.
+    let (secrets, secrets_writer) = reflector::store::<Secret>();
+    let secret_relist = Arc::new(tokio::sync::Notify::new());
     let index = HookIndex::new(hooks.clone());
     let written: Arc<Mutex<HashMap<String, (status::ControllerStatus, std::time::Instant)>>> = Arc::default();
     let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
@@ -348,6 +360,7 @@ async fn run_controller(
         let tx = trigger_tx.clone();
         let readiness = readiness.clone();
         let gauges = metrics.hooks.clone();
+        let (secrets, secret_relist) = (secrets.clone(), secret_relist.clone());
         let mut accepted_before: HashMap<ObjectRef<OutboundWebhook>, bool> = HashMap::new();
         reflector::reflector(
             hooks_writer,
@@ -367,6 +380,9 @@ async fn run_controller(
             match &event {
                 watcher::Event::Apply(hook) | watcher::Event::InitApply(hook) => {
                     gauges.observe(hook);
+                    if readiness.is_ready() && secret_trim::misses(&secrets, hook) {
+                        secret_relist.notify_one();
+                    }
                     let accepted = status::ControllerStatus::from_status(hook.status.as_ref()).is_accepted();
                     let before = accepted_before.insert(ObjectRef::from_obj(hook), accepted);
                     // Losing a slot frees one for a waiting neighbour.
@@ -389,6 +405,8 @@ async fn run_controller(
                     if !readiness.is_ready() {
                         tracing::info!("caches synced");
                         readiness.set(true);
+                        // The Secrets were listed before any hook was known.
+                        secret_relist.notify_one();
                     }
                     // After a re-list, deletions during the gap are silent.
                     gauges.retain(|namespace, name| hooks.get(&ObjectRef::new(name).within(namespace)).is_some());
@@ -440,20 +458,44 @@ async fn run_controller(
     };
 
     // Labelled Secrets only, never every Secret of the cluster.
-    let (secrets, secrets_writer) = reflector::store::<Secret>();
     let secret_events = {
         let index = index.clone();
         let tx = trigger_tx.clone();
-        reflector::reflector(
-            secrets_writer,
-            watcher(
-                scoped(client.clone(), scope),
-                watcher::Config::default().labels(&format!("{WEBHOOK_SECRET_LABEL}=true")),
-            )
-            .default_backoff()
-            .modify(|s: &mut Secret| s.managed_fields_mut().clear()),
-        )
-        .try_for_each(move |event| {
+        let watches = {
+            let (client, index) = (client.clone(), index.clone());
+            let scope = scope.map(str::to_string);
+            let mut lists = 0u32;
+            futures::stream::repeat_with(move || {
+                lists += 1;
+                let started = std::time::Instant::now();
+                let relist = secret_relist.clone();
+                // The first list (before any hook was known) is replaced at
+                // once; after that a re-list costs the API server a list of
+                // every labelled Secret, so at most one a minute whatever
+                // tenants do, and the current watch runs on meanwhile.
+                let immediate = lists == 1;
+                let ended = async move {
+                    relist.notified_owned().await;
+                    if !immediate {
+                        tokio::time::sleep(SECRET_RELIST_INTERVAL.saturating_sub(started.elapsed())).await;
+                    }
+                };
+                let index = index.clone();
+                watcher(
+                    scoped(client.clone(), scope.as_deref()),
+                    // Small pages: a page of 1 MiB Secrets is held whole
+                    // until each is trimmed.
+                    watcher::Config::default()
+                        .labels(&format!("{WEBHOOK_SECRET_LABEL}=true"))
+                        .page_size(SECRET_PAGE_SIZE),
+                )
+                .default_backoff()
+                .modify(move |s: &mut Secret| secret_trim::trim(s, &index))
+                .take_until(ended)
+            })
+            .flatten()
+        };
+        reflector::reflector(secrets_writer, watches).try_for_each(move |event| {
             if let watcher::Event::Apply(s) | watcher::Event::InitApply(s) | watcher::Event::Delete(s) = &event {
                 for r in hooks_using_secret(&index, s) {
                     let _ = tx.unbounded_send(r);

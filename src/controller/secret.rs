@@ -9,11 +9,12 @@ use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::me
 use kube::{
     Api, Resource, ResourceExt,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
-    runtime::reflector::{ObjectRef, Store},
+    runtime::reflector::Store,
 };
 
 use super::{
     rotation::{self, Change, Decision, PROMOTED_ANNOTATION, Phase, Requested, SecretState},
+    secret_trim::cached_with,
     status::{EventNote, SecretOutcome},
 };
 use crate::{
@@ -238,7 +239,7 @@ pub async fn check_header_secrets(
             continue;
         };
         let reference = &source.secret_key_ref;
-        let secret = match store.get(&ObjectRef::new(&reference.name).within(&namespace)) {
+        let secret = match cached_with(store, &namespace, &reference.name, &[&reference.key]) {
             Some(secret) => Some((*secret).clone()),
             None => api.get_opt(&reference.name).await.map_err(|source| SecretError::Api {
                 action: "reading",
@@ -336,7 +337,7 @@ pub async fn ensure_generated(
     let namespace = hook.namespace().unwrap_or_default();
     let name = generated_secret_name(&hook.name_any());
     let err = |action| api_error(action, &namespace, &name);
-    let existing = match store.get(&ObjectRef::new(&name).within(&namespace)) {
+    let existing = match cached_with(store, &namespace, &name, &[TOKEN_KEY]) {
         Some(secret) => Some((*secret).clone()),
         None => {
             let token = generate_token().map_err(SecretError::Random)?;
@@ -508,7 +509,7 @@ pub async fn rotate_generated(
 pub fn observe_generated(store: &Store<Secret>, hook: &OutboundWebhook) -> SecretOutcome {
     let namespace = hook.namespace().unwrap_or_default();
     let name = generated_secret_name(&hook.name_any());
-    match store.get(&ObjectRef::new(&name).within(&namespace)) {
+    match cached_with(store, &namespace, &name, &[]) {
         Some(secret) if ownership(&secret, hook) == Ownership::OwnedByHook => generated_outcome(&secret, &name),
         _ => SecretOutcome::Problem {
             reason: secret_ready::SECRET_NOT_FOUND,
@@ -528,7 +529,7 @@ pub async fn check_reference(
     let namespace = hook.namespace().unwrap_or_default();
     let requested = Requested::of(hook);
     let annotated = requested.rotate.is_some() || requested.promote.is_some();
-    if let Some(secret) = store.get(&ObjectRef::new(&reference.name).within(&namespace)) {
+    if let Some(secret) = cached_with(store, &namespace, &reference.name, &[&reference.key]) {
         return Ok(check_referenced(Some(&secret), reference, &namespace, annotated));
     }
     let secret = api.get_opt(&reference.name).await.map_err(|source| SecretError::Api {

@@ -138,11 +138,14 @@ type SecretEntry = (Box<str>, Box<[u8]>);
 impl CachedSecret {
     /// The Secret as cached.
     pub fn new(secret: Secret) -> Self {
+        // Every usable value is at most a header value plus its line break:
+        // a tenant's 1 MiB value is never held.
         let usable = |key: &str, value: &[u8]| {
-            key == NEXT_TOKEN_KEY
-                || key == PREVIOUS_TOKEN_KEY
-                || secret_values::signing_token(value).is_ok()
-                || secret_values::header_value(value).is_ok()
+            value.len() <= secret_values::MAX_HEADER_VALUE_BYTES + 2
+                && (key == NEXT_TOKEN_KEY
+                    || key == PREVIOUS_TOKEN_KEY
+                    || secret_values::signing_token(value).is_ok()
+                    || secret_values::header_value(value).is_ok())
         };
         let data = secret
             .data
