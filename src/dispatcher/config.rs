@@ -49,6 +49,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// An explicit outbound proxy; environment proxies are ignored.
     pub proxy: Option<String>,
+    /// DNS servers asked instead of those of `/etc/resolv.conf`.
+    pub dns_servers: Vec<SocketAddr>,
     /// Attempts kept per hook in the attempts log (0: no log).
     pub attempts_log_size: usize,
 }
@@ -100,6 +102,10 @@ pub struct DispatcherArgs {
     /// Send deliveries through this proxy; proxy environment variables are ignored.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_PROXY")]
     pub proxy: Option<String>,
+    /// DNS server (ADDR:PORT) to ask instead of those of /etc/resolv.conf;
+    /// repeatable, or comma-separated.
+    #[arg(long = "dns-server", env = "OUTBOUND_WEBHOOKS_DNS_SERVER", value_delimiter = ',')]
+    pub dns_servers: Vec<SocketAddr>,
     /// Number of stream shards orgs are spread over (each under its own hash
     /// tag, so a Redis Cluster spreads them over its nodes). Stored in Redis
     /// by the first dispatcher; every dispatcher must use the same.
@@ -146,6 +152,7 @@ impl DispatcherArgs {
             maintenance_interval: self.maintenance_interval,
             poll_interval: self.poll_interval,
             proxy: self.proxy,
+            dns_servers: self.dns_servers,
             attempts_log_size: self.attempts_log_size,
         })
     }
