@@ -567,6 +567,34 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_name_whose_dns_never_answers_fails_at_the_attempts_deadline_with_a_dns_timeout() {
+        // A DNS server that never answers.
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let resolver = Resolver::new(&[silent.local_addr().unwrap()]).unwrap();
+        let filter = Arc::new(AddressFilter::new(vec![]));
+        let client = HttpClient::new(filter, resolver, None).unwrap();
+        let target = Target::parse("http://billing.example:8080/").unwrap();
+        let t = Duration::from_millis(700);
+        let started = std::time::Instant::now();
+        let e = client
+            .post(&target, HeaderMap::new(), Bytes::new(), tokio::time::Instant::now() + t)
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        let to = Destination {
+            host: "billing.example",
+            port: 8080,
+        };
+        let (kind, text) = explain(&e, to, t, CONNECT_TIMEOUT);
+        assert_eq!(kind, AttemptKind::ConnectionFailed, "{text}");
+        assert!(
+            text.starts_with("DNS lookup of billing.example timed out after "),
+            "{text}"
+        );
+        assert!(took < Duration::from_millis(1200), "{took:?}");
+    }
+
     #[test]
     fn userinfo_becomes_basic_auth_and_leaves_the_uri() {
         let t = Target::parse("https://user:p%40ss@billing.example/hook?x=1").unwrap();
