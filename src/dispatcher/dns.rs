@@ -18,7 +18,7 @@ use std::{
 
 use hickory_resolver::{
     TokioResolver,
-    config::{NameServerConfig, ResolverConfig, ResolverOpts},
+    config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts},
     net::{DnsError, NetError, runtime::TokioRuntimeProvider},
     proto::op::ResponseCode,
 };
@@ -32,6 +32,9 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long hickory waits for one server's answer to one try.
 const TRY_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Names listed here are answered from it, never from DNS.
+const HOSTS_FILE: &str = "/etc/hosts";
 
 /// Most host names cached; past it the cache starts over.
 const MAX_CACHED: usize = 20_000;
@@ -74,14 +77,40 @@ pub struct Resolver {
 /// What every clone of the resolver shares.
 #[derive(Debug)]
 struct Shared {
+    /// The hosts file's names, answered before any DNS.
+    hosts: HashMap<String, Arc<[IpAddr]>>,
     hickory: TokioResolver,
     state: Mutex<State>,
+}
+
+/// The hosts file as the system's resolver reads it: a name listed there
+/// gets exactly its addresses there (`localhost` is 127.0.0.1 alone when
+/// only that is listed; hickory's own hosts step would add `::1`).
+fn parse_hosts(text: &str) -> HashMap<String, Arc<[IpAddr]>> {
+    let mut names: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut fields = line.split_whitespace();
+        let Some(Ok(ip)) = fields.next().map(str::parse::<IpAddr>) else {
+            continue;
+        };
+        for name in fields {
+            let addresses = names
+                .entry(name.trim_end_matches('.').to_ascii_lowercase())
+                .or_default();
+            if !addresses.contains(&ip) {
+                addresses.push(ip);
+            }
+        }
+    }
+    names.into_iter().map(|(name, ips)| (name, ips.into())).collect()
 }
 
 impl Resolver {
     /// A resolver asking `servers`, or the servers of `/etc/resolv.conf`
     /// (with its search domains and options) when there are none. The
-    /// hosts file is read first either way, as the system's resolver does.
+    /// hosts file (read once, here) is answered first either way, as the
+    /// system's resolver does.
     pub fn new(servers: &[SocketAddr]) -> Result<Resolver, BuildError> {
         let provider = TokioRuntimeProvider::default();
         let mut builder = if servers.is_empty() {
@@ -106,9 +135,13 @@ impl Resolver {
         // Our own cache keeps the answers; hickory's holds the rest (negative
         // answers, names tried with search domains).
         options.cache_size = 1024;
+        options.use_hosts_file = ResolveHosts::Never;
         let hickory = builder.build().map_err(BuildError::Build)?;
+        // No hosts file (or an unreadable one) means no names from it.
+        let hosts = parse_hosts(&std::fs::read_to_string(HOSTS_FILE).unwrap_or_default());
         Ok(Resolver {
             shared: Arc::new(Shared {
+                hosts,
                 hickory,
                 state: Mutex::default(),
             }),
@@ -118,6 +151,9 @@ impl Resolver {
     /// The addresses of `host` (a name, not an IP literal), waiting until
     /// `deadline` at most.
     pub async fn lookup(&self, host: &str, deadline: tokio::time::Instant) -> Result<Arc<[IpAddr]>, ResolveError> {
+        if let Some(addresses) = self.shared.hosts.get(host) {
+            return Ok(addresses.clone());
+        }
         let started = Instant::now();
         let mut answer = {
             let mut state = self.shared.state.lock().expect("DNS state lock");
@@ -215,6 +251,22 @@ fn reason(error: &NetError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_in_the_hosts_file_gets_exactly_its_addresses_there() {
+        let hosts = parse_hosts(
+            "127.0.0.1 localhost # the usual\n# ::1 commented\n10.0.0.5 Billing.internal billing\n\
+             fd00::5 billing.internal\nnot-an-ip name\n",
+        );
+        let ips = |name: &str| hosts.get(name).map(|a| a.to_vec());
+        assert_eq!(ips("localhost"), Some(vec!["127.0.0.1".parse().unwrap()]));
+        assert_eq!(
+            ips("billing.internal"),
+            Some(vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()])
+        );
+        assert_eq!(ips("billing").map(|a| a.len()), Some(1));
+        assert_eq!(ips("name"), None);
+    }
 
     #[tokio::test]
     async fn lookups_of_a_name_that_never_answers_share_one_query_and_end_at_their_deadline() {
