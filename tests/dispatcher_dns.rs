@@ -11,10 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{
     delivery_test::DeliveryTest,
-    dispatcher::run_cli,
     dns_server::{DEAD_ZONE, DnsServer, LIVE_ZONE},
     hooks::TestHook,
     receiver::{Receiver, Reply},
@@ -46,24 +45,6 @@ fn dead_hooks(test: &DeliveryTest, n: usize) -> Vec<TestHook> {
         .collect()
 }
 
-/// The hook's attempts log (`outbound-webhooks attempts -o json`), newest first.
-fn attempts(test: &DeliveryTest, hook: &TestHook) -> Vec<Value> {
-    let out = run_cli(&[
-        "attempts",
-        "--redis-url",
-        &test.redis_url,
-        "--redis-prefix",
-        &test.prefix,
-        "--hook",
-        &hook.key(),
-        "-o",
-        "json",
-        "--limit",
-        "100",
-    ]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("attempts -o json ({e}): {out}"))
-}
-
 /// Waits until each hook has logged `min` attempts, then checks every one:
 /// a DNS timeout naming its host, within `timeoutSeconds`.
 fn assert_dns_timeouts_in_time(test: &DeliveryTest, hooks: &[TestHook], min: usize) {
@@ -72,7 +53,7 @@ fn assert_dns_timeouts_in_time(test: &DeliveryTest, hooks: &[TestHook], min: usi
             &format!("{min} attempts of {} logged", hook.name),
             Duration::from_secs(60),
             || {
-                let log = attempts(test, hook);
+                let log = test.attempts_json(hook, 100);
                 if log.len() >= min {
                     Ok(log)
                 } else {
