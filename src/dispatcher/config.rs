@@ -157,3 +157,33 @@ impl DispatcherArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: DispatcherArgs,
+    }
+
+    #[test]
+    fn dns_servers_are_repeatable_and_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "dispatcher",
+            "--redis-url",
+            "redis://redis:6379",
+            "--dns-server",
+            "127.0.0.1:5353,10.0.0.10:53",
+            "--dns-server",
+            "[fd00::10]:53",
+        ])
+        .unwrap();
+        let servers: Vec<String> = cli.args.dns_servers.iter().map(ToString::to_string).collect();
+        assert_eq!(servers, ["127.0.0.1:5353", "10.0.0.10:53", "[fd00::10]:53"]);
+        assert!(Cli::try_parse_from(["dispatcher", "--redis-url", "redis://r", "--dns-server", "10.0.0.10"]).is_err());
+    }
+}
