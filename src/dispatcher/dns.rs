@@ -53,7 +53,7 @@ pub enum BuildError {
 /// How a shared query ended, as its waiters see it.
 #[derive(Clone, Debug)]
 enum Answer {
-    /// The addresses, and until when they may be reused.
+    /// The addresses (cached until their TTL ends).
     Addresses(Arc<[IpAddr]>),
     /// No answer within the query's own timeout.
     TimedOut,
