@@ -141,6 +141,27 @@ impl AddressFilter {
             "destination address {ip} is not public ({why}) and not in --allow-destination-cidr"
         ))
     }
+
+    /// The allowed ones of a name's addresses, or why the first is refused
+    /// when none is allowed.
+    pub fn allowed(&self, addresses: &[IpAddr]) -> Result<Vec<IpAddr>, String> {
+        let mut first_refusal = None;
+        let allowed: Vec<IpAddr> = addresses
+            .iter()
+            .copied()
+            .filter(|ip| match self.check(*ip) {
+                Ok(()) => true,
+                Err(why) => {
+                    first_refusal.get_or_insert(why);
+                    false
+                }
+            })
+            .collect();
+        if allowed.is_empty() {
+            return Err(first_refusal.unwrap_or_else(|| "no addresses".into()));
+        }
+        Ok(allowed)
+    }
 }
 
 #[cfg(test)]

@@ -18,29 +18,12 @@ use support::{
 
 /// `attempts --hook HOOK` with `extra` flags, as a user runs it.
 fn attempts(test: &DeliveryTest, hook: &str, extra: &[&str]) -> String {
-    run_cli(&attempts_args(test, hook, extra))
-}
-
-/// The arguments of `attempts --hook HOOK` on the test's Redis, then `extra`.
-fn attempts_args<'a>(test: &'a DeliveryTest, hook: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "attempts",
-        "--redis-url",
-        &test.redis_url,
-        "--redis-prefix",
-        &test.prefix,
-        "--hook",
-        hook,
-    ];
-    args.extend(extra);
-    args
+    run_cli(&test.attempts_args(hook, extra))
 }
 
 /// The attempts log as JSON objects, newest first.
 fn attempts_json(test: &DeliveryTest, hook: &TestHook, limit: usize) -> Vec<Value> {
-    let out = attempts(test, &hook.key(), &["-o", "json", "--limit", &limit.to_string()]);
-    serde_json::from_str::<Vec<Value>>(&out)
-        .unwrap_or_else(|e| panic!("attempts -o json is not a JSON array ({e}): {out}"))
+    test.attempts_json(hook, limit)
 }
 
 /// Waits until the newest record is an attempt of `event_id`.
@@ -182,7 +165,7 @@ fn the_attempts_log_keeps_the_newest_attempts_log_size_per_hook_and_names_missin
 
     // A hook that does not exist is named as such.
     let missing = format!("{}/no-such-hook", test.ns);
-    let (ok, _, stderr) = try_cli(&attempts_args(&test, &missing, &[]));
+    let (ok, _, stderr) = try_cli(&test.attempts_args(&missing, &[]));
     assert!(!ok);
     assert!(
         stderr.contains(&format!("no OutboundWebhook {missing} exists")),

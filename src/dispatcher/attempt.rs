@@ -9,10 +9,11 @@ use http_body_util::BodyExt;
 
 use super::{
     acker::AckItem,
-    attempt_error::{Destination, explain, gai_reason},
+    attempt_error::{Destination, ResolveError, explain},
     attempts_log::{AttemptKind, AttemptRecord, error_text},
     cached_objects::{CachedHook, CachedSecret},
     context::{Shared, now_ms},
+    dns::Resolver,
     headers::request_headers,
     http_client::{BuildError, CONNECT_TIMEOUT, HttpClient, Target},
     metrics::status_class,
@@ -30,33 +31,37 @@ pub struct Outbound {
     pub client: HttpClient,
     /// Which addresses may be reached.
     pub filter: Arc<AddressFilter>,
+    /// The process's resolver (the client's too).
+    pub resolver: Resolver,
     /// Requests go through `--proxy`: the proxy, not our resolver, resolves
     /// the destination, so it is resolved and checked here first.
     pub proxied: bool,
 }
 
-/// Builds the shared HTTP client.
-pub fn outbound(filter: Arc<AddressFilter>, proxy: Option<&str>) -> Result<Outbound, BuildError> {
+/// Builds the shared HTTP client on `resolver`.
+pub fn outbound(filter: Arc<AddressFilter>, resolver: Resolver, proxy: Option<&str>) -> Result<Outbound, BuildError> {
     Ok(Outbound {
-        client: HttpClient::new(filter.clone(), proxy)?,
+        client: HttpClient::new(filter.clone(), resolver.clone(), proxy)?,
         filter,
+        resolver,
         proxied: proxy.is_some(),
     })
 }
 
-/// Resolves the target's host name and refuses it unless every address it
-/// resolves to is allowed (with a proxy the connection is not ours to
-/// check, so one refused address refuses the destination).
-async fn check_resolved(filter: &AddressFilter, target: &Target) -> Result<(), Attempt> {
+/// Resolves the target's host name by `deadline` and refuses it unless
+/// every address it resolves to is allowed (with a proxy the connection is
+/// not ours to check, so one refused address refuses the destination).
+async fn check_resolved(outbound: &Outbound, target: &Target, deadline: tokio::time::Instant) -> Result<(), Attempt> {
     let host = target.host.as_str();
-    let addresses = tokio::net::lookup_host((host, target.port)).await.map_err(|e| {
-        Attempt::failed(
-            AttemptKind::ConnectionFailed,
-            format!("DNS lookup of {host} failed: {}", gai_reason(&e)),
-        )
+    let addresses = outbound.resolver.lookup(host, deadline).await.map_err(|e| {
+        let kind = match e {
+            ResolveError::Refused { .. } => AttemptKind::RefusedAddress,
+            _ => AttemptKind::ConnectionFailed,
+        };
+        Attempt::failed(kind, e.to_string())
     })?;
-    for address in addresses {
-        filter.check(address.ip()).map_err(|why| {
+    for address in addresses.iter() {
+        outbound.filter.check(*address).map_err(|why| {
             Attempt::failed(
                 AttemptKind::RefusedAddress,
                 format!("refused destination {host}: {why}"),
@@ -162,6 +167,9 @@ pub async fn send(
         Ok(u) => u,
         Err(e) => return Attempt::failed(AttemptKind::NotSent, format!("invalid URL: {e}")),
     };
+    // One deadline for DNS, the connection, the answer and the bounded body
+    // read, so an attempt never outlasts the task's lease (timeout + margin).
+    let deadline = tokio::time::Instant::now() + timeout;
     match literal_ip(&target.host) {
         Some(ip) => {
             if let Err(why) = outbound.filter.check(ip) {
@@ -169,15 +177,12 @@ pub async fn send(
             }
         }
         None if outbound.proxied => {
-            if let Err(refused) = check_resolved(&outbound.filter, &target).await {
+            if let Err(refused) = check_resolved(outbound, &target, deadline).await {
                 return refused;
             }
         }
         None => {}
     }
-    // One deadline for the answer and the bounded body read, so an attempt
-    // never outlasts the task's lease (timeout + margin).
-    let deadline = tokio::time::Instant::now() + timeout;
     let response = match outbound.client.post(&target, headers, body, deadline).await {
         Ok(r) => r,
         Err(e) => {

@@ -15,14 +15,21 @@ use super::{attempts_log::AttemptKind, http_client::SendError};
 /// of a failed attempt's source chain.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    /// The system resolver failed.
-    #[error("DNS lookup of {host} failed: {}", gai_reason(.source))]
+    /// The DNS answered without an address, or failed.
+    #[error("DNS lookup of {host} failed: {reason}")]
     Lookup {
         /// The host name looked up.
         host: String,
-        /// What the resolver said.
-        #[source]
-        source: io::Error,
+        /// What the resolver said, short ("name not known").
+        reason: String,
+    },
+    /// No answer before the attempt's deadline (or the query's own timeout).
+    #[error("DNS lookup of {host} timed out after {}", rounded(*.after))]
+    TimedOut {
+        /// The host name looked up.
+        host: String,
+        /// How long the attempt waited for it.
+        after: Duration,
     },
     /// Every address the name resolves to is refused (SPEC "Outbound safety").
     #[error("refused destination {host}: {why}")]
@@ -34,27 +41,12 @@ pub enum ResolveError {
     },
 }
 
-/// The short reason of a failed `getaddrinfo`. std reports it only as text
-/// ("failed to lookup address information: Name or service not known"),
-/// with no error code to match, so the few glibc texts are matched here.
-pub fn gai_reason(error: &io::Error) -> String {
-    let text = error.to_string();
-    let detail = text
-        .strip_prefix("failed to lookup address information: ")
-        .unwrap_or(&text);
-    match detail {
-        "Name or service not known" | "nodename nor servname provided, or not known" => "name not known".into(),
-        "No address associated with hostname" => "the name has no address".into(),
-        "Temporary failure in name resolution" => "temporary failure (is a DNS server reachable?)".into(),
-        other => lowercase_first(other),
-    }
-}
-
-fn lowercase_first(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
+/// A wait as people say it: whole seconds, or milliseconds under one.
+fn rounded(wait: Duration) -> String {
+    if wait >= Duration::from_secs(1) {
+        format!("{}s", wait.as_secs_f64().round())
+    } else {
+        format!("{}ms", wait.as_millis())
     }
 }
 
@@ -102,7 +94,7 @@ pub fn explain(
     for e in &errors {
         if let Some(resolve) = e.downcast_ref::<ResolveError>() {
             let kind = match resolve {
-                ResolveError::Lookup { .. } => AttemptKind::ConnectionFailed,
+                ResolveError::Lookup { .. } | ResolveError::TimedOut { .. } => AttemptKind::ConnectionFailed,
                 ResolveError::Refused { .. } => AttemptKind::RefusedAddress,
             };
             return (kind, resolve.to_string());
@@ -221,10 +213,9 @@ mod tests {
 
     #[test]
     fn a_dns_failure_names_the_host_and_the_short_reason() {
-        let gai = io::Error::other("failed to lookup address information: Name or service not known");
         let e = layered(ResolveError::Lookup {
             host: "billing.example".into(),
-            source: gai,
+            reason: "name not known".into(),
         });
         assert_eq!(
             explained(&e),
@@ -233,9 +224,22 @@ mod tests {
                 "DNS lookup of billing.example failed: name not known".into()
             )
         );
-        let again = io::Error::other("failed to lookup address information: Temporary failure in name resolution");
-        assert_eq!(gai_reason(&again), "temporary failure (is a DNS server reachable?)");
-        assert_eq!(gai_reason(&io::Error::other("Something odd")), "something odd");
+    }
+
+    #[test]
+    fn a_dns_timeout_names_the_host_and_the_wait_and_counts_as_a_connection_failure() {
+        let e = layered(ResolveError::TimedOut {
+            host: "billing.example".into(),
+            after: Duration::from_millis(2004),
+        });
+        assert_eq!(
+            explained(&e),
+            (
+                AttemptKind::ConnectionFailed,
+                "DNS lookup of billing.example timed out after 2s".into()
+            )
+        );
+        assert_eq!(rounded(Duration::from_millis(350)), "350ms");
     }
 
     #[test]
@@ -314,7 +318,8 @@ mod tests {
 
     fn client() -> crate::dispatcher::http_client::HttpClient {
         let filter = Arc::new(AddressFilter::new(vec!["127.0.0.0/8".parse().unwrap()]));
-        super::super::attempt::outbound(filter, None).unwrap().client
+        let resolver = crate::dispatcher::dns::Resolver::new(&[]).unwrap();
+        super::super::attempt::outbound(filter, resolver, None).unwrap().client
     }
 
     async fn real(url: &str) -> (AttemptKind, String) {

@@ -49,6 +49,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// An explicit outbound proxy; environment proxies are ignored.
     pub proxy: Option<String>,
+    /// DNS servers asked instead of those of `/etc/resolv.conf`.
+    pub dns_servers: Vec<SocketAddr>,
     /// Attempts kept per hook in the attempts log (0: no log).
     pub attempts_log_size: usize,
 }
@@ -100,6 +102,10 @@ pub struct DispatcherArgs {
     /// Send deliveries through this proxy; proxy environment variables are ignored.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_PROXY")]
     pub proxy: Option<String>,
+    /// DNS server (ADDR:PORT) to ask instead of those of /etc/resolv.conf;
+    /// repeatable, or comma-separated.
+    #[arg(long = "dns-server", env = "OUTBOUND_WEBHOOKS_DNS_SERVER", value_delimiter = ',')]
+    pub dns_servers: Vec<SocketAddr>,
     /// Number of stream shards orgs are spread over (each under its own hash
     /// tag, so a Redis Cluster spreads them over its nodes). Stored in Redis
     /// by the first dispatcher; every dispatcher must use the same.
@@ -146,7 +152,38 @@ impl DispatcherArgs {
             maintenance_interval: self.maintenance_interval,
             poll_interval: self.poll_interval,
             proxy: self.proxy,
+            dns_servers: self.dns_servers,
             attempts_log_size: self.attempts_log_size,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: DispatcherArgs,
+    }
+
+    #[test]
+    fn dns_servers_are_repeatable_and_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "dispatcher",
+            "--redis-url",
+            "redis://redis:6379",
+            "--dns-server",
+            "127.0.0.1:5353,10.0.0.10:53",
+            "--dns-server",
+            "[fd00::10]:53",
+        ])
+        .unwrap();
+        let servers: Vec<String> = cli.args.dns_servers.iter().map(ToString::to_string).collect();
+        assert_eq!(servers, ["127.0.0.1:5353", "10.0.0.10:53", "[fd00::10]:53"]);
+        assert!(Cli::try_parse_from(["dispatcher", "--redis-url", "redis://r", "--dns-server", "10.0.0.10"]).is_err());
     }
 }

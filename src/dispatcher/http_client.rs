@@ -36,10 +36,11 @@ use hyper_util::{
 };
 use tower_service::Service;
 
-use super::attempt_error::ResolveError;
+use super::{attempt_error::ResolveError, dns::Resolver};
 use crate::address_filter::AddressFilter;
 
-/// How long making a connection may take (DNS, TCP, the proxy, TLS).
+/// How long making a connection may take (DNS, TCP, the proxy, TLS), within
+/// the attempt's own deadline.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sent unless the hook configures its own `User-Agent`.
@@ -134,10 +135,19 @@ fn basic_auth(user: &str, password: Option<&str>) -> HeaderValue {
     value
 }
 
-/// Resolves names with the system resolver and keeps only addresses the
-/// filter allows, so a connection is made only to a checked address.
+tokio::task_local! {
+    /// The deadline of the attempt a connection is made for: the resolver
+    /// waits no longer, also when hyper finishes the connection in the
+    /// background after the attempt took a pooled one.
+    static ATTEMPT_DEADLINE: tokio::time::Instant;
+}
+
+/// Resolves names with the process's asynchronous resolver within the
+/// attempt's deadline and keeps only addresses the filter allows, so a
+/// connection is made only to a checked address.
 #[derive(Clone, Debug)]
 pub struct FilteringResolver {
+    resolver: Resolver,
     filter: Arc<AddressFilter>,
 }
 
@@ -151,39 +161,23 @@ impl Service<Name> for FilteringResolver {
     }
 
     fn call(&mut self, name: Name) -> Self::Future {
-        let filter = self.filter.clone();
+        let this = self.clone();
         let host = name.as_str().to_string();
+        let deadline = ATTEMPT_DEADLINE
+            .try_with(|deadline| *deadline)
+            .unwrap_or_else(|_| tokio::time::Instant::now() + CONNECT_TIMEOUT);
         Box::pin(async move {
-            let looked_up = tokio::net::lookup_host((host.as_str(), 0)).await;
-            let resolved: Vec<SocketAddr> = match looked_up {
-                Ok(addresses) => addresses.collect(),
-                Err(source) => {
-                    // `lookup_host`'s answer borrows `host`, hence the clones.
-                    return Err(ResolveError::Lookup {
-                        host: host.clone(),
-                        source,
-                    });
-                }
-            };
-            let mut refusals = Vec::new();
-            let allowed: Vec<SocketAddr> = resolved
+            let resolved = this.resolver.lookup(&host, deadline).await?;
+            let allowed = this
+                .filter
+                .allowed(&resolved)
+                .map_err(|why| ResolveError::Refused { host, why })?;
+            // The port is the connector's to set.
+            Ok(allowed
                 .into_iter()
-                .filter(|a| match filter.check(a.ip()) {
-                    Ok(()) => true,
-                    Err(why) => {
-                        refusals.push(why);
-                        false
-                    }
-                })
-                .collect();
-            if allowed.is_empty() {
-                let why = refusals.first().cloned().unwrap_or_else(|| "no addresses".into());
-                return Err(ResolveError::Refused {
-                    host: host.clone(),
-                    why,
-                });
-            }
-            Ok(allowed.into_iter())
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect::<Vec<_>>()
+                .into_iter())
         })
     }
 }
@@ -242,7 +236,12 @@ impl Service<Uri> for Connector {
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         let route = self.route.clone();
-        Box::pin(async move {
+        // Called while the attempt's request is polled; the connection may
+        // then be finished in the background, still within that deadline.
+        let deadline = ATTEMPT_DEADLINE
+            .try_with(|deadline| *deadline)
+            .unwrap_or_else(|_| tokio::time::Instant::now() + CONNECT_TIMEOUT);
+        Box::pin(ATTEMPT_DEADLINE.scope(deadline, async move {
             let connecting = async move {
                 match route {
                     Route::Direct(mut hop) => Ok(Conn::new(ready_call(&mut hop, dst).await?, false)),
@@ -259,7 +258,7 @@ impl Service<Uri> for Connector {
                 Ok(connected) => connected,
                 Err(_) => Err(Box::new(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")) as BoxError),
             }
-        })
+        }))
     }
 }
 
@@ -344,8 +343,8 @@ pub struct HttpClient {
 impl HttpClient {
     /// Builds the client; `proxy` is `--proxy`. Proxy environment variables
     /// are never read.
-    pub fn new(filter: Arc<AddressFilter>, proxy: Option<&str>) -> Result<HttpClient, BuildError> {
-        let mut tcp = HttpConnector::new_with_resolver(FilteringResolver { filter });
+    pub fn new(filter: Arc<AddressFilter>, resolver: Resolver, proxy: Option<&str>) -> Result<HttpClient, BuildError> {
+        let mut tcp = HttpConnector::new_with_resolver(FilteringResolver { resolver, filter });
         // https:// URIs reach it through the TLS layer.
         tcp.enforce_http(false);
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -417,7 +416,8 @@ impl HttpClient {
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = target.uri.clone();
         *request.headers_mut() = headers;
-        match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+        let answer = ATTEMPT_DEADLINE.scope(deadline, self.client.request(request));
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(SendError::Client(e)),
             Err(_) => Err(SendError::Timeout),
@@ -520,7 +520,8 @@ mod tests {
     async fn through_a_proxy_http_is_forwarded_in_absolute_form_and_https_tunnelled() {
         let (port, mut heads) = fake_proxy().await;
         let filter = Arc::new(AddressFilter::new(vec!["127.0.0.0/8".parse().unwrap()]));
-        let client = HttpClient::new(filter, Some(&format!("http://u:pw@127.0.0.1:{port}"))).unwrap();
+        let resolver = Resolver::new(&[]).unwrap();
+        let client = HttpClient::new(filter, resolver, Some(&format!("http://u:pw@127.0.0.1:{port}"))).unwrap();
         let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
         // `.invalid` names resolve nowhere: only the proxy may see them.
         let plain = Target::parse("http://billing.invalid:8080/x?y=1").unwrap();
@@ -564,6 +565,34 @@ mod tests {
                     .into()
             )
         );
+    }
+
+    #[tokio::test]
+    async fn a_name_whose_dns_never_answers_fails_at_the_attempts_deadline_with_a_dns_timeout() {
+        // A DNS server that never answers.
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let resolver = Resolver::new(&[silent.local_addr().unwrap()]).unwrap();
+        let filter = Arc::new(AddressFilter::new(vec![]));
+        let client = HttpClient::new(filter, resolver, None).unwrap();
+        let target = Target::parse("http://billing.example:8080/").unwrap();
+        let t = Duration::from_millis(700);
+        let started = std::time::Instant::now();
+        let e = client
+            .post(&target, HeaderMap::new(), Bytes::new(), tokio::time::Instant::now() + t)
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        let to = Destination {
+            host: "billing.example",
+            port: 8080,
+        };
+        let (kind, text) = explain(&e, to, t, CONNECT_TIMEOUT);
+        assert_eq!(kind, AttemptKind::ConnectionFailed, "{text}");
+        assert!(
+            text.starts_with("DNS lookup of billing.example timed out after "),
+            "{text}"
+        );
+        assert!(took < Duration::from_millis(1200), "{took:?}");
     }
 
     #[test]

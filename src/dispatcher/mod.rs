@@ -29,6 +29,7 @@ mod claimer;
 mod config;
 mod consumer;
 mod context;
+pub mod dns;
 mod first_attempt;
 pub mod headers;
 mod held;
@@ -92,6 +93,9 @@ pub enum DispatcherError {
     /// Redis holds another shard count.
     #[error(transparent)]
     ShardCount(#[from] ShardCountError),
+    /// The DNS resolver could not be built.
+    #[error(transparent)]
+    Dns(#[from] dns::BuildError),
     /// The HTTP client could not be built.
     #[error("building the HTTP client: {0}")]
     Http(#[from] http_client::BuildError),
@@ -178,7 +182,8 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     tracing::info!(hooks = hooks.len(), secrets = secrets.len(), "caches synced");
 
     let filter = Arc::new(AddressFilter::new(config.allow_destination_cidrs.clone()));
-    let http = attempt::outbound(filter, config.proxy.as_deref())?;
+    let resolver = dns::Resolver::new(&config.dns_servers)?;
+    let http = attempt::outbound(filter, resolver, config.proxy.as_deref())?;
     let (mirror_tx, mirror_rx) = mpsc::unbounded_channel();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let shard_count = shards.all().len();

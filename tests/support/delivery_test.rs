@@ -122,6 +122,29 @@ impl DeliveryTest {
         stdout
     }
 
+    /// The arguments of `attempts --hook HOOK` on its Redis, then `extra`.
+    pub fn attempts_args<'a>(&'a self, hook: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "attempts",
+            "--redis-url",
+            &self.redis_url,
+            "--redis-prefix",
+            &self.prefix,
+            "--hook",
+            hook,
+        ];
+        args.extend(extra);
+        args
+    }
+
+    /// `hook`'s attempts log (`attempts -o json`, at most `limit`), newest first.
+    pub fn attempts_json(&self, hook: &TestHook, limit: usize) -> Vec<Value> {
+        let limit = limit.to_string();
+        let out = dispatcher::run_cli(&self.attempts_args(&hook.key(), &["-o", "json", "--limit", &limit]));
+        serde_json::from_str::<Vec<Value>>(&out)
+            .unwrap_or_else(|e| panic!("attempts -o json is not a JSON array ({e}): {out}"))
+    }
+
     /// `dead-letter list [--hook HOOK]` lines.
     pub fn dead_letters(&self, hook: Option<&str>) -> Vec<String> {
         dispatcher::dead_letters(&self.redis_url, &self.prefix, hook)

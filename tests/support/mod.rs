@@ -10,6 +10,7 @@
 //! - [`controller`], [`dispatcher`]: the real binaries as child processes.
 //! - [`helm`]: the built helm, the chart rendered with `helm template`.
 //! - [`receiver`]: a scripted HTTP receiver on loopback.
+//! - [`dns_server`]: a DNS server on loopback with a live and a dead zone.
 //! - [`redis`]: publishing, raw stream entries, key lengths, a redis-server of a test's own.
 //! - [`redis_topologies`]: a TLS Redis, a Sentinel group and a Redis Cluster of a test's own.
 //! - [`delivery_test`]: one dispatcher test's namespace, prefix, hooks and dispatchers.
@@ -24,6 +25,7 @@ pub mod control_plane;
 pub mod controller;
 pub mod delivery_test;
 pub mod dispatcher;
+pub mod dns_server;
 pub mod helm;
 pub mod hooks;
 pub mod kubectl;
