@@ -73,13 +73,15 @@ build_go promtool "$PROMETHEUS_VERSION" "$repo/tools/prometheus" github.com/prom
 # (redis-cli, which also creates the test Redis Clusters) and redis-sentinel
 # for the Redis topology tests, openssl for the test PKI (TLS Redis too),
 # lua5.1 (Argo CD's Lua dialect) for the health check's tests, wrk for the
-# benchmark's baseline C (the machine's HTTP limit).
+# benchmark's baseline C (the machine's HTTP limit), faketime (libfaketime)
+# to run a dispatcher with its clock ahead of the others'.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)   # the Argo CD health check's tests
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)         # benches/run.sh's baseline C
+command -v faketime >/dev/null 2>&1 || missing+=(faketime) # a dispatcher with its clock ahead
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 apt_updated=false

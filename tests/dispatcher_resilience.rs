@@ -321,3 +321,94 @@ fn a_first_attempt_slower_than_reclaim_idle_is_not_taken_over_by_another_replica
         "every first attempt ran straight from the stream"
     );
 }
+
+/// `faketime` (Debian's libfaketime), or a failure saying how to get it.
+fn faketime() -> &'static str {
+    let found = std::process::Command::new("faketime")
+        .args(["-f", "+0s", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "this test runs a dispatcher under `faketime`: install Debian's faketime \
+         (`apt-get install faketime`, or run scripts/install-tools.sh)"
+    );
+    "faketime"
+}
+
+/// The first timestamp of a dispatcher's log (its own wall clock).
+fn first_log_time(log: &str) -> Option<jiff::Timestamp> {
+    // Drop the ANSI colour sequences around the timestamp.
+    let mut plain = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain.split_whitespace().find_map(|word| word.parse().ok())
+}
+
+#[test]
+fn a_replica_whose_clock_is_20s_ahead_never_sends_an_event_while_another_attempt_of_it_runs() {
+    // Leases are compared by Redis's clock: a replica 20 s ahead must not
+    // take a task whose lease (the attempt's 30 s timeout + 5 s) another
+    // replica holds while its 25 s attempt runs.
+    let faketime = faketime();
+    let test = DeliveryTest::new("skew");
+    let in_flight: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let overlaps: Arc<Mutex<Vec<String>>> = Arc::default();
+    let receiver = {
+        let (in_flight, overlaps) = (in_flight.clone(), overlaps.clone());
+        Receiver::start(move |request, nth| {
+            let id = request.event_id().to_string();
+            {
+                let mut in_flight = in_flight.lock().unwrap();
+                let running = in_flight.entry(id.clone()).or_default();
+                *running += 1;
+                if *running > 1 {
+                    overlaps
+                        .lock()
+                        .unwrap()
+                        .push(format!("attempt {nth} of {id} arrived while {} ran", *running - 1));
+                }
+            }
+            std::thread::sleep(Duration::from_secs(25));
+            *in_flight.lock().unwrap().get_mut(&id).expect("counted") -= 1;
+            Reply::Status(500)
+        })
+    };
+    test.hook_to(&receiver, json!({"timeoutSeconds": 30}));
+    let more = ["--retry-schedule", "1s,1s,1s,1s,1s,1s,1s,1s"];
+    let _on_time = test.dispatcher_as("skew-on-time", &more);
+    let id = test.publish(&json!({"n": 1}));
+    // The first attempt fails after 25 s; the retry is claimed by the only
+    // replica. While it runs, a replica 20 s ahead joins.
+    receiver.wait_for_event(&id, 2, Duration::from_secs(60));
+    let joined = jiff::Timestamp::now();
+    let ahead =
+        support::dispatcher::Dispatcher::start_wrapped(&[faketime, "-f", "+20s"], test.args("skew-ahead", &more));
+    let ahead_by = first_log_time(&ahead.log())
+        .map(|t| t.duration_since(joined).as_secs_f64())
+        .unwrap_or_default();
+    assert!(
+        ahead_by >= 15.0,
+        "libfaketime did not move the dispatcher's clock 20 s ahead (its log starts {ahead_by:.1} s after it was started)"
+    );
+    // Two more attempts (the second retry by either replica, the third
+    // begun), none while another runs.
+    wait_for("the fourth attempt", Duration::from_secs(90), || {
+        let overlaps = overlaps.lock().unwrap();
+        assert!(
+            overlaps.is_empty(),
+            "an event was sent while another attempt of it ran: {overlaps:?}"
+        );
+        match receiver.requests_for(&id).len() {
+            n if n >= 4 => Ok(()),
+            n => Err(format!("{n} attempts")),
+        }
+    });
+    assert!(overlaps.lock().unwrap().is_empty(), "{:?}", overlaps.lock().unwrap());
+}

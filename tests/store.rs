@@ -26,7 +26,7 @@ async fn store(test: &str) -> Store {
         .expect("connecting to the test redis-server")
 }
 
-fn task(uid: &str, event_id: &str, due_ms: i64) -> NewTask {
+fn task(uid: &str, event_id: &str, due_in_ms: i64) -> NewTask {
     NewTask {
         delivery: Delivery {
             hook: format!("acme/{uid}"),
@@ -36,7 +36,7 @@ fn task(uid: &str, event_id: &str, due_ms: i64) -> NewTask {
             org: "acme".to_string(),
             body: bytes::Bytes::from(format!("{{\"id\":\"{event_id}\"}}")),
         },
-        due_ms: Some(due_ms),
+        due_in_ms,
     }
 }
 
@@ -44,28 +44,57 @@ async fn load(store: &Store, uid: &str, event_id: &str) -> Option<Task> {
     store.load_task(&task_member(uid, event_id)).await.expect("HGETALL")
 }
 
-async fn zscore(key: String, member: &str) -> Option<i64> {
+async fn connection() -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(redis_url()).expect("URL");
-    let mut conn = client.get_multiplexed_async_connection().await.expect("connection");
+    client.get_multiplexed_async_connection().await.expect("connection")
+}
+
+async fn zscore(key: String, member: &str) -> Option<i64> {
     redis::cmd("ZSCORE")
         .arg(key)
         .arg(member)
-        .query_async::<Option<f64>>(&mut conn)
+        .query_async::<Option<f64>>(&mut connection().await)
         .await
         .expect("ZSCORE")
         .map(|s| s as i64)
 }
 
+/// Redis's clock (`TIME`) in Unix ms: the clock of every due time and
+/// lease end the scripts set.
+async fn redis_now() -> i64 {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME")
+        .query_async(&mut connection().await)
+        .await
+        .expect("TIME");
+    secs * 1000 + micros / 1000
+}
+
+/// Waits until Redis's clock is past `ms`.
+async fn wait_redis_past(ms: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while redis_now().await <= ms {
+        assert!(std::time::Instant::now() < deadline, "Redis's clock did not pass {ms}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// `score` lies `offset` ms after some Redis time in `[before, after]`.
+fn assert_within(score: Option<i64>, before: i64, after: i64, offset: i64) {
+    let score = score.expect("a score");
+    assert!(
+        (before + offset..=after + offset).contains(&score),
+        "score {score} is not {offset} ms after a Redis time in [{before}, {after}]"
+    );
+}
+
 /// One entry appended and read by consumer `me` (pending, not acknowledged).
 async fn read_one_entry(store: &Store) -> (String, Vec<outbound_webhooks::dispatcher::store::RawEntry>) {
     store.ensure_group().await.expect("the consumer group");
-    let client = redis::Client::open(redis_url()).expect("URL");
-    let mut conn = client.get_multiplexed_async_connection().await.expect("connection");
     let entry_id: String = redis::cmd("XADD")
         .arg(store.keys().events())
         .arg("*")
         .arg(&["org", "acme"])
-        .query_async(&mut conn)
+        .query_async(&mut connection().await)
         .await
         .expect("XADD");
     let read = store.read_entries("me", ">", 10, 100).await.expect("XREADGROUP");
@@ -80,71 +109,73 @@ async fn all_dead_letters(store: &Store) -> Vec<DeadLetter> {
 async fn claims_walk_hooks_by_earliest_due_time_within_each_hooks_capacity() {
     let store = store("claim-order").await;
     let tasks = [
-        task("hook-a", "a1", 1_000),
-        task("hook-a", "a2", 2_000),
-        task("hook-a", "a3", 3_000),
-        task("hook-b", "b1", 1_500),
+        task("hook-a", "a1", 10),
+        task("hook-a", "a2", 20),
+        task("hook-a", "a3", 30),
+        task("hook-b", "b1", 15),
         task("hook-c", "c1", 9_000_000), // not due yet
     ];
-    store.store_tasks_and_ack(&[], &tasks, 500).await.expect("storing");
+    // Due times are Redis's clock at storing plus each task's delay.
+    let before = redis_now().await;
+    let stored_at = store.store_tasks_and_ack(&[], &tasks, 500).await.expect("storing");
+    assert_within(Some(stored_at), before, redis_now().await, 0);
+    let keys = store.keys().clone();
+    assert_eq!(zscore(keys.due(), "hook-b:b1").await, Some(stored_at + 15));
+    wait_redis_past(stored_at + 30).await;
 
     // Default capacity 2: two of hook-a (its earliest), then hook-b's one.
-    let (members, lease_until, backlog) = store
-        .claim(10_000, 30_000, 10, 2, &HashMap::new())
-        .await
-        .expect("claim");
-    assert_eq!(members, ["hook-a:a1", "hook-a:a2", "hook-b:b1"]);
-    assert_eq!(lease_until, 40_000);
-    assert!(backlog, "hook-a had a third task due");
+    let before = redis_now().await;
+    let claimed = store.claim(30_000, 10, 2, &HashMap::new()).await.expect("claim");
+    assert_eq!(claimed.members, ["hook-a:a1", "hook-a:a2", "hook-b:b1"]);
+    assert_within(Some(claimed.lease_until), before, redis_now().await, 30_000);
+    assert!(claimed.backlog, "hook-a had a third task due");
     // Claimed tasks are due at their lease end; the rest keep their time.
-    let keys = store.keys().clone();
-    assert_eq!(zscore(keys.due(), "hook-a:a1").await, Some(40_000));
-    assert_eq!(zscore(keys.hook_due("hook-a"), "hook-a:a1").await, Some(40_000));
-    assert_eq!(zscore(keys.hooks_due(), "hook-a").await, Some(3_000));
+    assert_eq!(zscore(keys.due(), "hook-a:a1").await, Some(claimed.lease_until));
+    assert_eq!(
+        zscore(keys.hook_due("hook-a"), "hook-a:a1").await,
+        Some(claimed.lease_until)
+    );
+    assert_eq!(zscore(keys.hooks_due(), "hook-a").await, Some(stored_at + 30));
 
     // A hook at capacity 0 is skipped in one step; others are still claimed.
     store
-        .store_tasks_and_ack(&[], &[task("hook-b", "b2", 5_000)], 500)
+        .store_tasks_and_ack(&[], &[task("hook-b", "b2", 0)], 500)
         .await
         .expect("storing");
     let busy = HashMap::from([("hook-a".to_string(), 0)]);
-    let (members, _, backlog) = store.claim(10_000, 30_000, 10, 2, &busy).await.expect("claim");
-    assert_eq!(members, ["hook-b:b2"]);
-    assert!(backlog, "hook-a's task waits for a slot of its lane");
+    let claimed = store.claim(30_000, 10, 2, &busy).await.expect("claim");
+    assert_eq!(claimed.members, ["hook-b:b2"]);
+    assert!(claimed.backlog, "hook-a's task waits for a slot of its lane");
     // Nothing is claimed twice while its lease runs.
-    let (members, _, _) = store
-        .claim(10_001, 30_000, 10, 2, &HashMap::new())
-        .await
-        .expect("claim");
-    assert_eq!(members, ["hook-a:a3"]);
+    let claimed = store.claim(30_000, 10, 2, &HashMap::new()).await.expect("claim");
+    assert_eq!(claimed.members, ["hook-a:a3"]);
     // Nothing due: no backlog, so a freed slot wakes no claimer.
-    let (members, _, backlog) = store
-        .claim(10_002, 30_000, 10, 2, &HashMap::new())
-        .await
-        .expect("claim");
-    assert!(members.is_empty());
-    assert!(!backlog);
+    let claimed = store.claim(30_000, 10, 2, &HashMap::new()).await.expect("claim");
+    assert!(claimed.members.is_empty());
+    assert!(!claimed.backlog);
 }
 
 #[tokio::test]
 async fn a_stale_claim_is_refused_on_extend_and_reschedule() {
     let store = store("stale-claim").await;
     store
-        .store_tasks_and_ack(&[], &[task("hook-a", "e1", 1_000)], 500)
+        .store_tasks_and_ack(&[], &[task("hook-a", "e1", 0)], 500)
         .await
         .expect("storing");
-    let (members, claimed, _) = store.claim(2_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
-    assert_eq!(members, ["hook-a:e1"]);
+    let claim = store.claim(10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    assert_eq!(claim.members, ["hook-a:e1"]);
+    let claimed = claim.lease_until;
     let loaded = load(&store, "hook-a", "e1").await.expect("the task");
 
-    assert!(
-        !store
+    assert_eq!(
+        store
             .extend_lease("hook-a:e1", claimed - 1, 99_000)
             .await
-            .expect("extend")
+            .expect("extend"),
+        None
     );
     let next = Rescheduled {
-        due_ms: 50_000,
+        due_in_ms: 50_000,
         attempts: 1,
         first_attempt_ms: 2_000,
         last_error: "HTTP 500",
@@ -152,25 +183,43 @@ async fn a_stale_claim_is_refused_on_extend_and_reschedule() {
     };
     assert!(!store.reschedule(&loaded, claimed + 1, next).await.expect("reschedule"));
 
-    assert!(store.extend_lease("hook-a:e1", claimed, 20_000).await.expect("extend"));
+    // Extended to 20 s from Redis's now; a shorter extension keeps it.
+    let before = redis_now().await;
+    let extended = store
+        .extend_lease("hook-a:e1", claimed, 20_000)
+        .await
+        .expect("extend")
+        .expect("the claim holds");
+    assert_within(Some(extended), before, redis_now().await, 20_000);
+    assert_eq!(
+        store.extend_lease("hook-a:e1", extended, 1_000).await.expect("extend"),
+        Some(extended)
+    );
     // The old lease end no longer holds the claim.
     assert!(!store.reschedule(&loaded, claimed, next).await.expect("reschedule"));
-    assert!(store.reschedule(&loaded, 20_000, next).await.expect("reschedule"));
+    let before = redis_now().await;
+    assert!(store.reschedule(&loaded, extended, next).await.expect("reschedule"));
+    let after = redis_now().await;
     let rescheduled = load(&store, "hook-a", "e1").await.expect("the task");
     assert_eq!((rescheduled.attempts, rescheduled.first_attempt_ms), (1, 2_000));
     let keys = store.keys().clone();
-    assert_eq!(zscore(keys.due(), "hook-a:e1").await, Some(50_000));
-    assert_eq!(zscore(keys.hooks_due(), "hook-a").await, Some(50_000));
+    let due = zscore(keys.due(), "hook-a:e1").await;
+    assert_within(due, before, after, 50_000);
+    assert_eq!(zscore(keys.hooks_due(), "hook-a").await, due);
 }
 
 #[tokio::test]
 async fn a_dead_letter_replays_as_a_fresh_task_and_is_gone_in_the_same_step() {
     let store = store("dead-letter").await;
     store
-        .store_tasks_and_ack(&[], &[task("hook-a", "e1", 1_000), task("hook-a", "e2", 1_000)], 500)
+        .store_tasks_and_ack(&[], &[task("hook-a", "e1", 0), task("hook-a", "e2", 0)], 500)
         .await
         .expect("storing");
-    let (_, claimed, _) = store.claim(2_000, 10_000, 1, 4, &HashMap::new()).await.expect("claim");
+    let claimed = store
+        .claim(10_000, 1, 4, &HashMap::new())
+        .await
+        .expect("claim")
+        .lease_until;
 
     // A lost claim moves nothing; the held one moves its task.
     let members = ["hook-a:e1".to_string()];
@@ -206,14 +255,22 @@ async fn a_dead_letter_replays_as_a_fresh_task_and_is_gone_in_the_same_step() {
     assert!(!letter.fields.contains_key(field::CREATED_MS));
     assert!(letter.is_delivery());
 
+    let before = redis_now().await;
     store.replay(letter, 4_000).await.expect("replay");
+    assert_within(
+        zscore(store.keys().due(), "hook-a:e1").await,
+        before,
+        redis_now().await,
+        0,
+    );
     assert!(all_dead_letters(&store).await.is_empty());
     let replayed = load(&store, "hook-a", "e1").await.expect("the replayed task");
     assert_eq!((replayed.attempts, replayed.created_ms), (0, 4_000));
     assert_eq!(&replayed.body[..], b"{\"id\":\"e1\"}");
-    // e2 (never claimed) is due since 1,000, the replayed e1 since 4,000.
-    let (members, _, _) = store.claim(5_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
-    assert_eq!(members, ["hook-a:e2", "hook-a:e1"]);
+    // e2 (never claimed) is due since it was stored, the replayed e1 since
+    // its replay.
+    let claimed = store.claim(10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    assert_eq!(claimed.members, ["hook-a:e2", "hook-a:e1"]);
 
     // A turn-off moves every task of the hook, whatever its claim.
     let members = store.hook_task_members("hook-a").await.expect("SMEMBERS");
@@ -234,7 +291,7 @@ async fn routing_a_re_read_entry_stores_its_task_once_and_acknowledges_it() {
     assert_eq!(read.len(), 1);
 
     let first = task("hook-a", "e1", 1_000);
-    store.store_tasks_and_ack(&[], &[first], 500).await.expect("storing");
+    let stored_at = store.store_tasks_and_ack(&[], &[first], 500).await.expect("storing");
     // The same entry read again (a restart): its task is not stored twice
     // nor moved, and the entry is acknowledged.
     store
@@ -243,7 +300,7 @@ async fn routing_a_re_read_entry_stores_its_task_once_and_acknowledges_it() {
         .expect("storing again");
     let stored = load(&store, "hook-a", "e1").await.expect("the task");
     assert_eq!(stored.created_ms, 500);
-    assert_eq!(zscore(store.keys().due(), "hook-a:e1").await, Some(1_000));
+    assert_eq!(zscore(store.keys().due(), "hook-a:e1").await, Some(stored_at + 1_000));
     assert_eq!(
         store.hook_task_members("hook-a").await.expect("SMEMBERS"),
         ["hook-a:e1"]
@@ -262,48 +319,66 @@ async fn routing_a_re_read_entry_stores_its_task_once_and_acknowledges_it() {
 async fn a_waiting_task_sleeps_until_its_hook_changes_and_a_claim_ends_its_wait() {
     let store = store("waiting").await;
     store
-        .store_tasks_and_ack(&[], &[task("hook-a", "e1", 1_000), task("hook-b", "e2", 1_000)], 500)
+        .store_tasks_and_ack(&[], &[task("hook-a", "e1", 0), task("hook-b", "e2", 0)], 500)
         .await
         .expect("storing");
-    let (members, claimed, _) = store.claim(2_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
-    assert_eq!(members.len(), 2);
+    let claim = store.claim(10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    assert_eq!(claim.members.len(), 2);
+    // Asleep for 3 s (long enough for the checks before it comes due).
+    let asleep_at = redis_now().await;
     for (uid, event_id) in [("hook-a", "e1"), ("hook-b", "e2")] {
         let loaded = load(&store, uid, event_id).await.expect("the task");
         let wait = Rescheduled {
-            due_ms: 60_000,
+            due_in_ms: 3_000,
             attempts: 0,
             first_attempt_ms: 0,
             last_error: "its conditions do not carry its current generation yet",
             waiting: true,
         };
-        assert!(store.reschedule(&loaded, claimed, wait).await.expect("reschedule"));
+        assert!(
+            store
+                .reschedule(&loaded, claim.lease_until, wait)
+                .await
+                .expect("reschedule")
+        );
     }
+    let b_due = zscore(store.keys().due(), "hook-b:e2").await.expect("a score");
     // Asleep: nothing due before its re-check time.
-    let (members, _, _) = store.claim(3_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
-    assert!(members.is_empty());
+    let claimed = store.claim(10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    assert!(claimed.members.is_empty());
 
     // hook-a changed: only its task wakes, due at once.
+    let before = redis_now().await;
     let woken = store
-        .wake(&["hook-a".to_string(), "hook-c".to_string()], 3_500)
+        .wake(&["hook-a".to_string(), "hook-c".to_string()])
         .await
         .expect("wake");
     assert_eq!(woken, 1);
-    assert_eq!(zscore(store.keys().due(), "hook-a:e1").await, Some(3_500));
-    assert_eq!(zscore(store.keys().due(), "hook-b:e2").await, Some(60_000));
-    let (members, claimed, _) = store.claim(4_000, 10_000, 10, 4, &HashMap::new()).await.expect("claim");
-    assert_eq!(members, ["hook-a:e1"]);
+    assert_within(
+        zscore(store.keys().due(), "hook-a:e1").await,
+        before,
+        redis_now().await,
+        0,
+    );
+    assert_eq!(zscore(store.keys().due(), "hook-b:e2").await, Some(b_due));
+    // Leased for 1 s only: it comes again unsettled with hook-b's.
+    let claimed = store.claim(1_000, 10, 4, &HashMap::new()).await.expect("claim");
+    assert_eq!(claimed.members, ["hook-a:e1"]);
+    assert!(
+        redis_now().await < asleep_at + 3_000,
+        "the checks took longer than the wait"
+    );
     // Waking again changes nothing: the woken task no longer waits.
-    assert_eq!(store.wake(&["hook-a".to_string()], 4_500).await.expect("wake"), 0);
-    assert_eq!(zscore(store.keys().due(), "hook-a:e1").await, Some(claimed));
+    assert_eq!(store.wake(&["hook-a".to_string()]).await.expect("wake"), 0);
+    assert_eq!(zscore(store.keys().due(), "hook-a:e1").await, Some(claimed.lease_until));
 
     // A claim of a waiting task (its re-check time came) ends its wait too
     // (hook-a's task comes again: its lease ran out unsettled).
-    let (members, _, _) = store
-        .claim(61_000, 10_000, 10, 4, &HashMap::new())
-        .await
-        .expect("claim");
-    assert_eq!(members, ["hook-a:e1", "hook-b:e2"]);
-    assert_eq!(store.wake(&["hook-b".to_string()], 61_500).await.expect("wake"), 0);
+    wait_redis_past(b_due.max(claimed.lease_until)).await;
+    let mut claimed = store.claim(10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    claimed.members.sort();
+    assert_eq!(claimed.members, ["hook-a:e1", "hook-b:e2"]);
+    assert_eq!(store.wake(&["hook-b".to_string()]).await.expect("wake"), 0);
 }
 
 #[tokio::test]
@@ -313,7 +388,7 @@ async fn tasks_larger_than_one_script_call_are_stored_in_slices_and_the_entry_ac
     // Three tasks of 5 MiB: more than one script call may carry.
     let tasks: Vec<NewTask> = (0..3)
         .map(|i| {
-            let mut t = task(&format!("hook-{i}"), "e1", 1_000);
+            let mut t = task(&format!("hook-{i}"), "e1", 0);
             t.delivery.body = bytes::Bytes::from(vec![b'x'; 5 * 1024 * 1024]);
             t
         })
@@ -338,8 +413,8 @@ async fn tasks_larger_than_one_script_call_are_stored_in_slices_and_the_entry_ac
 #[tokio::test]
 async fn retention_bounds_each_hooks_dead_letters_on_its_own() {
     let store = store("retention").await;
-    let small: Vec<NewTask> = (0..3).map(|i| task("tenant-a", &format!("a{i}"), 1_000)).collect();
-    let flood: Vec<NewTask> = (0..50).map(|i| task("tenant-b", &format!("b{i}"), 1_000)).collect();
+    let small: Vec<NewTask> = (0..3).map(|i| task("tenant-a", &format!("a{i}"), 0)).collect();
+    let flood: Vec<NewTask> = (0..50).map(|i| task("tenant-b", &format!("b{i}"), 0)).collect();
     store.store_tasks_and_ack(&[], &small, 500).await.expect("storing");
     store.store_tasks_and_ack(&[], &flood, 500).await.expect("storing");
     // Tenant A's dead letters are the oldest of all.
@@ -356,7 +431,7 @@ async fn retention_bounds_each_hooks_dead_letters_on_its_own() {
     assert_eq!(all_dead_letters(&store).await.len(), 53);
 
     // At most 10 per hook: tenant B keeps its newest 10, tenant A all 3.
-    let deleted = store.trim_dead_letters(4_000, 3_600_000, 10).await.expect("trim");
+    let deleted = store.trim_dead_letters(3_600_000, 10).await.expect("trim");
     assert_eq!(deleted, 40);
     let left = all_dead_letters(&store).await;
     let of = |uid: &str| left.iter().filter(|l| l.text(field::UID) == uid).count();
@@ -368,15 +443,23 @@ async fn retention_bounds_each_hooks_dead_letters_on_its_own() {
         .collect();
     assert_eq!(kept_b.first().map(String::as_str), Some("b40"));
 
-    // By age: everything older than the bound goes, and replayed letters
-    // leave the index too (nothing left to trim twice).
+    // By age (Redis's clock, that of the stream ids): everything older than
+    // the bound goes, and replayed letters leave the index too (nothing
+    // left to trim twice).
     let letter = left
         .iter()
         .find(|l| l.text(field::UID) == "tenant-a")
         .expect("a dead letter")
         .clone();
     store.replay(&letter, 5_000).await.expect("replay");
-    let deleted = store.trim_dead_letters(i64::MAX / 2, 1, 10).await.expect("trim");
+    let newest = left.last().expect("a dead letter").id.clone();
+    let newest_ms: i64 = newest
+        .split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .expect("a stream id");
+    wait_redis_past(newest_ms + 50).await;
+    let deleted = store.trim_dead_letters(50, 1).await.expect("trim");
     assert_eq!(deleted, 12);
     assert!(all_dead_letters(&store).await.is_empty());
 }

@@ -162,8 +162,9 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
     while !ids.is_empty() || !tasks.is_empty() {
+        // (`created_ms`: this replica's clock; only task ages use it.)
         match store.store_tasks_and_ack(&ids, &tasks, now_ms()).await {
-            Ok(()) => break,
+            Ok(_) => break,
             Err(e) => {
                 attempts += 1;
                 // While stopping, give up after a few tries: the entries stay

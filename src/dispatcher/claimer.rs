@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -40,13 +41,18 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
             continue;
         }
         let capacities = shared.lanes.capacities(now_ms(), shared.slots.slow_available());
+        let sent = Instant::now();
         let claimed = store
-            .claim(now_ms(), ms(shared.config.task_lease), free, per_hook, &capacities)
+            .claim(ms(shared.config.task_lease), free, per_hook, &capacities)
             .await;
-        let (members, lease_until) = match claimed {
-            Ok((members, lease_until, due)) => {
-                backlog.store(due, Ordering::Relaxed);
-                (members, lease_until)
+        let (members, lease) = match claimed {
+            Ok(claimed) => {
+                backlog.store(claimed.backlog, Ordering::Relaxed);
+                let lease = Lease {
+                    score: claimed.lease_until,
+                    lapses: sent + shared.config.task_lease,
+                };
+                (claimed.members, lease)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "claiming tasks; retrying");
@@ -77,7 +83,7 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
                 shared.metrics.in_flight.inc();
                 if let Err(e) = shared
                     .slots
-                    .run(in_flight, attempt_task(&shared, &store, &member, lease_until))
+                    .run(in_flight, attempt_task(&shared, &store, &member, lease))
                     .await
                 {
                     // The lease lapses and the task comes due again.
@@ -105,21 +111,40 @@ fn hook_of(shared: &Shared, task: &Task) -> Result<Arc<CachedHook>, bool> {
     }
 }
 
+/// A claim this replica holds on a task.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    /// The lease end by Redis's clock: the task's score while the claim
+    /// holds, which every later call compares.
+    score: i64,
+    /// When the lease lapses by this replica's monotonic clock, counted
+    /// from before the claim was sent: never later than Redis's lapse,
+    /// whatever this replica's wall clock says (only durations are
+    /// compared across the two clocks).
+    lapses: Instant,
+}
+
+/// A lease outlasts its attempt's timeout by this much.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
 /// A task younger than this whose hook this replica has not seen may be
 /// for a hook created moments ago (another replica's cache saw it first).
 const UNSEEN_HOOK_GRACE_MS: i64 = 10_000;
 
 /// Runs one claimed task: deliver, reschedule, wait, dead-letter or turn
 /// the hook off.
-async fn attempt_task(shared: &Shared, store: &Store, member: &str, claimed: i64) -> Result<(), StoreError> {
+async fn attempt_task(shared: &Shared, store: &Store, member: &str, lease: Lease) -> Result<(), StoreError> {
     let Some(task) = store.load_task(member).await? else {
         return store.forget_member(member).await;
     };
+    let claimed = lease.score;
+    // Task ages (the grace below, a waiting task's give-up) compare this
+    // replica's clock with the one that stored the task; leases never do.
     let now = now_ms();
     let hook = match hook_of(shared, &task) {
         Ok(hook) => hook,
         Err(renamed) if !renamed && now - task.created_ms < UNSEEN_HOOK_GRACE_MS => {
-            return settle::retry_soon(shared, &task, claimed, now, "hook not in this replica's cache yet").await;
+            return settle::retry_soon(shared, &task, claimed, "hook not in this replica's cache yet").await;
         }
         Err(_) => {
             let reason = format!(
@@ -151,14 +176,15 @@ async fn attempt_task(shared: &Shared, store: &Store, member: &str, claimed: i64
 
     let timeout = Duration::from_secs(hook.spec.timeout_seconds.clamp(1, 30) as u64);
     // The lease must outlast the request, or another replica would retry meanwhile.
-    let mut claimed = claimed;
-    let needed = now + ms(timeout) + 5_000;
-    if needed > claimed {
-        if !store.extend_lease(member, claimed, needed).await? {
-            return Ok(()); // someone else holds it now
+    let needed = timeout + LEASE_MARGIN;
+    let claimed = if Instant::now() + needed > lease.lapses {
+        match store.extend_lease(member, claimed, ms(needed)).await? {
+            Some(score) => score,
+            None => return Ok(()), // someone else holds it now
         }
-        claimed = needed;
-    }
+    } else {
+        claimed
+    };
 
     let attempt_number = task.attempts + 1;
     let first_attempt_ms = if task.first_attempt_ms > 0 {

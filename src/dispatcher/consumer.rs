@@ -243,7 +243,7 @@ async fn handle_entry(
     // Hooks whose conditions lag or whose Secret is not ready: a stored
     // task, which the claimer turns into a waiting one.
     for hook in &routed.wait {
-        pending.store_later(task_for(hook).to_new(None));
+        pending.store_later(task_for(hook).to_new(0));
         pending.settle_one(shared);
     }
     for hook in &routed.deliver {
@@ -264,7 +264,7 @@ async fn handle_entry(
                 ));
             }
             _ => {
-                pending.store_later(task.to_new(None));
+                pending.store_later(task.to_new(0));
                 pending.settle_one(shared);
             }
         }

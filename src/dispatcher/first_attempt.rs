@@ -99,7 +99,7 @@ pub async fn run(
         None => wait_for_slot(&shared, &lane).await,
     };
     let Some(slot) = slot else {
-        entry.store_later(task.to_new(None));
+        entry.store_later(task.to_new(0));
         entry.settle_one(&shared);
         return;
     };
@@ -110,7 +110,7 @@ pub async fn run(
         .acquire_within(slot.hook_is_slow(now_ms()), SLOT_WAIT)
         .await;
     let Some(in_flight) = in_flight else {
-        entry.store_later(task.to_new(None));
+        entry.store_later(task.to_new(0));
         entry.settle_one(&shared);
         return;
     };
@@ -131,14 +131,16 @@ pub async fn run(
         });
     } else {
         // Store the task as claimed by this attempt (due when a lease taken
-        // now would end), then settle it like any claimed task.
-        let claimed = done_ms + ms(shared.config.task_lease);
+        // now would end, by Redis's clock), then settle it like any claimed
+        // task.
+        let lease_ms = ms(shared.config.task_lease);
         match shared
             .store_for(&task.org)
-            .store_tasks_and_ack(&[], &[task.to_new(Some(claimed))], started_ms)
+            .store_tasks_and_ack(&[], &[task.to_new(lease_ms)], started_ms)
             .await
         {
-            Ok(()) => {
+            Ok(stored_at) => {
+                let claimed = stored_at + lease_ms;
                 let settlement = Settlement {
                     hook: &hook,
                     task: &task,

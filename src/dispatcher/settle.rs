@@ -23,7 +23,7 @@ pub struct Settlement<'a> {
     pub hook: &'a CachedHook,
     /// The task.
     pub task: &'a Task,
-    /// The lease end this replica claimed the task until.
+    /// The lease end this replica claimed the task until (Redis's clock).
     pub claimed: i64,
     /// How the attempt went.
     pub attempt: Attempt,
@@ -95,7 +95,7 @@ pub async fn settle(shared: &Shared, settlement: Settlement<'_>) -> Result<(), S
                             task,
                             claimed,
                             Rescheduled {
-                                due_ms: done_ms + ms(delay),
+                                due_in_ms: ms(delay),
                                 attempts: attempt_number,
                                 first_attempt_ms,
                                 last_error: &attempt.message,
@@ -147,7 +147,7 @@ pub async fn wait(shared: &Shared, task: &Task, claimed: i64, now: i64, why: &st
             task,
             claimed,
             Rescheduled {
-                due_ms: give_up_at.min(now + WAIT_RECHECK_MS),
+                due_in_ms: (give_up_at - now).clamp(0, WAIT_RECHECK_MS),
                 attempts: task.attempts,
                 first_attempt_ms: task.first_attempt_ms,
                 last_error: why,
@@ -160,9 +160,9 @@ pub async fn wait(shared: &Shared, task: &Task, claimed: i64, now: i64, why: &st
 
 /// Looks again at a task shortly (its hook may not be in this replica's
 /// cache yet), without marking it waiting.
-pub async fn retry_soon(shared: &Shared, task: &Task, claimed: i64, now: i64, why: &str) -> Result<(), StoreError> {
+pub async fn retry_soon(shared: &Shared, task: &Task, claimed: i64, why: &str) -> Result<(), StoreError> {
     let next = Rescheduled {
-        due_ms: now + 2_000,
+        due_in_ms: 2_000,
         attempts: task.attempts,
         first_attempt_ms: task.first_attempt_ms,
         last_error: why,

@@ -45,7 +45,6 @@ async fn upkeep_shard(shared: &Shared, s: &Store, sweep_consumers: bool) -> Opti
     }
     match s
         .trim_dead_letters(
-            now_ms(),
             ms(shared.config.dead_letter_max_age),
             shared.config.dead_letter_max_count,
         )

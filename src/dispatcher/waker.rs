@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     cache::Cached,
     cached_objects::{CachedHook, CachedSecret},
-    context::{Shared, now_ms},
+    context::Shared,
 };
 use crate::shard::shard_of;
 
@@ -112,7 +112,7 @@ pub async fn run(shared: Arc<Shared>, mut changes: mpsc::UnboundedReceiver<Chang
 
 async fn wake_shard(shared: &Shared, shard: usize, uids: &[String]) {
     for chunk in uids.chunks(BATCH) {
-        match shared.shards.get(shard).wake(chunk, now_ms()).await {
+        match shared.shards.get(shard).wake(chunk).await {
             Ok(0) => {}
             Ok(n) => {
                 shared.wake_claimer(shard);

@@ -23,6 +23,9 @@ pub struct Dispatcher {
     _dir: tempfile::TempDir,
     pub args: Vec<String>,
     pub envs: Vec<(String, String)>,
+    /// A command the binary runs under (e.g. `faketime -f +20s`); its
+    /// process is then the one [`Dispatcher::pid`] and the kills see.
+    pub wrapper: Vec<String>,
 }
 
 /// Arguments every test dispatcher gets (later duplicates win).
@@ -71,18 +74,24 @@ impl Dispatcher {
 
     /// Like [`Dispatcher::start`], with extra environment variables.
     pub fn start_with_env(args: Vec<String>, envs: Vec<(String, String)>) -> Dispatcher {
-        Dispatcher::launch(args, envs, true)
+        Dispatcher::launch(args, envs, vec![], true)
     }
 
     /// Starts without waiting for readiness.
     pub fn start_unready(args: Vec<String>, envs: Vec<(String, String)>) -> Dispatcher {
-        Dispatcher::launch(args, envs, false)
+        Dispatcher::launch(args, envs, vec![], false)
     }
 
-    fn launch(args: Vec<String>, envs: Vec<(String, String)>, wait_ready: bool) -> Dispatcher {
+    /// Like [`Dispatcher::start`], the binary run under `wrapper` (a
+    /// command and its arguments, e.g. `faketime -f +20s`).
+    pub fn start_wrapped(wrapper: &[&str], args: Vec<String>) -> Dispatcher {
+        Dispatcher::launch(args, vec![], wrapper.iter().map(|s| s.to_string()).collect(), true)
+    }
+
+    fn launch(args: Vec<String>, envs: Vec<(String, String)>, wrapper: Vec<String>, wait_ready: bool) -> Dispatcher {
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("dispatcher.log");
-        let (process, http_port) = Dispatcher::spawn(&args, &envs, &log_path, wait_ready);
+        let (process, http_port) = Dispatcher::spawn(&wrapper, &args, &envs, &log_path, wait_ready);
         Dispatcher {
             process,
             http_port,
@@ -90,12 +99,27 @@ impl Dispatcher {
             _dir: dir,
             args,
             envs,
+            wrapper,
         }
     }
 
-    fn spawn(args: &[String], envs: &[(String, String)], log_path: &Path, wait: bool) -> (ChildProcess, u16) {
+    fn spawn(
+        wrapper: &[String],
+        args: &[String],
+        envs: &[(String, String)],
+        log_path: &Path,
+        wait: bool,
+    ) -> (ChildProcess, u16) {
         let http_port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"));
+        let binary = env!("CARGO_BIN_EXE_outbound-webhooks");
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("--exit-on-stdin-close")
             .arg("dispatcher")
@@ -169,7 +193,7 @@ impl Dispatcher {
     /// Starts it again with the same arguments (after [`Dispatcher::kill`]).
     pub fn restart(&mut self) {
         self.kill();
-        let (process, http_port) = Dispatcher::spawn(&self.args, &self.envs, &self.log_path, true);
+        let (process, http_port) = Dispatcher::spawn(&self.wrapper, &self.args, &self.envs, &self.log_path, true);
         self.process = process;
         self.http_port = http_port;
     }

@@ -30,10 +30,11 @@ impl Store {
             .collect())
     }
 
-    /// Puts a dead-lettered delivery back as a fresh task (attempt 1 now)
-    /// for the hook it names, removing the dead letter in the same step.
-    pub async fn replay(&self, letter: &DeadLetter, now_ms: i64) -> Result<(), StoreError> {
+    /// Puts a dead-lettered delivery back as a fresh task (due at once, its
+    /// `created_ms` field `created_ms`) for the hook it names, removing the
+    /// dead letter in the same step.
+    pub async fn replay(&self, letter: &DeadLetter, created_ms: i64) -> Result<(), StoreError> {
         let task = letter.to_new_task();
-        self.replay_as(&letter.id, &task.uid, &task, now_ms).await
+        self.replay_as(&letter.id, &task.uid, &task, created_ms).await
     }
 }

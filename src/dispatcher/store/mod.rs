@@ -10,9 +10,13 @@
 //! - `dead-letter`: a stream of deliveries and entries given up on.
 //! - `task:{hook uid}:{event id}`: one durable delivery task (a hash; field
 //!   names in [`task::field`]).
-//! - `due`: sorted set of task members by due time (Unix ms). A claim moves
-//!   the score to the end of the lease, so a claimer that dies simply lets
-//!   the lease run out and the task comes due again.
+//! - `due`: sorted set of task members by due time (Unix ms of Redis's own
+//!   clock, `TIME`: the scripts compute and compare every due time and
+//!   lease end, callers pass durations, so replicas with clocks apart never
+//!   take each other's leased tasks). A claim moves the score to the end of
+//!   the lease, so a claimer that dies simply lets the lease run out and the
+//!   task comes due again; the score is also the claim's token, compared by
+//!   every later call of that claimer.
 //! - `due:{hook uid}`: the same, per hook, and `hooks-due`: each hook by its
 //!   earliest due time. Claims walk `hooks-due` and skip a hook at its
 //!   concurrency limit in one step, so a slow hook's backlog never hides
@@ -50,7 +54,7 @@ pub use self::{
     health::Health,
     keys::{Keys, task_member, uid_of_member},
     retention::Sizes,
-    scripts::{Claim, Rescheduled},
+    scripts::{Claim, Claimed, Rescheduled},
     shards::{ShardCountError, Shards, stored_shard_count},
     stream::{RawEntry, entry_fields, read_reply_entries},
     task::{DeadLetter, Delivery, NewTask, Task},

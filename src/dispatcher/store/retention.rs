@@ -95,26 +95,15 @@ impl Store {
         Ok(removed + n)
     }
 
-    /// Keeps dead letters younger than `max_age_ms` and, **per hook**, at
-    /// most `max_count_per_hook` (one tenant's flood never pushes out
-    /// another's), deleting at most [`TRIM_BUDGET`] per script call.
+    /// Keeps dead letters younger than `max_age_ms` (by Redis's clock)
+    /// and, **per hook**, at most `max_count_per_hook` (one tenant's flood
+    /// never pushes out another's), deleting at most [`TRIM_BUDGET`] per
+    /// script call.
     /// Returns how many were deleted.
-    pub async fn trim_dead_letters(
-        &self,
-        now_ms: i64,
-        max_age_ms: i64,
-        max_count_per_hook: usize,
-    ) -> Result<i64, StoreError> {
+    pub async fn trim_dead_letters(&self, max_age_ms: i64, max_count_per_hook: usize) -> Result<i64, StoreError> {
         let mut conn = self.conn.clone();
         let key = self.keys.dead_letter();
-        let oldest = (now_ms - max_age_ms).max(0);
-        let mut deleted: i64 = redis::cmd("XTRIM")
-            .arg(&key)
-            .arg("MINID")
-            .arg(format!("{oldest}-0"))
-            .query_async(&mut conn)
-            .await
-            .context(|| format!("trimming {key} by age"))?;
+        let mut deleted = self.trim_by_age(&key, max_age_ms).await?;
         let mut cursor = 0u64;
         loop {
             let (next, uids): (u64, Vec<String>) = redis::cmd("SSCAN")
@@ -128,7 +117,7 @@ impl Store {
             for uid in uids {
                 loop {
                     let (removed, n) = self
-                        .trim_hook_dead_letters(&uid, oldest, max_count_per_hook, TRIM_BUDGET)
+                        .trim_hook_dead_letters(&uid, max_age_ms, max_count_per_hook, TRIM_BUDGET)
                         .await?;
                     deleted += n;
                     if removed < TRIM_BUDGET as i64 {

@@ -22,6 +22,7 @@ fn with_prelude(body: &str) -> Script {
 // Each script is hashed (SHA-1) once per process, not once per call: the
 // hashing showed up as ~10% of the dispatcher's instructions per delivery.
 static ROUTE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/route.lua")));
+static DUE_HOOKS: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/due_hooks.lua")));
 static CLAIM: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/claim.lua")));
 static EXTEND: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/extend.lua")));
 static RESCHEDULE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/reschedule.lua")));
@@ -29,6 +30,7 @@ static FINISH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("sc
 static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/dead_letter.lua")));
 static TRIM_DEAD_LETTERS: LazyLock<Script> =
     LazyLock::new(|| with_prelude(include_str!("scripts/trim_dead_letters.lua")));
+static TRIM_BY_AGE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/trim_by_age.lua")));
 static WAKE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/wake.lua")));
 static REPLAY: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/replay.lua")));
 
@@ -47,17 +49,19 @@ pub enum Claim {
 
 impl Store {
     /// Stores the tasks not stored yet and acknowledges `entry_ids`
-    /// (either may be empty). `route.lua`: one atomic step, or, when the
-    /// tasks' bodies exceed [`MAX_SCRIPT_BYTES`], one step per slice of
-    /// tasks with the acknowledgement in the last (a crash between them
-    /// leaves the entries pending: read again, the stored tasks are kept
-    /// as they are).
+    /// (either may be empty); `created_ms` is what their `created_ms`
+    /// field says. `route.lua`: one atomic step, or, when the tasks'
+    /// bodies exceed [`MAX_SCRIPT_BYTES`], one step per slice of tasks with
+    /// the acknowledgement in the last (a crash between them leaves the
+    /// entries pending: read again, the stored tasks are kept as they are).
+    /// Returns Redis's time (Unix ms) of the last step: a task of it stored
+    /// with `due_in_ms` is due at that time plus `due_in_ms`.
     pub async fn store_tasks_and_ack(
         &self,
         entry_ids: &[String],
         tasks: &[NewTask],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
+        created_ms: i64,
+    ) -> Result<i64, StoreError> {
         let mut rest = tasks;
         loop {
             let mut bytes = 0;
@@ -72,16 +76,16 @@ impl Store {
                 .min(rest.len());
             let (slice, after) = rest.split_at(take);
             if after.is_empty() {
-                return self.route(entry_ids, slice, now_ms).await;
+                return self.route(entry_ids, slice, created_ms).await;
             }
-            self.route(&[], slice, now_ms).await?;
+            self.route(&[], slice, created_ms).await?;
             rest = after;
         }
     }
 
-    async fn route(&self, entry_ids: &[String], tasks: &[NewTask], now_ms: i64) -> Result<(), StoreError> {
+    async fn route(&self, entry_ids: &[String], tasks: &[NewTask], created_ms: i64) -> Result<i64, StoreError> {
         if entry_ids.is_empty() && tasks.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let keys = &self.keys;
         let mut inv = ROUTE.prepare_invoke();
@@ -99,55 +103,52 @@ impl Store {
             inv.key(keys.task(&member))
                 .key(keys.hook_due(&t.uid))
                 .key(keys.hook_tasks(&t.uid));
-            inv.arg(&member).arg(&t.uid).arg(t.due_ms.unwrap_or(now_ms));
-            for value in t.values(now_ms) {
+            inv.arg(&member).arg(&t.uid).arg(t.due_in_ms);
+            for value in t.values(created_ms) {
                 inv.arg(value);
             }
         }
         let mut conn = self.conn.clone();
-        let _: i64 = inv.invoke_async(&mut conn).await.context(|| {
+        let (_acked, now): (i64, i64) = inv.invoke_async(&mut conn).await.context(|| {
             format!(
                 "storing {} delivery task(s) and acknowledging {} entries",
                 tasks.len(),
                 entry_ids.len()
             )
         })?;
-        Ok(())
+        Ok(now)
     }
 
-    /// Claims up to `max` due tasks with a lease ending at `now + lease_ms`,
-    /// at most `capacity(uid)` per hook. Returns the members and the lease
-    /// end. Reads the hooks with something due from `hooks-due` (earliest
-    /// first), then `claim.lua` on those hooks, whose keys it declares.
-    /// Also says whether any hook had due tasks when it looked (some may be
-    /// left for lack of lane capacity): the claimer then wants waking when
-    /// a slot frees.
+    /// Claims up to `max` due tasks (due by Redis's clock) with a lease of
+    /// `lease_ms`, at most `capacity(uid)` per hook. Reads the hooks with
+    /// something due from `hooks-due` (earliest first, `due_hooks.lua`),
+    /// then `claim.lua` on those hooks, whose keys it declares.
     pub async fn claim(
         &self,
-        now_ms: i64,
         lease_ms: i64,
         max: usize,
         default_capacity: usize,
         capacities: &HashMap<String, usize>,
-    ) -> Result<(Vec<String>, i64, bool), StoreError> {
+    ) -> Result<Claimed, StoreError> {
         let mut conn = self.conn.clone();
         // Hooks at capacity 0 are skipped by the script; read enough hooks
         // that those cannot hide the rest.
-        let hooks: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.keys.hooks_due())
-            .arg("-inf")
-            .arg(now_ms)
-            .arg("LIMIT")
-            .arg(0)
+        let hooks: Vec<String> = DUE_HOOKS
+            .key(self.keys.hooks_due())
             .arg((max + capacities.len()).min(5000))
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await
             .context(|| "reading the hooks with due tasks".to_string())?;
+        let nothing = |backlog| Claimed {
+            members: Vec::new(),
+            lease_until: 0,
+            backlog,
+        };
         if hooks.is_empty() {
-            return Ok((Vec::new(), now_ms + lease_ms, false));
+            return Ok(nothing(false));
         }
         let mut inv = CLAIM.key(self.keys.due());
-        inv.key(self.keys.hooks_due()).arg(now_ms).arg(lease_ms).arg(max);
+        inv.key(self.keys.hooks_due()).arg(lease_ms).arg(max);
         let mut any = false;
         for uid in &hooks {
             let cap = capacities.get(uid).copied().unwrap_or(default_capacity);
@@ -161,18 +162,23 @@ impl Store {
                 .arg(cap);
         }
         if !any {
-            return Ok((Vec::new(), now_ms + lease_ms, true));
+            return Ok(nothing(true));
         }
-        let members: Vec<String> = inv
+        let (lease_until, members): (i64, Vec<String>) = inv
             .invoke_async(&mut conn)
             .await
             .context(|| "claiming due delivery tasks".to_string())?;
-        Ok((members, now_ms + lease_ms, true))
+        Ok(Claimed {
+            members,
+            lease_until,
+            backlog: true,
+        })
     }
 
-    /// Moves the lease end of a claimed task; false when the claim was
-    /// lost. `extend.lua`.
-    pub async fn extend_lease(&self, member: &str, claimed: i64, until: i64) -> Result<bool, StoreError> {
+    /// Makes the lease of a claimed task last at least `lease_ms` from now
+    /// (Redis's clock). Returns the lease end now held, `None` when the
+    /// claim was lost. `extend.lua`.
+    pub async fn extend_lease(&self, member: &str, claimed: i64, lease_ms: i64) -> Result<Option<i64>, StoreError> {
         let uid = uid_of_member(member);
         let mut conn = self.conn.clone();
         let done: i64 = EXTEND
@@ -182,11 +188,11 @@ impl Store {
             .arg(member)
             .arg(uid)
             .arg(claimed)
-            .arg(until)
+            .arg(lease_ms)
             .invoke_async(&mut conn)
             .await
             .context(|| format!("extending the lease of task {member}"))?;
-        Ok(done == 1)
+        Ok((done != 0).then_some(done))
     }
 
     /// Records an attempt and schedules the next one, if this replica still
@@ -200,7 +206,7 @@ impl Store {
             .arg(&task.member)
             .arg(&task.uid)
             .arg(claimed)
-            .arg(next.due_ms)
+            .arg(next.due_in_ms)
             .arg(if next.waiting { "1" } else { "0" });
         for (name, value) in attempt_fields(next.attempts, next.first_attempt_ms, next.last_error) {
             inv.arg(name).arg(value);
@@ -276,13 +282,14 @@ impl Store {
     }
 
     /// Retention of hook `uid`'s dead letters: deletes those older than
-    /// `oldest_ms` and those beyond `max_count`, at most `budget`; returns
+    /// `max_age_ms` (by Redis's clock) and those beyond `max_count`, at
+    /// most `budget`; returns
     /// how many index entries it removed and how many dead letters it
     /// deleted. `trim_dead_letters.lua`.
     pub async fn trim_hook_dead_letters(
         &self,
         uid: &str,
-        oldest_ms: i64,
+        max_age_ms: i64,
         max_count: usize,
         budget: usize,
     ) -> Result<(i64, i64), StoreError> {
@@ -291,7 +298,7 @@ impl Store {
             .key(self.keys.dead_letter())
             .key(self.keys.dead_index(uid))
             .key(self.keys.dead_hooks())
-            .arg(oldest_ms)
+            .arg(max_age_ms)
             .arg(max_count)
             .arg(budget)
             .arg(uid)
@@ -300,14 +307,26 @@ impl Store {
             .context(|| format!("trimming the dead letters of hook {uid}"))
     }
 
-    /// Makes the waiting tasks of hooks `uids` due at `now_ms`; returns how
-    /// many woke. `wake.lua`.
-    pub async fn wake(&self, uids: &[String], now_ms: i64) -> Result<i64, StoreError> {
+    /// Deletes the entries of stream `key` older than `max_age_ms` by
+    /// Redis's clock; returns how many. `trim_by_age.lua`.
+    pub async fn trim_by_age(&self, key: &str, max_age_ms: i64) -> Result<i64, StoreError> {
+        let mut conn = self.conn.clone();
+        TRIM_BY_AGE
+            .key(key)
+            .arg(max_age_ms)
+            .invoke_async(&mut conn)
+            .await
+            .context(|| format!("trimming {key} by age"))
+    }
+
+    /// Makes the waiting tasks of hooks `uids` due now (Redis's clock);
+    /// returns how many woke. `wake.lua`.
+    pub async fn wake(&self, uids: &[String]) -> Result<i64, StoreError> {
         if uids.is_empty() {
             return Ok(0);
         }
         let mut inv = WAKE.key(self.keys.due());
-        inv.key(self.keys.hooks_due()).arg(now_ms);
+        inv.key(self.keys.hooks_due());
         for uid in uids {
             inv.key(self.keys.hook_due(uid))
                 .key(self.keys.hook_waiting(uid))
@@ -319,15 +338,16 @@ impl Store {
             .context(|| format!("waking the waiting tasks of {} hook(s)", uids.len()))
     }
 
-    /// Stores `task` as a fresh task due at `now_ms` and deletes dead
-    /// letter `letter_id`, in one step. `replay.lua`.
+    /// Stores `task` as a fresh task (due `task.due_in_ms` from now by
+    /// Redis's clock; `created_ms` for its `created_ms` field) and deletes
+    /// dead letter `letter_id`, in one step. `replay.lua`.
     /// `was_for` is the UID of the hook the dead letter was written for.
     pub async fn replay_as(
         &self,
         letter_id: &str,
         was_for: &str,
         task: &NewTask,
-        now_ms: i64,
+        created_ms: i64,
     ) -> Result<(), StoreError> {
         let member = task_member(&task.uid, &task.event_id);
         let mut inv = REPLAY.key(self.keys.due());
@@ -340,8 +360,8 @@ impl Store {
             .arg(letter_id)
             .arg(&member)
             .arg(&task.uid)
-            .arg(task.due_ms.unwrap_or(now_ms));
-        for (name, value) in STORED_FIELDS.iter().zip(task.values(now_ms)) {
+            .arg(task.due_in_ms);
+        for (name, value) in STORED_FIELDS.iter().zip(task.values(created_ms)) {
             inv.arg(*name).arg(value);
         }
         let mut conn = self.conn.clone();
@@ -353,11 +373,25 @@ impl Store {
     }
 }
 
+/// What a claim got.
+#[derive(Clone, Debug, Default)]
+pub struct Claimed {
+    /// The claimed task members.
+    pub members: Vec<String>,
+    /// Their lease end (Unix ms of Redis's clock): their score while the
+    /// claim holds, which later calls compare.
+    pub lease_until: i64,
+    /// Some hook had due tasks when the claim looked (some may be left for
+    /// lack of lane capacity): the claimer then wants waking when a slot
+    /// frees.
+    pub backlog: bool,
+}
+
 /// The next attempt of a rescheduled task.
 #[derive(Clone, Copy, Debug)]
 pub struct Rescheduled<'a> {
-    /// When it comes due (Unix ms).
-    pub due_ms: i64,
+    /// Ms from now (Redis's clock) until it comes due.
+    pub due_in_ms: i64,
     /// Attempts made so far.
     pub attempts: u32,
     /// Unix ms of the first attempt.
@@ -365,6 +399,6 @@ pub struct Rescheduled<'a> {
     /// The last attempt's error (or why it waits).
     pub last_error: &'a str,
     /// It waits for its hook to become deliverable: a change of the hook
-    /// wakes it before `due_ms` ([`Store::wake`]).
+    /// wakes it before it is due ([`Store::wake`]).
     pub waiting: bool,
 }

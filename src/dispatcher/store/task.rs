@@ -75,9 +75,10 @@ pub struct Delivery {
 pub struct NewTask {
     /// What it delivers.
     pub delivery: Delivery,
-    /// When it comes due (Unix ms); `None`: at once. A task stored by the
-    /// attempt that is running it is due at that attempt's lease end.
-    pub due_ms: Option<i64>,
+    /// Ms from its storing (Redis's clock) until it comes due; 0: at once.
+    /// A task stored by the attempt that is running it is due at that
+    /// attempt's lease end.
+    pub due_in_ms: i64,
 }
 
 impl std::ops::Deref for NewTask {
@@ -159,11 +160,12 @@ impl Task {
         })
     }
 
-    /// The same delivery as a task to store (due at `due_ms`, or at once).
-    pub fn to_new(&self, due_ms: Option<i64>) -> NewTask {
+    /// The same delivery as a task to store, due `due_in_ms` after it is
+    /// stored.
+    pub fn to_new(&self, due_in_ms: i64) -> NewTask {
         NewTask {
             delivery: self.delivery.clone(),
-            due_ms,
+            due_in_ms,
         }
     }
 }
@@ -226,7 +228,7 @@ impl DeadLetter {
                 org: self.text(field::ORG),
                 body: bytes::Bytes::from(self.fields.get(field::BODY).cloned().unwrap_or_default()),
             },
-            due_ms: None,
+            due_in_ms: 0,
         }
     }
 }
@@ -246,7 +248,7 @@ mod tests {
                 org: "acme".into(),
                 body: bytes::Bytes::from_static(b"{\"id\":\"e1\"}"),
             },
-            due_ms: None,
+            due_in_ms: 0,
         };
         let map: HashMap<String, Vec<u8>> = STORED_FIELDS
             .iter()

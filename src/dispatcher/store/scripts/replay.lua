@@ -3,11 +3,12 @@
 -- KEYS[1] due, KEYS[2] dead-letter stream, KEYS[3] due:{uid},
 --   KEYS[4] hooks-due, KEYS[5] the task hash, KEYS[6] hook-tasks:{uid},
 --   KEYS[7] dead-index of the hook the dead letter was for
--- ARGV[1] dead letter id, ARGV[2] member, ARGV[3] uid, ARGV[4] due score,
+-- ARGV[1] dead letter id, ARGV[2] member, ARGV[3] uid, ARGV[4] ms from now
+--   (Redis's clock) until it is due (0: at once),
 --   then the task hash's field/value pairs
 -- Returns 1.
 redis.call('HSET', KEYS[5], unpack(ARGV, 5))
-set_due(KEYS[1], KEYS[3], ARGV[2], ARGV[4])
+set_due(KEYS[1], KEYS[3], ARGV[2], now_ms() + tonumber(ARGV[4]))
 reindex(KEYS[3], KEYS[4], ARGV[3])
 redis.call('SADD', KEYS[6], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[1])

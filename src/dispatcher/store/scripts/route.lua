@@ -5,9 +5,12 @@
 --   KEYS[5+3t] due:{uid}, KEYS[6+3t] hook-tasks:{uid}
 -- ARGV[1] consumer group, ARGV[2] entry count E, ARGV[3..2+E] entry ids,
 --   ARGV[3+E] field count F, the F field names of a task hash,
---   then per task: member, uid, due score, its F field values
--- Returns the number of entries acknowledged. A task already stored (an
--- entry read again) is left as it is.
+--   then per task: member, uid, ms from now (Redis's clock) until it is
+--   due (0: at once), its F field values
+-- Returns {entries acknowledged, now}: a task stored here is due at now
+-- plus its ms (a first attempt's failed task: the lease end its settling
+-- compares). A task already stored (an entry read again) is left as it is.
+local now = now_ms()
 local entries = tonumber(ARGV[2])
 local names_at = 3 + entries
 local fields = tonumber(ARGV[names_at])
@@ -16,7 +19,7 @@ local tasks = (#KEYS - 3) / 3
 for t = 0, tasks - 1 do
   local task_key, hook_due, hook_tasks = KEYS[4 + 3 * t], KEYS[5 + 3 * t], KEYS[6 + 3 * t]
   local at = names_at + fields + t * per_task
-  local member, uid, score = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local member, uid, score = ARGV[at + 1], ARGV[at + 2], now + tonumber(ARGV[at + 3])
   if redis.call('EXISTS', task_key) == 0 then
     local pairs = {}
     for f = 1, fields do
@@ -29,5 +32,6 @@ for t = 0, tasks - 1 do
     redis.call('SADD', hook_tasks, member)
   end
 end
-if entries > 0 then return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3, 2 + entries)) end
-return 0
+local acked = 0
+if entries > 0 then acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3, 2 + entries)) end
+return {acked, now}

@@ -3,13 +3,15 @@
 -- number per call so a large trim never blocks Redis for long.
 -- (Index members are zero-padded stream ids, see due_prelude.lua.)
 -- KEYS[1] dead-letter stream, KEYS[2] dead-index:{uid}, KEYS[3] dead-hooks
--- ARGV[1] oldest time kept (Unix ms), ARGV[2] most kept, ARGV[3] most
+-- ARGV[1] most age kept (ms before now by Redis's clock, the clock of the
+--   stream ids), ARGV[2] most kept, ARGV[3] most
 --   deleted by this call, ARGV[4] uid
 -- Returns {index entries removed, dead letters deleted} (the stream may
 -- have lost some already to the age trim); the caller calls again while
 -- the first is ARGV[3].
 local budget = tonumber(ARGV[3])
-local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, budget)
+local oldest = math.max(now_ms() - tonumber(ARGV[1]), 0)
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', string.format('(%d', oldest), 'LIMIT', 0, budget)
 local excess = redis.call('ZCARD', KEYS[2]) - #old - tonumber(ARGV[2])
 local doomed = old
 if excess > 0 and #doomed < budget then
