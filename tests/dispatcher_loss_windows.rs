@@ -205,3 +205,80 @@ fn a_task_whose_hook_was_deleted_is_dead_lettered_hook_deleted_and_replays_to_th
     support::receiver::verify_signatures(&again, replayed).expect("signed with the new hook's token");
     assert!(test.dead_letters(Some(&key)).is_empty());
 }
+
+#[test]
+fn an_event_id_reused_while_its_first_entry_is_retried_is_dropped_counted_and_logged() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    };
+    let test = DeliveryTest::new("reused-id");
+    let healthy = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let (h, n) = (healthy.clone(), delivered.clone());
+    let receiver = Receiver::start(move |_, _| {
+        if h.load(Ordering::SeqCst) {
+            n.fetch_add(1, Ordering::SeqCst);
+            support::receiver::Reply::Status(200)
+        } else {
+            support::receiver::Reply::Status(500)
+        }
+    });
+    test.hook_to(&receiver, json!({}));
+    let d = test.dispatcher(&[
+        "--retry-schedule",
+        "300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms",
+    ]);
+
+    let id = outbound_webhooks::stream_entry::new_event_id();
+    let xadd = |data: &str| -> String {
+        support::redis::xadd_event(&test.prefix, &test.ns, support::CREATE, data, Some(&id))
+            .query(&mut test.redis())
+            .expect("XADD")
+    };
+    let first = xadd(r#"{"entry":"first"}"#);
+    // Being retried: its task is held.
+    receiver.wait_for_event(&id, 2, Duration::from_secs(30));
+    let second = xadd(r#"{"entry":"second"}"#);
+    wait_for(
+        "the second entry to be counted duplicate_id",
+        Duration::from_secs(20),
+        || match events_metric(&d, "dropped", "duplicate_id") {
+            1.0 => Ok(()),
+            n => Err(format!("{n} counted")),
+        },
+    );
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| l.contains(&first) && l.contains(&second)),
+        "no log line names both entries {first} and {second}:\n{log}"
+    );
+
+    healthy.store(true, Ordering::SeqCst);
+    wait_for(
+        "the first entry to be delivered and nothing left to do",
+        Duration::from_secs(30),
+        || {
+            let due = support::redis::due_count(&mut test.redis(), &test.prefix)?;
+            match delivered.load(Ordering::SeqCst) {
+                n if n >= 1 && due == 0 => Ok(()),
+                n => Err(format!("{n} delivered, {due} task(s) left")),
+            }
+        },
+    );
+    assert_eq!(
+        delivered.load(Ordering::SeqCst),
+        1,
+        "the event was delivered more than once"
+    );
+    let bodies: Vec<String> = receiver
+        .requests_for(&id)
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert!(
+        bodies.iter().all(|b| b.contains("first")),
+        "the second entry was sent: {bodies:?}"
+    );
+    assert_eq!(events_metric(&d, "dropped", "duplicate_id"), 1.0);
+}

@@ -7,7 +7,7 @@ mod support;
 use std::{collections::HashMap, sync::OnceLock};
 
 use outbound_webhooks::dispatcher::store::{
-    AttemptsBatch, Claim, DeadLetter, Delivery, NewTask, Rescheduled, Store, Task, task::field, task_member,
+    AttemptsBatch, Claim, DeadLetter, Delivery, Duplicate, NewTask, Rescheduled, Store, Task, task::field, task_member,
 };
 use outbound_webhooks::redis_conn::{RedisMode, RedisTarget};
 use support::redis::RedisServer;
@@ -35,6 +35,7 @@ fn task(uid: &str, event_id: &str, due_ms: i64) -> NewTask {
             event: "kustomer.conversation.create".to_string(),
             org: "acme".to_string(),
             body: bytes::Bytes::from(format!("{{\"id\":\"{event_id}\"}}")),
+            entry_id: "1-0".to_string(),
         },
         due_ms: Some(due_ms),
     }
@@ -206,6 +207,11 @@ async fn a_dead_letter_replays_as_a_fresh_task_and_is_gone_in_the_same_step() {
     assert!(!letter.fields.contains_key(field::CREATED_MS));
     assert!(letter.is_delivery());
 
+    assert_eq!(
+        letter.text(field::ENTRY_ID),
+        "1-0",
+        "the dead letter keeps its entry id"
+    );
     store.replay(letter, 4_000).await.expect("replay");
     assert!(all_dead_letters(&store).await.is_empty());
     let replayed = load(&store, "hook-a", "e1").await.expect("the replayed task");
@@ -250,6 +256,28 @@ async fn routing_a_re_read_entry_stores_its_task_once_and_acknowledges_it() {
     );
     let pending = store.read_entries("me", "0", 10, 0).await.expect("XREADGROUP 0");
     assert!(pending.is_empty(), "the entry is still pending: {pending:?}");
+
+    // Another entry reusing the event id while the task is held: not
+    // stored, reported with the held task's entry id.
+    let mut reused = task("hook-a", "e1", 8_888);
+    reused.delivery.entry_id = "2-0".to_string();
+    let duplicates = store
+        .store_tasks_and_ack(&[], &[task("hook-b", "e1", 1_000), reused], 700)
+        .await
+        .expect("storing a reused id");
+    assert_eq!(
+        duplicates,
+        [Duplicate {
+            index: 1,
+            held_entry_id: "1-0".to_string()
+        }]
+    );
+    assert_eq!(load(&store, "hook-a", "e1").await.expect("the task").created_ms, 500);
+    let held = store
+        .held_tasks(&[task_member("hook-a", "e1"), task_member("hook-c", "e1")])
+        .await
+        .expect("HMGET");
+    assert_eq!(held, [Some(Some("1-0".to_string())), None]);
 
     // A finished task leaves nothing behind.
     store.finish(&stored).await.expect("finish");

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     attempts_log::AttemptRecord,
+    consumer::count_duplicate,
     context::{Shared, now_ms},
     store::{AttemptsBatch, NewTask},
 };
@@ -161,9 +162,13 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
     let store = shared.shards.get(shard);
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
+    let mut duplicates = Vec::new();
     while !ids.is_empty() || !tasks.is_empty() {
         match store.store_tasks_and_ack(&ids, &tasks, now_ms()).await {
-            Ok(()) => break,
+            Ok(found) => {
+                duplicates = found;
+                break;
+            }
             Err(e) => {
                 attempts += 1;
                 // While stopping, give up after a few tries: the entries stay
@@ -179,12 +184,17 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
             }
         }
     }
-    if !tasks.is_empty() {
+    for d in &duplicates {
+        if let Some(task) = tasks.get(d.index) {
+            count_duplicate(shared, &task.hook, &task.event_id, &task.entry_id, &d.held_entry_id);
+        }
+    }
+    if tasks.len() > duplicates.len() {
         shared
             .metrics
             .first_deliveries
             .get_or_create(&vec![("path", "stored".to_string())])
-            .inc_by(tasks.len() as u64);
+            .inc_by((tasks.len() - duplicates.len()) as u64);
         shared.wake_claimer(shard);
     }
     shared.held.release(shard, &ids);

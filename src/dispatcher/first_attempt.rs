@@ -23,6 +23,7 @@ use super::{
     acker::AckItem,
     attempt::{Outcome, send_signed},
     cached_objects::{CachedHook, CachedSecret},
+    consumer::count_duplicate,
     context::{Shared, ms, now_ms},
     lanes::{Lane, LanePermit},
     settle::{self, Settlement},
@@ -138,7 +139,14 @@ pub async fn run(
             .store_tasks_and_ack(&[], &[task.to_new(Some(claimed))], started_ms)
             .await
         {
-            Ok(()) => {
+            // Its hook stored a task for the event id from another entry
+            // while this attempt ran: that task delivers it.
+            Ok(duplicates) if !duplicates.is_empty() => {
+                for d in &duplicates {
+                    count_duplicate(&shared, &task.hook, &task.event_id, &task.entry_id, &d.held_entry_id);
+                }
+            }
+            Ok(_) => {
                 let settlement = Settlement {
                     hook: &hook,
                     task: &task,

@@ -51,13 +51,15 @@ impl Store {
     /// tasks' bodies exceed [`MAX_SCRIPT_BYTES`], one step per slice of
     /// tasks with the acknowledgement in the last (a crash between them
     /// leaves the entries pending: read again, the stored tasks are kept
-    /// as they are).
+    /// as they are). Returns the tasks not stored because their hook holds
+    /// a task for the event id from another entry.
     pub async fn store_tasks_and_ack(
         &self,
         entry_ids: &[String],
         tasks: &[NewTask],
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Duplicate>, StoreError> {
+        let mut duplicates = Vec::new();
         let mut rest = tasks;
         loop {
             let mut bytes = 0;
@@ -71,17 +73,22 @@ impl Store {
                 .max(1)
                 .min(rest.len());
             let (slice, after) = rest.split_at(take);
-            if after.is_empty() {
-                return self.route(entry_ids, slice, now_ms).await;
+            let acknowledge: &[String] = if after.is_empty() { entry_ids } else { &[] };
+            let offset = tasks.len() - rest.len();
+            for mut duplicate in self.route(acknowledge, slice, now_ms).await? {
+                duplicate.index += offset;
+                duplicates.push(duplicate);
             }
-            self.route(&[], slice, now_ms).await?;
+            if after.is_empty() {
+                return Ok(duplicates);
+            }
             rest = after;
         }
     }
 
-    async fn route(&self, entry_ids: &[String], tasks: &[NewTask], now_ms: i64) -> Result<(), StoreError> {
+    async fn route(&self, entry_ids: &[String], tasks: &[NewTask], now_ms: i64) -> Result<Vec<Duplicate>, StoreError> {
         if entry_ids.is_empty() && tasks.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let keys = &self.keys;
         let mut inv = ROUTE.prepare_invoke();
@@ -105,14 +112,22 @@ impl Store {
             }
         }
         let mut conn = self.conn.clone();
-        let _: i64 = inv.invoke_async(&mut conn).await.context(|| {
+        let (_acked, flat): (i64, Vec<String>) = inv.invoke_async(&mut conn).await.context(|| {
             format!(
                 "storing {} delivery task(s) and acknowledging {} entries",
                 tasks.len(),
                 entry_ids.len()
             )
         })?;
-        Ok(())
+        Ok(flat
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                Some(Duplicate {
+                    index: pair[0].parse().ok()?,
+                    held_entry_id: pair[1].clone(),
+                })
+            })
+            .collect())
     }
 
     /// Claims up to `max` due tasks with a lease ending at `now + lease_ms`,
@@ -351,6 +366,17 @@ impl Store {
             .context(|| format!("replaying dead letter {letter_id}"))?;
         Ok(())
     }
+}
+
+/// A task [`Store::store_tasks_and_ack`] did not store: its hook already
+/// holds a task for the same event id, stored from another stream entry
+/// (SPEC: the second is dropped and counted `duplicate_id`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The task's index in the tasks given.
+    pub index: usize,
+    /// The stream entry id of the task already held.
+    pub held_entry_id: String,
 }
 
 /// The next attempt of a rescheduled task.
