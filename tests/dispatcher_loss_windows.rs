@@ -282,3 +282,95 @@ fn an_event_id_reused_while_its_first_entry_is_retried_is_dropped_counted_and_lo
     );
     assert_eq!(events_metric(&d, "dropped", "duplicate_id"), 1.0);
 }
+
+#[test]
+fn two_replays_of_the_same_dead_letters_at_once_deliver_each_event_once() {
+    const EVENTS: usize = 200;
+    let test = DeliveryTest::new("replay-twice");
+    let receiver = Receiver::ok();
+    let hook = test.hook_to(&receiver, json!({}));
+    // Its Secret not ready: events wait, then are dead-lettered NotReady
+    // after the (short) schedule's span.
+    write_secret_not_found(&hook.namespace, &hook.name);
+    let d = test.dispatcher(&["--retry-schedule", "100ms", "--poll-interval", "5ms"]);
+    let mut conn = test.redis();
+    let mut pipe = redis::pipe();
+    let ids: Vec<String> = (0..EVENTS)
+        .map(|i| {
+            let id = format!("replay-{i}");
+            pipe.add_command(support::redis::xadd_event(
+                &test.prefix,
+                &test.ns,
+                support::CREATE,
+                "{}",
+                Some(&id),
+            ))
+            .ignore();
+            id
+        })
+        .collect();
+    let _: () = pipe.query(&mut conn).expect("XADD");
+    wait_for(
+        "every event to be dead-lettered NotReady",
+        Duration::from_secs(60),
+        || match events_metric(&d, "dead_lettered", "not_ready") as usize {
+            EVENTS => Ok(()),
+            n => Err(format!("{n} dead-lettered")),
+        },
+    );
+    assert!(receiver.requests().is_empty());
+
+    accept(&hook.namespace, &hook.name, true);
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"))
+            .args([
+                "dead-letter",
+                "replay",
+                "--redis-url",
+                &test.redis_url,
+                "--redis-prefix",
+                &test.prefix,
+            ])
+            .env("KUBECONFIG", &support::env().kubeconfig)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting dead-letter replay")
+    };
+    let (a, b) = (spawn(), spawn());
+    let said: Vec<String> = [a, b]
+        .into_iter()
+        .map(|p| {
+            let out = p.wait_with_output().expect("dead-letter replay");
+            assert!(out.status.success());
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect();
+    wait_for(
+        "every event to be delivered and no task left",
+        Duration::from_secs(60),
+        || {
+            let delivered = ids.iter().filter(|id| !receiver.requests_for(id).is_empty()).count();
+            let due = support::redis::due_count(&mut test.redis(), &test.prefix)?;
+            if delivered == EVENTS && due == 0 {
+                Ok(())
+            } else {
+                Err(format!("{delivered} delivered, {due} task(s) left"))
+            }
+        },
+    );
+    let replayed: usize = said
+        .iter()
+        .filter_map(|s| s.lines().find_map(|l| l.strip_prefix("replayed ")))
+        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(
+        replayed, EVENTS,
+        "the two replays together replayed each letter once: {said:?}"
+    );
+    let twice: Vec<&String> = ids.iter().filter(|id| receiver.requests_for(id).len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "delivered more than once: {twice:?}; the replays said {said:?}"
+    );
+    assert!(test.dead_letters(None).is_empty());
+}

@@ -7,7 +7,8 @@ mod support;
 use std::{collections::HashMap, sync::OnceLock};
 
 use outbound_webhooks::dispatcher::store::{
-    AttemptsBatch, Claim, DeadLetter, Delivery, Duplicate, NewTask, Rescheduled, Store, Task, task::field, task_member,
+    AttemptsBatch, Claim, DeadLetter, Delivery, Duplicate, NewTask, Replayed, Rescheduled, Store, Task, task::field,
+    task_member,
 };
 use outbound_webhooks::redis_conn::{RedisMode, RedisTarget};
 use support::redis::RedisServer;
@@ -212,8 +213,10 @@ async fn a_dead_letter_replays_as_a_fresh_task_and_is_gone_in_the_same_step() {
         "1-0",
         "the dead letter keeps its entry id"
     );
-    store.replay(letter, 4_000).await.expect("replay");
+    assert_eq!(store.replay(letter, 4_000).await.expect("replay"), Replayed::Stored);
     assert!(all_dead_letters(&store).await.is_empty());
+    // Replayed again (a second replay that read the same page): nothing.
+    assert_eq!(store.replay(letter, 4_500).await.expect("replay"), Replayed::Gone);
     let replayed = load(&store, "hook-a", "e1").await.expect("the replayed task");
     assert_eq!((replayed.attempts, replayed.created_ms), (0, 4_000));
     assert_eq!(&replayed.body[..], b"{\"id\":\"e1\"}");

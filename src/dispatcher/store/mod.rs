@@ -50,7 +50,7 @@ pub use self::{
     health::Health,
     keys::{Keys, task_member, uid_of_member},
     retention::Sizes,
-    scripts::{Claim, Duplicate, Rescheduled},
+    scripts::{Claim, Duplicate, Replayed, Rescheduled},
     shards::{ShardCountError, Shards, stored_shard_count},
     stream::{RawEntry, entry_fields, read_reply_entries},
     task::{DeadLetter, Delivery, NewTask, Task},

@@ -335,7 +335,8 @@ impl Store {
     }
 
     /// Stores `task` as a fresh task due at `now_ms` and deletes dead
-    /// letter `letter_id`, in one step. `replay.lua`.
+    /// letter `letter_id`, in one step, unless the dead letter is gone or
+    /// the hook holds a live task for the event. `replay.lua`.
     /// `was_for` is the UID of the hook the dead letter was written for.
     pub async fn replay_as(
         &self,
@@ -343,7 +344,7 @@ impl Store {
         was_for: &str,
         task: &NewTask,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Replayed, StoreError> {
         let member = task_member(&task.uid, &task.event_id);
         let mut inv = REPLAY.key(self.keys.due());
         inv.key(self.keys.dead_letter())
@@ -360,12 +361,28 @@ impl Store {
             inv.arg(*name).arg(value);
         }
         let mut conn = self.conn.clone();
-        let _: i64 = inv
+        let outcome: i64 = inv
             .invoke_async(&mut conn)
             .await
             .context(|| format!("replaying dead letter {letter_id}"))?;
-        Ok(())
+        Ok(match outcome {
+            1 => Replayed::Stored,
+            2 => Replayed::TaskHeld,
+            _ => Replayed::Gone,
+        })
     }
+}
+
+/// What [`Store::replay_as`] did with a dead letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replayed {
+    /// Stored as a fresh task; the dead letter is deleted.
+    Stored,
+    /// The dead letter was gone (another replay took it); nothing changed.
+    Gone,
+    /// The hook holds a live task for the event, which delivers it;
+    /// nothing changed, the dead letter stays.
+    TaskHeld,
 }
 
 /// A task [`Store::store_tasks_and_ack`] did not store: its hook already
