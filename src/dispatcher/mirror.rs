@@ -95,7 +95,10 @@ async fn mirror_one(shared: &Shared, uid: &str, hook_name: &str, urgent: bool) -
         health.first_failure_ms = None;
     }
     let delivery = status::delivery_status(&health, record, &shared.config.retry_schedule);
-    status::apply(&shared.kube, ns, name, &delivery).await?;
-    store.set_mirrored(uid, now).await?;
+    if status::apply(&shared.kube, ns, name, uid, &delivery).await? {
+        store.set_mirrored(uid, now).await?;
+    } else {
+        tracing::info!(hook = %hook_name, %uid, "not mirroring delivery status: the hook of that name has another UID now");
+    }
     Ok(true)
 }
