@@ -374,3 +374,76 @@ fn two_replays_of_the_same_dead_letters_at_once_deliver_each_event_once() {
     );
     assert!(test.dead_letters(None).is_empty());
 }
+
+#[test]
+fn a_missing_header_secret_makes_events_wait_without_attempts_or_failures_and_they_go_once_it_is_back() {
+    use support::kubectl::apply_ok;
+    let test = DeliveryTest::new("header-gone");
+    let receiver = Receiver::ok();
+    let creds = || hooks::labelled_secret("creds", json!({"auth": "Bearer abc123"}));
+    apply_ok(&test.ns, &creds());
+    let hook = test.hook_to(
+        &receiver,
+        json!({
+            "headers": [{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "auth"}}}]
+        }),
+    );
+    // No controller runs (the test wrote its conditions): nothing turns
+    // SecretReady False when the header Secret goes.
+    let mut d = test.dispatcher(&[
+        "--retry-schedule",
+        "200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms",
+    ]);
+    test.publish_until_delivered("the hook to be live", &receiver, Duration::from_millis(300));
+    assert_eq!(receiver.requests()[0].header("authorization"), "Bearer abc123");
+
+    // Deleted while the dispatcher is down, so its cache starts without it.
+    d.kill();
+    kubectl_ok(&["delete", "secret", "creds", "-n", &test.ns]);
+    d.restart();
+    let before = receiver.requests().len();
+    let exhausted = test.publish(&json!({"n": 1}));
+    wait_for(
+        "the event to wait the whole schedule and be dead-lettered NotReady",
+        Duration::from_secs(30),
+        || match events_metric(&d, "dead_lettered", "not_ready") {
+            1.0 => Ok(()),
+            n => Err(format!(
+                "{n} not_ready; turned_off {}; hook {}",
+                events_metric(&d, "dead_lettered", "turned_off"),
+                hook.delivery()
+            )),
+        },
+    );
+    assert_eq!(
+        receiver.requests().len(),
+        before,
+        "a request went out without its header"
+    );
+    let delivery = hook.delivery();
+    assert!(delivery["disabled"].is_null(), "the hook was turned off: {delivery}");
+    assert!(
+        delivery["consecutiveFailures"].as_i64().unwrap_or(0) == 0,
+        "a failure was counted: {delivery}"
+    );
+    let failed = d.metric("outbound_webhooks_delivery_attempts_total{outcome=\"failed\",status_class=\"none\"}");
+    assert_eq!(failed, None, "an attempt was counted failed");
+    let letters = test.dead_letters(Some(&hook.key()));
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.contains(&exhausted) && l.contains("header Authorization")),
+        "{letters:?}"
+    );
+
+    // An event waiting when the Secret comes back goes out with the header,
+    // and the dead-lettered one replays.
+    let waiting = test.publish(&json!({"n": 2}));
+    apply_ok(&test.ns, &creds());
+    let got = receiver.wait_for_event(&waiting, 1, Duration::from_secs(15));
+    assert_eq!(got[0].header("authorization"), "Bearer abc123");
+    let (ok, said) = replay(&test, &hook.key());
+    assert!(ok, "{said}");
+    let got = receiver.wait_for_event(&exhausted, 1, Duration::from_secs(15));
+    assert_eq!(got[0].header("authorization"), "Bearer abc123");
+}

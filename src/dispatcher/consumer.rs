@@ -12,7 +12,7 @@ use super::{
     cached_objects::CachedHook,
     context::{Shared, ms, now_ms, pause},
     first_attempt::{self, PendingEntry},
-    headers::signing_secret_of,
+    headers::{header_secret_problem, signing_secret_of},
     metrics::EventOutcome,
     routing::{DUPLICATE_ID, NO_SUCH_HOOK, Route, route},
     store::{self, Delivery, RawEntry, Store, StoreError, Task},
@@ -355,9 +355,14 @@ fn start_deliveries(
         let lane = shared.lanes.lane(&task.uid);
         // A hook whose slots are all busy with slow attempts gets a stored
         // task instead: its entry is not held, and other hooks' events not
-        // held back behind it.
+        // held back behind it. So does one whose Secrets are not usable:
+        // the claimer makes the task wait for them.
         match signing_secret_of(&shared.secrets, hook) {
-            Some(signing) if !lane.is_slow(now) && !shared.shutdown.is_cancelled() => {
+            Some(signing)
+                if !lane.is_slow(now)
+                    && !shared.shutdown.is_cancelled()
+                    && header_secret_problem(&shared.secrets, hook).is_none() =>
+            {
                 tokio::spawn(first_attempt::run(
                     shared.clone(),
                     pending.clone(),
