@@ -26,10 +26,10 @@ fn events_metric(d: &support::dispatcher::Dispatcher, outcome: &str, reason: &st
     .unwrap_or(0.0)
 }
 
-/// `dead-letter replay --hook KEY` as a user runs it: whether it succeeded,
-/// and what it said.
-fn replay(test: &DeliveryTest, key: &str) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"))
+/// `dead-letter replay` as a user runs it over the test's prefix.
+fn replay_command(test: &DeliveryTest) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"));
+    command
         .args([
             "dead-letter",
             "replay",
@@ -38,8 +38,15 @@ fn replay(test: &DeliveryTest, key: &str) -> (bool, String) {
             "--redis-prefix",
             &test.prefix,
         ])
+        .env("KUBECONFIG", &support::env().kubeconfig);
+    command
+}
+
+/// `dead-letter replay --hook KEY` as a user runs it: whether it succeeded,
+/// and what it said.
+fn replay(test: &DeliveryTest, key: &str) -> (bool, String) {
+    let out = replay_command(test)
         .args(["--hook", key])
-        .env("KUBECONFIG", &support::env().kubeconfig)
         .output()
         .expect("running dead-letter replay");
     let said = format!(
@@ -322,16 +329,7 @@ fn two_replays_of_the_same_dead_letters_at_once_deliver_each_event_once() {
 
     accept(&hook.namespace, &hook.name, true);
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"))
-            .args([
-                "dead-letter",
-                "replay",
-                "--redis-url",
-                &test.redis_url,
-                "--redis-prefix",
-                &test.prefix,
-            ])
-            .env("KUBECONFIG", &support::env().kubeconfig)
+        replay_command(&test)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("starting dead-letter replay")
