@@ -26,10 +26,10 @@ fn events_metric(d: &support::dispatcher::Dispatcher, outcome: &str, reason: &st
     .unwrap_or(0.0)
 }
 
-/// `dead-letter replay --hook KEY` as a user runs it: whether it succeeded,
-/// and what it said.
-fn replay(test: &DeliveryTest, key: &str) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"))
+/// `dead-letter replay` as a user runs it over the test's prefix.
+fn replay_command(test: &DeliveryTest) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"));
+    command
         .args([
             "dead-letter",
             "replay",
@@ -38,8 +38,15 @@ fn replay(test: &DeliveryTest, key: &str) -> (bool, String) {
             "--redis-prefix",
             &test.prefix,
         ])
+        .env("KUBECONFIG", &support::env().kubeconfig);
+    command
+}
+
+/// `dead-letter replay --hook KEY` as a user runs it: whether it succeeded,
+/// and what it said.
+fn replay(test: &DeliveryTest, key: &str) -> (bool, String) {
+    let out = replay_command(test)
         .args(["--hook", key])
-        .env("KUBECONFIG", &support::env().kubeconfig)
         .output()
         .expect("running dead-letter replay");
     let said = format!(
@@ -204,4 +211,237 @@ fn a_task_whose_hook_was_deleted_is_dead_lettered_hook_deleted_and_replays_to_th
     let replayed = got.last().expect("the replayed request");
     support::receiver::verify_signatures(&again, replayed).expect("signed with the new hook's token");
     assert!(test.dead_letters(Some(&key)).is_empty());
+}
+
+#[test]
+fn an_event_id_reused_while_its_first_entry_is_retried_is_dropped_counted_and_logged() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    };
+    let test = DeliveryTest::new("reused-id");
+    let healthy = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let (h, n) = (healthy.clone(), delivered.clone());
+    let receiver = Receiver::start(move |_, _| {
+        if h.load(Ordering::SeqCst) {
+            n.fetch_add(1, Ordering::SeqCst);
+            support::receiver::Reply::Status(200)
+        } else {
+            support::receiver::Reply::Status(500)
+        }
+    });
+    test.hook_to(&receiver, json!({}));
+    let d = test.dispatcher(&[
+        "--retry-schedule",
+        "300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms",
+    ]);
+
+    let id = outbound_webhooks::stream_entry::new_event_id();
+    let xadd = |data: &str| -> String {
+        support::redis::xadd_event(&test.prefix, &test.ns, support::CREATE, data, Some(&id))
+            .query(&mut test.redis())
+            .expect("XADD")
+    };
+    let first = xadd(r#"{"entry":"first"}"#);
+    // Being retried: its task is held.
+    receiver.wait_for_event(&id, 2, Duration::from_secs(30));
+    let second = xadd(r#"{"entry":"second"}"#);
+    wait_for(
+        "the second entry to be counted duplicate_id",
+        Duration::from_secs(20),
+        || match events_metric(&d, "dropped", "duplicate_id") {
+            1.0 => Ok(()),
+            n => Err(format!("{n} counted")),
+        },
+    );
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| l.contains(&first) && l.contains(&second)),
+        "no log line names both entries {first} and {second}:\n{log}"
+    );
+
+    healthy.store(true, Ordering::SeqCst);
+    wait_for(
+        "the first entry to be delivered and nothing left to do",
+        Duration::from_secs(30),
+        || {
+            let due = support::redis::due_count(&mut test.redis(), &test.prefix)?;
+            match delivered.load(Ordering::SeqCst) {
+                n if n >= 1 && due == 0 => Ok(()),
+                n => Err(format!("{n} delivered, {due} task(s) left")),
+            }
+        },
+    );
+    assert_eq!(
+        delivered.load(Ordering::SeqCst),
+        1,
+        "the event was delivered more than once"
+    );
+    let bodies: Vec<String> = receiver
+        .requests_for(&id)
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert!(
+        bodies.iter().all(|b| b.contains("first")),
+        "the second entry was sent: {bodies:?}"
+    );
+    assert_eq!(events_metric(&d, "dropped", "duplicate_id"), 1.0);
+}
+
+#[test]
+fn two_replays_of_the_same_dead_letters_at_once_deliver_each_event_once() {
+    const EVENTS: usize = 200;
+    let test = DeliveryTest::new("replay-twice");
+    let receiver = Receiver::ok();
+    let hook = test.hook_to(&receiver, json!({}));
+    // Its Secret not ready: events wait, then are dead-lettered NotReady
+    // after the (short) schedule's span.
+    write_secret_not_found(&hook.namespace, &hook.name);
+    let d = test.dispatcher(&["--retry-schedule", "100ms", "--poll-interval", "5ms"]);
+    let mut conn = test.redis();
+    let mut pipe = redis::pipe();
+    let ids: Vec<String> = (0..EVENTS)
+        .map(|i| {
+            let id = format!("replay-{i}");
+            pipe.add_command(support::redis::xadd_event(
+                &test.prefix,
+                &test.ns,
+                support::CREATE,
+                "{}",
+                Some(&id),
+            ))
+            .ignore();
+            id
+        })
+        .collect();
+    let _: () = pipe.query(&mut conn).expect("XADD");
+    wait_for(
+        "every event to be dead-lettered NotReady",
+        Duration::from_secs(60),
+        || match events_metric(&d, "dead_lettered", "not_ready") as usize {
+            EVENTS => Ok(()),
+            n => Err(format!("{n} dead-lettered")),
+        },
+    );
+    assert!(receiver.requests().is_empty());
+
+    accept(&hook.namespace, &hook.name, true);
+    let spawn = || {
+        replay_command(&test)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting dead-letter replay")
+    };
+    let (a, b) = (spawn(), spawn());
+    let said: Vec<String> = [a, b]
+        .into_iter()
+        .map(|p| {
+            let out = p.wait_with_output().expect("dead-letter replay");
+            assert!(out.status.success());
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect();
+    wait_for(
+        "every event to be delivered and no task left",
+        Duration::from_secs(60),
+        || {
+            let delivered = ids.iter().filter(|id| !receiver.requests_for(id).is_empty()).count();
+            let due = support::redis::due_count(&mut test.redis(), &test.prefix)?;
+            if delivered == EVENTS && due == 0 {
+                Ok(())
+            } else {
+                Err(format!("{delivered} delivered, {due} task(s) left"))
+            }
+        },
+    );
+    let replayed: usize = said
+        .iter()
+        .filter_map(|s| s.lines().find_map(|l| l.strip_prefix("replayed ")))
+        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(
+        replayed, EVENTS,
+        "the two replays together replayed each letter once: {said:?}"
+    );
+    let twice: Vec<&String> = ids.iter().filter(|id| receiver.requests_for(id).len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "delivered more than once: {twice:?}; the replays said {said:?}"
+    );
+    assert!(test.dead_letters(None).is_empty());
+}
+
+#[test]
+fn a_missing_header_secret_makes_events_wait_without_attempts_or_failures_and_they_go_once_it_is_back() {
+    use support::kubectl::apply_ok;
+    let test = DeliveryTest::new("header-gone");
+    let receiver = Receiver::ok();
+    let creds = || hooks::labelled_secret("creds", json!({"auth": "Bearer abc123"}));
+    apply_ok(&test.ns, &creds());
+    let hook = test.hook_to(
+        &receiver,
+        json!({
+            "headers": [{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "auth"}}}]
+        }),
+    );
+    // No controller runs (the test wrote its conditions): nothing turns
+    // SecretReady False when the header Secret goes.
+    let mut d = test.dispatcher(&[
+        "--retry-schedule",
+        "200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms",
+    ]);
+    test.publish_until_delivered("the hook to be live", &receiver, Duration::from_millis(300));
+    assert_eq!(receiver.requests()[0].header("authorization"), "Bearer abc123");
+
+    // Deleted while the dispatcher is down, so its cache starts without it.
+    d.kill();
+    kubectl_ok(&["delete", "secret", "creds", "-n", &test.ns]);
+    d.restart();
+    let before = receiver.requests().len();
+    let exhausted = test.publish(&json!({"n": 1}));
+    wait_for(
+        "the event to wait the whole schedule and be dead-lettered NotReady",
+        Duration::from_secs(30),
+        || match events_metric(&d, "dead_lettered", "not_ready") {
+            1.0 => Ok(()),
+            n => Err(format!(
+                "{n} not_ready; turned_off {}; hook {}",
+                events_metric(&d, "dead_lettered", "turned_off"),
+                hook.delivery()
+            )),
+        },
+    );
+    assert_eq!(
+        receiver.requests().len(),
+        before,
+        "a request went out without its header"
+    );
+    let delivery = hook.delivery();
+    assert!(delivery["disabled"].is_null(), "the hook was turned off: {delivery}");
+    assert!(
+        delivery["consecutiveFailures"].as_i64().unwrap_or(0) == 0,
+        "a failure was counted: {delivery}"
+    );
+    let failed = d.metric("outbound_webhooks_delivery_attempts_total{outcome=\"failed\",status_class=\"none\"}");
+    assert_eq!(failed, None, "an attempt was counted failed");
+    let letters = test.dead_letters(Some(&hook.key()));
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.contains(&exhausted) && l.contains("header Authorization")),
+        "{letters:?}"
+    );
+
+    // An event waiting when the Secret comes back goes out with the header,
+    // and the dead-lettered one replays.
+    let waiting = test.publish(&json!({"n": 2}));
+    apply_ok(&test.ns, &creds());
+    let got = receiver.wait_for_event(&waiting, 1, Duration::from_secs(15));
+    assert_eq!(got[0].header("authorization"), "Bearer abc123");
+    let (ok, said) = replay(&test, &hook.key());
+    assert!(ok, "{said}");
+    let got = receiver.wait_for_event(&exhausted, 1, Duration::from_secs(15));
+    assert_eq!(got[0].header("authorization"), "Bearer abc123");
 }

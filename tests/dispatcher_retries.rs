@@ -289,3 +289,77 @@ fn disabling_and_enabling_the_spec_turns_an_auto_disabled_hook_back_on() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_status_write_for_a_deleted_hook_is_refused_on_the_hook_re_created_under_its_name() {
+    use outbound_webhooks::resource::{DeliveryStatus, DisableReason, DisableRecord};
+    let test = DeliveryTest::new("mirror-uid");
+    let receiver = Receiver::ok();
+    let old = test.hook_to(&receiver, json!({}));
+    kubectl_ok(&["delete", "owh", &old.name, "-n", &test.ns, "--wait"]);
+    let new = test.hook_to(&receiver, json!({}));
+    assert_ne!(old.uid, new.uid);
+
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let client = runtime.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&support::env().kubeconfig).expect("the kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("a client config");
+        kube::Client::try_from(config).expect("a client")
+    });
+    let turned_off = DeliveryStatus {
+        disabled: Some(DisableRecord {
+            reason: DisableReason::AutoDisabled,
+            at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+            message: "the old hook's endpoint failed".into(),
+            reenable_token: String::new(),
+            generation: 1,
+        }),
+        ..Default::default()
+    };
+    // The old hook's record, written by name while a cache still had it.
+    let written = runtime.block_on(dispatcher::status::apply(
+        &client,
+        &test.ns,
+        &new.name,
+        &old.uid,
+        &turned_off,
+    ));
+    assert!(matches!(written, Ok(false)), "{written:?}");
+    assert!(
+        new.delivery().is_null(),
+        "the old hook's record landed: {}",
+        new.delivery()
+    );
+    // The hook's own record is written.
+    let before = new.get()["metadata"]["resourceVersion"].clone();
+    let written = runtime.block_on(dispatcher::status::apply(
+        &client,
+        &test.ns,
+        &new.name,
+        &new.uid,
+        &turned_off,
+    ));
+    assert!(matches!(written, Ok(true)), "{written:?}");
+    assert_eq!(new.delivery()["disabled"]["reason"], "AutoDisabled");
+
+    // What the guard rests on: the API server refuses a status apply whose
+    // resourceVersion is no longer the hook's.
+    let api: kube::Api<outbound_webhooks::resource::OutboundWebhook> = kube::Api::namespaced(client, &test.ns);
+    let stale = json!({
+        "apiVersion": "outboundwebhooks.io/v1alpha1",
+        "kind": "OutboundWebhook",
+        "metadata": {"name": new.name, "resourceVersion": before},
+        "status": {"delivery": {"consecutiveFailures": 7}},
+    });
+    let refused = runtime.block_on(api.patch_status(
+        &new.name,
+        &kube::api::PatchParams::apply(dispatcher::status::FIELD_MANAGER).force(),
+        &kube::api::Patch::Apply(&stale),
+    ));
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.is_conflict()),
+        "{refused:?}"
+    );
+}

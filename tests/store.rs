@@ -7,7 +7,8 @@ mod support;
 use std::{collections::HashMap, sync::OnceLock};
 
 use outbound_webhooks::dispatcher::store::{
-    AttemptsBatch, Claim, DeadLetter, Delivery, NewTask, Rescheduled, Store, Task, task::field, task_member,
+    AttemptsBatch, Claim, DeadLetter, Delivery, Duplicate, NewTask, Replayed, Rescheduled, Store, Task, task::field,
+    task_member,
 };
 use outbound_webhooks::redis_conn::{RedisMode, RedisTarget};
 use support::redis::RedisServer;
@@ -35,6 +36,7 @@ fn task(uid: &str, event_id: &str, due_in_ms: i64) -> NewTask {
             event: "kustomer.conversation.create".to_string(),
             org: "acme".to_string(),
             body: bytes::Bytes::from(format!("{{\"id\":\"{event_id}\"}}")),
+            entry_id: "1-0".to_string(),
         },
         due_in_ms,
     }
@@ -117,7 +119,11 @@ async fn claims_walk_hooks_by_earliest_due_time_within_each_hooks_capacity() {
     ];
     // Due times are Redis's clock at storing plus each task's delay.
     let before = redis_now().await;
-    let stored_at = store.store_tasks_and_ack(&[], &tasks, 500).await.expect("storing");
+    let stored_at = store
+        .store_tasks_and_ack(&[], &tasks, 500)
+        .await
+        .expect("storing")
+        .now_ms;
     assert_within(Some(stored_at), before, redis_now().await, 0);
     let keys = store.keys().clone();
     assert_eq!(zscore(keys.due(), "hook-b:b1").await, Some(stored_at + 15));
@@ -255,8 +261,13 @@ async fn a_dead_letter_replays_as_a_fresh_task_and_is_gone_in_the_same_step() {
     assert!(!letter.fields.contains_key(field::CREATED_MS));
     assert!(letter.is_delivery());
 
+    assert_eq!(
+        letter.text(field::ENTRY_ID),
+        "1-0",
+        "the dead letter keeps its entry id"
+    );
     let before = redis_now().await;
-    store.replay(letter, 4_000).await.expect("replay");
+    assert_eq!(store.replay(letter, 4_000).await.expect("replay"), Replayed::Stored);
     assert_within(
         zscore(store.keys().due(), "hook-a:e1").await,
         before,
@@ -264,6 +275,8 @@ async fn a_dead_letter_replays_as_a_fresh_task_and_is_gone_in_the_same_step() {
         0,
     );
     assert!(all_dead_letters(&store).await.is_empty());
+    // Replayed again (a second replay that read the same page): nothing.
+    assert_eq!(store.replay(letter, 4_500).await.expect("replay"), Replayed::Gone);
     let replayed = load(&store, "hook-a", "e1").await.expect("the replayed task");
     assert_eq!((replayed.attempts, replayed.created_ms), (0, 4_000));
     assert_eq!(&replayed.body[..], b"{\"id\":\"e1\"}");
@@ -291,7 +304,11 @@ async fn routing_a_re_read_entry_stores_its_task_once_and_acknowledges_it() {
     assert_eq!(read.len(), 1);
 
     let first = task("hook-a", "e1", 1_000);
-    let stored_at = store.store_tasks_and_ack(&[], &[first], 500).await.expect("storing");
+    let stored_at = store
+        .store_tasks_and_ack(&[], &[first], 500)
+        .await
+        .expect("storing")
+        .now_ms;
     // The same entry read again (a restart): its task is not stored twice
     // nor moved, and the entry is acknowledged.
     store
@@ -307,6 +324,29 @@ async fn routing_a_re_read_entry_stores_its_task_once_and_acknowledges_it() {
     );
     let pending = store.read_entries("me", "0", 10, 0).await.expect("XREADGROUP 0");
     assert!(pending.is_empty(), "the entry is still pending: {pending:?}");
+
+    // Another entry reusing the event id while the task is held: not
+    // stored, reported with the held task's entry id.
+    let mut reused = task("hook-a", "e1", 8_888);
+    reused.delivery.entry_id = "2-0".to_string();
+    let duplicates = store
+        .store_tasks_and_ack(&[], &[task("hook-b", "e1", 1_000), reused], 700)
+        .await
+        .expect("storing a reused id")
+        .duplicates;
+    assert_eq!(
+        duplicates,
+        [Duplicate {
+            index: 1,
+            held_entry_id: "1-0".to_string()
+        }]
+    );
+    assert_eq!(load(&store, "hook-a", "e1").await.expect("the task").created_ms, 500);
+    let held = store
+        .held_tasks(&[task_member("hook-a", "e1"), task_member("hook-c", "e1")])
+        .await
+        .expect("HMGET");
+    assert_eq!(held, [Some(Some("1-0".to_string())), None]);
 
     // A finished task leaves nothing behind.
     store.finish(&stored).await.expect("finish");

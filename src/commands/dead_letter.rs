@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     commands::{CommandError, hook_uid},
-    dispatcher::store::{DEAD_LETTER_PAGE, DeadLetter, Shards, task::field},
+    dispatcher::store::{DEAD_LETTER_PAGE, DeadLetter, Replayed, Shards, task::field},
     redis_args::RedisArgs,
 };
 
@@ -71,7 +71,9 @@ impl CurrentHooks {
 /// Runs the command, writing its lines to `out`. `replay` stores each
 /// dead letter as a new task of the hook that carries its hook's name now,
 /// removing the dead letter in the same step; dead letters whose hook name
-/// no hook carries stay, and the command says so.
+/// no hook carries, or whose hook holds a live task for the event, stay,
+/// and the command says so. A dead letter another replay took meanwhile is
+/// skipped, so replays running at once deliver each event once.
 pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(), CommandError> {
     let (args, replay) = match command {
         DeadLetterCommand::List(a) => (a, false),
@@ -99,6 +101,7 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
     let now = jiff::Timestamp::now().as_millisecond();
     let mut replayed = 0;
     let mut kept: BTreeMap<String, usize> = BTreeMap::new();
+    let mut held = Vec::new();
     for store in shards.all() {
         let mut after: Option<String> = None;
         loop {
@@ -127,11 +130,16 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
                 };
                 let mut task = letter.to_new_task();
                 let was_for = std::mem::replace(&mut task.delivery.uid, uid);
-                store
+                let outcome = store
                     .replay_as(&letter.id, &was_for, &task, now)
                     .await
                     .map_err(|e| CommandError(e.to_string()))?;
-                replayed += 1;
+                match outcome {
+                    Replayed::Stored => replayed += 1,
+                    // Another replay running at the same time took it.
+                    Replayed::Gone => {}
+                    Replayed::TaskHeld => held.push(letter.id.clone()),
+                }
             }
         }
     }
@@ -142,6 +150,15 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
         writeln!(
             out,
             "no OutboundWebhook {hook} exists now: its {count} dead letter(s) stay (re-create it, then replay again)"
+        )
+        .map_err(write_error)?;
+    }
+    if !held.is_empty() {
+        writeln!(
+            out,
+            "{} dead letter(s) stay: their hook holds a live task for the same event, which delivers it ({})",
+            held.len(),
+            held.join(", ")
         )
         .map_err(write_error)?;
     }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     attempts_log::AttemptRecord,
+    consumer::count_duplicate,
     context::{Shared, Urgency, now_ms},
     store::{AttemptsBatch, NewTask},
 };
@@ -161,10 +162,14 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
     let store = shared.shards.get(shard);
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
+    let mut duplicates = Vec::new();
     while !ids.is_empty() || !tasks.is_empty() {
         // (`created_ms`: this replica's clock; only task ages use it.)
         match store.store_tasks_and_ack(&ids, &tasks, now_ms()).await {
-            Ok(_) => break,
+            Ok(routed) => {
+                duplicates = routed.duplicates;
+                break;
+            }
             Err(e) => {
                 attempts += 1;
                 // While stopping, give up after a few tries: the entries stay
@@ -180,12 +185,17 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
             }
         }
     }
-    if !tasks.is_empty() {
+    for d in &duplicates {
+        if let Some(task) = tasks.get(d.index) {
+            count_duplicate(shared, &task.hook, &task.event_id, &task.entry_id, &d.held_entry_id);
+        }
+    }
+    if tasks.len() > duplicates.len() {
         shared
             .metrics
             .first_deliveries
             .get_or_create(&vec![("path", "stored".to_string())])
-            .inc_by(tasks.len() as u64);
+            .inc_by((tasks.len() - duplicates.len()) as u64);
         shared.wake_claimer(shard);
     }
     shared.held.release(shard, &ids);

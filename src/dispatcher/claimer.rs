@@ -14,7 +14,7 @@ use super::{
     attempt::send_signed,
     cached_objects::CachedHook,
     context::{Shared, ms, now_ms, pause},
-    headers::signing_secret_of,
+    headers::{header_secret_problem, signing_secret_of},
     routing::{Deliverability, deliverability},
     settle::{self, Settlement},
     store::{Store, StoreError, Task, uid_of_member},
@@ -173,6 +173,9 @@ async fn attempt_task(shared: &Shared, store: &Store, member: &str, lease: Lease
     let Some(signing) = signing_secret_of(&shared.secrets, &hook) else {
         return settle::wait(shared, &task, claimed, now, "its signing Secret is not in the cache").await;
     };
+    if let Some(why) = header_secret_problem(&shared.secrets, &hook) {
+        return settle::wait(shared, &task, claimed, now, &why).await;
+    }
 
     let timeout = Duration::from_secs(hook.spec.timeout_seconds.clamp(1, 30) as u64);
     // The lease must outlast the request, or another replica would retry meanwhile.

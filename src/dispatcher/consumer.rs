@@ -12,15 +12,15 @@ use super::{
     cached_objects::CachedHook,
     context::{Shared, ms, now_ms, pause},
     first_attempt::{self, PendingEntry},
-    headers::signing_secret_of,
+    headers::{header_secret_problem, signing_secret_of},
     metrics::EventOutcome,
-    routing::{NO_SUCH_HOOK, route},
+    routing::{DUPLICATE_ID, NO_SUCH_HOOK, Route, route},
     store::{self, Delivery, RawEntry, Store, StoreError, Task},
 };
 use crate::{
     envelope,
     shard::shard_of,
-    stream_entry::{MAX_ENTRY_BYTES, entry_id_millis, parse_entry},
+    stream_entry::{Event, MAX_ENTRY_BYTES, entry_id_millis, parse_entry},
 };
 
 /// Most entries held (read, not yet acknowledged) at once: bounds memory
@@ -164,30 +164,77 @@ async fn handle_entries(
         }
     }
     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+    let mut routed = Vec::with_capacity(entries.len());
     for (i, entry) in entries.into_iter().enumerate() {
-        if let Err(e) = handle_entry(shared, store, shard, &by_org, entry).await {
-            // Not routed: release them, so they are read again.
-            shared.held.release(shard, &ids[i..]);
+        match route_entry(shared, store, shard, &by_org, entry).await {
+            Ok(Some(entry)) => routed.push(entry),
+            Ok(None) => {}
+            Err(e) => {
+                // Not routed: release them, so they are read again.
+                shared.held.release(shard, &ids[i..]);
+                release_routed(shared, shard, &routed);
+                return Err(e);
+            }
+        }
+    }
+    // Which of the routed deliveries a hook already holds as a task, in
+    // one round trip for the batch: before any first attempt, so an event
+    // id reused while its first task is held is not sent again.
+    let members: Vec<String> = routed.iter().flat_map(RoutedEntry::members).collect();
+    let held = match store.held_tasks(&members).await {
+        Ok(held) => held,
+        Err(e) => {
+            release_routed(shared, shard, &routed);
             return Err(e);
         }
+    };
+    let mut held = held.into_iter();
+    for entry in routed {
+        start_deliveries(shared, shard, entry, &mut held);
     }
     Ok(())
 }
 
-async fn handle_entry(
+/// An entry routed to its hooks, not yet delivered.
+struct RoutedEntry {
+    id: String,
+    event: Event,
+    route: Route,
+    routed_ms: i64,
+}
+
+impl RoutedEntry {
+    /// The task members of its hooks, waiting ones first, as
+    /// [`start_deliveries`] walks them.
+    fn members(&self) -> impl Iterator<Item = String> + '_ {
+        self.route
+            .wait
+            .iter()
+            .chain(&self.route.deliver)
+            .map(|hook| store::task_member(hook.uid().unwrap_or_default(), &self.event.id))
+    }
+}
+
+fn release_routed(shared: &Shared, shard: usize, routed: &[RoutedEntry]) {
+    let ids: Vec<String> = routed.iter().map(|r| r.id.clone()).collect();
+    shared.held.release(shard, &ids);
+}
+
+/// Parses and routes one entry; `None` when it was dead-lettered instead.
+async fn route_entry(
     shared: &Arc<Shared>,
     store: &Store,
     shard: usize,
     by_org: &HashMap<String, Vec<Arc<CachedHook>>>,
     entry: RawEntry,
-) -> Result<(), StoreError> {
+) -> Result<Option<RoutedEntry>, StoreError> {
     let RawEntry { id: entry_id, fields } = entry;
-    let now = now_ms();
     let event = match parse_entry(&entry_id, &fields) {
         Ok(event) => event,
         Err(malformed) => {
             let reason = malformed.to_string();
-            return dead_letter_entry(shared, store, shard, &entry_id, &fields, malformed.code(), &reason).await;
+            dead_letter_entry(shared, store, shard, &entry_id, &fields, malformed.code(), &reason).await?;
+            return Ok(None);
         }
     };
     let shards = shared.shards.all().len();
@@ -199,14 +246,64 @@ async fn handle_entry(
             "wrong shard: org {} belongs to shard {home} of {shards}, not {shard} (README \"Publishing events\" gives the formula)",
             event.org
         );
-        return dead_letter_entry(shared, store, shard, &entry_id, &fields, "wrong_shard", &reason).await;
+        dead_letter_entry(shared, store, shard, &entry_id, &fields, "wrong_shard", &reason).await?;
+        return Ok(None);
     }
-    let routed = route(
+    let route = route(
         by_org.get(&event.org).into_iter().flatten(),
         &event.org,
         event.name,
         event.hook.as_deref(),
     );
+    Ok(Some(RoutedEntry {
+        id: entry_id,
+        event,
+        route,
+        routed_ms: now_ms(),
+    }))
+}
+
+/// Whether a hook's delivery of an entry goes ahead, given the task the
+/// hook holds for the event id (from [`Store::held_tasks`]).
+fn goes_ahead(shared: &Shared, hook: &CachedHook, event: &Event, entry_id: &str, held: Option<Option<String>>) -> bool {
+    match held {
+        None => true,
+        // This very entry read again (a restart, a reclaim) after its task
+        // was stored, or a task older than the entry field: the task
+        // delivers it.
+        Some(None) => false,
+        Some(Some(from)) if from == entry_id => false,
+        Some(Some(from)) => {
+            count_duplicate(shared, &hook.key(), &event.id, entry_id, &from);
+            false
+        }
+    }
+}
+
+/// Counts and logs a delivery dropped because its hook holds a task for
+/// the same event id from another stream entry.
+pub fn count_duplicate(shared: &Shared, hook: &str, event_id: &str, entry_id: &str, held_entry_id: &str) {
+    shared.metrics.count_events(EventOutcome::Dropped(DUPLICATE_ID), 1);
+    tracing::warn!(
+        %hook, event = %event_id, entry = %entry_id, held_entry = %held_entry_id,
+        "event dropped for a hook: its id is reused while the hook still holds the event from another stream entry"
+    );
+}
+
+/// Counts the entry's drops and starts its deliveries: stored tasks for
+/// hooks that wait, first attempts for the rest.
+fn start_deliveries(
+    shared: &Arc<Shared>,
+    shard: usize,
+    entry: RoutedEntry,
+    held: &mut impl Iterator<Item = Option<Option<String>>>,
+) {
+    let RoutedEntry {
+        id: entry_id,
+        event,
+        route: routed,
+        routed_ms: now,
+    } = entry;
     for reason in &routed.dropped {
         shared.metrics.count_events(EventOutcome::Dropped(reason), 1);
         if *reason == "turned_off" {
@@ -234,6 +331,7 @@ async fn handle_entry(
                 event: event.name.as_str().to_string(),
                 org: event.org.clone(),
                 body: body.clone(),
+                entry_id: entry_id.clone(),
             },
             attempts: 0,
             first_attempt_ms: 0,
@@ -243,17 +341,28 @@ async fn handle_entry(
     // Hooks whose conditions lag or whose Secret is not ready: a stored
     // task, which the claimer turns into a waiting one.
     for hook in &routed.wait {
-        pending.store_later(task_for(hook).to_new(0));
+        if goes_ahead(shared, hook, &event, &entry_id, held.next().flatten()) {
+            pending.store_later(task_for(hook).to_new(0));
+        }
         pending.settle_one(shared);
     }
     for hook in &routed.deliver {
+        if !goes_ahead(shared, hook, &event, &entry_id, held.next().flatten()) {
+            pending.settle_one(shared);
+            continue;
+        }
         let task = task_for(hook);
         let lane = shared.lanes.lane(&task.uid);
         // A hook whose slots are all busy with slow attempts gets a stored
         // task instead: its entry is not held, and other hooks' events not
-        // held back behind it.
+        // held back behind it. So does one whose Secrets are not usable:
+        // the claimer makes the task wait for them.
         match signing_secret_of(&shared.secrets, hook) {
-            Some(signing) if !lane.is_slow(now) && !shared.shutdown.is_cancelled() => {
+            Some(signing)
+                if !lane.is_slow(now)
+                    && !shared.shutdown.is_cancelled()
+                    && header_secret_problem(&shared.secrets, hook).is_none() =>
+            {
                 tokio::spawn(first_attempt::run(
                     shared.clone(),
                     pending.clone(),
@@ -272,7 +381,6 @@ async fn handle_entry(
     pending.settle_one(shared);
     shared.metrics.entries.inc();
     tracing::debug!(entry = %entry_id, event = %event.id, hooks = routed.deliver.len(), lag_ms = now - entry_id_millis(&entry_id).unwrap_or(now), "routed");
-    Ok(())
 }
 
 /// Dead-letters an entry no hook can take, with its reason.

@@ -23,6 +23,7 @@ use super::{
     acker::AckItem,
     attempt::{Outcome, send_signed},
     cached_objects::{CachedHook, CachedSecret},
+    consumer::count_duplicate,
     context::{Shared, ms, now_ms},
     lanes::{Lane, LanePermit},
     settle::{self, Settlement},
@@ -139,8 +140,15 @@ pub async fn run(
             .store_tasks_and_ack(&[], &[task.to_new(lease_ms)], started_ms)
             .await
         {
-            Ok(stored_at) => {
-                let claimed = stored_at + lease_ms;
+            // Its hook stored a task for the event id from another entry
+            // while this attempt ran: that task delivers it.
+            Ok(routed) if !routed.duplicates.is_empty() => {
+                for d in &routed.duplicates {
+                    count_duplicate(&shared, &task.hook, &task.event_id, &task.entry_id, &d.held_entry_id);
+                }
+            }
+            Ok(routed) => {
+                let claimed = routed.now_ms + lease_ms;
                 let settlement = Settlement {
                     hook: &hook,
                     task: &task,

@@ -15,7 +15,7 @@ use super::{
     store::Task,
 };
 use crate::{
-    resource::WEBHOOK_SECRET_LABEL,
+    resource::{Header, HeaderValueSource, SecretKeyRef, WEBHOOK_SECRET_LABEL},
     secret_values::{self, ValueProblem},
     signing,
     signing_tokens::SigningTokens,
@@ -56,6 +56,35 @@ pub fn signing_secret_of(secrets: &Cache<CachedSecret>, hook: &CachedHook) -> Op
     Some(secret)
 }
 
+/// The value of header `header` from its Secret `from` in the cache; the
+/// error names what is missing or unusable (never a value).
+fn header_secret_value(
+    secrets: &Cache<CachedSecret>,
+    namespace: &str,
+    header: &Header,
+    from: &HeaderValueSource,
+) -> Result<String, String> {
+    let SecretKeyRef { name, key } = &from.secret_key_ref;
+    secret_value(secrets, namespace, name, key, secret_values::header_value).ok_or_else(|| {
+        format!(
+            "header {} needs key {key} of Secret {namespace}/{name} (labelled {WEBHOOK_SECRET_LABEL}=true), which is missing or unusable",
+            header.name
+        )
+    })
+}
+
+/// Why a header the hook takes from a Secret cannot be built now (the
+/// Secret or its key not in the cache, or its value unusable); `None` when
+/// every one can. Such a hook's events wait, like for its signing Secret
+/// (SPEC): an attempt without the header would be a failure the receiver
+/// never saw, and enough of them would turn the hook off.
+pub fn header_secret_problem(secrets: &Cache<CachedSecret>, hook: &CachedHook) -> Option<String> {
+    hook.spec.headers.iter().find_map(|h| match (&h.value, &h.value_from) {
+        (None, Some(from)) => header_secret_value(secrets, hook.namespace(), h, from).err(),
+        _ => None,
+    })
+}
+
 /// The tokens to sign with now: from the cache as it is at send time, else
 /// from `fallback` (the Secret cached when the attempt was scheduled, in case
 /// it left the cache since).
@@ -86,19 +115,7 @@ pub fn request_headers(
     for h in &hook.spec.headers {
         let value = match (&h.value, &h.value_from) {
             (Some(v), _) => v.clone(),
-            (None, Some(from)) => secret_value(
-                secrets,
-                ns,
-                &from.secret_key_ref.name,
-                &from.secret_key_ref.key,
-                secret_values::header_value,
-            )
-            .ok_or_else(|| {
-                format!(
-                    "header {} needs key {} of Secret {ns}/{} (labelled {WEBHOOK_SECRET_LABEL}=true), which is missing or unusable",
-                    h.name, from.secret_key_ref.key, from.secret_key_ref.name
-                )
-            })?,
+            (None, Some(from)) => header_secret_value(secrets, ns, h, from)?,
             (None, None) => continue,
         };
         let name =

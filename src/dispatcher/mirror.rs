@@ -143,9 +143,12 @@ async fn mirror_one(shared: &Shared, uid: &str, hook_name: &str, urgency: Urgenc
         health.first_failure_ms = None;
     }
     let delivery = status::delivery_status(&health, record, &shared.config.retry_schedule);
-    status::apply(&shared.kube, ns, name, &delivery).await?;
-    shared.metrics.status_writes.inc();
-    store.set_mirrored(uid, now).await?;
+    if status::apply(&shared.kube, ns, name, uid, &delivery).await? {
+        shared.metrics.status_writes.inc();
+        store.set_mirrored(uid, now).await?;
+    } else {
+        tracing::info!(hook = %hook_name, %uid, "not mirroring delivery status: the hook of that name has another UID now");
+    }
     Ok(Mirrored::Written)
 }
 

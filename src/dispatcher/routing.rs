@@ -87,6 +87,11 @@ pub struct Route {
 /// The `reason` of an event whose `hook` field names no hook of its org.
 pub const NO_SUCH_HOOK: &str = "no_such_hook";
 
+/// The `reason` of an event dropped for a hook that still holds a task for
+/// its id from another stream entry (SPEC: an event id is its idempotency
+/// key).
+pub const DUPLICATE_ID: &str = "duplicate_id";
+
 /// Routes an event of `org` named `name` over the cached hooks: same
 /// namespace, subscribed, not being deleted. With `only` (the entry's
 /// `hook` field), the hook of that name alone, whatever its subscribed

@@ -58,22 +58,53 @@ pub fn delivery_status(health: &Health, record: Option<DisableRecord>, schedule:
     }
 }
 
-/// Applies `delivery` to the hook's status.
+/// How often [`apply`] looks again when the hook changed between its read
+/// and its write.
+const APPLY_TRIES: usize = 3;
+
+/// Applies `delivery` to the status of hook `namespace/name` while that
+/// name belongs to the hook of UID `uid`; false (nothing written) when it
+/// does not, e.g. deleted and re-created while the cache lagged, so one
+/// hook's record never lands on its successor.
+///
+/// A UID in the patch is no precondition for a status write (the API
+/// server takes a custom resource's metadata from the stored object), so
+/// the hook is read, its UID compared, and the apply carries the read
+/// resourceVersion, which the API server does check: a hook changed or
+/// re-created in between makes it refuse, and the hook is read again.
 pub async fn apply(
     client: &kube::Client,
     namespace: &str,
     name: &str,
+    uid: &str,
     delivery: &DeliveryStatus,
-) -> Result<(), kube::Error> {
+) -> Result<bool, kube::Error> {
     let api: Api<OutboundWebhook> = Api::namespaced(client.clone(), namespace);
-    let patch = serde_json::json!({
-        "apiVersion": "outboundwebhooks.io/v1alpha1",
-        "kind": "OutboundWebhook",
-        "status": {"delivery": delivery},
-    });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
-    Ok(())
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let Some(current) = api.get_opt(name).await? else {
+            return Ok(false);
+        };
+        if current.metadata.uid.as_deref() != Some(uid) {
+            return Ok(false);
+        }
+        let patch = serde_json::json!({
+            "apiVersion": "outboundwebhooks.io/v1alpha1",
+            "kind": "OutboundWebhook",
+            "metadata": {"name": name, "resourceVersion": current.metadata.resource_version},
+            "status": {"delivery": delivery},
+        });
+        match api
+            .patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+        {
+            Ok(_) => return Ok(true),
+            // Forced, so a conflict is the resourceVersion's: changed meanwhile.
+            Err(kube::Error::Api(status)) if status.is_conflict() && tries < APPLY_TRIES => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use redis::AsyncCommands;
 
-use super::{Context, Store, StoreError, stream::entry_fields, task::DeadLetter};
+use super::{Context, Replayed, Store, StoreError, stream::entry_fields, task::DeadLetter};
 
 /// Dead letters read per round trip by [`Store::dead_letters_after`].
 pub const PAGE: usize = 500;
@@ -33,7 +33,7 @@ impl Store {
     /// Puts a dead-lettered delivery back as a fresh task (due at once, its
     /// `created_ms` field `created_ms`) for the hook it names, removing the
     /// dead letter in the same step.
-    pub async fn replay(&self, letter: &DeadLetter, created_ms: i64) -> Result<(), StoreError> {
+    pub async fn replay(&self, letter: &DeadLetter, created_ms: i64) -> Result<Replayed, StoreError> {
         let task = letter.to_new_task();
         self.replay_as(&letter.id, &task.uid, &task, created_ms).await
     }

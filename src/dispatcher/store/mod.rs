@@ -54,7 +54,7 @@ pub use self::{
     health::Health,
     keys::{Keys, task_member, uid_of_member},
     retention::Sizes,
-    scripts::{Claim, Claimed, Rescheduled},
+    scripts::{Claim, Claimed, Duplicate, Replayed, Rescheduled, Routed},
     shards::{ShardCountError, Shards, stored_shard_count},
     stream::{RawEntry, entry_fields, read_reply_entries},
     task::{DeadLetter, Delivery, NewTask, Task},
@@ -126,6 +126,33 @@ impl Store {
             .await
             .context(|| format!("reading task {member}"))?;
         Ok(Task::decode(member, map))
+    }
+
+    /// For each of `members`, whether its task is held and from which
+    /// stream entry: `None` no task, `Some(None)` a task stored before
+    /// tasks recorded their entry, `Some(Some(id))` a task from entry `id`.
+    /// One round trip for a whole read batch.
+    pub async fn held_tasks(&self, members: &[String]) -> Result<Vec<Option<Option<String>>>, StoreError> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for member in members {
+            // UID is in every task hash: it tells a task from no task.
+            pipe.cmd("HMGET")
+                .arg(self.keys.task(member))
+                .arg(task::field::UID)
+                .arg(task::field::ENTRY_ID);
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<(Option<String>, Option<String>)> = pipe
+            .query_async(&mut conn)
+            .await
+            .context(|| format!("looking up {} held task(s)", members.len()))?;
+        Ok(replies
+            .into_iter()
+            .map(|(uid, entry_id)| uid.map(|_| entry_id))
+            .collect())
     }
 
     /// Drops a member whose task hash is gone.

@@ -54,14 +54,17 @@ impl Store {
     /// bodies exceed [`MAX_SCRIPT_BYTES`], one step per slice of tasks with
     /// the acknowledgement in the last (a crash between them leaves the
     /// entries pending: read again, the stored tasks are kept as they are).
-    /// Returns Redis's time (Unix ms) of the last step: a task of it stored
-    /// with `due_in_ms` is due at that time plus `due_in_ms`.
+    /// Returns Redis's time (Unix ms) of the last step (a task of it stored
+    /// with `due_in_ms` is due at that time plus `due_in_ms`) and the tasks
+    /// not stored because their hook holds a task for the event id from
+    /// another entry.
     pub async fn store_tasks_and_ack(
         &self,
         entry_ids: &[String],
         tasks: &[NewTask],
         created_ms: i64,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Routed, StoreError> {
+        let mut duplicates = Vec::new();
         let mut rest = tasks;
         loop {
             let mut bytes = 0;
@@ -75,17 +78,26 @@ impl Store {
                 .max(1)
                 .min(rest.len());
             let (slice, after) = rest.split_at(take);
-            if after.is_empty() {
-                return self.route(entry_ids, slice, created_ms).await;
+            let acknowledge: &[String] = if after.is_empty() { entry_ids } else { &[] };
+            let offset = tasks.len() - rest.len();
+            let routed = self.route(acknowledge, slice, created_ms).await?;
+            for mut duplicate in routed.duplicates {
+                duplicate.index += offset;
+                duplicates.push(duplicate);
             }
-            self.route(&[], slice, created_ms).await?;
+            if after.is_empty() {
+                return Ok(Routed {
+                    now_ms: routed.now_ms,
+                    duplicates,
+                });
+            }
             rest = after;
         }
     }
 
-    async fn route(&self, entry_ids: &[String], tasks: &[NewTask], created_ms: i64) -> Result<i64, StoreError> {
+    async fn route(&self, entry_ids: &[String], tasks: &[NewTask], created_ms: i64) -> Result<Routed, StoreError> {
         if entry_ids.is_empty() && tasks.is_empty() {
-            return Ok(0);
+            return Ok(Routed::default());
         }
         let keys = &self.keys;
         let mut inv = ROUTE.prepare_invoke();
@@ -109,14 +121,25 @@ impl Store {
             }
         }
         let mut conn = self.conn.clone();
-        let (_acked, now): (i64, i64) = inv.invoke_async(&mut conn).await.context(|| {
+        let (_acked, now_ms, flat): (i64, i64, Vec<String>) = inv.invoke_async(&mut conn).await.context(|| {
             format!(
                 "storing {} delivery task(s) and acknowledging {} entries",
                 tasks.len(),
                 entry_ids.len()
             )
         })?;
-        Ok(now)
+        Ok(Routed {
+            now_ms,
+            duplicates: flat
+                .chunks_exact(2)
+                .filter_map(|pair| {
+                    Some(Duplicate {
+                        index: pair[0].parse().ok()?,
+                        held_entry_id: pair[1].clone(),
+                    })
+                })
+                .collect(),
+        })
     }
 
     /// Claims up to `max` due tasks (due by Redis's clock) with a lease of
@@ -340,7 +363,8 @@ impl Store {
 
     /// Stores `task` as a fresh task (due `task.due_in_ms` from now by
     /// Redis's clock; `created_ms` for its `created_ms` field) and deletes
-    /// dead letter `letter_id`, in one step. `replay.lua`.
+    /// dead letter `letter_id`, in one step, unless the dead letter is gone
+    /// or the hook holds a live task for the event. `replay.lua`.
     /// `was_for` is the UID of the hook the dead letter was written for.
     pub async fn replay_as(
         &self,
@@ -348,7 +372,7 @@ impl Store {
         was_for: &str,
         task: &NewTask,
         created_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Replayed, StoreError> {
         let member = task_member(&task.uid, &task.event_id);
         let mut inv = REPLAY.key(self.keys.due());
         inv.key(self.keys.dead_letter())
@@ -365,11 +389,15 @@ impl Store {
             inv.arg(*name).arg(value);
         }
         let mut conn = self.conn.clone();
-        let _: i64 = inv
+        let outcome: i64 = inv
             .invoke_async(&mut conn)
             .await
             .context(|| format!("replaying dead letter {letter_id}"))?;
-        Ok(())
+        Ok(match outcome {
+            1 => Replayed::Stored,
+            2 => Replayed::TaskHeld,
+            _ => Replayed::Gone,
+        })
     }
 }
 
@@ -385,6 +413,38 @@ pub struct Claimed {
     /// lack of lane capacity): the claimer then wants waking when a slot
     /// frees.
     pub backlog: bool,
+}
+
+/// What [`Store::store_tasks_and_ack`] did.
+#[derive(Clone, Debug, Default)]
+pub struct Routed {
+    /// Redis's time (Unix ms) of the last step.
+    pub now_ms: i64,
+    /// The tasks not stored as duplicates.
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// What [`Store::replay_as`] did with a dead letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replayed {
+    /// Stored as a fresh task; the dead letter is deleted.
+    Stored,
+    /// The dead letter was gone (another replay took it); nothing changed.
+    Gone,
+    /// The hook holds a live task for the event, which delivers it;
+    /// nothing changed, the dead letter stays.
+    TaskHeld,
+}
+
+/// A task [`Store::store_tasks_and_ack`] did not store: its hook already
+/// holds a task for the same event id, stored from another stream entry
+/// (SPEC: the second is dropped and counted `duplicate_id`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The task's index in the tasks given.
+    pub index: usize,
+    /// The stream entry id of the task already held.
+    pub held_entry_id: String,
 }
 
 /// The next attempt of a rescheduled task.

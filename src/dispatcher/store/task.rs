@@ -29,15 +29,19 @@ pub mod field {
     pub const REASON: &str = "reason";
     /// Dead letters: when (Unix ms).
     pub const FAILED_AT_MS: &str = "failed_at_ms";
-    /// Dead letters of malformed entries: the stream entry id.
+    /// The events-stream entry id the event came from (tasks and their
+    /// dead letters; malformed entries' dead letters too). It tells an
+    /// entry read again from a second entry reusing the event id.
     pub const ENTRY_ID: &str = "entry_id";
     /// Dead letters of malformed entries: what precedes each original field.
     pub const ENTRY_PREFIX: &str = "entry.";
 }
 
 /// The fields of a task hash as stored, in the order [`NewTask::values`]
-/// gives their values.
-pub const STORED_FIELDS: [&str; 9] = [
+/// gives their values. `route.lua` reads the first as the task's source
+/// entry id.
+pub const STORED_FIELDS: [&str; 10] = [
+    field::ENTRY_ID,
     field::HOOK,
     field::UID,
     field::EVENT_ID,
@@ -68,6 +72,9 @@ pub struct Delivery {
     pub org: String,
     /// The envelope bytes (shared, not copied, between an event's hooks).
     pub body: bytes::Bytes,
+    /// The events-stream entry id it came from (empty when unknown: a
+    /// dead letter written before this field existed).
+    pub entry_id: String,
 }
 
 /// A new task to store for one matching hook.
@@ -96,8 +103,9 @@ impl NewTask {
 
     /// The values of [`STORED_FIELDS`], for a task stored at `now_ms`
     /// with no attempt made.
-    pub fn values(&self, now_ms: i64) -> [Vec<u8>; 9] {
+    pub fn values(&self, now_ms: i64) -> [Vec<u8>; 10] {
         [
+            self.entry_id.as_bytes().to_vec(),
             self.hook.as_bytes().to_vec(),
             self.uid.as_bytes().to_vec(),
             self.event_id.as_bytes().to_vec(),
@@ -156,6 +164,7 @@ impl Task {
                 event: text(&map, field::EVENT),
                 org: text(&map, field::ORG),
                 body: bytes::Bytes::from(map.remove(field::BODY).unwrap_or_default()),
+                entry_id: text(&map, field::ENTRY_ID),
             },
         })
     }
@@ -227,6 +236,7 @@ impl DeadLetter {
                 event: self.text(field::EVENT),
                 org: self.text(field::ORG),
                 body: bytes::Bytes::from(self.fields.get(field::BODY).cloned().unwrap_or_default()),
+                entry_id: self.text(field::ENTRY_ID),
             },
             due_in_ms: 0,
         }
@@ -247,6 +257,7 @@ mod tests {
                 event: "kustomer.conversation.create".into(),
                 org: "acme".into(),
                 body: bytes::Bytes::from_static(b"{\"id\":\"e1\"}"),
+                entry_id: "1-0".into(),
             },
             due_in_ms: 0,
         };
@@ -259,6 +270,7 @@ mod tests {
         assert_eq!(task.member, "u1:e1");
         assert_eq!((task.hook.as_str(), task.uid.as_str()), ("acme/shop", "u1"));
         assert_eq!(task.event_id, "e1");
+        assert_eq!(task.entry_id, "1-0");
         assert_eq!(&task.body[..], b"{\"id\":\"e1\"}");
         assert_eq!((task.attempts, task.first_attempt_ms, task.created_ms), (0, 0, 42));
         assert!(Task::decode("u1:e1", HashMap::new()).is_none());
