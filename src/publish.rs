@@ -14,10 +14,13 @@
 //! Never with `MAXLEN`: trimming is the dispatcher's job, because a capped
 //! XADD can drop entries no dispatcher has read yet.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use crate::{
-    dispatcher::store::{Keys, stored_shard_count},
+    dispatcher::store::{Keys, NoShardCount, stored_shard_count},
     event_name::EventName,
     shard::{shard_of, shard_prefix},
     stream_entry::{MAX_ENTRY_BYTES, new_event_id, parse_entry},
@@ -25,6 +28,28 @@ use crate::{
 
 /// The default key prefix (the hash tag keeps every key in one Cluster slot).
 pub const DEFAULT_PREFIX: &str = "{outbound-webhooks}:";
+
+/// How long publishing keeps trying by default before it reports why not.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a missing shard count is read again.
+const SHARD_COUNT_POLL: Duration = Duration::from_millis(100);
+
+/// How publishing behaves.
+#[derive(Clone, Debug)]
+pub struct PublishOptions {
+    /// How long to keep trying while Redis holds no shard count (after a
+    /// flush, until a dispatcher writes it again).
+    pub retry_timeout: Duration,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions {
+            retry_timeout: DEFAULT_RETRY_TIMEOUT,
+        }
+    }
+}
 
 /// An event to publish.
 #[derive(Clone, Debug)]
@@ -64,6 +89,14 @@ pub enum PublishError {
     /// The prefix has no hash tag.
     #[error("{0}")]
     Prefix(String),
+    /// Redis held no shard count for as long as publishing kept trying.
+    #[error("{source} (waited {waited:?})")]
+    NoShardCount {
+        /// The key that should hold it.
+        source: NoShardCount,
+        /// How long publishing waited for it.
+        waited: Duration,
+    },
     /// Redis refused the XADD.
     #[error("appending to {stream}: {source}")]
     Redis {
@@ -180,19 +213,60 @@ pub fn entry_fields(event: &NewEvent) -> Result<Vec<(&'static str, String)>, Pub
 
 /// Appends `event` to the events stream of its org's shard under
 /// `prefix`, reading the shard count the dispatchers stored (one GET more;
-/// [`Publisher`] reads it once).
+/// [`Publisher`] reads it once), with the default [`PublishOptions`].
 pub async fn publish<C: redis::aio::ConnectionLike + Send + Sync>(
     conn: &mut C,
     prefix: &str,
     event: &NewEvent,
 ) -> Result<Published, PublishError> {
-    let shards = stored_shard_count(conn, prefix)
-        .await
-        .map_err(|source| PublishError::Redis {
-            stream: Keys::new(prefix).shard_count(),
-            source,
-        })?;
+    publish_with(conn, prefix, event, &PublishOptions::default()).await
+}
+
+/// [`publish`] with `options`.
+pub async fn publish_with<C: redis::aio::ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    prefix: &str,
+    event: &NewEvent,
+    options: &PublishOptions,
+) -> Result<Published, PublishError> {
+    let shards = shard_count(conn, prefix, options).await?;
     publish_sharded(conn, prefix, shards, event).await
+}
+
+/// The shard count the dispatchers stored, waiting for it while Redis
+/// holds none, up to `options.retry_timeout`.
+///
+/// Why wait, then refuse: guessing (one shard) would put the events of
+/// every org of another shard on shard 0, whose consumers dead-letter
+/// them `wrong_shard`: accepted, and not delivered. A producer wants its
+/// event delivered or to be told it was not. After a Redis flush or a
+/// restart without persistence the dispatchers write the count again
+/// within about a second, so waiting rides that out as a fail-over is;
+/// a count still missing at the deadline means no dispatcher runs under
+/// this prefix (none deployed yet, or a mistyped `--redis-prefix`), which
+/// the producer must hear about rather than write where no one reads.
+async fn shard_count<C: redis::aio::ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    prefix: &str,
+    options: &PublishOptions,
+) -> Result<usize, PublishError> {
+    let started = Instant::now();
+    let key = Keys::new(prefix).shard_count();
+    loop {
+        match stored_shard_count(conn, prefix).await {
+            Ok(Some(count)) => return Ok(count),
+            Ok(None) if started.elapsed() + SHARD_COUNT_POLL < options.retry_timeout => {
+                tokio::time::sleep(SHARD_COUNT_POLL).await;
+            }
+            Ok(None) => {
+                return Err(PublishError::NoShardCount {
+                    source: NoShardCount { key },
+                    waited: started.elapsed(),
+                });
+            }
+            Err(source) => return Err(PublishError::Redis { stream: key, source }),
+        }
+    }
 }
 
 /// Publishes many events over one connection, reading the shard count
@@ -205,14 +279,15 @@ pub struct Publisher<C> {
 }
 
 impl<C: redis::aio::ConnectionLike + Send + Sync> Publisher<C> {
-    /// A publisher under `prefix` (reads the shard count).
-    pub async fn new(mut conn: C, prefix: &str) -> Result<Self, PublishError> {
-        let shards = stored_shard_count(&mut conn, prefix)
-            .await
-            .map_err(|source| PublishError::Redis {
-                stream: Keys::new(prefix).shard_count(),
-                source,
-            })?;
+    /// A publisher under `prefix` (reads the shard count) with the default
+    /// [`PublishOptions`].
+    pub async fn new(conn: C, prefix: &str) -> Result<Self, PublishError> {
+        Publisher::with_options(conn, prefix, PublishOptions::default()).await
+    }
+
+    /// A publisher under `prefix` with `options` (reads the shard count).
+    pub async fn with_options(mut conn: C, prefix: &str, options: PublishOptions) -> Result<Self, PublishError> {
+        let shards = shard_count(&mut conn, prefix, &options).await?;
         Ok(Publisher {
             conn,
             prefix: prefix.to_string(),

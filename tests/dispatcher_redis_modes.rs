@@ -1,7 +1,8 @@
 //! The dispatcher on Redis as users run it (real servers on loopback): over
 //! TLS with a private CA, behind Sentinel through a forced fail-over and a
-//! killed primary, and on a 3-master Cluster with `--shards 6` through a
-//! killed master. Events are counted by id at the receivers.
+//! killed primary, on a 3-master Cluster with `--shards 6` through a
+//! killed master, and with `--shards 2` through a flush. Events are
+//! counted by id at the receivers.
 
 mod support;
 
@@ -13,6 +14,7 @@ use std::{
 
 use outbound_webhooks::{
     EventName,
+    dispatcher::store::Keys,
     publish::{NewEvent, Publisher},
     redis_conn::{RedisConn, RedisMode, RedisTarget},
     shard::shard_prefix,
@@ -20,11 +22,13 @@ use outbound_webhooks::{
 use serde_json::json;
 use support::{
     CREATE,
+    cluster::namespace_in_shard,
     delivery_test::DeliveryTest,
     dispatcher::{Dispatcher, run_cli},
     hooks::create_hook,
     namespace,
     receiver::Receiver,
+    redis::{RedisServer, xadd_event},
     redis_prefix,
     redis_topologies::{RedisCluster, SentinelGroup, TlsRedis},
     wait_for,
@@ -326,4 +330,74 @@ fn another_shard_count_or_a_prefix_without_a_hash_tag_is_refused_at_start_up() {
     assert!(!status.success());
     let log = refused.log();
     assert!(log.contains("has no {hash tag}"), "{log}");
+}
+
+#[test]
+fn after_a_flush_the_shard_count_is_written_again_and_wrong_shard_entries_replay_to_their_shard() {
+    // A Redis of its own: the test flushes it.
+    let redis = RedisServer::start(&["--maxmemory-policy", "noeviction"]);
+    let test = DeliveryTest {
+        name: "flush-shards".into(),
+        ns: namespace_in_shard("flush-shards", 1, 2),
+        prefix: redis_prefix("flush-shards"),
+        redis_url: redis.url(),
+    };
+    let receiver = Receiver::ok();
+    test.hook_to(&receiver, json!({}));
+    let _one = test.dispatcher_as("flush-a", &["--shards", "2"]);
+    let _two = test.dispatcher_as("flush-b", &["--shards", "2"]);
+    let shard_prefixes: Vec<String> = (0..2).map(|k| shard_prefix(&test.prefix, k).unwrap()).collect();
+    let mut conn = test.redis();
+
+    // A restart without persistence, as far as the data goes.
+    let () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+    wait_for(
+        "the dispatchers to recreate both consumer groups",
+        Duration::from_secs(30),
+        || {
+            for prefix in &shard_prefixes {
+                let groups: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(Keys::new(prefix).events())
+                    .query(&mut conn);
+                match groups {
+                    Ok(groups) if !groups.is_empty() => {}
+                    other => return Err(format!("{prefix}: {other:?}")),
+                }
+            }
+            Ok(())
+        },
+    );
+    // Published at once to an org of shard 1: it reaches its shard.
+    let out = test.publish_cli("{}", &["--id", "after-the-flush"]);
+    receiver.wait_for_event("after-the-flush", 1, Duration::from_secs(30));
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(test.keys().shard_count())
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("2"), "{out}");
+
+    // A producer that XADDs to shard 0 itself: dead-lettered wrong_shard,
+    // then moved by replay to shard 1 and delivered there, once.
+    let _: String = xadd_event(&shard_prefixes[0], &test.ns, CREATE, "{}", Some("on-the-wrong-shard"))
+        .query(&mut conn)
+        .unwrap();
+    wait_for("the entry to be dead-lettered", Duration::from_secs(30), || {
+        let letters = test.dead_letters(None);
+        match letters.iter().any(|line| line.contains("wrong_shard: org")) {
+            true => Ok(()),
+            false => Err(format!("{letters:?}")),
+        }
+    });
+    let replay = || {
+        let (ok, stdout, stderr) = test.try_replay_dead_letters(&[]);
+        assert!(ok, "dead-letter replay failed: {stdout}{stderr}");
+        stdout
+    };
+    let out = replay();
+    assert!(out.contains("moved 1 entry(ies)"), "{out}");
+    receiver.wait_for_event("on-the-wrong-shard", 1, Duration::from_secs(30));
+    assert_eq!(test.dead_letters(None), Vec::<String>::new());
+    let again = replay();
+    assert!(!again.contains("moved"), "{again}");
 }
