@@ -13,6 +13,16 @@
 //!
 //! Never with `MAXLEN`: trimming is the dispatcher's job, because a capped
 //! XADD can drop entries no dispatcher has read yet.
+//!
+//! A transient Redis error (a fail-over: `CLUSTERDOWN`, `TRYAGAIN`,
+//! `READONLY`, `MASTERDOWN`, `LOADING`, a refused or dropped connection) is
+//! retried until [`PublishOptions::retry_timeout`]. An append whose
+//! connection broke after it was sent may have landed: appended again, the
+//! event may be in the stream twice (same id), which [`Published`] says
+//! and a warning logs. Give a connection that does not re-send commands by
+//! itself, or such a repeat goes unreported: a redis-rs Cluster connection
+//! built with `retries(0)`, or
+//! [`RedisTarget::connect_without_resends`](crate::redis_conn::RedisTarget::connect_without_resends).
 
 use std::{
     collections::HashMap,
@@ -20,8 +30,9 @@ use std::{
 };
 
 use crate::{
-    dispatcher::store::{Keys, NoShardCount, stored_shard_count},
+    dispatcher::store::{Keys, NoShardCount, parse_shard_count},
     event_name::EventName,
+    redis_retry::{Failed, query_retrying},
     shard::{shard_of, shard_prefix},
     stream_entry::{MAX_ENTRY_BYTES, new_event_id, parse_entry},
 };
@@ -38,8 +49,9 @@ const SHARD_COUNT_POLL: Duration = Duration::from_millis(100);
 /// How publishing behaves.
 #[derive(Clone, Debug)]
 pub struct PublishOptions {
-    /// How long to keep trying while Redis holds no shard count (after a
-    /// flush, until a dispatcher writes it again).
+    /// How long one publish keeps trying: through transient Redis errors
+    /// (a fail-over), and while Redis holds no shard count (after a flush,
+    /// until a dispatcher writes it again).
     pub retry_timeout: Duration,
 }
 
@@ -97,14 +109,46 @@ pub enum PublishError {
         /// How long publishing waited for it.
         waited: Duration,
     },
-    /// Redis refused the XADD.
-    #[error("appending to {stream}: {source}")]
+    /// Redis failed: at once when retrying cannot help, otherwise at the
+    /// end of the retry timeout.
+    #[error("{what}: {source}{}", retry_note(*.attempts, *.waited, *.maybe_appended))]
     Redis {
-        /// The events stream key.
-        stream: String,
-        /// The Redis error.
+        /// What failed, naming the key.
+        what: String,
+        /// The last attempt's error.
         source: redis::RedisError,
+        /// Attempts made.
+        attempts: u32,
+        /// From the first attempt to giving up.
+        waited: Duration,
+        /// An attempt may have appended the event all the same.
+        maybe_appended: bool,
     },
+}
+
+fn retry_note(attempts: u32, waited: Duration, maybe_appended: bool) -> String {
+    let mut note = String::new();
+    if attempts > 1 {
+        note = format!(" (still failing after {attempts} attempts in {waited:.1?}; --retry-timeout)");
+    }
+    if maybe_appended {
+        note.push_str(
+            "; an attempt whose connection broke may have been appended all the same: publishing again with the same --id is safe (receivers deduplicate by webhook-id)",
+        );
+    }
+    note
+}
+
+impl PublishError {
+    fn redis(what: String, failed: Failed, started: Instant) -> Self {
+        PublishError::Redis {
+            what,
+            source: failed.error,
+            attempts: failed.attempts,
+            waited: started.elapsed(),
+            maybe_appended: failed.maybe_applied,
+        }
+    }
 }
 
 /// What was appended.
@@ -114,6 +158,11 @@ pub struct Published {
     pub entry_id: String,
     /// The event id receivers see as `id` and `webhook-id`.
     pub event_id: String,
+    /// Appends sent (more than one after transient errors).
+    pub attempts: u32,
+    /// An earlier append whose connection broke may have landed too: the
+    /// event may be in the stream twice, with the same id.
+    pub possibly_duplicated: bool,
 }
 
 impl NewEvent {
@@ -229,12 +278,29 @@ pub async fn publish_with<C: redis::aio::ConnectionLike + Send + Sync>(
     event: &NewEvent,
     options: &PublishOptions,
 ) -> Result<Published, PublishError> {
-    let shards = shard_count(conn, prefix, options).await?;
-    publish_sharded(conn, prefix, shards, event).await
+    let window = Window::new(options);
+    let shards = shard_count(conn, prefix, &window).await?;
+    publish_sharded(conn, prefix, shards, event, &window).await
+}
+
+/// One publish's time to keep trying.
+struct Window {
+    started: Instant,
+    deadline: Instant,
+}
+
+impl Window {
+    fn new(options: &PublishOptions) -> Self {
+        let started = Instant::now();
+        Window {
+            started,
+            deadline: started + options.retry_timeout,
+        }
+    }
 }
 
 /// The shard count the dispatchers stored, waiting for it while Redis
-/// holds none, up to `options.retry_timeout`.
+/// holds none, until the window's deadline.
 ///
 /// Why wait, then refuse: guessing (one shard) would put the events of
 /// every org of another shard on shard 0, whose consumers dead-letter
@@ -248,23 +314,29 @@ pub async fn publish_with<C: redis::aio::ConnectionLike + Send + Sync>(
 async fn shard_count<C: redis::aio::ConnectionLike + Send + Sync>(
     conn: &mut C,
     prefix: &str,
-    options: &PublishOptions,
+    window: &Window,
 ) -> Result<usize, PublishError> {
-    let started = Instant::now();
     let key = Keys::new(prefix).shard_count();
+    let mut get = redis::cmd("GET");
+    get.arg(&key);
     loop {
-        match stored_shard_count(conn, prefix).await {
-            Ok(Some(count)) => return Ok(count),
-            Ok(None) if started.elapsed() + SHARD_COUNT_POLL < options.retry_timeout => {
+        let stored: Option<String> = query_retrying(conn, &get, window.deadline)
+            .await
+            .map_err(|failed| {
+                PublishError::redis(format!("reading the shard count from {key}"), failed, window.started)
+            })?
+            .value;
+        match parse_shard_count(stored.as_deref()) {
+            Some(count) => return Ok(count),
+            None if Instant::now() + SHARD_COUNT_POLL < window.deadline => {
                 tokio::time::sleep(SHARD_COUNT_POLL).await;
             }
-            Ok(None) => {
+            None => {
                 return Err(PublishError::NoShardCount {
                     source: NoShardCount { key },
-                    waited: started.elapsed(),
+                    waited: window.started.elapsed(),
                 });
             }
-            Err(source) => return Err(PublishError::Redis { stream: key, source }),
         }
     }
 }
@@ -276,6 +348,7 @@ pub struct Publisher<C> {
     conn: C,
     prefix: String,
     shards: usize,
+    options: PublishOptions,
 }
 
 impl<C: redis::aio::ConnectionLike + Send + Sync> Publisher<C> {
@@ -287,17 +360,19 @@ impl<C: redis::aio::ConnectionLike + Send + Sync> Publisher<C> {
 
     /// A publisher under `prefix` with `options` (reads the shard count).
     pub async fn with_options(mut conn: C, prefix: &str, options: PublishOptions) -> Result<Self, PublishError> {
-        let shards = shard_count(&mut conn, prefix, &options).await?;
+        let shards = shard_count(&mut conn, prefix, &Window::new(&options)).await?;
         Ok(Publisher {
             conn,
             prefix: prefix.to_string(),
             shards,
+            options,
         })
     }
 
     /// Appends `event` to its org's shard.
     pub async fn publish(&mut self, event: &NewEvent) -> Result<Published, PublishError> {
-        publish_sharded(&mut self.conn, &self.prefix, self.shards, event).await
+        let window = Window::new(&self.options);
+        publish_sharded(&mut self.conn, &self.prefix, self.shards, event, &window).await
     }
 }
 
@@ -308,12 +383,14 @@ pub fn stream_of(prefix: &str, shards: usize, org: &str) -> Result<String, Publi
     Ok(Keys::new(&shard_prefix).events())
 }
 
-async fn publish_sharded<C: redis::aio::ConnectionLike>(
+async fn publish_sharded<C: redis::aio::ConnectionLike + Send + Sync>(
     conn: &mut C,
     prefix: &str,
     shards: usize,
     event: &NewEvent,
+    window: &Window,
 ) -> Result<Published, PublishError> {
+    // The id is chosen once: a retried append carries the same one.
     let fields = entry_fields(event)?;
     let event_id = fields
         .iter()
@@ -321,17 +398,23 @@ async fn publish_sharded<C: redis::aio::ConnectionLike>(
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     let stream = stream_of(prefix, shards, &event.org)?;
-    let entry_id: String = redis::cmd("XADD")
-        .arg(&stream)
-        .arg("*")
-        .arg(&fields)
-        .query_async(conn)
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(&stream).arg("*").arg(&fields);
+    let answer = query_retrying::<_, String>(conn, &xadd, window.deadline)
         .await
-        .map_err(|source| PublishError::Redis {
-            stream: stream.clone(),
-            source,
-        })?;
-    Ok(Published { entry_id, event_id })
+        .map_err(|failed| PublishError::redis(format!("appending to {stream}"), failed, window.started))?;
+    if answer.maybe_repeated {
+        tracing::warn!(
+            event = %event_id, %stream, attempts = answer.attempts,
+            "appended after an attempt whose connection broke, which may have landed too: the event may be in the stream twice (same id; receivers deduplicate by webhook-id)"
+        );
+    }
+    Ok(Published {
+        entry_id: answer.value,
+        event_id,
+        attempts: answer.attempts,
+        possibly_duplicated: answer.maybe_repeated,
+    })
 }
 
 #[cfg(test)]

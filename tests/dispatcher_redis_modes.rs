@@ -9,6 +9,7 @@ mod support;
 use std::{
     collections::{BTreeMap, BTreeSet},
     str::FromStr,
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
@@ -24,7 +25,7 @@ use support::{
     CREATE,
     cluster::namespace_in_shard,
     delivery_test::DeliveryTest,
-    dispatcher::{Dispatcher, run_cli},
+    dispatcher::{Dispatcher, run_cli, try_cli},
     hooks::create_hook,
     namespace,
     receiver::Receiver,
@@ -400,4 +401,157 @@ fn after_a_flush_the_shard_count_is_written_again_and_wrong_shard_entries_replay
     assert_eq!(test.dead_letters(None), Vec::<String>::new());
     let again = replay();
     assert!(!again.contains("moved"), "{again}");
+}
+
+/// What one publishing loop saw.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Event ids published successfully.
+    ids: Vec<String>,
+    /// Publishes that failed, with their error.
+    failures: Vec<String>,
+    /// Publishes that needed more than one append.
+    retried: usize,
+    /// Publishes that said the event may be in the stream twice.
+    possibly_duplicated: usize,
+    /// The slowest publish.
+    slowest: Duration,
+}
+
+impl Tally {
+    fn record(&mut self, id: String, took: Duration, outcome: Result<(u32, bool), String>) {
+        self.slowest = self.slowest.max(took);
+        match outcome {
+            Ok((attempts, possibly_duplicated)) => {
+                self.retried += usize::from(attempts > 1);
+                self.possibly_duplicated += usize::from(possibly_duplicated);
+                self.ids.push(id);
+            }
+            Err(e) => self.failures.push(format!("{id}: {e}")),
+        }
+    }
+}
+
+/// Publishes `{label}-N` events to the test's org, one after another
+/// through `publish_one`, until `stop`, counting successes in `done`.
+fn publish_loop(
+    label: &str,
+    stop: &AtomicBool,
+    done: &AtomicUsize,
+    mut publish_one: impl FnMut(&str) -> Result<(u32, bool), String>,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let id = format!("{label}-{n}");
+        n += 1;
+        let started = Instant::now();
+        let outcome = publish_one(&id);
+        tally.record(id, started.elapsed(), outcome);
+        done.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tally
+}
+
+#[test]
+fn publishes_from_the_cli_and_the_library_ride_out_a_killed_cluster_master() {
+    let cluster = RedisCluster::start();
+    let test = DeliveryTest::on("cluster-publish", &cluster.url());
+    let receiver = Receiver::ok();
+    test.hook_to(&receiver, json!({}));
+    let _d = test.dispatcher(&["--redis-mode", "cluster", "--reclaim-idle", "5s"]);
+    // Every event goes to the stream on this master.
+    let victim = cluster.node_of_key(&test.keys().events());
+    let target = RedisTarget::new(RedisMode::Cluster, &test.redis_url, None, None).unwrap();
+
+    let stop = AtomicBool::new(false);
+    let (by_cli, by_library) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let published_by_both = |at_least: usize| {
+        wait_for("both loops to publish", Duration::from_secs(120), || {
+            let (cli, library) = (by_cli.load(Ordering::SeqCst), by_library.load(Ordering::SeqCst));
+            if cli >= at_least && library >= at_least {
+                Ok(())
+            } else {
+                Err(format!("{cli} by the CLI, {library} by the library"))
+            }
+        })
+    };
+    let (cli, library, killed_for) = std::thread::scope(|s| {
+        let library = s.spawn(|| {
+            let rt = runtime();
+            let mut publisher = rt.block_on(async {
+                let conn = target.connect_without_resends().await.expect("the producer connects");
+                Publisher::new(conn, &test.prefix)
+                    .await
+                    .expect("reading the shard count")
+            });
+            publish_loop("library", &stop, &by_library, |id| {
+                let mut event = NewEvent::new(&test.ns, EventName::from_str(CREATE).unwrap(), json!({})).unwrap();
+                event.id = Some(id.to_string());
+                rt.block_on(publisher.publish(&event))
+                    .map(|p| (p.attempts, p.possibly_duplicated))
+                    .map_err(|e| e.to_string())
+            })
+        });
+        let cli = s.spawn(|| {
+            publish_loop("cli", &stop, &by_cli, |id| {
+                let (ok, stdout, stderr) = try_cli(&[
+                    "publish",
+                    "--redis-mode",
+                    "cluster",
+                    "--redis-url",
+                    &test.redis_url,
+                    "--redis-prefix",
+                    &test.prefix,
+                    "--org",
+                    &test.ns,
+                    "--event",
+                    CREATE,
+                    "--data",
+                    "{}",
+                    "--id",
+                    id,
+                ]);
+                match ok {
+                    true => Ok((1, stderr.contains("may be in the stream twice"))),
+                    false => Err(format!("{stdout}{stderr}")),
+                }
+            })
+        });
+        published_by_both(5);
+        cluster.kill(victim);
+        let killed_at = Instant::now();
+        cluster.wait_for_failover();
+        let killed_for = killed_at.elapsed();
+        // And on after the fail-over, a few more each.
+        let (cli_now, library_now) = (by_cli.load(Ordering::SeqCst), by_library.load(Ordering::SeqCst));
+        published_by_both(cli_now.max(library_now) + 5);
+        stop.store(true, Ordering::SeqCst);
+        (
+            cli.join().expect("the CLI loop"),
+            library.join().expect("the library loop"),
+            killed_for,
+        )
+    });
+
+    let ids: BTreeSet<String> = cli.ids.iter().chain(&library.ids).cloned().collect();
+    let counts = wait_all_delivered(&[&receiver], &ids, Duration::from_secs(180));
+    eprintln!(
+        "cluster publish through a killed master ({killed_for:?} to fail over): CLI {} published, {} failed, slowest {:?}, {} possibly duplicated; library {} published, {} failed, {} retried, slowest {:?}, {} possibly duplicated; {} of {} delivered, {} duplicate deliveries",
+        cli.ids.len(),
+        cli.failures.len(),
+        cli.slowest,
+        cli.possibly_duplicated,
+        library.ids.len(),
+        library.failures.len(),
+        library.retried,
+        library.slowest,
+        library.possibly_duplicated,
+        counts.len(),
+        ids.len(),
+        duplicates(&counts),
+    );
+    assert_eq!(cli.failures, Vec::<String>::new(), "CLI publishes failed");
+    assert_eq!(library.failures, Vec::<String>::new(), "library publishes failed");
 }

@@ -55,7 +55,7 @@ pub use self::{
     keys::{Keys, task_member, uid_of_member},
     retention::Sizes,
     scripts::{Claim, Rescheduled},
-    shards::{NoShardCount, ShardCountError, Shards, WhenUnstored, stored_shard_count},
+    shards::{NoShardCount, ShardCountError, Shards, WhenUnstored, parse_shard_count, stored_shard_count},
     stream::{MALFORMED_FIELD_CAP, RawEntry, WRONG_SHARD, entry_fields, read_reply_entries},
     task::{DeadLetter, Delivery, NewTask, Task},
 };

@@ -162,5 +162,10 @@ pub async fn stored_shard_count<C: ConnectionLike + Send + Sync>(
     prefix: &str,
 ) -> Result<Option<usize>, redis::RedisError> {
     let stored: Option<String> = conn.get(Keys::new(prefix).shard_count()).await?;
-    Ok(stored.and_then(|s| s.trim().parse::<usize>().ok()).filter(|n| *n >= 1))
+    Ok(parse_shard_count(stored.as_deref()))
+}
+
+/// The shard count in the stored text; `None` when missing (or not a count).
+pub fn parse_shard_count(stored: Option<&str>) -> Option<usize> {
+    stored.and_then(|s| s.trim().parse::<usize>().ok()).filter(|n| *n >= 1)
 }
