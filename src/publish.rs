@@ -4,7 +4,8 @@
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use outbound_webhooks::{EventName, publish::{NewEvent, publish}};
 //! let client = redis::Client::open("redis://127.0.0.1/")?;
-//! let mut conn = client.get_multiplexed_async_connection().await?;
+//! // Reconnects after a dropped connection, so a retry can succeed.
+//! let mut conn = redis::aio::ConnectionManager::new(client).await?;
 //! let event = NewEvent::new("acme", EventName::ConversationCreate, serde_json::json!({"type": "conversation"}))?;
 //! let published = publish(&mut conn, "{outbound-webhooks}:", &event).await?;
 //! println!("event {} is entry {}", published.event_id, published.entry_id);
@@ -133,7 +134,7 @@ fn retry_note(attempts: u32, waited: Duration, maybe_appended: bool) -> String {
     }
     if maybe_appended {
         note.push_str(
-            "; an attempt whose connection broke may have been appended all the same: publishing again with the same --id is safe (receivers deduplicate by webhook-id)",
+            "; an attempt whose connection broke may have been appended all the same: publishing again with the same event id (--id) is safe (receivers deduplicate by webhook-id)",
         );
     }
     note

@@ -71,6 +71,9 @@ pub struct Failed {
 /// The first wait between attempts, doubled up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const MAX_PAUSE: Duration = Duration::from_millis(1000);
+/// The least time the first attempt gets, however close the deadline:
+/// a command is always sent once.
+const FIRST_ATTEMPT_AT_LEAST: Duration = Duration::from_secs(1);
 
 /// Sends `cmd` until Redis answers, an error is [`Failure::Permanent`], or
 /// `deadline` passes (an attempt still waiting then counts as
@@ -83,9 +86,13 @@ where
     let mut attempts = 0;
     let mut maybe_applied = false;
     let mut pause = FIRST_PAUSE;
+    let mut last_error: Option<RedisError> = None;
     loop {
         attempts += 1;
-        let left = deadline.saturating_duration_since(Instant::now());
+        let mut left = deadline.saturating_duration_since(Instant::now());
+        if attempts == 1 {
+            left = left.max(FIRST_ATTEMPT_AT_LEAST);
+        }
         let error = match tokio::time::timeout(left, cmd.query_async::<T>(conn)).await {
             Ok(Ok(value)) => {
                 return Ok(Answer {
@@ -95,10 +102,18 @@ where
                 });
             }
             Ok(Err(error)) => error,
-            Err(_) => RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within the retry deadline ({left:?} left)"),
-            )),
+            Err(_) => {
+                // Name what failed before, not only the waiting (e.g. a
+                // connection that is being re-established to a dead node).
+                let before = last_error
+                    .as_ref()
+                    .map(|e| format!("; the attempt before failed with: {e}"))
+                    .unwrap_or_default();
+                RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within the retry deadline{before}"),
+                ))
+            }
         };
         let failure = failure_of(&error);
         maybe_applied |= failure == Failure::MaybeApplied;
@@ -112,6 +127,7 @@ where
             });
         }
         tracing::debug!(%error, ?failure, attempts, "Redis command failed; trying again");
+        last_error = Some(error);
         tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }

@@ -492,3 +492,49 @@ async fn an_entry_moved_from_a_dead_letter_is_appended_once_however_often_replay
         .expect("XLEN");
     assert_eq!(length, 2);
 }
+
+#[tokio::test]
+async fn publishing_to_a_redis_that_is_gone_fails_at_the_retry_timeout_naming_the_error() {
+    use outbound_webhooks::{
+        EventName,
+        publish::{NewEvent, PublishError, PublishOptions, Publisher},
+    };
+    let mut redis = RedisServer::start(&[]);
+    let prefix = redis_prefix("redis-gone");
+    let target = RedisTarget::new(RedisMode::Standalone, &redis.url(), None, None).expect("the test Redis URL");
+    let mut conn = target.connect_without_resends().await.expect("connecting");
+    let () = redis::cmd("SET")
+        .arg(format!("{prefix}shards"))
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    let options = PublishOptions {
+        retry_timeout: std::time::Duration::from_millis(1500),
+    };
+    let mut publisher = Publisher::with_options(conn, &prefix, options)
+        .await
+        .expect("a publisher");
+    let event = NewEvent::new("acme", EventName::ConversationCreate, serde_json::json!({})).expect("an event");
+    let published = publisher.publish(&event).await.expect("published while Redis is up");
+    assert_eq!((published.attempts, published.possibly_duplicated), (1, false));
+
+    redis.stop();
+    let started = std::time::Instant::now();
+    let failed = publisher.publish(&event).await.unwrap_err();
+    let took = started.elapsed();
+    let message = failed.to_string();
+    eprintln!("after {took:?}: {message}");
+    assert!(
+        matches!(failed, PublishError::Redis { attempts, .. } if attempts > 1),
+        "{failed:?}"
+    );
+    assert!(
+        message.contains(&format!("appending to {prefix}events")) && message.contains("--retry-timeout"),
+        "{message}"
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(1400) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+}
