@@ -103,7 +103,7 @@ pub enum PublishError {
     #[error("{0}")]
     Prefix(String),
     /// Redis held no shard count for as long as publishing kept trying.
-    #[error("{source} (waited {waited:?})")]
+    #[error("{source} (waited {waited:.1?})")]
     NoShardCount {
         /// The key that should hold it.
         source: NoShardCount,
@@ -141,13 +141,15 @@ fn retry_note(attempts: u32, waited: Duration, maybe_appended: bool) -> String {
 }
 
 impl PublishError {
-    fn redis(what: String, failed: Failed, started: Instant) -> Self {
+    /// `failed` as the error of `what`; `appending` when it was the XADD
+    /// (an attempt of a read appends nothing, whatever became of it).
+    fn redis(what: String, failed: Failed, started: Instant, appending: bool) -> Self {
         PublishError::Redis {
             what,
             source: failed.error,
             attempts: failed.attempts,
             waited: started.elapsed(),
-            maybe_appended: failed.maybe_applied,
+            maybe_appended: appending && failed.maybe_applied,
         }
     }
 }
@@ -324,7 +326,12 @@ async fn shard_count<C: redis::aio::ConnectionLike + Send + Sync>(
         let stored: Option<String> = query_retrying(conn, &get, window.deadline)
             .await
             .map_err(|failed| {
-                PublishError::redis(format!("reading the shard count from {key}"), failed, window.started)
+                PublishError::redis(
+                    format!("reading the shard count from {key}"),
+                    failed,
+                    window.started,
+                    false,
+                )
             })?
             .value;
         match parse_shard_count(stored.as_deref()) {
@@ -403,7 +410,10 @@ async fn publish_sharded<C: redis::aio::ConnectionLike + Send + Sync>(
     xadd.arg(&stream).arg("*").arg(&fields);
     let answer = query_retrying::<_, String>(conn, &xadd, window.deadline)
         .await
-        .map_err(|failed| PublishError::redis(format!("appending to {stream}"), failed, window.started))?;
+        .map_err(|failed| {
+            let what = format!("appending event {event_id} to {stream}");
+            PublishError::redis(what, failed, window.started, true)
+        })?;
     if answer.maybe_repeated {
         tracing::warn!(
             event = %event_id, %stream, attempts = answer.attempts,

@@ -530,7 +530,7 @@ async fn publishing_to_a_redis_that_is_gone_fails_at_the_retry_timeout_naming_th
         "{failed:?}"
     );
     assert!(
-        message.contains(&format!("appending to {prefix}events")) && message.contains("--retry-timeout"),
+        message.contains(&format!("to {prefix}events")) && message.contains("--retry-timeout"),
         "{message}"
     );
     assert!(
