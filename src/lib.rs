@@ -15,6 +15,7 @@ pub mod process;
 pub mod publish;
 pub mod redis_args;
 pub mod redis_conn;
+pub mod redis_retry;
 pub mod resource;
 pub mod retry_schedule;
 pub mod secret_values;

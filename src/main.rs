@@ -121,6 +121,12 @@ fn main() -> ExitCode {
         }
         Command::Publish(args) => match runtime().block_on(commands::publish::run(args)) {
             Ok(p) => {
+                if p.possibly_duplicated {
+                    eprintln!(
+                        "warning: appended after {} attempts; one whose connection broke may have landed too, so event {} may be in the stream twice (receivers deduplicate by webhook-id)",
+                        p.attempts, p.event_id
+                    );
+                }
                 println!("{} {}", p.event_id, p.entry_id);
                 ExitCode::SUCCESS
             }

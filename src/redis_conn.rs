@@ -95,6 +95,9 @@ impl std::fmt::Debug for RedisTarget {
 /// above the longest XREADGROUP block the dispatcher uses.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the Cluster client sends a command again by itself (after a
+/// redirection, a fail-over error or a dropped connection).
+const CLUSTER_RESENDS: u32 = 6;
 /// The fewest time between two look-ups of the Sentinel primary, so a burst
 /// of failing commands asks the sentinels once.
 const SENTINEL_RESOLVE_EVERY: Duration = Duration::from_millis(250);
@@ -185,6 +188,19 @@ impl RedisTarget {
     /// Opens a connection that reconnects by itself (and, with Sentinel,
     /// follows the primary).
     pub async fn connect(&self) -> Result<RedisConn, ConnectError> {
+        self.connect_with_resends(CLUSTER_RESENDS).await
+    }
+
+    /// Like [`RedisTarget::connect`], but a command is never sent again by
+    /// the connection itself: redis-rs's Cluster client re-sends one after
+    /// a dropped connection, which for an `XADD` can append twice without
+    /// telling. For `publish`, which retries itself and says when an
+    /// append may have landed twice ([`crate::redis_retry`]).
+    pub async fn connect_without_resends(&self) -> Result<RedisConn, ConnectError> {
+        self.connect_with_resends(0).await
+    }
+
+    async fn connect_with_resends(&self, cluster_resends: u32) -> Result<RedisConn, ConnectError> {
         match self.mode {
             RedisMode::Standalone => {
                 let client = self.client_for(&self.urls[0])?;
@@ -198,7 +214,7 @@ impl RedisTarget {
                 let mut builder = redis::cluster::ClusterClientBuilder::new(self.urls.clone())
                     .response_timeout(RESPONSE_TIMEOUT)
                     .connection_timeout(CONNECT_TIMEOUT)
-                    .retries(6);
+                    .retries(cluster_resends);
                 if let Some(certs) = self.certificates() {
                     builder = builder.certs(certs);
                 }

@@ -1,30 +1,35 @@
 //! The dispatcher on Redis as users run it (real servers on loopback): over
 //! TLS with a private CA, behind Sentinel through a forced fail-over and a
-//! killed primary, and on a 3-master Cluster with `--shards 6` through a
-//! killed master. Events are counted by id at the receivers.
+//! killed primary, on a 3-master Cluster with `--shards 6` through a
+//! killed master, and with `--shards 2` through a flush. Events are
+//! counted by id at the receivers.
 
 mod support;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     str::FromStr,
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
 use outbound_webhooks::{
     EventName,
-    publish::{NewEvent, Publisher},
+    dispatcher::store::Keys,
+    publish::{NewEvent, PublishOptions, Publisher},
     redis_conn::{RedisConn, RedisMode, RedisTarget},
     shard::shard_prefix,
 };
 use serde_json::json;
 use support::{
     CREATE,
+    cluster::namespace_in_shard,
     delivery_test::DeliveryTest,
-    dispatcher::{Dispatcher, run_cli},
+    dispatcher::{Dispatcher, run_cli, try_cli},
     hooks::create_hook,
     namespace,
     receiver::Receiver,
+    redis::{RedisServer, xadd_event},
     redis_prefix,
     redis_topologies::{RedisCluster, SentinelGroup, TlsRedis},
     wait_for,
@@ -326,4 +331,234 @@ fn another_shard_count_or_a_prefix_without_a_hash_tag_is_refused_at_start_up() {
     assert!(!status.success());
     let log = refused.log();
     assert!(log.contains("has no {hash tag}"), "{log}");
+}
+
+#[test]
+fn after_a_flush_the_shard_count_is_written_again_and_wrong_shard_entries_replay_to_their_shard() {
+    // A Redis of its own: the test flushes it.
+    let redis = RedisServer::start(&["--maxmemory-policy", "noeviction"]);
+    let test = DeliveryTest {
+        name: "flush-shards".into(),
+        ns: namespace_in_shard("flush-shards", 1, 2),
+        prefix: redis_prefix("flush-shards"),
+        redis_url: redis.url(),
+    };
+    let receiver = Receiver::ok();
+    test.hook_to(&receiver, json!({}));
+    let _one = test.dispatcher_as("flush-a", &["--shards", "2"]);
+    let _two = test.dispatcher_as("flush-b", &["--shards", "2"]);
+    let shard_prefixes: Vec<String> = (0..2).map(|k| shard_prefix(&test.prefix, k).unwrap()).collect();
+    let mut conn = test.redis();
+
+    // A restart without persistence, as far as the data goes.
+    let () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+    wait_for(
+        "the dispatchers to recreate both consumer groups",
+        Duration::from_secs(30),
+        || {
+            for prefix in &shard_prefixes {
+                let groups: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(Keys::new(prefix).events())
+                    .query(&mut conn);
+                match groups {
+                    Ok(groups) if !groups.is_empty() => {}
+                    other => return Err(format!("{prefix}: {other:?}")),
+                }
+            }
+            Ok(())
+        },
+    );
+    // Published at once to an org of shard 1: it reaches its shard.
+    let out = test.publish_cli("{}", &["--id", "after-the-flush"]);
+    receiver.wait_for_event("after-the-flush", 1, Duration::from_secs(30));
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(test.keys().shard_count())
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("2"), "{out}");
+
+    // A producer that XADDs to shard 0 itself: dead-lettered wrong_shard,
+    // then moved by replay to shard 1 and delivered there, once.
+    let _: String = xadd_event(&shard_prefixes[0], &test.ns, CREATE, "{}", Some("on-the-wrong-shard"))
+        .query(&mut conn)
+        .unwrap();
+    wait_for("the entry to be dead-lettered", Duration::from_secs(30), || {
+        let letters = test.dead_letters(None);
+        match letters.iter().any(|line| line.contains("wrong_shard: org")) {
+            true => Ok(()),
+            false => Err(format!("{letters:?}")),
+        }
+    });
+    let replay = || {
+        let (ok, stdout, stderr) = test.try_replay_dead_letters(&[]);
+        assert!(ok, "dead-letter replay failed: {stdout}{stderr}");
+        stdout
+    };
+    let out = replay();
+    assert!(out.contains("moved 1 entry(ies)"), "{out}");
+    receiver.wait_for_event("on-the-wrong-shard", 1, Duration::from_secs(30));
+    assert_eq!(test.dead_letters(None), Vec::<String>::new());
+    let again = replay();
+    assert!(!again.contains("moved"), "{again}");
+}
+
+/// What one publishing loop saw.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Event ids published successfully.
+    ids: Vec<String>,
+    /// Publishes that failed, with their error.
+    failures: Vec<String>,
+    /// Publishes that needed more than one append.
+    retried: usize,
+    /// Publishes that said the event may be in the stream twice.
+    possibly_duplicated: usize,
+    /// The slowest publish.
+    slowest: Duration,
+}
+
+impl Tally {
+    fn record(&mut self, id: String, took: Duration, outcome: Result<(u32, bool), String>) {
+        self.slowest = self.slowest.max(took);
+        match outcome {
+            Ok((attempts, possibly_duplicated)) => {
+                self.retried += usize::from(attempts > 1);
+                self.possibly_duplicated += usize::from(possibly_duplicated);
+                self.ids.push(id);
+            }
+            Err(e) => self.failures.push(format!("{id}: {e}")),
+        }
+    }
+}
+
+/// Publishes `{label}-N` events to the test's org, one after another
+/// through `publish_one`, until `stop`, counting successes in `done`.
+fn publish_loop(
+    label: &str,
+    stop: &AtomicBool,
+    done: &AtomicUsize,
+    mut publish_one: impl FnMut(&str) -> Result<(u32, bool), String>,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let id = format!("{label}-{n}");
+        n += 1;
+        let started = Instant::now();
+        let outcome = publish_one(&id);
+        tally.record(id, started.elapsed(), outcome);
+        done.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tally
+}
+
+#[test]
+fn publishes_from_the_cli_and_the_library_ride_out_a_killed_cluster_master() {
+    let cluster = RedisCluster::start();
+    let test = DeliveryTest::on("cluster-publish", &cluster.url());
+    let receiver = Receiver::ok();
+    test.hook_to(&receiver, json!({}));
+    let _d = test.dispatcher(&["--redis-mode", "cluster", "--reclaim-idle", "5s"]);
+    // Every event goes to the stream on this master.
+    let victim = cluster.node_of_key(&test.keys().events());
+    let target = RedisTarget::new(RedisMode::Cluster, &test.redis_url, None, None).unwrap();
+    // The default 10 s covers the 4-6 s fail-overs measured here; a loaded
+    // machine (the whole suite) slows them, and what is tested is that a
+    // publish rides one out, not how fast.
+    let retry_timeout = Duration::from_secs(30);
+
+    let stop = AtomicBool::new(false);
+    let (by_cli, by_library) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let published_by_both = |at_least: usize| {
+        wait_for("both loops to publish", Duration::from_secs(120), || {
+            let (cli, library) = (by_cli.load(Ordering::SeqCst), by_library.load(Ordering::SeqCst));
+            if cli >= at_least && library >= at_least {
+                Ok(())
+            } else {
+                Err(format!("{cli} by the CLI, {library} by the library"))
+            }
+        })
+    };
+    let (cli, library, killed_for) = std::thread::scope(|s| {
+        let library = s.spawn(|| {
+            let rt = runtime();
+            let mut publisher = rt.block_on(async {
+                let conn = target.connect_without_resends().await.expect("the producer connects");
+                let options = PublishOptions { retry_timeout };
+                Publisher::with_options(conn, &test.prefix, options)
+                    .await
+                    .expect("reading the shard count")
+            });
+            publish_loop("library", &stop, &by_library, |id| {
+                let mut event = NewEvent::new(&test.ns, EventName::from_str(CREATE).unwrap(), json!({})).unwrap();
+                event.id = Some(id.to_string());
+                rt.block_on(publisher.publish(&event))
+                    .map(|p| (p.attempts, p.possibly_duplicated))
+                    .map_err(|e| e.to_string())
+            })
+        });
+        let cli = s.spawn(|| {
+            publish_loop("cli", &stop, &by_cli, |id| {
+                let (ok, stdout, stderr) = try_cli(&[
+                    "publish",
+                    "--redis-mode",
+                    "cluster",
+                    "--redis-url",
+                    &test.redis_url,
+                    "--redis-prefix",
+                    &test.prefix,
+                    "--org",
+                    &test.ns,
+                    "--event",
+                    CREATE,
+                    "--data",
+                    "{}",
+                    "--id",
+                    id,
+                    "--retry-timeout",
+                    "30s",
+                ]);
+                match ok {
+                    true => Ok((1, stderr.contains("may be in the stream twice"))),
+                    false => Err(format!("{stdout}{stderr}")),
+                }
+            })
+        });
+        published_by_both(5);
+        cluster.kill(victim);
+        let killed_at = Instant::now();
+        cluster.wait_for_failover();
+        let killed_for = killed_at.elapsed();
+        // And on after the fail-over, a few more each.
+        let (cli_now, library_now) = (by_cli.load(Ordering::SeqCst), by_library.load(Ordering::SeqCst));
+        published_by_both(cli_now.max(library_now) + 5);
+        stop.store(true, Ordering::SeqCst);
+        (
+            cli.join().expect("the CLI loop"),
+            library.join().expect("the library loop"),
+            killed_for,
+        )
+    });
+
+    let ids: BTreeSet<String> = cli.ids.iter().chain(&library.ids).cloned().collect();
+    let counts = wait_all_delivered(&[&receiver], &ids, Duration::from_secs(180));
+    eprintln!(
+        "cluster publish through a killed master ({killed_for:?} to fail over): CLI {} published, {} failed, slowest {:?}, {} possibly duplicated; library {} published, {} failed, {} retried, slowest {:?}, {} possibly duplicated; {} of {} delivered, {} duplicate deliveries",
+        cli.ids.len(),
+        cli.failures.len(),
+        cli.slowest,
+        cli.possibly_duplicated,
+        library.ids.len(),
+        library.failures.len(),
+        library.retried,
+        library.slowest,
+        library.possibly_duplicated,
+        counts.len(),
+        ids.len(),
+        duplicates(&counts),
+    );
+    assert_eq!(cli.failures, Vec::<String>::new(), "CLI publishes failed");
+    assert_eq!(library.failures, Vec::<String>::new(), "library publishes failed");
 }

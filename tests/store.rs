@@ -543,3 +543,121 @@ async fn a_run_of_failures_starts_at_its_first_failure_and_again_after_a_success
     );
     assert_eq!(store.health("u1").await.unwrap().first_failure_ms, Some(5_000));
 }
+
+#[tokio::test]
+async fn publishing_waits_for_a_missing_shard_count_then_refuses_naming_the_key() {
+    use outbound_webhooks::{
+        EventName,
+        publish::{NewEvent, PublishError, PublishOptions, publish_with},
+        shard::{shard_of, shard_prefix},
+    };
+    let prefix = redis_prefix("no-shard-count");
+    let target = RedisTarget::new(RedisMode::Standalone, &redis_url(), None, None).expect("the test Redis URL");
+    let mut conn = target.connect().await.expect("connecting");
+    let event = NewEvent::new("acme", EventName::ConversationCreate, serde_json::json!({})).expect("an event");
+    let short = PublishOptions {
+        retry_timeout: std::time::Duration::from_millis(500),
+    };
+    let refused = publish_with(&mut conn, &prefix, &event, &short).await.unwrap_err();
+    assert!(matches!(refused, PublishError::NoShardCount { .. }), "{refused:?}");
+    let message = refused.to_string();
+    assert!(
+        message.contains(&format!("{prefix}shards")) && message.contains("the dispatchers write it"),
+        "{message}"
+    );
+
+    // Written meanwhile (as a recovering dispatcher does): published on
+    // the org's shard of 2.
+    let key = format!("{prefix}shards");
+    let writer = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut conn = target.connect().await.expect("connecting");
+        let () = redis::cmd("SET")
+            .arg(&key)
+            .arg(2)
+            .query_async(&mut conn)
+            .await
+            .expect("SET");
+    };
+    let default = PublishOptions::default();
+    let (published, ()) = tokio::join!(publish_with(&mut conn, &prefix, &event, &default), writer);
+    published.expect("published once the count is back");
+    let stream = format!("{}events", shard_prefix(&prefix, shard_of("acme", 2)).unwrap());
+    let length: i64 = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    assert_eq!(length, 1);
+}
+
+#[tokio::test]
+async fn an_entry_moved_from_a_dead_letter_is_appended_once_however_often_replay_runs() {
+    let store = store("moved-once").await;
+    let entry = HashMap::from([
+        ("org".to_string(), b"acme".to_vec()),
+        ("id".to_string(), b"e1".to_vec()),
+    ]);
+    let first = store.append_moved(1, "5-0", &entry).await.expect("appending");
+    assert!(first.is_some());
+    // A replay run again after stopping before it deleted the dead letter.
+    let again = store.append_moved(1, "5-0", &entry).await.expect("appending");
+    assert_eq!(again, None);
+    // Another shard's dead letter of the same id is another entry.
+    let other = store.append_moved(2, "5-0", &entry).await.expect("appending");
+    assert!(other.is_some());
+    let client = redis::Client::open(redis_url()).expect("URL");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connection");
+    let length: i64 = redis::cmd("XLEN")
+        .arg(store.keys().events())
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    assert_eq!(length, 2);
+}
+
+#[tokio::test]
+async fn publishing_to_a_redis_that_is_gone_fails_at_the_retry_timeout_naming_the_error() {
+    use outbound_webhooks::{
+        EventName,
+        publish::{NewEvent, PublishError, PublishOptions, Publisher},
+    };
+    let mut redis = RedisServer::start(&[]);
+    let prefix = redis_prefix("redis-gone");
+    let target = RedisTarget::new(RedisMode::Standalone, &redis.url(), None, None).expect("the test Redis URL");
+    let mut conn = target.connect_without_resends().await.expect("connecting");
+    let () = redis::cmd("SET")
+        .arg(format!("{prefix}shards"))
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    let options = PublishOptions {
+        retry_timeout: std::time::Duration::from_millis(1500),
+    };
+    let mut publisher = Publisher::with_options(conn, &prefix, options)
+        .await
+        .expect("a publisher");
+    let event = NewEvent::new("acme", EventName::ConversationCreate, serde_json::json!({})).expect("an event");
+    let published = publisher.publish(&event).await.expect("published while Redis is up");
+    assert_eq!((published.attempts, published.possibly_duplicated), (1, false));
+
+    redis.stop();
+    let started = std::time::Instant::now();
+    let failed = publisher.publish(&event).await.unwrap_err();
+    let took = started.elapsed();
+    let message = failed.to_string();
+    eprintln!("after {took:?}: {message}");
+    assert!(
+        matches!(failed, PublishError::Redis { attempts, .. } if attempts > 1),
+        "{failed:?}"
+    );
+    assert!(
+        message.contains(&format!("to {prefix}events")) && message.contains("--retry-timeout"),
+        "{message}"
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(1400) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+}

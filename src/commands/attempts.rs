@@ -5,7 +5,10 @@ use std::io::Write;
 
 use crate::{
     commands::{CommandError, hook_uid},
-    dispatcher::{attempts_log::AttemptRecord, store::Shards},
+    dispatcher::{
+        attempts_log::AttemptRecord,
+        store::{Shards, WhenUnstored},
+    },
     redis_args::RedisArgs,
 };
 
@@ -119,7 +122,7 @@ pub async fn run(args: AttemptsArgs, out: &mut impl Write) -> Result<(), Command
         )));
     };
     let target = args.redis.target().map_err(|e| CommandError(e.to_string()))?;
-    let shards = Shards::connect_as_stored(&target, &args.redis.redis_prefix)
+    let shards = Shards::connect_as_stored(&target, &args.redis.redis_prefix, WhenUnstored::OneShard)
         .await
         .map_err(|e| CommandError(e.to_string()))?;
     let records = shards

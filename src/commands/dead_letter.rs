@@ -8,8 +8,9 @@ use std::{
 
 use crate::{
     commands::{CommandError, hook_uid},
-    dispatcher::store::{DEAD_LETTER_PAGE, DeadLetter, Replayed, Shards, task::field},
+    dispatcher::store::{DEAD_LETTER_PAGE, DeadLetter, Replayed, Shards, WRONG_SHARD, WhenUnstored, task::field},
     redis_args::RedisArgs,
+    stream_entry::{entry_id_millis, parse_entry},
 };
 
 /// `dead-letter list` or `dead-letter replay`.
@@ -80,7 +81,14 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
         DeadLetterCommand::Replay(a) => (a, true),
     };
     let target = args.redis.target().map_err(|e| CommandError(e.to_string()))?;
-    let shards = Shards::connect_as_stored(&target, &args.redis.redis_prefix)
+    // Replay picks an org's shard, so it needs the count; a listing
+    // before any dispatcher ran reads shard 0.
+    let unstored = if replay {
+        WhenUnstored::Refuse
+    } else {
+        WhenUnstored::OneShard
+    };
+    let shards = Shards::connect_as_stored(&target, &args.redis.redis_prefix, unstored)
         .await
         .map_err(|e| CommandError(e.to_string()))?;
     let mut current = if replay {
@@ -100,9 +108,11 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
     let write_error = |e: std::io::Error| CommandError::context("writing the output", e);
     let now = jiff::Timestamp::now().as_millisecond();
     let mut replayed = 0;
+    let mut moved = 0;
+    let mut unreadable = 0;
     let mut kept: BTreeMap<String, usize> = BTreeMap::new();
     let mut held = Vec::new();
-    for store in shards.all() {
+    for (shard, store) in shards.all().iter().enumerate() {
         let mut after: Option<String> = None;
         loop {
             let page = store
@@ -119,8 +129,16 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
                     writeln!(out, "{}", list_line(letter)).map_err(write_error)?;
                     continue;
                 };
-                // (A malformed entry has nothing to deliver it to.)
                 if !letter.is_delivery() {
+                    // A malformed entry has nothing to deliver it to; one
+                    // on a wrong shard goes to its org's shard.
+                    if letter.text(field::REASON).starts_with(WRONG_SHARD) {
+                        if move_to_home_shard(&shards, shard, letter).await? {
+                            moved += 1;
+                        } else {
+                            unreadable += 1;
+                        }
+                    }
                     continue;
                 }
                 let hook = letter.hook();
@@ -162,7 +180,21 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
         )
         .map_err(write_error)?;
     }
+    if unreadable > 0 {
+        writeln!(
+            out,
+            "{unreadable} entry(ies) dead-lettered on a wrong shard were not kept whole (dead-lettered by an older version) and stay: publish them again"
+        )
+        .map_err(write_error)?;
+    }
     writeln!(out, "replayed {replayed} dead letter(s)").map_err(write_error)?;
+    if moved > 0 {
+        writeln!(
+            out,
+            "moved {moved} entry(ies) dead-lettered on a wrong shard to their org's shard"
+        )
+        .map_err(write_error)?;
+    }
     if let Some(hook) = &args.hook
         && replayed == 0
         && kept.contains_key(hook)
@@ -172,4 +204,36 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
         )));
     }
     Ok(())
+}
+
+/// Appends the entry of `letter` (dead-lettered on shard `shard`, not its
+/// org's) to its org's shard's stream, where the consumers route it as any
+/// new entry, then deletes the dead letter; false when the entry cannot
+/// be read back whole.
+///
+/// The two steps touch two shards (two Cluster slots), so they cannot be
+/// one atomic step: the append leaves a marker on the target shard, so a
+/// replay that stopped between them, run again within
+/// [`MOVED_MARKER_TTL`](crate::dispatcher::store::MOVED_MARKER_TTL), only deletes the dead letter. Run again after
+/// that, it would append the entry a second time (the same event id, which
+/// receivers deduplicate by `webhook-id`).
+async fn move_to_home_shard(shards: &Shards, shard: usize, letter: &DeadLetter) -> Result<bool, CommandError> {
+    let mut entry = letter.entry();
+    let entry_id = letter.text(field::ENTRY_ID);
+    let Ok(event) = parse_entry(&entry_id, &entry) else {
+        // Cut to the cap of malformed entries (written before wrong-shard
+        // entries were kept whole): not safe to deliver.
+        return Ok(false);
+    };
+    // The event keeps the time it was first appended.
+    if !entry.contains_key("createdAt")
+        && let Some(at) = entry_id_millis(&entry_id).and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+    {
+        entry.insert("createdAt".into(), at.to_string().into_bytes());
+    }
+    let home = shards.for_org(&event.org);
+    let error = |e| CommandError(format!("moving dead letter {} to its org's shard: {e}", letter.id));
+    home.append_moved(shard, &letter.id, &entry).await.map_err(error)?;
+    shards.get(shard).remove_entry_letter(&letter.id).await.map_err(error)?;
+    Ok(true)
 }

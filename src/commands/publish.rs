@@ -1,10 +1,13 @@
 //! `outbound-webhooks publish`: appends one event to the stream.
 
+use std::time::{Duration, Instant};
+
 use crate::{
     EventName,
     commands::CommandError,
-    publish::{NewEvent, Published, publish},
+    publish::{NewEvent, PublishOptions, Published, publish_with},
     redis_args::RedisArgs,
+    retry_schedule::parse_duration,
 };
 
 /// Flags of `outbound-webhooks publish`.
@@ -31,6 +34,12 @@ pub struct PublishArgs {
     /// subscribes to, and to no other: a test event.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_HOOK")]
     hook: Option<String>,
+    /// How long to keep trying through transient Redis errors (a
+    /// fail-over: CLUSTERDOWN, TRYAGAIN, READONLY, MASTERDOWN, LOADING, a
+    /// refused or dropped connection) and while Redis holds no shard count,
+    /// before failing with the last error.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_RETRY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    retry_timeout: Duration,
 }
 
 /// Validates and appends the event; returns what was appended.
@@ -45,8 +54,25 @@ pub async fn run(args: PublishArgs) -> Result<Published, CommandError> {
     event.id = args.id;
     event.hook = args.hook;
     let target = args.redis.target().map_err(|e| CommandError(e.to_string()))?;
-    let mut conn = target.connect().await.map_err(|e| CommandError(e.to_string()))?;
-    publish(&mut conn, &args.redis.redis_prefix, &event)
+    // Connecting counts against the same deadline: a fail-over can refuse
+    // it as well.
+    let deadline = Instant::now() + args.retry_timeout;
+    let mut conn = loop {
+        match target.connect_without_resends().await {
+            Ok(conn) => break conn,
+            Err(e) if e.is_transient() && Instant::now() + CONNECT_PAUSE < deadline => {
+                tokio::time::sleep(CONNECT_PAUSE).await;
+            }
+            Err(e) => return Err(CommandError(e.to_string())),
+        }
+    };
+    let options = PublishOptions {
+        retry_timeout: deadline.saturating_duration_since(Instant::now()),
+    };
+    publish_with(&mut conn, &args.redis.redis_prefix, &event, &options)
         .await
         .map_err(|e| CommandError(e.to_string()))
 }
+
+/// The wait between two attempts to connect.
+const CONNECT_PAUSE: Duration = Duration::from_millis(200);

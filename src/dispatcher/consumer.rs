@@ -15,7 +15,8 @@ use super::{
     headers::{header_secret_problem, signing_secret_of},
     metrics::EventOutcome,
     routing::{DUPLICATE_ID, NO_SUCH_HOOK, Route, route},
-    store::{self, Delivery, RawEntry, Store, StoreError, Task},
+    store::{self, Delivery, RawEntry, Store, StoreError, Task, WRONG_SHARD},
+    upkeep,
 };
 use crate::{
     envelope,
@@ -129,6 +130,8 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
                 if let Err(e) = store.ensure_group().await {
                     tracing::warn!(error = %e, "recreating the consumer group");
                 }
+                // Whatever lost the group lost the shard count with it.
+                upkeep::keep_shard_count(&shared.shards).await;
                 pending_cursor = Some("0".to_string());
             }
             Err(e) => {
@@ -243,10 +246,10 @@ async fn route_entry(
         // A producer that XADDs itself with another shard formula or count:
         // its tasks would live apart from the org's other keys.
         let reason = format!(
-            "wrong shard: org {} belongs to shard {home} of {shards}, not {shard} (README \"Publishing events\" gives the formula)",
+            "{WRONG_SHARD}: org {} belongs to shard {home} of {shards}, not {shard} (README \"Stream shards\" gives the formula; `dead-letter replay` moves it there)",
             event.org
         );
-        dead_letter_entry(shared, store, shard, &entry_id, &fields, "wrong_shard", &reason).await?;
+        dead_letter_entry(shared, store, shard, &entry_id, &fields, WRONG_SHARD, &reason).await?;
         return Ok(None);
     }
     let route = route(
@@ -393,13 +396,22 @@ async fn dead_letter_entry(
     code: &'static str,
     reason: &str,
 ) -> Result<(), StoreError> {
-    tracing::warn!(entry = %entry_id, %reason, "malformed stream entry dead-lettered");
+    tracing::warn!(entry = %entry_id, %reason, "stream entry dead-lettered");
+    // A malformed entry's fields are evidence only; a wrong shard's entry
+    // is kept whole, as `dead-letter replay` appends it to its org's shard.
+    let field_cap = if code == WRONG_SHARD {
+        MAX_ENTRY_BYTES
+    } else {
+        store::MALFORMED_FIELD_CAP
+    };
     shared
         .metrics
         .dead_letters
         .get_or_create(&vec![("reason", code.to_string())])
         .inc();
-    store.dead_letter_entry(entry_id, fields, reason, now_ms()).await?;
+    store
+        .dead_letter_entry(entry_id, fields, reason, field_cap, now_ms())
+        .await?;
     // A malformed entry matches no hook: counted once.
     shared.metrics.count_events(EventOutcome::DeadLettered(code), 1);
     shared.held.release(shard, &[entry_id.to_string()]);

@@ -119,7 +119,9 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
             Err(e) => return Err(e.into()),
         }
     };
-    shards.agree_on_count().await?;
+    if shards.agree_on_count().await? {
+        tracing::info!(count = shards.all().len(), "stored the shard count");
+    }
     match shards.get(0).maxmemory_policy().await {
         Ok(policy) if policy == "noeviction" => {}
         Ok(policy) => tracing::warn!(

@@ -1,5 +1,6 @@
-//! Upkeep every `--maintenance-interval`: trims the events stream and the
-//! dead letters, removes idle consumers, and sets the queue-size gauges.
+//! Upkeep every `--maintenance-interval`: writes the shard count again if
+//! Redis lost it, trims the events stream and the dead letters, removes
+//! idle consumers, and sets the queue-size gauges.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     context::{Shared, ms, now_ms, pause},
-    store::{Sizes, Store},
+    store::{Shards, Sizes, Store},
 };
 
 /// Runs until `shutdown`.
@@ -18,6 +19,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         if sweep_consumers {
             last_consumer_sweep = now_ms();
         }
+        keep_shard_count(&shared.shards).await;
         let mut total = Sizes::default();
         let mut sized = true;
         for store in shared.shards.all() {
@@ -33,6 +35,19 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             shared.metrics.tasks_scheduled.set(total.tasks_scheduled);
             shared.metrics.dead_letter_length.set(total.dead_letters);
         }
+    }
+}
+
+/// Writes the shard count again when Redis lost it (a flush, a restart
+/// without persistence): producers refuse to pick a shard without it.
+pub(super) async fn keep_shard_count(shards: &Shards) {
+    match shards.agree_on_count().await {
+        Ok(true) => tracing::warn!(
+            count = shards.all().len(),
+            "Redis had lost the shard count (a flush, or a restart without persistence); wrote it again"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "checking the shard count"),
     }
 }
 

@@ -60,12 +60,27 @@ fn start() -> TestEnv {
 
 /// Creates a fresh namespace named after the test; returns its name.
 pub fn namespace(test: &str) -> String {
+    let name = namespace_name(test);
+    kubectl_ok(&["create", "namespace", &name]);
+    name
+}
+
+/// Creates a fresh namespace named after the test whose org is stream
+/// shard `shard` of `shards`; returns its name.
+pub fn namespace_in_shard(test: &str, shard: usize, shards: usize) -> String {
+    let name = std::iter::repeat_with(|| namespace_name(test))
+        .find(|name| outbound_webhooks::shard::shard_of(name, shards) == shard)
+        .expect("an endless supply of names");
+    kubectl_ok(&["create", "namespace", &name]);
+    name
+}
+
+/// A fresh namespace name after the test (at most 63 characters).
+fn namespace_name(test: &str) -> String {
     let name = format!("{}-{}", test.replace('_', "-"), unique_suffix());
     let skip = name.chars().count().saturating_sub(63);
     let name: String = name.chars().skip(skip).collect();
-    let name = name.trim_start_matches('-').to_string();
-    kubectl_ok(&["create", "namespace", &name]);
-    name
+    name.trim_start_matches('-').to_string()
 }
 
 /// A Redis key prefix of this test's own, with a hash tag like the default.

@@ -145,6 +145,20 @@ impl DeliveryTest {
             .unwrap_or_else(|e| panic!("attempts -o json is not a JSON array ({e}): {out}"))
     }
 
+    /// `dead-letter replay` then `more` flags: (success, stdout, stderr).
+    pub fn try_replay_dead_letters(&self, more: &[&str]) -> (bool, String, String) {
+        let mut args = vec![
+            "dead-letter",
+            "replay",
+            "--redis-url",
+            &self.redis_url,
+            "--redis-prefix",
+            &self.prefix,
+        ];
+        args.extend_from_slice(more);
+        dispatcher::try_cli(&args)
+    }
+
     /// `dead-letter list [--hook HOOK]` lines.
     pub fn dead_letters(&self, hook: Option<&str>) -> Vec<String> {
         dispatcher::dead_letters(&self.redis_url, &self.prefix, hook)

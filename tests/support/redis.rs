@@ -176,7 +176,8 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn stop(&mut self) {
+    /// Stops it (it stays down).
+    pub fn stop(&mut self) {
         if let Some((mut child, stdin)) = self.child.take() {
             drop(stdin);
             let _ = child.wait();

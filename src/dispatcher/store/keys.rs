@@ -80,6 +80,13 @@ impl Keys {
         format!("{}shards", self.prefix)
     }
 
+    /// The marker that dead letter `letter_id` of shard `from_shard` was
+    /// appended to this shard's events stream (kept for a while, so a
+    /// replay run again does not append it twice).
+    pub fn moved(&self, from_shard: usize, letter_id: &str) -> String {
+        format!("{}moved:{from_shard}:{letter_id}", self.prefix)
+    }
+
     /// One hook's attempts log (newest first, capped).
     pub fn attempts(&self, uid: &str) -> String {
         format!("{}attempts:{uid}", self.prefix)
@@ -123,6 +130,7 @@ mod tests {
             keys.health("u1"),
             keys.attempts("u1"),
             keys.shard_count(),
+            keys.moved(1, "1-0"),
         ] {
             assert!(key.starts_with("{owh}:"), "{key}");
         }

@@ -4,7 +4,8 @@
 //! Keys (all under the shard's prefix, built by [`Keys`]; the prefix's hash
 //! tag keeps a shard's keys in one Cluster slot so the Lua scripts may touch
 //! them together; shard k > 0 has `-k` inside the braces):
-//! - `shards` (shard 0 only): the shard count the dispatchers use.
+//! - `shards` (shard 0 only): the shard count the dispatchers use (written
+//!   again by any dispatcher that finds it missing).
 //! - `events`: the stream producers append to, read by the consumer group
 //!   [`GROUP`].
 //! - `dead-letter`: a stream of deliveries and entries given up on.
@@ -25,6 +26,9 @@
 //!   them together when the hook is turned off.
 //! - `health:{hook uid}`: consecutive failures, last success/failure, the
 //!   disable record, when status was last mirrored.
+//! - `moved:{shard}:{dead letter id}`: a marker, kept 7 days, that
+//!   `dead-letter replay` appended that shard's dead letter of an entry on
+//!   a wrong shard to this shard's stream (so it appends it once).
 //! - `attempts:{hook uid}`: the hook's attempts log, a list of compact JSON
 //!   records (`attempts_log::AttemptRecord`), newest first, capped at
 //!   `--attempts-log-size` (LPUSH + LTRIM in the acker's batches).
@@ -50,13 +54,13 @@ use crate::redis_conn::{ConnectError, RedisConn, RedisTarget};
 
 pub use self::{
     attempts::AttemptsBatch,
-    dead_letters::PAGE as DEAD_LETTER_PAGE,
+    dead_letters::{MOVED_MARKER_TTL, PAGE as DEAD_LETTER_PAGE},
     health::Health,
     keys::{Keys, task_member, uid_of_member},
     retention::Sizes,
     scripts::{Claim, Claimed, Duplicate, Replayed, Rescheduled, Routed},
-    shards::{ShardCountError, Shards, stored_shard_count},
-    stream::{RawEntry, entry_fields, read_reply_entries},
+    shards::{NoShardCount, ShardCountError, Shards, WhenUnstored, parse_shard_count, stored_shard_count},
+    stream::{MALFORMED_FIELD_CAP, RawEntry, WRONG_SHARD, entry_fields, read_reply_entries},
     task::{DeadLetter, Delivery, NewTask, Task},
 };
 

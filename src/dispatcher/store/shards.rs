@@ -52,15 +52,31 @@ impl Shards {
 
     /// Connects to every shard the dispatchers use under `prefix` (the
     /// stored count), over one connection: for the commands, which never
-    /// block on a read.
-    pub async fn connect_as_stored(target: &RedisTarget, prefix: &str) -> Result<Shards, ConnectError> {
+    /// block on a read. `unstored` says what a missing count means.
+    pub async fn connect_as_stored(
+        target: &RedisTarget,
+        prefix: &str,
+        unstored: WhenUnstored,
+    ) -> Result<Shards, ConnectError> {
         let mut conn = target.connect().await?;
-        let count = stored_shard_count(&mut conn, prefix)
+        let stored = stored_shard_count(&mut conn, prefix)
             .await
             .map_err(|source| ConnectError::Redis {
                 target: target.describe(),
                 source,
             })?;
+        let count = match (stored, unstored) {
+            (Some(count), _) => count,
+            (None, WhenUnstored::OneShard) => 1,
+            (None, WhenUnstored::Refuse) => {
+                return Err(ConnectError::Config(
+                    NoShardCount {
+                        key: Keys::new(prefix).shard_count(),
+                    }
+                    .to_string(),
+                ));
+            }
+        };
         let mut stores = Vec::with_capacity(count);
         for k in 0..count {
             let prefix = shard_prefix(prefix, k).map_err(|e| ConnectError::Config(e.to_string()))?;
@@ -84,13 +100,15 @@ impl Shards {
         &self.stores[k]
     }
 
-    /// Stores the shard count if Redis holds none yet; refuses another one.
-    pub async fn agree_on_count(&self) -> Result<(), ShardCountError> {
+    /// Stores the shard count if Redis holds none (the first dispatcher, or
+    /// Redis lost it in a flush or a restart without persistence); refuses
+    /// another one. Returns whether this call wrote it.
+    pub async fn agree_on_count(&self) -> Result<bool, ShardCountError> {
         let first = &self.stores[0];
         let key = first.keys.shard_count();
         let wanted = self.stores.len();
         let mut conn = first.conn.clone();
-        let _: bool = redis::cmd("SET")
+        let wrote: bool = redis::cmd("SET")
             .arg(&key)
             .arg(wanted)
             .arg("NX")
@@ -98,27 +116,56 @@ impl Shards {
             .await
             .map(|set| set.is_some())
             .context(|| format!("storing the shard count in {key}"))?;
+        if wrote {
+            return Ok(true);
+        }
         let stored = stored_shard_count(&mut conn, first.keys.prefix())
             .await
             .context(|| format!("reading the shard count from {key}"))?;
-        if stored != wanted {
-            return Err(ShardCountError::Mismatch {
+        match stored {
+            Some(stored) if stored != wanted => Err(ShardCountError::Mismatch {
                 stored,
                 wanted,
                 prefix: first.keys.prefix().to_string(),
                 key,
-            });
+            }),
+            _ => Ok(false),
         }
-        Ok(())
     }
 }
 
-/// The shard count producers must use under `prefix`: what the dispatchers
-/// stored, 1 when none has run yet (one shard is the unsharded layout).
+/// What a command makes of a missing shard count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenUnstored {
+    /// One shard: for reading (before any dispatcher ran there is only
+    /// shard 0's keys to read).
+    OneShard,
+    /// Refuse with [`NoShardCount`]: for what writes to a shard.
+    Refuse,
+}
+
+/// Redis holds no shard count, so no shard can be chosen for an org.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "Redis holds no stream shard count at {key}: the dispatchers write it when they start, and again when they find it missing (after a Redis flush or a restart without persistence); start a dispatcher with this --redis-prefix, or check the prefix"
+)]
+pub struct NoShardCount {
+    /// The key that should hold it.
+    pub key: String,
+}
+
+/// The shard count the dispatchers stored under `prefix`; `None` when
+/// Redis holds none (no dispatcher ran yet, or Redis lost it and no
+/// dispatcher has written it again yet).
 pub async fn stored_shard_count<C: ConnectionLike + Send + Sync>(
     conn: &mut C,
     prefix: &str,
-) -> Result<usize, redis::RedisError> {
+) -> Result<Option<usize>, redis::RedisError> {
     let stored: Option<String> = conn.get(Keys::new(prefix).shard_count()).await?;
-    Ok(stored.and_then(|s| s.trim().parse::<usize>().ok()).unwrap_or(1).max(1))
+    Ok(parse_shard_count(stored.as_deref()))
+}
+
+/// The shard count in the stored text; `None` when missing (or not a count).
+pub fn parse_shard_count(stored: Option<&str>) -> Option<usize> {
+    stored.and_then(|s| s.trim().parse::<usize>().ok()).filter(|n| *n >= 1)
 }

@@ -11,6 +11,14 @@ use super::{Context, GROUP, Store, StoreError, task::field};
 /// The retention bucket of malformed entries (they belong to no hook).
 pub const MALFORMED: &str = "malformed";
 
+/// The code of an entry dead-lettered on another shard than its org's,
+/// and how its reason starts.
+pub const WRONG_SHARD: &str = "wrong_shard";
+
+/// Most bytes of each field of a malformed entry kept in its dead letter,
+/// so that a 1 MiB+ entry is not copied.
+pub const MALFORMED_FIELD_CAP: usize = 64 * 1024;
+
 fn bytes_of(value: &Value) -> Vec<u8> {
     match value {
         Value::BulkString(b) => b.clone(),
@@ -201,12 +209,14 @@ impl Store {
         Ok(())
     }
 
-    /// Dead-letters a malformed entry and acknowledges it, atomically.
+    /// Dead-letters an entry no hook takes and acknowledges it, atomically,
+    /// keeping each of its fields up to `field_cap` bytes.
     pub async fn dead_letter_entry(
         &self,
         entry_id: &str,
         fields: &HashMap<String, Vec<u8>>,
         reason: &str,
+        field_cap: usize,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
@@ -218,9 +228,9 @@ impl Store {
         ];
         for (k, v) in fields {
             // Keep the original fields under their own names, prefixed so they
-            // cannot collide with ours; cap their size so a 1 MiB+ entry is not copied.
+            // cannot collide with ours.
             let mut v = v.clone();
-            v.truncate(64 * 1024);
+            v.truncate(field_cap);
             items.push((format!("{}{k}", field::ENTRY_PREFIX), v));
         }
         pipe.xadd(self.keys.dead_letter(), "*", &items);
@@ -232,18 +242,9 @@ impl Store {
             .context(|| format!("dead-lettering malformed entry {entry_id}"))?;
         // Indexed for retention like a hook's (a crash before this leaves
         // it to the age bound alone).
-        let (ms, seq) = letter_id.split_once('-').unwrap_or((&letter_id, "0"));
-        let member = format!(
-            "{:016}-{:016}",
-            ms.parse::<u64>().unwrap_or(0),
-            seq.parse::<u64>().unwrap_or(0)
-        );
+        let (member, ms) = dead_index_member(&letter_id);
         let _: () = redis::pipe()
-            .zadd(
-                self.keys.dead_index(MALFORMED),
-                member,
-                ms.parse::<i64>().unwrap_or(now_ms),
-            )
+            .zadd(self.keys.dead_index(MALFORMED), member, ms.unwrap_or(now_ms))
             .ignore()
             .sadd(self.keys.dead_hooks(), MALFORMED)
             .ignore()
@@ -252,6 +253,19 @@ impl Store {
             .context(|| format!("indexing dead letter {letter_id}"))?;
         Ok(())
     }
+}
+
+/// A dead letter's member in a dead-letter index (its stream id
+/// zero-padded, so ids of one millisecond sort by sequence, as
+/// `index_member` in `due_prelude.lua` writes it), and its millisecond.
+pub(super) fn dead_index_member(letter_id: &str) -> (String, Option<i64>) {
+    let (ms, seq) = letter_id.split_once('-').unwrap_or((letter_id, "0"));
+    let member = format!(
+        "{:016}-{:016}",
+        ms.parse::<u64>().unwrap_or(0),
+        seq.parse::<u64>().unwrap_or(0)
+    );
+    (member, ms.parse().ok())
 }
 
 #[cfg(test)]

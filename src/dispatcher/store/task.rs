@@ -226,6 +226,15 @@ impl DeadLetter {
         !self.hook().is_empty() && !self.text(field::UID).is_empty()
     }
 
+    /// The fields of the stream entry it was made of (none for a
+    /// delivery), under their own names.
+    pub fn entry(&self) -> HashMap<String, Vec<u8>> {
+        self.fields
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(field::ENTRY_PREFIX)?.to_string(), v.clone())))
+            .collect()
+    }
+
     /// The delivery as a task to store again.
     pub fn to_new_task(&self) -> NewTask {
         NewTask {
