@@ -9,7 +9,10 @@ mod support;
 use std::{
     collections::{BTreeMap, BTreeSet},
     str::FromStr,
-    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -109,6 +112,16 @@ fn wait_all_delivered(receivers: &[&Receiver], ids: &BTreeSet<String>, timeout: 
     counts
 }
 
+/// The fail-over tests kill Redis processes and time their steps by the
+/// fail-over; run together on a 2-core machine they slow each other's
+/// fail-overs, and Sentinel's window (a stream reader that follows a new
+/// primary about a second late, see the open issue on fail-overs) then
+/// loses events the test does not expect to lose. One at a time.
+fn one_failover_at_a_time() -> MutexGuard<'static, ()> {
+    static FAILOVERS: Mutex<()> = Mutex::new(());
+    FAILOVERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn duplicates(counts: &BTreeMap<String, usize>) -> usize {
     counts.values().map(|n| n - 1).sum()
 }
@@ -148,6 +161,7 @@ fn deliveries_flow_over_tls_and_a_wrong_ca_stops_the_dispatcher_at_start_up() {
 
 #[test]
 fn five_hundred_events_around_a_forced_failover_and_a_killed_primary_all_arrive() {
+    let _one = one_failover_at_a_time();
     let group = SentinelGroup::start("owh-primary");
     let test = DeliveryTest::on("sentinel", &group.url());
     let receiver = Receiver::ok();
@@ -210,6 +224,7 @@ fn five_hundred_events_around_a_forced_failover_and_a_killed_primary_all_arrive(
 
 #[test]
 fn sixty_orgs_over_six_shards_on_a_cluster_survive_a_killed_master() {
+    let _one = one_failover_at_a_time();
     let cluster = RedisCluster::start();
     let prefix = redis_prefix("cluster");
     // The six shards' keys spread over all three masters.
@@ -456,6 +471,7 @@ fn publish_loop(
 
 #[test]
 fn publishes_from_the_cli_and_the_library_ride_out_a_killed_cluster_master() {
+    let _one = one_failover_at_a_time();
     let cluster = RedisCluster::start();
     let test = DeliveryTest::on("cluster-publish", &cluster.url());
     let receiver = Receiver::ok();

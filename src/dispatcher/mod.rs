@@ -156,7 +156,11 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let secrets = Arc::new(Cache::<CachedSecret>::default());
     let secret_stream = watcher(
         Api::<Secret>::all(kube.clone()),
-        watcher::Config::default().labels(&format!("{WEBHOOK_SECRET_LABEL}=true")),
+        // Small pages: a page is held whole before its Secrets are trimmed,
+        // and a tenant's labelled Secrets may be 1 MiB each.
+        watcher::Config::default()
+            .labels(&format!("{WEBHOOK_SECRET_LABEL}=true"))
+            .page_size(16),
     )
     .default_backoff();
     // Every change wakes the tasks waiting for the hooks it concerns.
