@@ -18,6 +18,9 @@ pub const API_GROUP: &str = "outboundwebhooks.io";
 pub const LABEL_PREFIX: &str = "outboundwebhooks.io/";
 /// Label a Secret must carry before the operator reads or writes it.
 pub const WEBHOOK_SECRET_LABEL: &str = "outboundwebhooks.io/webhook-secret";
+/// Labelled Secrets per list page, in both processes: a page is held
+/// whole before its Secrets are trimmed, and a tenant's may be 1 MiB each.
+pub const SECRET_LIST_PAGE_SIZE: u32 = 16;
 /// Annotation whose change re-enables an auto-disabled hook.
 pub const REENABLE_ANNOTATION: &str = "outboundwebhooks.io/reenable";
 /// Hook annotation whose new value stages a next signing token (rotation step 1).

@@ -633,8 +633,7 @@ fn a_referenced_secret_is_rotated_by_its_owner_and_its_next_and_previous_tokens_
     assert!(!c.message.contains("short"), "the message quotes the value: {c:?}");
 }
 
-/// `outbound_webhooks_status_writes_total` of a process's /metrics (the
-/// dispatcher's) or `outbound_webhooks_controller_status_writes_total`.
+/// A counter's value, 0 while it has no series yet.
 fn counter(value: Option<f64>) -> f64 {
     value.unwrap_or(0.0)
 }

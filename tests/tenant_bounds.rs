@@ -14,6 +14,7 @@ use support::{
     hooks::{accepted_conditions, hook_yaml, wait_active},
     kubectl::{apply_folder, apply_ok, kubectl_with_input},
     namespace,
+    process::peak_rss,
     receiver::Receiver,
     unique_suffix, wait_for,
 };
@@ -24,17 +25,6 @@ const SECRETS: usize = 260;
 const SECRET_BYTES: usize = 1_000_000;
 const HOOKS: usize = 100;
 const HEADERS: usize = 10;
-
-/// Peak resident set (`VmHWM`) of process `pid`, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM in /proc status")
-        * 1024
-}
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1048576.0

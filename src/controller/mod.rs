@@ -42,14 +42,11 @@ use tokio_util::sync::CancellationToken;
 
 use self::hook_index::HookIndex;
 
-/// Labelled Secrets per list page: a page is held whole before its Secrets
-/// are trimmed, and each may be 1 MiB.
-const SECRET_PAGE_SIZE: u32 = 16;
 /// Least time between two lists of the labelled Secrets.
 const SECRET_RELIST_INTERVAL: Duration = Duration::from_secs(60);
 use crate::{
     ops_server::{self, Readiness},
-    resource::{MAX_WEBHOOKS_ANNOTATION, OutboundWebhook, WEBHOOK_SECRET_LABEL},
+    resource::{MAX_WEBHOOKS_ANNOTATION, OutboundWebhook, SECRET_LIST_PAGE_SIZE, WEBHOOK_SECRET_LABEL},
 };
 
 /// Flags of `outbound-webhooks controller`; each has an
@@ -483,11 +480,9 @@ async fn run_controller(
                 let index = index.clone();
                 watcher(
                     scoped(client.clone(), scope.as_deref()),
-                    // Small pages: a page of 1 MiB Secrets is held whole
-                    // until each is trimmed.
                     watcher::Config::default()
                         .labels(&format!("{WEBHOOK_SECRET_LABEL}=true"))
-                        .page_size(SECRET_PAGE_SIZE),
+                        .page_size(SECRET_LIST_PAGE_SIZE),
                 )
                 .default_backoff()
                 .modify(move |s: &mut Secret| secret_trim::trim(s, &index))

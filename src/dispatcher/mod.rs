@@ -156,11 +156,9 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let secrets = Arc::new(Cache::<CachedSecret>::default());
     let secret_stream = watcher(
         Api::<Secret>::all(kube.clone()),
-        // Small pages: a page is held whole before its Secrets are trimmed,
-        // and a tenant's labelled Secrets may be 1 MiB each.
         watcher::Config::default()
             .labels(&format!("{WEBHOOK_SECRET_LABEL}=true"))
-            .page_size(16),
+            .page_size(crate::resource::SECRET_LIST_PAGE_SIZE),
     )
     .default_backoff();
     // Every change wakes the tasks waiting for the hooks it concerns.
