@@ -17,6 +17,9 @@ npm ci --prefix tests/verifiers --no-audit --no-fund >/dev/null
 echo "[test] example receivers and the Argo CD health check" >&2
 scripts/test-receivers-and-health.sh
 
+echo "[test] the image (scripts/build-image.sh: release build, buildah; cached by the binary's hash)" >&2
+scripts/build-image.sh >&2
+
 echo "[test] cargo test (unit tests and end-to-end tests on the real control plane)" >&2
 cargo test --all-targets "$@"
 

@@ -789,6 +789,11 @@ fn the_schema_refuses_sentinel_without_a_master_name_an_unknown_mode_no_shards_t
             "at '/redis/tls/caConfigMap/name'",
         ),
         ("redis.tls.caSecret.key=", "at '/redis/tls/caSecret/key'"),
+        (
+            "dispatcher.destinationCa.secret.name=a,dispatcher.destinationCa.configMap.name=b",
+            "at '/dispatcher/destinationCa/configMap/name'",
+        ),
+        ("image.digest=latest", "at '/image/digest'"),
         ("redis.prefix=outbound-webhooks:", "at '/redis/prefix'"),
         (
             "networkPolicy.redis.sentinelPort=0",

@@ -38,10 +38,16 @@ pub struct Outbound {
     pub proxied: bool,
 }
 
-/// Builds the shared HTTP client on `resolver`.
-pub fn outbound(filter: Arc<AddressFilter>, resolver: Resolver, proxy: Option<&str>) -> Result<Outbound, BuildError> {
+/// Builds the shared HTTP client on `resolver`, trusting `extra_roots`
+/// besides the system's CAs.
+pub fn outbound(
+    filter: Arc<AddressFilter>,
+    resolver: Resolver,
+    proxy: Option<&str>,
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Outbound, BuildError> {
     Ok(Outbound {
-        client: HttpClient::new(filter.clone(), resolver.clone(), proxy)?,
+        client: HttpClient::new(filter.clone(), resolver.clone(), proxy, extra_roots)?,
         filter,
         resolver,
         proxied: proxy.is_some(),

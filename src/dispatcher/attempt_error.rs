@@ -319,7 +319,9 @@ mod tests {
     fn client() -> crate::dispatcher::http_client::HttpClient {
         let filter = Arc::new(AddressFilter::new(vec!["127.0.0.0/8".parse().unwrap()]));
         let resolver = crate::dispatcher::dns::Resolver::new(&[]).unwrap();
-        super::super::attempt::outbound(filter, resolver, None).unwrap().client
+        super::super::attempt::outbound(filter, resolver, None, &[])
+            .unwrap()
+            .client
     }
 
     async fn real(url: &str) -> (AttemptKind, String) {

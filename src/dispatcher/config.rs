@@ -51,6 +51,9 @@ pub struct Config {
     pub proxy: Option<String>,
     /// DNS servers asked instead of those of `/etc/resolv.conf`.
     pub dns_servers: Vec<SocketAddr>,
+    /// A PEM bundle of CAs trusted for https:// destinations besides the
+    /// system's.
+    pub destination_ca_file: Option<std::path::PathBuf>,
     /// Attempts kept per hook in the attempts log (0: no log).
     pub attempts_log_size: usize,
 }
@@ -106,6 +109,10 @@ pub struct DispatcherArgs {
     /// repeatable, or comma-separated.
     #[arg(long = "dns-server", env = "OUTBOUND_WEBHOOKS_DNS_SERVER", value_delimiter = ',')]
     pub dns_servers: Vec<SocketAddr>,
+    /// PEM bundle of CAs to trust for https:// destinations besides the
+    /// system's (receivers with a private CA).
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_DESTINATION_CA_FILE")]
+    pub destination_ca_file: Option<std::path::PathBuf>,
     /// Number of stream shards orgs are spread over (each under its own hash
     /// tag, so a Redis Cluster spreads them over its nodes). Stored in Redis
     /// by the first dispatcher; every dispatcher must use the same.
@@ -153,6 +160,7 @@ impl DispatcherArgs {
             poll_interval: self.poll_interval,
             proxy: self.proxy,
             dns_servers: self.dns_servers,
+            destination_ca_file: self.destination_ca_file,
             attempts_log_size: self.attempts_log_size,
         })
     }

@@ -34,6 +34,7 @@ use hyper_util::{
     },
     rt::{TokioExecutor, TokioTimer},
 };
+use rustls::pki_types::CertificateDer;
 use tower_service::Service;
 
 use super::{attempt_error::ResolveError, dns::Resolver};
@@ -57,6 +58,12 @@ pub enum BuildError {
     /// The TLS configuration (the platform's certificate verifier).
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// The system CA bundle holds no certificate: every https:// receiver
+    /// would fail (and its hook turn off), so the dispatcher does not start.
+    #[error(
+        "no CA certificate found in the system bundle (SSL_CERT_FILE, /etc/ssl/certs/ca-certificates.crt and the other usual places): https:// destinations cannot be verified; the image must carry a CA bundle"
+    )]
+    NoSystemRoots,
 }
 
 /// Why a request got no answer. The typed errors underneath (ours, hyper's,
@@ -341,9 +348,18 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// Builds the client; `proxy` is `--proxy`. Proxy environment variables
-    /// are never read.
-    pub fn new(filter: Arc<AddressFilter>, resolver: Resolver, proxy: Option<&str>) -> Result<HttpClient, BuildError> {
+    /// Builds the client; `proxy` is `--proxy`, `extra_roots` the CAs of
+    /// `--destination-ca-file` (trusted besides the system's). Proxy
+    /// environment variables are never read.
+    pub fn new(
+        filter: Arc<AddressFilter>,
+        resolver: Resolver,
+        proxy: Option<&str>,
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Result<HttpClient, BuildError> {
+        if rustls_native_certs::load_native_certs().certs.is_empty() {
+            return Err(BuildError::NoSystemRoots);
+        }
         let mut tcp = HttpConnector::new_with_resolver(FilteringResolver { resolver, filter });
         // https:// URIs reach it through the TLS layer.
         tcp.enforce_http(false);
@@ -356,7 +372,7 @@ impl HttpClient {
         #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
         tcp.set_tcp_user_timeout(Some(Duration::from_secs(30)));
         let destinations = HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config()?)
+            .with_tls_config(tls_config(extra_roots)?)
             .https_or_http()
             .enable_http1()
             .enable_http2();
@@ -365,7 +381,7 @@ impl HttpClient {
             Some(text) => {
                 let (proxy, auth) = proxy_uri(text)?;
                 let to_proxy = HttpsConnectorBuilder::new()
-                    .with_tls_config(tls_config()?)
+                    .with_tls_config(tls_config(extra_roots)?)
                     .https_or_http()
                     .enable_http1()
                     .wrap_connector(tcp);
@@ -426,15 +442,35 @@ impl HttpClient {
 }
 
 /// TLS as reqwest had it: TLS 1.2 and 1.3, the platform's verifier
-/// (system roots), ring (the crate's one provider). ALPN is set by the
-/// connector builder.
-fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
-    use rustls_platform_verifier::BuilderVerifierExt;
+/// (system roots, plus `extra_roots`), ring (the crate's one provider).
+/// ALPN is set by the connector builder.
+fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots.iter().cloned(), provider.clone())?;
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_platform_verifier()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth())
+}
+
+/// The certificates of a PEM bundle (`--destination-ca-file`).
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, std::io::Error> {
+    use rustls::pki_types::pem::PemObject;
+    let invalid =
+        |e: rustls::pki_types::pem::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(invalid)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    if certs.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no PEM certificate in it",
+        ));
+    }
+    Ok(certs)
 }
 
 /// `--proxy` as a URI without userinfo, and the userinfo as basic auth
@@ -521,7 +557,7 @@ mod tests {
         let (port, mut heads) = fake_proxy().await;
         let filter = Arc::new(AddressFilter::new(vec!["127.0.0.0/8".parse().unwrap()]));
         let resolver = Resolver::new(&[]).unwrap();
-        let client = HttpClient::new(filter, resolver, Some(&format!("http://u:pw@127.0.0.1:{port}"))).unwrap();
+        let client = HttpClient::new(filter, resolver, Some(&format!("http://u:pw@127.0.0.1:{port}")), &[]).unwrap();
         let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
         // `.invalid` names resolve nowhere: only the proxy may see them.
         let plain = Target::parse("http://billing.invalid:8080/x?y=1").unwrap();
@@ -573,7 +609,7 @@ mod tests {
         let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let resolver = Resolver::new(&[silent.local_addr().unwrap()]).unwrap();
         let filter = Arc::new(AddressFilter::new(vec![]));
-        let client = HttpClient::new(filter, resolver, None).unwrap();
+        let client = HttpClient::new(filter, resolver, None, &[]).unwrap();
         let target = Target::parse("http://billing.example:8080/").unwrap();
         let t = Duration::from_millis(700);
         let started = std::time::Instant::now();

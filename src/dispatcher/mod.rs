@@ -102,10 +102,28 @@ pub enum DispatcherError {
     /// The ops endpoints failed.
     #[error(transparent)]
     Ops(#[from] ops_server::OpsServerError),
+    /// `--destination-ca-file` cannot be read.
+    #[error("reading --destination-ca-file {path}: {source}")]
+    DestinationCa {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the dispatcher until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), DispatcherError> {
+    // Read first: a wrong file fails the start at once, not after Redis and
+    // the caches.
+    let destination_ca = match &config.destination_ca_file {
+        Some(path) => http_client::read_ca_file(path).map_err(|source| DispatcherError::DestinationCa {
+            path: path.display().to_string(),
+            source,
+        })?,
+        None => Vec::new(),
+    };
     let kube = kube::Client::try_default().await?;
     // Redis may come up after us (or be restarting): wait for it instead of
     // crash-looping; a configuration or certificate error is final.
@@ -187,7 +205,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
 
     let filter = Arc::new(AddressFilter::new(config.allow_destination_cidrs.clone()));
     let resolver = dns::Resolver::new(&config.dns_servers)?;
-    let http = attempt::outbound(filter, resolver, config.proxy.as_deref())?;
+    let http = attempt::outbound(filter, resolver, config.proxy.as_deref(), &destination_ca)?;
     let (mirror_tx, mirror_rx) = mpsc::unbounded_channel();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let shard_count = shards.all().len();

@@ -339,7 +339,7 @@ fn tls_cli(port: u16, ca: &Path, password: Option<&str>, args: &[&str]) -> Resul
 /// Writes into `dir`: `ca.crt`/`ca.key`, `server.crt`/`server.key` for
 /// IP:127.0.0.1 and DNS:localhost signed by that CA, and `wrong-ca.crt`, a
 /// second CA. P-256 keys (quick to make); extensions as webpki wants them.
-fn make_test_pki(dir: &Path) {
+pub fn make_test_pki(dir: &Path) {
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)

@@ -25,7 +25,11 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 
 {{- define "owh.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
 {{- end -}}
 
 {{/* Secret holding the Redis URL. */}}
@@ -48,6 +52,21 @@ redis-url
 {{/* Where the dispatcher reads the Redis CA, if one is configured. */}}
 {{- define "owh.redisCaDir" -}}
 /etc/outbound-webhooks/redis-ca
+{{- end -}}
+
+{{/* Where the receivers' CA bundle is mounted in the dispatcher. */}}
+{{- define "owh.destinationCaDir" -}}
+/etc/outbound-webhooks/destination-ca
+{{- end -}}
+
+{{/* "true" when the receivers' CA comes from a Secret or a ConfigMap. */}}
+{{- define "owh.destinationCaConfigured" -}}
+{{- with .Values.dispatcher.destinationCa -}}
+{{- if and .secret.name .configMap.name -}}
+{{- fail "set dispatcher.destinationCa.secret or dispatcher.destinationCa.configMap, not both" -}}
+{{- end -}}
+{{- if or .secret.name .configMap.name }}true{{ end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* "true" when a Redis CA comes from a Secret or a ConfigMap. */}}
