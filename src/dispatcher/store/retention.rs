@@ -102,8 +102,14 @@ impl Store {
     /// Returns how many were deleted.
     pub async fn trim_dead_letters(&self, max_age_ms: i64, max_count_per_hook: usize) -> Result<i64, StoreError> {
         let mut conn = self.conn.clone();
-        let key = self.keys.dead_letter();
-        let mut deleted = self.trim_by_age(&key, max_age_ms).await?;
+        let mut deleted = 0;
+        loop {
+            let (accounted, n) = self.trim_letters_by_age(max_age_ms, TRIM_BUDGET).await?;
+            deleted += n;
+            if accounted < TRIM_BUDGET as i64 {
+                break;
+            }
+        }
         let mut cursor = 0u64;
         loop {
             let (next, uids): (u64, Vec<String>) = redis::cmd("SSCAN")
