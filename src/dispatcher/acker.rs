@@ -23,7 +23,7 @@ use super::{
     context::{Shared, Urgency, now_ms},
     metrics::EventOutcome,
     org_budget::ORG_OVER_BUDGET,
-    store::{AttemptsBatch, NewTask, Routed},
+    store::{AttemptsBatch, NewTask, Routed, Store},
 };
 use crate::shard::shard_of;
 
@@ -187,7 +187,7 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
             }
         }
     }
-    account_routed(shared, &tasks, &routed);
+    account_routed(shared, store, &tasks, &routed).await;
     let unstored = routed.duplicates.len() + routed.refused.len();
     if tasks.len() > unstored {
         shared
@@ -231,7 +231,7 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
 /// dropped as duplicates, tasks refused at their org's budget (each
 /// dead-lettered without its body or dropped, counted `org_over_budget`),
 /// dead letters deleted to make room (counted, logged per org).
-pub(super) fn account_routed(shared: &Shared, tasks: &[NewTask], routed: &Routed) {
+pub(super) async fn account_routed(shared: &Shared, store: &Store, tasks: &[NewTask], routed: &Routed) {
     for d in &routed.duplicates {
         if let Some(task) = tasks.get(d.index) {
             count_duplicate(shared, &task.hook, &task.event_id, &task.entry_id, &d.held_entry_id);
@@ -239,10 +239,20 @@ pub(super) fn account_routed(shared: &Shared, tasks: &[NewTask], routed: &Routed
     }
     // (org, dead-lettered) -> events, for one log line each.
     let mut refused: BTreeMap<(&str, bool), u64> = BTreeMap::new();
+    // (hook uid, name, org) -> events: what each hook's status shows.
+    let mut by_hook: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
     for r in &routed.refused {
         let Some(task) = tasks.get(r.index) else { continue };
         *refused.entry((&task.org, r.dead_lettered)).or_default() += 1;
-        shared.note_over_budget(&task.uid, &task.hook);
+        *by_hook.entry((&task.uid, &task.hook, &task.org)).or_default() += 1;
+    }
+    let now = now_ms();
+    for ((uid, hook, org), n) in by_hook {
+        let budget = shared.budgets.for_org(org);
+        match store.record_over_budget(uid, n, budget, now).await {
+            Ok(()) => shared.request_mirror(uid, hook, Urgency::Transition),
+            Err(e) => tracing::warn!(%hook, error = %e, "noting events over the org's budget on the hook's health"),
+        }
     }
     for ((org, dead_lettered), n) in refused {
         if dead_lettered {
@@ -258,7 +268,7 @@ pub(super) fn account_routed(shared: &Shared, tasks: &[NewTask], routed: &Routed
             shared.metrics.count_events(EventOutcome::Dropped(ORG_OVER_BUDGET), n);
         }
         tracing::warn!(
-            %org, events = n, dead_lettered, budget = shared.config.org_max_stored_bytes,
+            %org, events = n, dead_lettered, budget = shared.budgets.for_org(org),
             "events not stored: the org's live tasks fill its budget of bytes in Redis (dead-lettered without their bodies, or dropped when even that did not fit)"
         );
     }

@@ -116,10 +116,6 @@ impl Shared {
         self.shards.for_org(org)
     }
 
-    /// A task of hook `uid` was not stored at its org's budget: the hook
-    /// shows it.
-    pub fn note_over_budget(&self, _uid: &str, _hook: &str) {}
-
     /// Asks the mirror to write one hook's health to its status.
     pub fn request_mirror(&self, uid: &str, hook: &str, urgency: Urgency) {
         let _ = self.mirror.send(MirrorRequest {

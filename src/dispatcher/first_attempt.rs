@@ -135,8 +135,8 @@ pub async fn run(
         // task.
         let lease_ms = ms(shared.config.task_lease);
         let stored = task.to_new(lease_ms);
-        match shared
-            .store_for(&task.org)
+        let store = shared.store_for(&task.org);
+        match store
             .store_tasks_and_ack(&[], std::slice::from_ref(&stored), started_ms)
             .await
         {
@@ -144,7 +144,7 @@ pub async fn run(
             // while this attempt ran (that task delivers it), or its org's
             // budget had no room for it (dead-lettered or dropped, counted).
             Ok(routed) if !routed.duplicates.is_empty() || !routed.refused.is_empty() => {
-                account_routed(&shared, std::slice::from_ref(&stored), &routed);
+                account_routed(&shared, store, std::slice::from_ref(&stored), &routed).await;
             }
             Ok(routed) => {
                 let claimed = routed.now_ms + lease_ms;

@@ -35,6 +35,12 @@ pub struct Metrics {
     pub dead_letter_length: Gauge,
     /// Attempts in flight on this replica.
     pub in_flight: Gauge,
+    /// Bytes the orgs hold on each shard, by `shard` (bounded by `--shards`).
+    pub redis_stored_bytes: Family<Labels, Gauge>,
+    /// Redis `used_memory` of the node holding each shard, by `shard`.
+    pub redis_used_memory: Family<Labels, Gauge>,
+    /// Redis `maxmemory` of the node holding each shard (0: no limit).
+    pub redis_maxmemory: Family<Labels, Gauge>,
     /// First deliveries by path: `direct` (attempted straight from the
     /// stream) or `stored` (kept as a task first: slow hook, secret not in
     /// the cache yet, shutting down).
@@ -127,6 +133,9 @@ impl Metrics {
             tasks_scheduled: Gauge::default(),
             dead_letter_length: Gauge::default(),
             in_flight: Gauge::default(),
+            redis_stored_bytes: Family::default(),
+            redis_used_memory: Family::default(),
+            redis_maxmemory: Family::default(),
             first_deliveries: Family::default(),
             delivered_2xx: Counter::default(),
             first_direct: Counter::default(),
@@ -212,6 +221,21 @@ impl Metrics {
             "outbound_webhooks_dead_letter_length",
             "Entries in the dead-letter stream",
             m.dead_letter_length.clone(),
+        );
+        r.register(
+            "outbound_webhooks_redis_stored_bytes",
+            "Bytes the orgs hold on a shard (tasks and dead letters, as budgeted by --org-max-stored-bytes), by shard",
+            m.redis_stored_bytes.clone(),
+        );
+        r.register(
+            "outbound_webhooks_redis_used_memory_bytes",
+            "Redis used_memory of the node holding a shard, by shard",
+            m.redis_used_memory.clone(),
+        );
+        r.register(
+            "outbound_webhooks_redis_maxmemory_bytes",
+            "Redis maxmemory of the node holding a shard (0: no limit), by shard",
+            m.redis_maxmemory.clone(),
         );
         r.register(
             "outbound_webhooks_attempts_in_flight",

@@ -182,8 +182,13 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         Changed::secret,
         "watching labelled Secrets",
     );
+    let mut budgets_synced = org_budget::watch_namespaces(kube.clone(), budgets.clone());
     tokio::select! {
-        () = async { tokio::join!(hooks.wait_until_ready(), secrets.wait_until_ready()); } => {}
+        () = async {
+            tokio::join!(hooks.wait_until_ready(), secrets.wait_until_ready(), async {
+                let _ = budgets_synced.wait_for(|synced| *synced).await;
+            });
+        } => {}
         _ = shutdown.cancelled() => return Ok(()),
     }
     tracing::info!(hooks = hooks.len(), secrets = secrets.len(), "caches synced");

@@ -8,6 +8,15 @@ use std::{
     sync::{Arc, RwLock},
 };
 
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api,
+    core::PartialObjectMeta,
+    runtime::{WatchStreamExt, watcher},
+};
+use tokio::sync::watch;
+
 /// The Namespace annotation that sets its org's budget (a size such as
 /// `256Mi`, see [`parse_size`]).
 pub const ANNOTATION: &str = "outboundwebhooks.io/max-stored-bytes";
@@ -88,6 +97,68 @@ impl OrgBudgets {
             None => overrides.remove(org),
         };
     }
+
+    /// Replaces every override at once (after a full list of Namespaces).
+    fn replace_all(&self, all: HashMap<String, u64>) {
+        *self.overrides.write().unwrap_or_else(|e| e.into_inner()) = all;
+    }
+}
+
+/// The budget a Namespace's annotation sets, if it sets a valid one; an
+/// invalid value is logged and the default applies.
+fn budget_of(ns: &PartialObjectMeta<Namespace>) -> Option<(String, u64)> {
+    let name = ns.metadata.name.clone()?;
+    let text = ns.metadata.annotations.as_ref()?.get(ANNOTATION)?;
+    match parse_size(text) {
+        Ok(bytes) => Some((name, bytes)),
+        Err(e) => {
+            tracing::warn!(namespace = %name, annotation = ANNOTATION, error = %e, "ignoring the Namespace's byte budget; the default --org-max-stored-bytes applies");
+            None
+        }
+    }
+}
+
+/// Keeps `budgets` in step with the Namespaces' annotations until the
+/// process ends; `synced` turns true after the first full list. Only the
+/// metadata is watched and only the annotated Namespaces are held, one
+/// number each: Namespaces are the platform's, not a tenant's, to create.
+pub fn watch_namespaces(kube: kube::Client, budgets: OrgBudgets) -> watch::Receiver<bool> {
+    let (synced_tx, synced) = watch::channel(false);
+    let stream = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(kube),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    tokio::spawn(async move {
+        let mut relist: Option<HashMap<String, u64>> = None;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Init) => relist = Some(HashMap::new()),
+                Ok(watcher::Event::InitApply(ns)) => {
+                    if let (Some(all), Some((name, bytes))) = (relist.as_mut(), budget_of(&ns)) {
+                        all.insert(name, bytes);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    budgets.replace_all(relist.take().unwrap_or_default());
+                    synced_tx.send_replace(true);
+                }
+                Ok(watcher::Event::Apply(ns)) => {
+                    if let Some(name) = ns.metadata.name.as_deref() {
+                        budgets.set(name, budget_of(&ns).map(|(_, bytes)| bytes));
+                    }
+                }
+                Ok(watcher::Event::Delete(ns)) => {
+                    if let Some(name) = ns.metadata.name.as_deref() {
+                        budgets.set(name, None);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watching Namespaces (their byte budgets)"),
+            }
+        }
+    });
+    synced
 }
 
 #[cfg(test)]

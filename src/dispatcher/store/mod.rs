@@ -66,7 +66,7 @@ pub use self::{
     dead_letters::{MOVED_MARKER_TTL, PAGE as DEAD_LETTER_PAGE},
     health::Health,
     keys::{Keys, task_member, uid_of_member},
-    retention::Sizes,
+    retention::{Memory, Sizes},
     scripts::{Claim, Claimed, Duplicate, Evicted, Refused, Replayed, Rescheduled, Routed},
     shards::{NoShardCount, ShardCountError, Shards, WhenUnstored, parse_shard_count, stored_shard_count},
     stream::{MALFORMED_FIELD_CAP, RawEntry, WRONG_SHARD, entry_fields, read_reply_entries},
