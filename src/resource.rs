@@ -228,6 +228,27 @@ pub struct DeliveryStatus {
     /// Present when the dispatcher turned the hook off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<DisableRecord>,
+    /// Present once events of this hook were not kept because its org's
+    /// bytes in Redis reached their budget (`org_over_budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_budget: Option<OverBudget>,
+}
+
+/// Events of a hook not kept at its org's budget of bytes in Redis: each
+/// was dead-lettered without its body, or dropped when even that did not
+/// fit, and counted with reason `org_over_budget`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OverBudget {
+    /// How many events of this hook were not kept.
+    pub events: i64,
+    /// When the last of them came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<Time>,
+    /// The org's budget then, in bytes (`--org-max-stored-bytes` or the
+    /// Namespace's `outboundwebhooks.io/max-stored-bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_bytes: Option<i64>,
 }
 
 /// The outcome of the last failed request.

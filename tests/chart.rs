@@ -248,6 +248,8 @@ const ALLOWED_TO_OPERATOR: &[(Who, &str, Scope)] = &[
     (Who::Dispatcher, "get secrets", Scope::All),
     (Who::Dispatcher, "list secrets", Scope::All),
     (Who::Dispatcher, "watch secrets", Scope::All),
+    (Who::Dispatcher, "list namespaces", Scope::All),
+    (Who::Dispatcher, "watch namespaces", Scope::All),
 ];
 
 /// Things neither binary does, refused.
@@ -305,7 +307,7 @@ const REFUSED_TO_OPERATOR: &[(Who, &str, Scope)] = &[
     (Who::Dispatcher, "patch secrets", Scope::Tenant),
     (Who::Dispatcher, "delete secrets", Scope::Tenant),
     (Who::Dispatcher, "create events.events.k8s.io", Scope::Tenant),
-    (Who::Dispatcher, "watch namespaces", Scope::All),
+    (Who::Dispatcher, "patch namespaces", Scope::All),
     (Who::Dispatcher, "get configmaps", Scope::Tenant),
     (Who::Dispatcher, "delete deployments.apps", Scope::System),
     (Who::Dispatcher, "create pods --subresource=exec", Scope::Tenant),

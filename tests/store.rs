@@ -6,6 +6,7 @@ mod support;
 
 use std::{collections::HashMap, sync::OnceLock};
 
+use outbound_webhooks::dispatcher::org_budget::{ORG_OVER_BUDGET, OrgBudgets};
 use outbound_webhooks::dispatcher::store::{
     AttemptsBatch, Claim, DeadLetter, Delivery, Duplicate, NewTask, Replayed, Rescheduled, Store, Task, task::field,
     task_member,
@@ -660,4 +661,234 @@ async fn publishing_to_a_redis_that_is_gone_fails_at_the_retry_timeout_naming_th
         took >= std::time::Duration::from_millis(1400) && took < std::time::Duration::from_secs(5),
         "{took:?}"
     );
+}
+
+/// A task of hook `uid` in `org` with a body of `body_bytes`.
+fn sized_task(org: &str, uid: &str, event_id: &str, body_bytes: usize) -> NewTask {
+    let mut t = task(uid, event_id, 0);
+    t.delivery.org = org.to_string();
+    t.delivery.hook = format!("{org}/{uid}");
+    t.delivery.body = bytes::Bytes::from(vec![b'x'; body_bytes]);
+    t
+}
+
+/// What `org-bytes` says `org` holds.
+async fn org_bytes(store: &Store, org: &str) -> i64 {
+    redis::cmd("HGET")
+        .arg(store.keys().org_bytes())
+        .arg(org)
+        .query_async::<Option<i64>>(&mut connection().await)
+        .await
+        .expect("HGET")
+        .unwrap_or(0)
+}
+
+/// The bytes `org` really holds, counted from what is stored: its task
+/// hashes (their fields, the size field aside) and its dead letters (their
+/// fields); each dead letter's indexed size must be its real size.
+async fn counted_bytes(store: &Store, org: &str) -> i64 {
+    let mut conn = connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!(
+            "{}task:*",
+            store.keys().prefix().replace('{', "\\{").replace('}', "\\}")
+        ))
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    let mut total = 0i64;
+    for key in keys {
+        let map: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("HGETALL");
+        if map.get(field::ORG).map(Vec::as_slice) != Some(org.as_bytes()) {
+            continue;
+        }
+        total += map
+            .iter()
+            .filter(|(k, _)| k.as_str() != field::BYTES)
+            .map(|(k, v)| (k.len() + v.len()) as i64)
+            .sum::<i64>();
+    }
+    let indexed: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+        .arg(store.keys().dead_letters_by_id())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("ZRANGE");
+    let letters = all_dead_letters(store).await;
+    for member in indexed {
+        let parts: Vec<String> = member
+            .split(|b| *b == 0)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        if parts[2] != org {
+            continue;
+        }
+        let (ms, seq) = parts[0].split_once('-').expect("a padded id");
+        let id = format!("{}-{}", ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap());
+        let letter = letters
+            .iter()
+            .find(|l| l.id == id)
+            .unwrap_or_else(|| panic!("indexed dead letter {id} is gone"));
+        let real: i64 = letter.fields.iter().map(|(k, v)| (k.len() + v.len()) as i64).sum();
+        assert_eq!(
+            parts[1].parse::<i64>().unwrap(),
+            real,
+            "dead letter {id}'s indexed size"
+        );
+        total += real;
+    }
+    total
+}
+
+async fn assert_count_right(store: &Store, org: &str, what: &str) {
+    assert_eq!(
+        org_bytes(store, org).await,
+        counted_bytes(store, org).await,
+        "after {what}"
+    );
+}
+
+#[tokio::test]
+async fn an_orgs_bytes_follow_every_path_that_stores_or_deletes_a_task_or_a_dead_letter() {
+    let store = store("org-bytes").await;
+    let tasks: Vec<NewTask> = (0..6)
+        .map(|i| sized_task("acme", "hook-a", &format!("e{i}"), 1000))
+        .collect();
+    let other = sized_task("other", "hook-o", "o1", 500);
+    store.store_tasks_and_ack(&[], &tasks, 500).await.expect("storing");
+    store
+        .store_tasks_and_ack(&[], std::slice::from_ref(&other), 500)
+        .await
+        .expect("storing");
+    assert!(org_bytes(&store, "acme").await > 6000);
+    assert_count_right(&store, "acme", "storing").await;
+    assert_count_right(&store, "other", "storing").await;
+
+    let loaded = load(&store, "hook-a", "e0").await.expect("the task");
+    store.finish(&loaded).await.expect("finish");
+    store.finish(&loaded).await.expect("finish again");
+    assert_count_right(&store, "acme", "finish (twice)").await;
+
+    let members: Vec<String> = tasks[1..5].iter().map(NewTask::member).collect();
+    let moved = store
+        .dead_letter_tasks("hook-a", &members, Claim::Any, "failed", 2_000)
+        .await
+        .expect("dead-letter");
+    assert_eq!(moved, 4);
+    assert_count_right(&store, "acme", "dead-lettering").await;
+
+    let letters = all_dead_letters(&store).await;
+    assert_eq!(
+        store.replay(&letters[0], 9_000).await.expect("replay"),
+        Replayed::Stored
+    );
+    assert_count_right(&store, "acme", "a replay").await;
+
+    // Per-hook retention: at most 2 kept.
+    let deleted = store.trim_dead_letters(3_600_000, 2).await.expect("trim");
+    assert_eq!(deleted, 1);
+    assert_count_right(&store, "acme", "the per-hook count trim").await;
+
+    // Age: everything older than 1 ms.
+    wait_redis_past(redis_now().await + 5).await;
+    let deleted = store.trim_dead_letters(1, 10).await.expect("trim");
+    assert_eq!(deleted, 2);
+    assert!(all_dead_letters(&store).await.is_empty());
+    assert_count_right(&store, "acme", "the age trim").await;
+
+    for member in ["hook-a:e1", "hook-a:e5"] {
+        let loaded = store.load_task(member).await.expect("HGETALL").expect("the task");
+        store.finish(&loaded).await.expect("finish");
+    }
+    assert_eq!(org_bytes(&store, "acme").await, 0, "nothing held, nothing counted");
+    assert_count_right(&store, "other", "the other org's paths").await;
+    assert!(org_bytes(&store, "other").await > 500);
+}
+
+#[tokio::test]
+async fn at_its_budget_an_org_loses_its_oldest_dead_letters_then_its_new_tasks_lose_their_bodies() {
+    let budgets = OrgBudgets::new(5_000);
+    let store = store("org-budget").await.with_budgets(budgets.clone());
+    let first: Vec<NewTask> = (0..2)
+        .map(|i| sized_task("acme", "hook-a", &format!("d{i}"), 1000))
+        .collect();
+    store.store_tasks_and_ack(&[], &first, 500).await.expect("storing");
+    let members: Vec<String> = first.iter().map(NewTask::member).collect();
+    store
+        .dead_letter_tasks("hook-a", &members, Claim::Any, "failed", 2_000)
+        .await
+        .expect("dead-letter");
+    let letters = all_dead_letters(&store).await;
+    assert_eq!(letters.len(), 2);
+
+    // Four live tasks of ~1.15 KB need room: the oldest dead letters go,
+    // oldest first, and leave their hook's dead-index.
+    let live: Vec<NewTask> = (0..4)
+        .map(|i| sized_task("acme", "hook-a", &format!("t{i}"), 1000))
+        .collect();
+    let routed = store.store_tasks_and_ack(&[], &live, 500).await.expect("storing");
+    assert!(routed.refused.is_empty(), "{routed:?}");
+    assert_eq!(routed.evicted.len(), 2, "{routed:?}");
+    assert_eq!(routed.evicted[0].uid, "hook-a");
+    assert!(all_dead_letters(&store).await.is_empty());
+    let indexed: i64 = redis::cmd("ZCARD")
+        .arg(store.keys().dead_index("hook-a"))
+        .query_async(&mut connection().await)
+        .await
+        .expect("ZCARD");
+    assert_eq!(indexed, 0, "evicted dead letters left their hook's index");
+    assert_count_right(&store, "acme", "eviction").await;
+
+    // Live tasks alone fill it: the next is dead-lettered without its body.
+    let refused = sized_task("acme", "hook-a", "over", 2000);
+    let routed = store
+        .store_tasks_and_ack(&[], std::slice::from_ref(&refused), 500)
+        .await
+        .expect("storing");
+    assert_eq!(routed.refused.len(), 1, "{routed:?}");
+    assert!(routed.refused[0].dead_lettered);
+    assert!(load(&store, "hook-a", "over").await.is_none());
+    let letters = all_dead_letters(&store).await;
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].text(field::REASON).starts_with(ORG_OVER_BUDGET),
+        "{:?}",
+        letters[0]
+    );
+    assert!(!letters[0].fields.contains_key(field::BODY), "the body was kept");
+    assert_eq!(letters[0].text(field::EVENT_ID), "over");
+    assert!(org_bytes(&store, "acme").await <= 5_000);
+    assert_count_right(&store, "acme", "a refusal").await;
+
+    // Another org is not touched.
+    let theirs = sized_task("other", "hook-o", "o1", 4000);
+    let routed = store
+        .store_tasks_and_ack(&[], std::slice::from_ref(&theirs), 500)
+        .await
+        .expect("storing");
+    assert!(routed.refused.is_empty() && routed.evicted.is_empty(), "{routed:?}");
+
+    // Not even the body-less dead letter fits (a Namespace lowered the
+    // budget below the live tasks): dropped, and said so.
+    budgets.set("acme", Some(100));
+    let routed = store
+        .store_tasks_and_ack(&[], &[sized_task("acme", "hook-a", "dropped", 10)], 500)
+        .await
+        .expect("storing");
+    // (The one dead letter of acme went first to make room.)
+    assert_eq!(routed.evicted.len(), 1);
+    assert_eq!(routed.refused.len(), 1);
+    assert!(!routed.refused[0].dead_lettered, "{routed:?}");
+    assert!(
+        all_dead_letters(&store)
+            .await
+            .iter()
+            .all(|l| l.text(field::ORG) != "acme")
+    );
+    assert_count_right(&store, "acme", "a drop").await;
 }

@@ -8,6 +8,7 @@ use std::{
 
 use crate::{
     commands::{CommandError, hook_uid},
+    dispatcher::org_budget::ORG_OVER_BUDGET,
     dispatcher::store::{DEAD_LETTER_PAGE, DeadLetter, Replayed, Shards, WRONG_SHARD, WhenUnstored, task::field},
     redis_args::RedisArgs,
     stream_entry::{entry_id_millis, parse_entry},
@@ -110,6 +111,7 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
     let mut replayed = 0;
     let mut moved = 0;
     let mut unreadable = 0;
+    let mut bodiless = 0;
     let mut kept: BTreeMap<String, usize> = BTreeMap::new();
     let mut held = Vec::new();
     for (shard, store) in shards.all().iter().enumerate() {
@@ -139,6 +141,11 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
                             unreadable += 1;
                         }
                     }
+                    continue;
+                }
+                if !letter.fields.contains_key(field::BODY) {
+                    // Refused at its org's budget: nothing to deliver.
+                    bodiless += 1;
                     continue;
                 }
                 let hook = letter.hook();
@@ -177,6 +184,13 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
             "{} dead letter(s) stay: their hook holds a live task for the same event, which delivers it ({})",
             held.len(),
             held.join(", ")
+        )
+        .map_err(write_error)?;
+    }
+    if bodiless > 0 {
+        writeln!(
+            out,
+            "{bodiless} dead letter(s) stay: they were refused at their org's budget of bytes in Redis ({ORG_OVER_BUDGET}) without their bodies; publish those events again"
         )
         .map_err(write_error)?;
     }

@@ -8,7 +8,10 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::{conditions::delivering, resource::DeliveryStatus};
+use crate::{
+    conditions::delivering,
+    resource::{DeliveryStatus, OverBudget},
+};
 
 /// Longest quote of a last error without an HTTP status (the whole text is
 /// in `status.delivery.lastFailure.message`).
@@ -29,6 +32,44 @@ pub struct Verdict {
 /// `turned_off` says whether the dispatcher's turn-off is in force (then the
 /// message points at `Ready` instead of predicting the turn-off).
 pub fn verdict(delivery: Option<&DeliveryStatus>, turned_off: bool) -> Verdict {
+    let mut verdict = requests_verdict(delivery, turned_off);
+    if let Some(over) = delivery.and_then(|d| d.over_budget.as_ref()) {
+        verdict.message.push_str(&over_budget_note(over));
+    }
+    verdict
+}
+
+/// What status says of events not kept at the org's budget of bytes in
+/// Redis: they were never attempted, so they add to any verdict on requests.
+fn over_budget_note(over: &OverBudget) -> String {
+    let events = if over.events == 1 {
+        "1 event was".to_string()
+    } else {
+        format!("{} events were", over.events)
+    };
+    let mut note = format!("; {events} not kept (org_over_budget): the org's bytes in Redis reached its budget");
+    if let Some(bytes) = over.budget_bytes {
+        note.push_str(&format!(" of {}", size(bytes)));
+    }
+    if let Some(last) = &over.last_time {
+        note.push_str(&format!(", the last at {}", last.0.strftime("%F %H:%M:%SZ")));
+    }
+    note.push_str(" (see outbound-webhooks dead-letter list; events waiting on this org's hooks hold the bytes)");
+    note
+}
+
+/// `64Mi` for whole binary units, else bytes.
+fn size(bytes: i64) -> String {
+    for (unit, shift) in [("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+        if bytes > 0 && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// The verdict on requests to the receiver alone.
+fn requests_verdict(delivery: Option<&DeliveryStatus>, turned_off: bool) -> Verdict {
     let failures = delivery.and_then(|d| d.consecutive_failures).unwrap_or(0);
     let Some(delivery) = delivery.filter(|_| failures > 0) else {
         let attempted = delivery.is_some_and(|d| d.last_success_time.is_some() || d.last_failure_time.is_some());
@@ -123,7 +164,35 @@ mod tests {
             estimated_turn_off_time: time("2026-11-27T11:22:11.250Z"),
             attempts_per_event: Some(10),
             disabled: None,
+            over_budget: None,
         }
+    }
+
+    #[test]
+    fn events_not_kept_at_the_org_budget_are_said_whatever_the_requests_did() {
+        let over = OverBudget {
+            events: 12,
+            last_time: time("2026-11-27T10:21:00Z"),
+            budget_bytes: Some(64 << 20),
+        };
+        let quiet = DeliveryStatus {
+            over_budget: Some(over.clone()),
+            ..DeliveryStatus::default()
+        };
+        let v = verdict(Some(&quiet), false);
+        assert_eq!((v.ok, v.reason), (true, "NoAttemptsYet"));
+        assert_eq!(
+            v.message,
+            "no request has been sent to the receiver yet; 12 events were not kept (org_over_budget): the org's bytes in Redis reached its budget of 64Mi, the last at 2026-11-27 10:21:00Z (see outbound-webhooks dead-letter list; events waiting on this org's hooks hold the bytes)"
+        );
+        let mut failing = failing(3, Some(500), "HTTP 500");
+        failing.over_budget = Some(OverBudget {
+            events: 1,
+            last_time: None,
+            budget_bytes: Some(1_000_000),
+        });
+        let v = verdict(Some(&failing), false);
+        assert!(v.message.ends_with("; 1 event was not kept (org_over_budget): the org's bytes in Redis reached its budget of 1000000 bytes (see outbound-webhooks dead-letter list; events waiting on this org's hooks hold the bytes)"), "{}", v.message);
     }
 
     #[test]

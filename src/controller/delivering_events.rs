@@ -15,13 +15,17 @@ use std::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::status::{EventNote, Severity};
-use crate::conditions::delivering;
+use crate::{conditions::delivering, resource::OverBudget};
 
 /// At most one `Failing`/`Recovered` pair per hook in this time.
 pub const PAIR_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// Reason of the Event that marks a hook's recovery.
 pub const RECOVERED: &str = "Recovered";
+
+/// Reason of the Warning that a hook's events were not kept at its org's
+/// budget of bytes in Redis.
+pub const OVER_BUDGET: &str = "OrgOverBudget";
 
 /// What has been published about one hook.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -34,11 +38,18 @@ struct Published {
     failing_since: String,
 }
 
+/// The `overBudget.events` count last seen of a hook, and when its last
+/// `OrgOverBudget` Event was published.
+type OverBudgetSeen = (i64, Option<Instant>);
+
 /// The Delivering Events published per hook UID (one small entry per hook
 /// in the controller's cache, removed with the hook).
 #[derive(Clone, Default)]
 pub struct DeliveringEvents {
     hooks: Arc<Mutex<HashMap<String, Published>>>,
+    /// Per hook UID: the `overBudget.events` count last seen, and when an
+    /// `OrgOverBudget` Event was last published.
+    over_budget: Arc<Mutex<HashMap<String, OverBudgetSeen>>>,
 }
 
 impl DeliveringEvents {
@@ -64,9 +75,41 @@ impl DeliveringEvents {
         note
     }
 
+    /// The `OrgOverBudget` Warning, if any, to publish now for hook `uid`
+    /// whose `status.delivery.overBudget` is `over` and whose `Delivering`
+    /// message (`message`) says so: when its count grew, at most one per
+    /// [`PAIR_INTERVAL`]. A count first seen (a restart) counts as
+    /// published.
+    pub fn over_budget_note(
+        &self,
+        uid: &str,
+        over: Option<&OverBudget>,
+        message: &str,
+        now: Instant,
+    ) -> Option<EventNote> {
+        let over = over?;
+        let mut seen = self.over_budget.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((count, at)) = seen.get_mut(uid) else {
+            seen.insert(uid.to_string(), (over.events, None));
+            return None;
+        };
+        let window_open = at.is_none_or(|at| now.saturating_duration_since(at) >= PAIR_INTERVAL);
+        if over.events <= *count || !window_open {
+            return None;
+        }
+        *count = over.events;
+        *at = Some(now);
+        Some(EventNote {
+            severity: Severity::Warning,
+            reason: OVER_BUDGET.into(),
+            note: message.to_string(),
+        })
+    }
+
     /// Forgets a deleted hook.
     pub fn forget(&self, uid: &str) {
         self.hooks.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.over_budget.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
 }
 
@@ -187,5 +230,27 @@ mod tests {
         assert_eq!(reasons(&[recovered]), ["Recovered"]);
         events.forget("u");
         assert!(events.hooks.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_org_over_budget_warns_when_more_events_were_not_kept_at_most_once_per_interval() {
+        let events = DeliveringEvents::default();
+        let over = |n| OverBudget {
+            events: n,
+            ..OverBudget::default()
+        };
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        // First sight (a restart): nothing repeated.
+        assert!(events.over_budget_note("u", Some(&over(3)), "m", at(0)).is_none());
+        let first = events.over_budget_note("u", Some(&over(4)), "m", at(1));
+        assert_eq!(first.map(|n| n.reason), Some(OVER_BUDGET.to_string()));
+        // More inside the interval: held back, published once it ends.
+        let note = |n, t| events.over_budget_note("u", Some(&over(n)), "m", t);
+        assert!(note(9, at(60)).is_none());
+        assert!(note(9, at(1) + PAIR_INTERVAL).is_some());
+        assert!(note(10, at(2) + PAIR_INTERVAL).is_none());
+        assert!(note(10, at(1) + PAIR_INTERVAL * 2).is_some());
+        assert!(events.over_budget_note("u", None, "m", at(3) + PAIR_INTERVAL).is_none());
     }
 }

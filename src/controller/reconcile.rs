@@ -277,6 +277,18 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
         desired.condition(crate::conditions::DELIVERING),
         Instant::now(),
     );
+    let over_budget_event = ctx.delivering_events.over_budget_note(
+        &hook.uid().unwrap_or_default(),
+        hook.status
+            .as_ref()
+            .and_then(|s| s.delivery.as_ref())
+            .and_then(|d| d.over_budget.as_ref()),
+        &desired
+            .condition(crate::conditions::DELIVERING)
+            .map(|c| c.message.clone())
+            .unwrap_or_default(),
+        Instant::now(),
+    );
     // Transitions first, then what happened to the Secret, as people read them.
     let mut events = Vec::new();
     if desired != previous {
@@ -322,6 +334,7 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
             .insert(hook.uid().unwrap_or_default(), (desired, Instant::now()));
     }
     events.extend(delivering_event);
+    events.extend(over_budget_event);
     events.append(&mut secret_events);
     ctx.events.publish(hook.object_ref(&()), events).await;
 

@@ -21,7 +21,9 @@ use super::{
     attempts_log::AttemptRecord,
     consumer::count_duplicate,
     context::{Shared, Urgency, now_ms},
-    store::{AttemptsBatch, NewTask},
+    metrics::EventOutcome,
+    org_budget::ORG_OVER_BUDGET,
+    store::{AttemptsBatch, NewTask, Routed, Store},
 };
 use crate::shard::shard_of;
 
@@ -162,12 +164,12 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
     let store = shared.shards.get(shard);
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
-    let mut duplicates = Vec::new();
+    let mut routed = Routed::default();
     while !ids.is_empty() || !tasks.is_empty() {
         // (`created_ms`: this replica's clock; only task ages use it.)
         match store.store_tasks_and_ack(&ids, &tasks, now_ms()).await {
-            Ok(routed) => {
-                duplicates = routed.duplicates;
+            Ok(done) => {
+                routed = done;
                 break;
             }
             Err(e) => {
@@ -185,17 +187,14 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
             }
         }
     }
-    for d in &duplicates {
-        if let Some(task) = tasks.get(d.index) {
-            count_duplicate(shared, &task.hook, &task.event_id, &task.entry_id, &d.held_entry_id);
-        }
-    }
-    if tasks.len() > duplicates.len() {
+    account_routed(shared, store, &tasks, &routed).await;
+    let unstored = routed.duplicates.len() + routed.refused.len();
+    if tasks.len() > unstored {
         shared
             .metrics
             .first_deliveries
             .get_or_create(&vec![("path", "stored".to_string())])
-            .inc_by((tasks.len() - duplicates.len()) as u64);
+            .inc_by((tasks.len() - unstored) as u64);
         shared.wake_claimer(shard);
     }
     shared.held.release(shard, &ids);
@@ -225,6 +224,61 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
             }
         }
         Err(e) => tracing::warn!(error = %e, "recording successful deliveries and the attempts log"),
+    }
+}
+
+/// Counts and logs what storing `tasks` did besides storing them: tasks
+/// dropped as duplicates, tasks refused at their org's budget (each
+/// dead-lettered without its body or dropped, counted `org_over_budget`),
+/// dead letters deleted to make room (counted, logged per org).
+pub(super) async fn account_routed(shared: &Shared, store: &Store, tasks: &[NewTask], routed: &Routed) {
+    for d in &routed.duplicates {
+        if let Some(task) = tasks.get(d.index) {
+            count_duplicate(shared, &task.hook, &task.event_id, &task.entry_id, &d.held_entry_id);
+        }
+    }
+    // (org, dead-lettered) -> events, for one log line each.
+    let mut refused: BTreeMap<(&str, bool), u64> = BTreeMap::new();
+    // (hook uid, name, org) -> events: what each hook's status shows.
+    let mut by_hook: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+    for r in &routed.refused {
+        let Some(task) = tasks.get(r.index) else { continue };
+        *refused.entry((&task.org, r.dead_lettered)).or_default() += 1;
+        *by_hook.entry((&task.uid, &task.hook, &task.org)).or_default() += 1;
+    }
+    let now = now_ms();
+    for ((uid, hook, org), n) in by_hook {
+        let budget = shared.budgets.for_org(org);
+        match store.record_over_budget(uid, n, budget, now).await {
+            Ok(()) => shared.request_mirror(uid, hook, Urgency::Transition),
+            Err(e) => tracing::warn!(%hook, error = %e, "noting events over the org's budget on the hook's health"),
+        }
+    }
+    for ((org, dead_lettered), n) in refused {
+        if dead_lettered {
+            shared
+                .metrics
+                .dead_letters
+                .get_or_create(&vec![("reason", ORG_OVER_BUDGET.to_string())])
+                .inc_by(n);
+            shared
+                .metrics
+                .count_events(EventOutcome::DeadLettered(ORG_OVER_BUDGET), n);
+        } else {
+            shared.metrics.count_events(EventOutcome::Dropped(ORG_OVER_BUDGET), n);
+        }
+        tracing::warn!(
+            %org, events = n, dead_lettered, budget = shared.budgets.for_org(org),
+            "events not stored: the org's live tasks fill its budget of bytes in Redis (dead-lettered without their bodies, or dropped when even that did not fit)"
+        );
+    }
+    let mut evicted: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in &routed.evicted {
+        *evicted.entry(&e.org).or_default() += 1;
+    }
+    for (org, n) in evicted {
+        shared.metrics.dead_letters_evicted.inc_by(n);
+        tracing::warn!(%org, deleted = n, "deleted the org's oldest dead letters to stay within its budget of bytes in Redis");
     }
 }
 

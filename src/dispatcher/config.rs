@@ -4,7 +4,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use super::attempts_log::DEFAULT_LOG_SIZE;
+use super::{
+    attempts_log::DEFAULT_LOG_SIZE,
+    org_budget::{DEFAULT_ORG_MAX_STORED_BYTES, parse_size},
+};
 use crate::{
     address_filter::{AddressFilter, InvalidCidr},
     redis_args::RedisArgs,
@@ -56,6 +59,9 @@ pub struct Config {
     pub destination_ca_file: Option<std::path::PathBuf>,
     /// Attempts kept per hook in the attempts log (0: no log).
     pub attempts_log_size: usize,
+    /// Bytes an org may hold in Redis (tasks and dead letters) unless its
+    /// Namespace says otherwise.
+    pub org_max_stored_bytes: u64,
 }
 
 /// Flags of `outbound-webhooks dispatcher`.
@@ -122,6 +128,11 @@ pub struct DispatcherArgs {
     /// attempts`); 0 turns the log off.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_ATTEMPTS_LOG_SIZE", default_value_t = DEFAULT_LOG_SIZE)]
     pub attempts_log_size: usize,
+    /// Bytes one org may hold in Redis (stored and waiting tasks, dead
+    /// letters), e.g. 64Mi or 1Gi; the Namespace annotation
+    /// outboundwebhooks.io/max-stored-bytes overrides it for its org.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_ORG_MAX_STORED_BYTES", default_value = DEFAULT_ORG_MAX_STORED_BYTES, value_parser = parse_size)]
+    pub org_max_stored_bytes: u64,
 }
 
 /// The dispatcher's flags do not make a configuration.
@@ -162,6 +173,7 @@ impl DispatcherArgs {
             dns_servers: self.dns_servers,
             destination_ca_file: self.destination_ca_file,
             attempts_log_size: self.attempts_log_size,
+            org_max_stored_bytes: self.org_max_stored_bytes,
         })
     }
 }
@@ -193,5 +205,18 @@ mod tests {
         let servers: Vec<String> = cli.args.dns_servers.iter().map(ToString::to_string).collect();
         assert_eq!(servers, ["127.0.0.1:5353", "10.0.0.10:53", "[fd00::10]:53"]);
         assert!(Cli::try_parse_from(["dispatcher", "--redis-url", "redis://r", "--dns-server", "10.0.0.10"]).is_err());
+    }
+
+    #[test]
+    fn the_org_budget_takes_sizes_and_defaults_to_64_mib() {
+        let parse = |more: &[&str]| {
+            let mut args = vec!["dispatcher", "--redis-url", "redis://r"];
+            args.extend_from_slice(more);
+            Cli::try_parse_from(args).map(|c| c.args.org_max_stored_bytes)
+        };
+        assert_eq!(parse(&[]).unwrap(), 64 << 20);
+        assert_eq!(parse(&["--org-max-stored-bytes", "1Gi"]).unwrap(), 1 << 30);
+        assert_eq!(parse(&["--org-max-stored-bytes", "1000"]).unwrap(), 1000);
+        assert!(parse(&["--org-max-stored-bytes", "64MB"]).is_err());
     }
 }

@@ -22,6 +22,7 @@ use super::{
     held::HeldEntries,
     lanes::Lanes,
     metrics::Metrics,
+    org_budget::OrgBudgets,
     slots::Slots,
     store::{Shards, Store},
 };
@@ -89,6 +90,8 @@ pub struct Shared {
     pub held: HeldEntries,
     /// Cancelled on SIGTERM/SIGINT.
     pub shutdown: CancellationToken,
+    /// Each org's budget of bytes in Redis (the stores hold a clone).
+    pub budgets: OrgBudgets,
 }
 
 impl Shared {

@@ -20,10 +20,9 @@ use std::{
 };
 
 use super::{
-    acker::AckItem,
+    acker::{AckItem, account_routed},
     attempt::{Outcome, send_signed},
     cached_objects::{CachedHook, CachedSecret},
-    consumer::count_duplicate,
     context::{Shared, ms, now_ms},
     lanes::{Lane, LanePermit},
     settle::{self, Settlement},
@@ -135,17 +134,17 @@ pub async fn run(
         // now would end, by Redis's clock), then settle it like any claimed
         // task.
         let lease_ms = ms(shared.config.task_lease);
-        match shared
-            .store_for(&task.org)
-            .store_tasks_and_ack(&[], &[task.to_new(lease_ms)], started_ms)
+        let stored = task.to_new(lease_ms);
+        let store = shared.store_for(&task.org);
+        match store
+            .store_tasks_and_ack(&[], std::slice::from_ref(&stored), started_ms)
             .await
         {
             // Its hook stored a task for the event id from another entry
-            // while this attempt ran: that task delivers it.
-            Ok(routed) if !routed.duplicates.is_empty() => {
-                for d in &routed.duplicates {
-                    count_duplicate(&shared, &task.hook, &task.event_id, &task.entry_id, &d.held_entry_id);
-                }
+            // while this attempt ran (that task delivers it), or its org's
+            // budget had no room for it (dead-lettered or dropped, counted).
+            Ok(routed) if !routed.duplicates.is_empty() || !routed.refused.is_empty() => {
+                account_routed(&shared, store, std::slice::from_ref(&stored), &routed).await;
             }
             Ok(routed) => {
                 let claimed = routed.now_ms + lease_ms;

@@ -35,6 +35,12 @@ pub struct Metrics {
     pub dead_letter_length: Gauge,
     /// Attempts in flight on this replica.
     pub in_flight: Gauge,
+    /// Bytes the orgs hold on each shard, by `shard` (bounded by `--shards`).
+    pub redis_stored_bytes: Family<Labels, Gauge>,
+    /// Redis `used_memory` of the node holding each shard, by `shard`.
+    pub redis_used_memory: Family<Labels, Gauge>,
+    /// Redis `maxmemory` of the node holding each shard (0: no limit).
+    pub redis_maxmemory: Family<Labels, Gauge>,
     /// First deliveries by path: `direct` (attempted straight from the
     /// stream) or `stored` (kept as a task first: slow hook, secret not in
     /// the cache yet, shutting down).
@@ -55,6 +61,9 @@ pub struct Metrics {
     /// Writes of `status.delivery` (at most one per hook every 15 s, a
     /// turn-off at once).
     pub status_writes: Counter,
+    /// Dead letters deleted to make room for a new task of their org at
+    /// its budget of bytes in Redis.
+    pub dead_letters_evicted: Counter,
 }
 
 /// How one (event, hook) ended, for [`Metrics::events`].
@@ -84,6 +93,11 @@ fn register_accounting(r: &mut Registry, m: &Metrics) {
         "outbound_webhooks_dead_letters_trimmed",
         "Dead letters deleted by retention (age or count)",
         m.dead_letters_trimmed.clone(),
+    );
+    r.register(
+        "outbound_webhooks_dead_letters_evicted",
+        "Dead letters deleted (an org's oldest first) to make room for a new task of their org at its budget of bytes in Redis",
+        m.dead_letters_evicted.clone(),
     );
     r.register(
         "outbound_webhooks_status_writes",
@@ -119,6 +133,9 @@ impl Metrics {
             tasks_scheduled: Gauge::default(),
             dead_letter_length: Gauge::default(),
             in_flight: Gauge::default(),
+            redis_stored_bytes: Family::default(),
+            redis_used_memory: Family::default(),
+            redis_maxmemory: Family::default(),
             first_deliveries: Family::default(),
             delivered_2xx: Counter::default(),
             first_direct: Counter::default(),
@@ -126,6 +143,7 @@ impl Metrics {
             events_delivered: Counter::default(),
             dead_letters_trimmed: Counter::default(),
             status_writes: Counter::default(),
+            dead_letters_evicted: Counter::default(),
         };
         let delivered: Labels = vec![
             ("outcome", "delivered".to_string()),
@@ -203,6 +221,21 @@ impl Metrics {
             "outbound_webhooks_dead_letter_length",
             "Entries in the dead-letter stream",
             m.dead_letter_length.clone(),
+        );
+        r.register(
+            "outbound_webhooks_redis_stored_bytes",
+            "Bytes the orgs hold on a shard (tasks and dead letters, as budgeted by --org-max-stored-bytes), by shard",
+            m.redis_stored_bytes.clone(),
+        );
+        r.register(
+            "outbound_webhooks_redis_used_memory_bytes",
+            "Redis used_memory of the node holding a shard, by shard",
+            m.redis_used_memory.clone(),
+        );
+        r.register(
+            "outbound_webhooks_redis_maxmemory_bytes",
+            "Redis maxmemory of the node holding a shard (0: no limit), by shard",
+            m.redis_maxmemory.clone(),
         );
         r.register(
             "outbound_webhooks_attempts_in_flight",

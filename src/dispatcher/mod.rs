@@ -37,6 +37,7 @@ pub mod http_client;
 mod lanes;
 pub mod metrics;
 mod mirror;
+pub mod org_budget;
 pub mod routing;
 mod settle;
 mod slots;
@@ -137,6 +138,8 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
             Err(e) => return Err(e.into()),
         }
     };
+    let budgets = org_budget::OrgBudgets::new(config.org_max_stored_bytes);
+    let shards = shards.with_budgets(&budgets);
     if shards.agree_on_count().await? {
         tracing::info!(count = shards.all().len(), "stored the shard count");
     }
@@ -197,8 +200,13 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         Changed::secret,
         "watching labelled Secrets",
     );
+    let mut budgets_synced = org_budget::watch_namespaces(kube.clone(), budgets.clone());
     tokio::select! {
-        () = async { tokio::join!(hooks.wait_until_ready(), secrets.wait_until_ready()); } => {}
+        () = async {
+            tokio::join!(hooks.wait_until_ready(), secrets.wait_until_ready(), async {
+                let _ = budgets_synced.wait_for(|synced| *synced).await;
+            });
+        } => {}
         _ = shutdown.cancelled() => return Ok(()),
     }
     tracing::info!(hooks = hooks.len(), secrets = secrets.len(), "caches synced");
@@ -225,6 +233,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         acks: acks_tx,
         held: HeldEntries::default(),
         shutdown: shutdown.clone(),
+        budgets,
         config,
     });
     for store in shared.shards.all() {

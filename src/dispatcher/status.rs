@@ -9,7 +9,7 @@ use kube::{
 
 use super::{cached_objects::CachedHook, store::Health};
 use crate::{
-    resource::{DeliveryStatus, DisableRecord, LastFailure, OutboundWebhook},
+    resource::{DeliveryStatus, DisableRecord, LastFailure, OutboundWebhook, OverBudget},
     retry_schedule::RetrySchedule,
 };
 
@@ -55,6 +55,11 @@ pub fn delivery_status(health: &Health, record: Option<DisableRecord>, schedule:
         estimated_turn_off_time: failing_since.and_then(|since| time(since.saturating_add(span_ms))),
         attempts_per_event: Some(i64::from(schedule.attempts())),
         disabled: record,
+        over_budget: (health.over_budget_events > 0).then(|| OverBudget {
+            events: health.over_budget_events,
+            last_time: health.over_budget_last_ms.and_then(time),
+            budget_bytes: health.over_budget_bytes,
+        }),
     }
 }
 

@@ -22,7 +22,8 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         keep_shard_count(&shared.shards).await;
         let mut total = Sizes::default();
         let mut sized = true;
-        for store in shared.shards.all() {
+        for (shard, store) in shared.shards.all().iter().enumerate() {
+            export_memory(&shared, shard, store).await;
             match upkeep_shard(&shared, store, sweep_consumers).await {
                 Some(sizes) => total.add(&sizes),
                 None => sized = false,
@@ -48,6 +49,21 @@ pub(super) async fn keep_shard_count(shards: &Shards) {
         ),
         Ok(false) => {}
         Err(e) => tracing::error!(error = %e, "checking the shard count"),
+    }
+}
+
+/// Sets the shard's memory gauges (left as they were when Redis does not
+/// answer).
+async fn export_memory(shared: &Shared, shard: usize, store: &Store) {
+    match store.memory().await {
+        Ok(memory) => {
+            let labels = vec![("shard", shard.to_string())];
+            let m = &shared.metrics;
+            m.redis_stored_bytes.get_or_create(&labels).set(memory.stored_bytes);
+            m.redis_used_memory.get_or_create(&labels).set(memory.used_memory);
+            m.redis_maxmemory.get_or_create(&labels).set(memory.maxmemory);
+        }
+        Err(e) => tracing::debug!(error = %e, shard, "reading Redis memory"),
     }
 }
 

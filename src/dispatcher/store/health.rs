@@ -31,6 +31,13 @@ pub struct Health {
     pub disabled: Option<String>,
     /// Unix ms status was last mirrored.
     pub mirrored_ms: Option<i64>,
+    /// Events of this hook not stored because its org's bytes in Redis
+    /// reached the budget (`org_over_budget`), ever.
+    pub over_budget_events: i64,
+    /// Unix ms of the last of them.
+    pub over_budget_last_ms: Option<i64>,
+    /// The org's budget (bytes) at that time.
+    pub over_budget_bytes: Option<i64>,
 }
 
 impl Store {
@@ -121,6 +128,28 @@ impl Store {
         Ok(())
     }
 
+    /// Notes that `events` events of hook `uid` were not stored at `now_ms`
+    /// because its org reached its budget of `budget` bytes.
+    pub async fn record_over_budget(&self, uid: &str, events: u64, budget: u64, now_ms: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.health(uid);
+        let _: () = redis::pipe()
+            .atomic()
+            .hincr(&key, "over_budget_events", events)
+            .ignore()
+            .hset_multiple(
+                &key,
+                &[("over_budget_last_ms", now_ms), ("over_budget_bytes", budget as i64)],
+            )
+            .ignore()
+            .expire(&key, HEALTH_TTL_SECONDS)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .context(|| format!("noting events of hook {uid} over its org's budget"))?;
+        Ok(())
+    }
+
     /// Notes that status was mirrored at `now_ms`.
     pub async fn set_mirrored(&self, uid: &str, now_ms: i64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
@@ -148,6 +177,9 @@ impl Store {
             last_message: map.get("last_message").cloned(),
             disabled: map.get("disabled").cloned(),
             mirrored_ms: int("mirrored_ms"),
+            over_budget_events: int("over_budget_events").unwrap_or(0),
+            over_budget_last_ms: int("over_budget_last_ms"),
+            over_budget_bytes: int("over_budget_bytes"),
         })
     }
 }

@@ -64,6 +64,24 @@ impl Keys {
         format!("{}hooks-due", self.prefix)
     }
 
+    /// The bytes each org holds on this shard (task hashes and dead
+    /// letters): a hash org -> bytes, kept by the scripts.
+    pub fn org_bytes(&self) -> String {
+        format!("{}org-bytes", self.prefix)
+    }
+
+    /// The accounted dead letters by id (so by age), each with its size,
+    /// org and hook: `{padded id}\0{bytes}\0{org}\0{uid}` (lex order).
+    pub fn dead_letters_by_id(&self) -> String {
+        format!("{}dead-letters-by-id", self.prefix)
+    }
+
+    /// The accounted dead letters by org, oldest first: `{org}\0{padded id}`
+    /// (lex order), so the org's oldest go first at its budget.
+    pub fn dead_letters_by_org(&self) -> String {
+        format!("{}dead-letters-by-org", self.prefix)
+    }
+
     /// One task's hash.
     pub fn task(&self, member: &str) -> String {
         format!("{}task:{member}", self.prefix)
@@ -131,6 +149,9 @@ mod tests {
             keys.attempts("u1"),
             keys.shard_count(),
             keys.moved(1, "1-0"),
+            keys.org_bytes(),
+            keys.dead_letters_by_id(),
+            keys.dead_letters_by_org(),
         ] {
             assert!(key.starts_with("{owh}:"), "{key}");
         }

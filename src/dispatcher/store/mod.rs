@@ -29,6 +29,12 @@
 //! - `moved:{shard}:{dead letter id}`: a marker, kept 7 days, that
 //!   `dead-letter replay` appended that shard's dead letter of an entry on
 //!   a wrong shard to this shard's stream (so it appends it once).
+//! - `org-bytes`: each org's bytes on this shard (task hashes and dead
+//!   letters), with `dead-letters-by-id` and `dead-letters-by-org` (each
+//!   accounted dead letter's size, org and hook, by id and by org): the
+//!   scripts keep them, so every path that stores or deletes a task or a
+//!   dead letter keeps the count exact, and `route.lua` holds an org to
+//!   its budget (`--org-max-stored-bytes`).
 //! - `attempts:{hook uid}`: the hook's attempts log, a list of compact JSON
 //!   records (`attempts_log::AttemptRecord`), newest first, capped at
 //!   `--attempts-log-size` (LPUSH + LTRIM in the acker's batches).
@@ -50,15 +56,18 @@ use std::collections::HashMap;
 
 use redis::AsyncCommands;
 
-use crate::redis_conn::{ConnectError, RedisConn, RedisTarget};
+use crate::{
+    dispatcher::org_budget::OrgBudgets,
+    redis_conn::{ConnectError, RedisConn, RedisTarget},
+};
 
 pub use self::{
     attempts::AttemptsBatch,
     dead_letters::{MOVED_MARKER_TTL, PAGE as DEAD_LETTER_PAGE},
     health::Health,
     keys::{Keys, task_member, uid_of_member},
-    retention::Sizes,
-    scripts::{Claim, Claimed, Duplicate, Replayed, Rescheduled, Routed},
+    retention::{Memory, Sizes},
+    scripts::{Claim, Claimed, Duplicate, Evicted, Refused, Replayed, Rescheduled, Routed},
     shards::{NoShardCount, ShardCountError, Shards, WhenUnstored, parse_shard_count, stored_shard_count},
     stream::{MALFORMED_FIELD_CAP, RawEntry, WRONG_SHARD, entry_fields, read_reply_entries},
     task::{DeadLetter, Delivery, NewTask, Task},
@@ -101,13 +110,25 @@ pub struct Store {
     // connection it would hold up every other command for the block time.
     blocking: RedisConn,
     keys: Keys,
+    /// Each org's budget of bytes in Redis (unbounded unless set).
+    budgets: OrgBudgets,
 }
 
 impl Store {
     /// The store of the shard whose keys are `keys`, over `conn` (shared by
     /// every shard) and `blocking` (this shard's own, for blocking reads).
     pub fn new(conn: RedisConn, blocking: RedisConn, keys: Keys) -> Store {
-        Store { conn, blocking, keys }
+        Store {
+            conn,
+            blocking,
+            keys,
+            budgets: OrgBudgets::unbounded(),
+        }
+    }
+
+    /// The same store, storing tasks within `budgets`.
+    pub fn with_budgets(self, budgets: OrgBudgets) -> Store {
+        Store { budgets, ..self }
     }
 
     /// Connects to a single shard under `prefix`: for the commands that

@@ -9,6 +9,40 @@ use super::{Context, GROUP, Store, StoreError};
 /// Most dead letters one retention script call deletes.
 pub const TRIM_BUDGET: usize = 1000;
 
+/// What a shard holds against the memory of the Redis node that holds it,
+/// for the gauges (SPEC "Tenant bounds": an alert fires before Redis is
+/// full).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// The orgs' bytes on this shard, as the scripts count them (task
+    /// bodies and fields, dead letters).
+    pub stored_bytes: i64,
+    /// Redis's `used_memory` on the node.
+    pub used_memory: i64,
+    /// Redis's `maxmemory` on the node (0: no limit).
+    pub maxmemory: i64,
+}
+
+/// Reads `used_memory` and `maxmemory` from `INFO memory` output.
+fn parse_info_memory(info: &str) -> (i64, i64) {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.trim_end().strip_prefix(name)?.strip_prefix(':')?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("used_memory"), field("maxmemory"))
+}
+
+/// Sums the org-bytes hash and reads `INFO memory` in one script, so that
+/// on a Cluster both come from the node holding this shard's keys (a plain
+/// `INFO` would go to any node). Orgs per shard are namespaces: the sum is
+/// bounded by the platform, not by a tenant.
+const MEMORY_SCRIPT: &str = r"
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + (tonumber(v) or 0) end
+return {tostring(total), redis.call('INFO', 'memory')}
+";
+
 /// Queue sizes, for the gauges.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sizes {
@@ -102,8 +136,14 @@ impl Store {
     /// Returns how many were deleted.
     pub async fn trim_dead_letters(&self, max_age_ms: i64, max_count_per_hook: usize) -> Result<i64, StoreError> {
         let mut conn = self.conn.clone();
-        let key = self.keys.dead_letter();
-        let mut deleted = self.trim_by_age(&key, max_age_ms).await?;
+        let mut deleted = 0;
+        loop {
+            let (accounted, n) = self.trim_letters_by_age(max_age_ms, TRIM_BUDGET).await?;
+            deleted += n;
+            if accounted < TRIM_BUDGET as i64 {
+                break;
+            }
+        }
         let mut cursor = 0u64;
         loop {
             let (next, uids): (u64, Vec<String>) = redis::cmd("SSCAN")
@@ -181,6 +221,22 @@ impl Store {
         })
     }
 
+    /// This shard's stored bytes and its node's memory.
+    pub async fn memory(&self) -> Result<Memory, StoreError> {
+        let mut conn = self.conn.clone();
+        let (stored, info): (String, String) = redis::Script::new(MEMORY_SCRIPT)
+            .key(self.keys.org_bytes())
+            .invoke_async(&mut conn)
+            .await
+            .context(|| "reading stored bytes and INFO memory".to_string())?;
+        let (used_memory, maxmemory) = parse_info_memory(&info);
+        Ok(Memory {
+            stored_bytes: stored.parse().unwrap_or(0),
+            used_memory,
+            maxmemory,
+        })
+    }
+
     /// Redis's `maxmemory-policy`, when the server lets us read it.
     pub async fn maxmemory_policy(&self) -> Result<String, StoreError> {
         let mut conn = self.conn.clone();
@@ -191,5 +247,17 @@ impl Store {
             .await
             .context(|| "reading maxmemory-policy".to_string())?;
         Ok(pairs.get(1).cloned().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_info_memory;
+
+    #[test]
+    fn info_memory_gives_used_memory_and_maxmemory_not_their_look_alikes() {
+        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nused_memory_rss:2000000\r\nmaxmemory:67108864\r\nmaxmemory_human:64.00M\r\nmaxmemory_policy:noeviction\r\n";
+        assert_eq!(parse_info_memory(info), (1_048_576, 67_108_864));
+        assert_eq!(parse_info_memory(""), (0, 0));
     }
 }

@@ -6,17 +6,24 @@ use std::{collections::HashMap, sync::LazyLock};
 
 use redis::Script;
 
+use crate::dispatcher::org_budget::{self, ORG_OVER_BUDGET};
+
 use super::{
     Context, Store, StoreError,
     keys::{task_member, uid_of_member},
-    task::{NOT_IN_DEAD_LETTERS, NewTask, STORED_FIELDS, Task, attempt_fields, field},
+    task::{NOT_IN_DEAD_LETTERS, NOT_IN_REFUSED_LETTERS, NewTask, STORED_FIELDS, Task, attempt_fields, field},
 };
 
 const DUE_PRELUDE: &str = include_str!("scripts/due_prelude.lua");
 
-/// A script with the due-set helpers in front of it.
+/// A script with the due-set and byte-count helpers in front of it (and
+/// the task field names they read, from [`field`]).
 fn with_prelude(body: &str) -> Script {
-    Script::new(&format!("{DUE_PRELUDE}\n{body}"))
+    Script::new(&format!(
+        "local TASK_ORG, TASK_BYTES = '{}', '{}'\n{DUE_PRELUDE}\n{body}",
+        field::ORG,
+        field::BYTES
+    ))
 }
 
 // Each script is hashed (SHA-1) once per process, not once per call: the
@@ -30,7 +37,8 @@ static FINISH: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("sc
 static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/dead_letter.lua")));
 static TRIM_DEAD_LETTERS: LazyLock<Script> =
     LazyLock::new(|| with_prelude(include_str!("scripts/trim_dead_letters.lua")));
-static TRIM_BY_AGE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/trim_by_age.lua")));
+static TRIM_LETTERS_BY_AGE: LazyLock<Script> =
+    LazyLock::new(|| with_prelude(include_str!("scripts/trim_letters_by_age.lua")));
 static WAKE: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/wake.lua")));
 static REPLAY: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("scripts/replay.lua")));
 
@@ -64,7 +72,7 @@ impl Store {
         tasks: &[NewTask],
         created_ms: i64,
     ) -> Result<Routed, StoreError> {
-        let mut duplicates = Vec::new();
+        let mut all = Routed::default();
         let mut rest = tasks;
         loop {
             let mut bytes = 0;
@@ -81,15 +89,18 @@ impl Store {
             let acknowledge: &[String] = if after.is_empty() { entry_ids } else { &[] };
             let offset = tasks.len() - rest.len();
             let routed = self.route(acknowledge, slice, created_ms).await?;
-            for mut duplicate in routed.duplicates {
-                duplicate.index += offset;
-                duplicates.push(duplicate);
-            }
+            all.now_ms = routed.now_ms;
+            all.duplicates.extend(routed.duplicates.into_iter().map(|mut d| {
+                d.index += offset;
+                d
+            }));
+            all.refused.extend(routed.refused.into_iter().map(|mut r| {
+                r.index += offset;
+                r
+            }));
+            all.evicted.extend(routed.evicted);
             if after.is_empty() {
-                return Ok(Routed {
-                    now_ms: routed.now_ms,
-                    duplicates,
-                });
+                return Ok(all);
             }
             rest = after;
         }
@@ -101,7 +112,14 @@ impl Store {
         }
         let keys = &self.keys;
         let mut inv = ROUTE.prepare_invoke();
-        inv.key(keys.events()).key(keys.due()).key(keys.hooks_due());
+        inv.key(keys.events())
+            .key(keys.due())
+            .key(keys.hooks_due())
+            .key(keys.dead_letter())
+            .key(keys.dead_hooks())
+            .key(keys.org_bytes())
+            .key(keys.dead_letters_by_id())
+            .key(keys.dead_letters_by_org());
         inv.arg(super::GROUP).arg(entry_ids.len());
         for id in entry_ids {
             inv.arg(id);
@@ -110,24 +128,51 @@ impl Store {
         for name in STORED_FIELDS {
             inv.arg(name);
         }
+        inv.arg(2)
+            .arg(field::REASON)
+            .arg(format!(
+                "{ORG_OVER_BUDGET}: the org's bytes in Redis reached its budget (--org-max-stored-bytes or the Namespace's {} annotation); the body was not kept",
+                org_budget::ANNOTATION
+            ))
+            .arg(field::FAILED_AT_MS)
+            .arg(created_ms)
+            .arg(NOT_IN_REFUSED_LETTERS.len());
+        for name in NOT_IN_REFUSED_LETTERS {
+            inv.arg(name);
+        }
         for t in tasks {
             let member = t.member();
             inv.key(keys.task(&member))
                 .key(keys.hook_due(&t.uid))
-                .key(keys.hook_tasks(&t.uid));
-            inv.arg(&member).arg(&t.uid).arg(t.due_in_ms);
+                .key(keys.hook_tasks(&t.uid))
+                .key(keys.dead_index(&t.uid));
+            inv.arg(&member)
+                .arg(&t.uid)
+                .arg(t.due_in_ms)
+                .arg(&t.org)
+                .arg(self.budgets.for_org(&t.org));
             for value in t.values(created_ms) {
                 inv.arg(value);
             }
         }
         let mut conn = self.conn.clone();
-        let (_acked, now_ms, flat): (i64, i64, Vec<String>) = inv.invoke_async(&mut conn).await.context(|| {
+        type Reply = (i64, i64, Vec<String>, Vec<String>, Vec<String>);
+        let (_acked, now_ms, flat, refused, evicted): Reply = inv.invoke_async(&mut conn).await.context(|| {
             format!(
                 "storing {} delivery task(s) and acknowledging {} entries",
                 tasks.len(),
                 entry_ids.len()
             )
         })?;
+        let evicted: Vec<Evicted> = evicted
+            .chunks_exact(3)
+            .map(|e| Evicted {
+                org: e[0].clone(),
+                uid: e[1].clone(),
+                index_member: e[2].clone(),
+            })
+            .collect();
+        self.unindex_evicted(&evicted).await?;
         Ok(Routed {
             now_ms,
             duplicates: flat
@@ -139,6 +184,37 @@ impl Store {
                     })
                 })
                 .collect(),
+            refused: refused
+                .chunks_exact(2)
+                .filter_map(|pair| {
+                    Some(Refused {
+                        index: pair[0].parse().ok()?,
+                        dead_lettered: pair[1] == "1",
+                    })
+                })
+                .collect(),
+            evicted,
+        })
+    }
+
+    /// Removes dead letters deleted at their org's budget from their
+    /// hooks' `dead-index` (route.lua cannot declare those keys). Left
+    /// behind by a crash, they are only stale entries that the hook's
+    /// retention drops.
+    async fn unindex_evicted(&self, evicted: &[Evicted]) -> Result<(), StoreError> {
+        if evicted.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for e in evicted.iter().filter(|e| !e.uid.is_empty()) {
+            pipe.zrem(self.keys.dead_index(&e.uid), &e.index_member).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.context(|| {
+            format!(
+                "unindexing {} dead letter(s) deleted at their org's budget",
+                evicted.len()
+            )
         })
     }
 
@@ -252,6 +328,7 @@ impl Store {
             .key(self.keys.task(&task.member))
             .key(self.keys.hook_tasks(&task.uid))
             .key(self.keys.hook_waiting(&task.uid))
+            .key(self.keys.org_bytes())
             .arg(&task.member)
             .arg(&task.uid)
             .invoke_async(&mut conn)
@@ -280,7 +357,10 @@ impl Store {
             .key(self.keys.hook_tasks(uid))
             .key(self.keys.hook_waiting(uid))
             .key(self.keys.dead_index(uid))
-            .key(self.keys.dead_hooks());
+            .key(self.keys.dead_hooks())
+            .key(self.keys.org_bytes())
+            .key(self.keys.dead_letters_by_id())
+            .key(self.keys.dead_letters_by_org());
         match claim {
             Claim::Held(score) => inv.arg(score),
             Claim::Any => inv.arg(""),
@@ -321,6 +401,9 @@ impl Store {
             .key(self.keys.dead_letter())
             .key(self.keys.dead_index(uid))
             .key(self.keys.dead_hooks())
+            .key(self.keys.org_bytes())
+            .key(self.keys.dead_letters_by_id())
+            .key(self.keys.dead_letters_by_org())
             .arg(max_age_ms)
             .arg(max_count)
             .arg(budget)
@@ -330,16 +413,21 @@ impl Store {
             .context(|| format!("trimming the dead letters of hook {uid}"))
     }
 
-    /// Deletes the entries of stream `key` older than `max_age_ms` by
-    /// Redis's clock; returns how many. `trim_by_age.lua`.
-    pub async fn trim_by_age(&self, key: &str, max_age_ms: i64) -> Result<i64, StoreError> {
+    /// Deletes the dead letters older than `max_age_ms` by Redis's clock,
+    /// at most `budget` accounted ones; returns how many accounted ones and
+    /// how many in all. `trim_letters_by_age.lua`.
+    pub async fn trim_letters_by_age(&self, max_age_ms: i64, budget: usize) -> Result<(i64, i64), StoreError> {
         let mut conn = self.conn.clone();
-        TRIM_BY_AGE
-            .key(key)
+        TRIM_LETTERS_BY_AGE
+            .key(self.keys.dead_letter())
+            .key(self.keys.org_bytes())
+            .key(self.keys.dead_letters_by_id())
+            .key(self.keys.dead_letters_by_org())
             .arg(max_age_ms)
+            .arg(budget)
             .invoke_async(&mut conn)
             .await
-            .context(|| format!("trimming {key} by age"))
+            .context(|| "trimming dead letters by age".to_string())
     }
 
     /// Makes the waiting tasks of hooks `uids` due now (Redis's clock);
@@ -381,10 +469,14 @@ impl Store {
             .key(self.keys.task(&member))
             .key(self.keys.hook_tasks(&task.uid))
             .key(self.keys.dead_index(was_for))
+            .key(self.keys.org_bytes())
+            .key(self.keys.dead_letters_by_id())
+            .key(self.keys.dead_letters_by_org())
             .arg(letter_id)
             .arg(&member)
             .arg(&task.uid)
-            .arg(task.due_in_ms);
+            .arg(task.due_in_ms)
+            .arg(&task.org);
         for (name, value) in STORED_FIELDS.iter().zip(task.values(created_ms)) {
             inv.arg(*name).arg(value);
         }
@@ -422,6 +514,31 @@ pub struct Routed {
     pub now_ms: i64,
     /// The tasks not stored as duplicates.
     pub duplicates: Vec<Duplicate>,
+    /// The tasks not stored because their org's bytes reached its budget.
+    pub refused: Vec<Refused>,
+    /// Dead letters deleted to make room at their org's budget.
+    pub evicted: Vec<Evicted>,
+}
+
+/// A task [`Store::store_tasks_and_ack`] did not store: its org's bytes in
+/// Redis, its live tasks alone, leave no room for it ([`ORG_OVER_BUDGET`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The task's index in the tasks given.
+    pub index: usize,
+    /// Dead-lettered without its body; false: dropped (not even that fit).
+    pub dead_lettered: bool,
+}
+
+/// A dead letter deleted to make room for a task of its org.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evicted {
+    /// Its org.
+    pub org: String,
+    /// Its hook's UID (empty when unknown).
+    pub uid: String,
+    /// Its member in the hook's dead-index (the padded stream id).
+    pub index_member: String,
 }
 
 /// What [`Store::replay_as`] did with a dead letter.

@@ -85,6 +85,17 @@ impl Shards {
         Ok(Shards { stores })
     }
 
+    /// The same shards, storing tasks within `budgets`.
+    pub fn with_budgets(self, budgets: &crate::dispatcher::org_budget::OrgBudgets) -> Shards {
+        Shards {
+            stores: self
+                .stores
+                .into_iter()
+                .map(|s| s.with_budgets(budgets.clone()))
+                .collect(),
+        }
+    }
+
     /// The store of `org`'s shard.
     pub fn for_org(&self, org: &str) -> &Store {
         &self.stores[shard_of(org, self.stores.len())]

@@ -33,6 +33,9 @@ pub mod field {
     /// dead letters; malformed entries' dead letters too). It tells an
     /// entry read again from a second entry reusing the event id.
     pub const ENTRY_ID: &str = "entry_id";
+    /// Tasks: the size (bytes of its other fields' names and values) its
+    /// org's count holds for it; absent in tasks stored before it (0).
+    pub const BYTES: &str = "bytes";
     /// Dead letters of malformed entries: what precedes each original field.
     pub const ENTRY_PREFIX: &str = "entry.";
 }
@@ -54,7 +57,11 @@ pub const STORED_FIELDS: [&str; 10] = [
 ];
 
 /// Task fields a dead letter leaves out (they mean nothing after it).
-pub const NOT_IN_DEAD_LETTERS: [&str; 2] = [field::FIRST_ATTEMPT_MS, field::CREATED_MS];
+pub const NOT_IN_DEAD_LETTERS: [&str; 3] = [field::FIRST_ATTEMPT_MS, field::CREATED_MS, field::BYTES];
+
+/// Task fields the dead letter of a task refused at its org's budget
+/// leaves out: its body too, which is what did not fit.
+pub const NOT_IN_REFUSED_LETTERS: [&str; 4] = [field::BODY, field::FIRST_ATTEMPT_MS, field::CREATED_MS, field::BYTES];
 
 /// What a task delivers, to which hook: the part of a task that is the
 /// same whether it is new, stored or dead-lettered.

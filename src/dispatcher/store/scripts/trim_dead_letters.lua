@@ -2,7 +2,9 @@
 -- older than a time and those beyond a count (oldest first), at most a
 -- number per call so a large trim never blocks Redis for long.
 -- (Index members are zero-padded stream ids, see due_prelude.lua.)
--- KEYS[1] dead-letter stream, KEYS[2] dead-index:{uid}, KEYS[3] dead-hooks
+-- Their bytes leave their org's count.
+-- KEYS[1] dead-letter stream, KEYS[2] dead-index:{uid}, KEYS[3] dead-hooks,
+--   KEYS[4] org-bytes, KEYS[5] dead-letters-by-id, KEYS[6] dead-letters-by-org
 -- ARGV[1] most age kept (ms before now by Redis's clock, the clock of the
 --   stream ids), ARGV[2] most kept, ARGV[3] most
 --   deleted by this call, ARGV[4] uid
@@ -21,7 +23,10 @@ end
 local deleted = 0
 if #doomed > 0 then
   local ids = {}
-  for i, member in ipairs(doomed) do ids[i] = stream_id_of(member) end
+  for i, member in ipairs(doomed) do
+    ids[i] = stream_id_of(member)
+    forget_letter(KEYS[5], KEYS[6], KEYS[4], member)
+  end
   deleted = redis.call('XDEL', KEYS[1], unpack(ids))
   redis.call('ZREM', KEYS[2], unpack(doomed))
 end
