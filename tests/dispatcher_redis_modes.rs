@@ -34,7 +34,7 @@ use support::{
     receiver::Receiver,
     redis::{RedisServer, xadd_event},
     redis_prefix,
-    redis_topologies::{RedisCluster, SentinelGroup, TlsRedis},
+    redis_topologies::{RedisCluster, SentinelGroup, TlsRedis, redis_cli},
     wait_for,
 };
 
@@ -186,11 +186,21 @@ fn five_hundred_events_around_a_forced_failover_and_a_killed_primary_all_arrive(
         std::thread::sleep(Duration::from_millis(5));
     }
     // A forced fail-over leaves the old primary writable until Sentinel
-    // reconfigures it (README "Redis as you run it"): producers pause
-    // until the sentinels agree on the new primary.
+    // reconfigures it (README "Redis as you run it"): what a producer
+    // writes there meanwhile is lost, so producers pause, as README tells
+    // users to, until the old primary has become a replica (then a write
+    // that still reaches it gets READONLY and is retried on the new one).
     let old = group.primary_port();
     let new = group.failover();
     assert_ne!(old, new);
+    wait_for(
+        "the old primary to be reconfigured as a replica",
+        Duration::from_secs(60),
+        || match redis_cli(old, &["ROLE"]) {
+            Ok(role) if role.starts_with("slave") => Ok(()),
+            other => Err(format!("ROLE: {other:?}")),
+        },
+    );
     for i in 200..350 {
         producer.publish(&test.ns, &id(i));
         ids.insert(id(i));
