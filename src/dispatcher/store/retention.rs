@@ -2,6 +2,8 @@
 //! unacknowledged entry, dead-letter retention, removing idle consumers,
 //! and the queue sizes behind the gauges.
 
+use std::sync::LazyLock;
+
 use redis::AsyncCommands;
 
 use super::{Context, GROUP, Store, StoreError};
@@ -33,15 +35,8 @@ fn parse_info_memory(info: &str) -> (i64, i64) {
     (field("used_memory"), field("maxmemory"))
 }
 
-/// Sums the org-bytes hash and reads `INFO memory` in one script, so that
-/// on a Cluster both come from the node holding this shard's keys (a plain
-/// `INFO` would go to any node). Orgs per shard are namespaces: the sum is
-/// bounded by the platform, not by a tenant.
-const MEMORY_SCRIPT: &str = r"
-local total = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + (tonumber(v) or 0) end
-return {tostring(total), redis.call('INFO', 'memory')}
-";
+/// Hashed once per process, like the other scripts.
+static MEMORY: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("scripts/memory.lua")));
 
 /// Queue sizes, for the gauges.
 #[derive(Clone, Copy, Debug, Default)]
@@ -224,7 +219,7 @@ impl Store {
     /// This shard's stored bytes and its node's memory.
     pub async fn memory(&self) -> Result<Memory, StoreError> {
         let mut conn = self.conn.clone();
-        let (stored, info): (String, String) = redis::Script::new(MEMORY_SCRIPT)
+        let (stored, info): (String, String) = MEMORY
             .key(self.keys.org_bytes())
             .invoke_async(&mut conn)
             .await
