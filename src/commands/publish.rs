@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 use crate::{
     EventName,
     commands::CommandError,
+    duration::parse_duration,
     publish::{NewEvent, PublishOptions, Published, publish_with},
     redis_args::RedisArgs,
-    retry_schedule::parse_duration,
 };
 
 /// Flags of `outbound-webhooks publish`.

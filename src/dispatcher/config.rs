@@ -10,9 +10,10 @@ use super::{
 };
 use crate::{
     address_filter::{AddressFilter, InvalidCidr},
+    duration::parse_duration,
     redis_args::RedisArgs,
     redis_conn::{ConnectError, RedisTarget},
-    retry_schedule::{DEFAULT_RETRY_SCHEDULE, RetrySchedule, parse_duration},
+    retry_schedule::{DEFAULT_RETRY_SCHEDULE, RetrySchedule},
 };
 
 /// Everything the dispatcher is configured with.
