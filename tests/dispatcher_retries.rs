@@ -125,7 +125,7 @@ fn n_minus_one_failures_then_success_delivers_on_the_last_attempt_and_recovers()
     let entries = object["metadata"]["managedFields"].as_array().unwrap();
     let ours: Vec<&Value> = entries
         .iter()
-        .filter(|e| e["manager"] == dispatcher::status::FIELD_MANAGER)
+        .filter(|e| e["manager"] == dispatcher::health::status::FIELD_MANAGER)
         .collect();
     assert_eq!(ours.len(), 1, "{entries:?}");
     assert_eq!(ours[0]["subresource"], "status");
@@ -319,7 +319,7 @@ fn a_status_write_for_a_deleted_hook_is_refused_on_the_hook_re_created_under_its
         ..Default::default()
     };
     // The old hook's record, written by name while a cache still had it.
-    let written = runtime.block_on(dispatcher::status::apply(
+    let written = runtime.block_on(dispatcher::health::status::apply(
         &client,
         &test.ns,
         &new.name,
@@ -334,7 +334,7 @@ fn a_status_write_for_a_deleted_hook_is_refused_on_the_hook_re_created_under_its
     );
     // The hook's own record is written.
     let before = new.get()["metadata"]["resourceVersion"].clone();
-    let written = runtime.block_on(dispatcher::status::apply(
+    let written = runtime.block_on(dispatcher::health::status::apply(
         &client,
         &test.ns,
         &new.name,
@@ -355,7 +355,7 @@ fn a_status_write_for_a_deleted_hook_is_refused_on_the_hook_re_created_under_its
     });
     let refused = runtime.block_on(api.patch_status(
         &new.name,
-        &kube::api::PatchParams::apply(dispatcher::status::FIELD_MANAGER).force(),
+        &kube::api::PatchParams::apply(dispatcher::health::status::FIELD_MANAGER).force(),
         &kube::api::Patch::Apply(&stale),
     ));
     assert!(

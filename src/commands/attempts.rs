@@ -6,7 +6,7 @@ use std::io::Write;
 use crate::{
     commands::{CommandError, hook_uid},
     dispatcher::{
-        attempts_log::AttemptRecord,
+        attempt::attempts_log::AttemptRecord,
         store::{Shards, WhenUnstored},
     },
     redis_args::RedisArgs,
@@ -144,7 +144,7 @@ pub async fn run(args: AttemptsArgs, out: &mut impl Write) -> Result<(), Command
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatcher::attempts_log::AttemptKind;
+    use crate::dispatcher::attempt::attempts_log::AttemptKind;
 
     fn record(n: u32, outcome: AttemptKind, code: Option<u16>, error: Option<&str>) -> AttemptRecord {
         AttemptRecord {

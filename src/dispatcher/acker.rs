@@ -17,10 +17,10 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    attempts_log::AttemptRecord,
-    consumer::count_duplicate,
+use crate::dispatcher::{
+    attempt::attempts_log::AttemptRecord,
     context::{Shared, Urgency, now_ms},
+    intake::consumer::count_duplicate,
     metrics::EventOutcome,
     org_budget::ORG_OVER_BUDGET,
     store::{AttemptsBatch, NewTask, Routed, Store},

@@ -4,8 +4,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use super::{
-    attempts_log::DEFAULT_LOG_SIZE,
+use crate::dispatcher::{
+    attempt::attempts_log::DEFAULT_LOG_SIZE,
     org_budget::{DEFAULT_ORG_MAX_STORED_BYTES, parse_size},
 };
 use crate::{
@@ -155,7 +155,7 @@ pub const DEFAULT_MAX_RETRY_BODY_BYTES: &str = "64Mi";
 fn parse_retry_body_bytes(s: &str) -> Result<usize, String> {
     let bytes = parse_size(s).map_err(|e| e.to_string())?;
     let bytes = usize::try_from(bytes).map_err(|_| format!("{s:?} is too large"))?;
-    if bytes < super::retry_bodies::MIN_BYTES {
+    if bytes < crate::dispatcher::retry::bodies::MIN_BYTES {
         return Err(format!("{s:?} is below 2Mi (room for one 1 MiB body)"));
     }
     Ok(bytes)

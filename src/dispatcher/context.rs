@@ -13,19 +13,19 @@ use std::{
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{
+use crate::dispatcher::{
     Config,
     acker::AckItem,
-    attempt::{Outbound, UrlCache},
-    cache::Cache,
-    cached_objects::{CachedHook, CachedSecret},
-    held::HeldEntries,
-    lanes::Lanes,
+    attempt::send::{Outbound, UrlCache},
+    capacity::lanes::Lanes,
+    capacity::slots::Slots,
+    intake::held::HeldEntries,
     metrics::Metrics,
     org_budget::OrgBudgets,
-    retry_bodies::RetryBodies,
-    slots::Slots,
+    retry::bodies::RetryBodies,
     store::{Shards, Store},
+    view::cache::Cache,
+    view::cached_objects::{CachedHook, CachedSecret},
 };
 
 /// A request to mirror one hook's health to its status.

@@ -1,51 +1,50 @@
 //! `outbound-webhooks dispatcher`: from the events stream to signed
 //! deliveries.
 //!
-//! Loops sharing the stream shards' [`store::Store`]s (Redis) and two caches (hooks and
-//! labelled Secrets), each in a file of its own:
-//! - the **consumer** ([`consumer`]) reads the stream in the consumer
-//!   group, routes each entry ([`routing`]) and runs the first attempts
-//!   straight away ([`first_attempt`]), holding the entry ([`held`]) until
-//!   each matching hook got it or has a stored task;
-//! - the **acker** ([`acker`]) acknowledges settled entries and records
-//!   successes in batches;
-//! - the **claimer** ([`claimer`]) leases due tasks (retries, and
-//!   deliveries stored before a first attempt) within the global and
-//!   per-hook bounds ([`lanes`]) and runs one attempt per task;
-//! - one attempt is [`attempt`] (with the signed [`headers`]); what its
-//!   outcome does (reschedule, dead-letter, turn off) is [`settle`];
-//! - the **mirror** ([`mirror`]) writes delivery health to status
-//!   ([`status`]); **upkeep** ([`upkeep`]) trims and removes idle
-//!   consumers; the **waker** ([`waker`]) wakes tasks waiting for a hook
-//!   when it or its Secrets change.
+//! The path of one event, folder by folder:
+//! 1. [`intake::consumer`] reads it from the stream (one consumer group,
+//!    each shard's [`store::Store`]) and holds the entry ([`intake::held`]);
+//! 2. [`intake::routing`] picks the hooks it goes to from the caches
+//!    ([`view`]);
+//! 3. [`attempt::first_attempt`] sends it to each hook at once, within the
+//!    hook's lane and an in-flight slot ([`capacity`]): [`attempt::send`]
+//!    signs it ([`attempt::headers`]) and posts it
+//!    ([`attempt::http_client`], [`attempt::dns`]);
+//! 4. [`settle`] does what the outcome says: finish, reschedule (a failed
+//!    first attempt becomes a stored task), wait, dead-letter, or turn the
+//!    hook off;
+//! 5. [`acker`] acknowledges the entry once each hook got it or holds a
+//!    task, and records successes and the attempts log in batches;
+//! 6. [`retry::claimer`] leases the stored tasks when due and runs them
+//!    through 3 and 4 again ([`retry::waker`] wakes waiting ones);
+//! 7. [`health::mirror`] writes each hook's delivery health to its status.
+//!
+//! Beside the path: [`store`] (everything kept in Redis and its scripts),
+//! [`upkeep`] (trimming, idle consumers), [`org_budget`] (bytes per org),
+//! [`config`] (flags), [`context`] (what the loops share) and [`metrics`].
+
+// The stages of one event, in the order it travels (see above).
+pub mod intake;
+
+pub mod attempt;
+
+mod settle;
 
 mod acker;
-pub mod attempt;
-pub mod attempt_error;
-pub mod attempts_log;
-pub mod cache;
-pub mod cached_objects;
-mod claimer;
+
+mod retry;
+
+pub mod health;
+
+// What the stages share.
+mod capacity;
 mod config;
-mod consumer;
 mod context;
-pub mod dns;
-mod first_attempt;
-pub mod headers;
-mod held;
-pub mod http_client;
-mod lanes;
 pub mod metrics;
-mod mirror;
 pub mod org_budget;
-mod retry_bodies;
-pub mod routing;
-mod settle;
-mod slots;
-pub mod status;
 pub mod store;
 mod upkeep;
-mod waker;
+pub mod view;
 
 use std::{
     sync::{Arc, atomic::AtomicBool},
@@ -63,15 +62,15 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::config::{Config, DispatcherArgs};
 use self::{
-    cache::{Cache, Cached},
-    cached_objects::{CachedHook, CachedSecret},
+    capacity::lanes::Lanes,
+    capacity::slots::Slots,
     context::Shared,
-    held::HeldEntries,
-    lanes::Lanes,
+    intake::held::HeldEntries,
     metrics::Metrics,
-    slots::Slots,
+    retry::waker::Changed,
     store::{ShardCountError, Shards, StoreError},
-    waker::Changed,
+    view::cache::{Cache, Cached},
+    view::cached_objects::{CachedHook, CachedSecret},
 };
 use crate::{
     address_filter::AddressFilter,
@@ -97,10 +96,10 @@ pub enum DispatcherError {
     ShardCount(#[from] ShardCountError),
     /// The DNS resolver could not be built.
     #[error(transparent)]
-    Dns(#[from] dns::BuildError),
+    Dns(#[from] attempt::dns::BuildError),
     /// The HTTP client could not be built.
     #[error("building the HTTP client: {0}")]
-    Http(#[from] http_client::BuildError),
+    Http(#[from] attempt::http_client::BuildError),
     /// The ops endpoints failed.
     #[error(transparent)]
     Ops(#[from] ops_server::OpsServerError),
@@ -120,7 +119,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     // Read first: a wrong file fails the start at once, not after Redis and
     // the caches.
     let destination_ca = match &config.destination_ca_file {
-        Some(path) => http_client::read_ca_file(path).map_err(|source| DispatcherError::DestinationCa {
+        Some(path) => attempt::http_client::read_ca_file(path).map_err(|source| DispatcherError::DestinationCa {
             path: path.display().to_string(),
             source,
         })?,
@@ -213,8 +212,8 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     tracing::info!(hooks = hooks.len(), secrets = secrets.len(), "caches synced");
 
     let filter = Arc::new(AddressFilter::new(config.allow_destination_cidrs.clone()));
-    let resolver = dns::Resolver::new(&config.dns_servers)?;
-    let http = attempt::outbound(filter, resolver, config.proxy.as_deref(), &destination_ca)?;
+    let resolver = attempt::dns::Resolver::new(&config.dns_servers)?;
+    let http = attempt::send::outbound(filter, resolver, config.proxy.as_deref(), &destination_ca)?;
     let (mirror_tx, mirror_rx) = mpsc::unbounded_channel();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let shard_count = shards.all().len();
@@ -227,7 +226,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         metrics,
         mirror: mirror_tx,
         lanes: Lanes::new(config.max_in_flight_per_hook),
-        urls: attempt::UrlCache::default(),
+        urls: attempt::send::UrlCache::default(),
         slots: Slots::new(config.max_in_flight),
         wake: (0..shard_count).map(|_| Notify::new()).collect(),
         claim_backlog: (0..shard_count).map(|_| AtomicBool::new(true)).collect(),
@@ -235,7 +234,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         held: HeldEntries::default(),
         shutdown: shutdown.clone(),
         budgets,
-        retry_bodies: retry_bodies::RetryBodies::new(config.max_retry_body_bytes),
+        retry_bodies: retry::bodies::RetryBodies::new(config.max_retry_body_bytes),
         config,
     });
     for store in shared.shards.all() {
@@ -250,17 +249,25 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     // delays another's.
     let mut readers = Vec::new();
     for shard in 0..shared.shards.all().len() {
-        readers.push(tokio::spawn(consumer::run(shared.clone(), shard, shutdown.clone())));
-        readers.push(tokio::spawn(claimer::run(shared.clone(), shard, shutdown.clone())));
+        readers.push(tokio::spawn(intake::consumer::run(
+            shared.clone(),
+            shard,
+            shutdown.clone(),
+        )));
+        readers.push(tokio::spawn(retry::claimer::run(
+            shared.clone(),
+            shard,
+            shutdown.clone(),
+        )));
     }
     // The acker and the mirror outlive the attempts, so their outcomes
     // still reach Redis and status.
     let acker_stop = CancellationToken::new();
     let acker = tokio::spawn(acker::run(shared.clone(), acks_rx, acker_stop.clone()));
     let mirror_stop = CancellationToken::new();
-    let mirror = tokio::spawn(mirror::run(shared.clone(), mirror_rx, mirror_stop.clone()));
+    let mirror = tokio::spawn(health::mirror::run(shared.clone(), mirror_rx, mirror_stop.clone()));
     let upkeep = tokio::spawn(upkeep::run(shared.clone(), shutdown.clone()));
-    let waker = tokio::spawn(waker::run(shared.clone(), changes_rx, shutdown.clone()));
+    let waker = tokio::spawn(retry::waker::run(shared.clone(), changes_rx, shutdown.clone()));
 
     shutdown.cancelled().await;
     tracing::info!("stopping: no new claims, finishing in-flight attempts");

@@ -4,13 +4,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rand::Rng;
 
-use super::{
+use crate::dispatcher::{
     acker::AckItem,
-    attempt::{Attempt, Outcome},
-    cached_objects::CachedHook,
+    attempt::send::{Attempt, Outcome},
     context::{Shared, Urgency, ms, now_ms},
     metrics::EventOutcome,
     store::{Claim, Rescheduled, StoreError, Task},
+    view::cached_objects::CachedHook,
 };
 use crate::{
     resource::{DisableReason, DisableRecord},

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{
+use crate::dispatcher::{
     context::{Shared, ms, now_ms, pause},
     store::{Shards, Sizes, Store},
 };

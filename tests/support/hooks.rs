@@ -237,7 +237,7 @@ fn apply_controller_status(
 /// dispatcher records failures and turn-offs.
 pub fn write_delivery_status(namespace: &str, name: &str, delivery: Value) {
     apply_status(
-        outbound_webhooks::dispatcher::status::FIELD_MANAGER,
+        outbound_webhooks::dispatcher::health::status::FIELD_MANAGER,
         false,
         &json!({
             "apiVersion": api_version(),

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::{Context, Keys, Store, StoreError};
-use crate::dispatcher::attempts_log::AttemptRecord;
+use crate::dispatcher::attempt::attempts_log::AttemptRecord;
 
 /// The log of a hook nobody attempted for this long expires (deleted hooks
 /// must not leave keys behind forever).

@@ -19,14 +19,14 @@ use std::{
     time::Duration,
 };
 
-use super::{
+use crate::dispatcher::{
     acker::{AckItem, account_routed},
-    attempt::{Outcome, send_signed},
-    cached_objects::{CachedHook, CachedSecret},
+    attempt::send::{Outcome, send_signed},
+    capacity::lanes::{Lane, LanePermit},
     context::{Shared, ms, now_ms},
-    lanes::{Lane, LanePermit},
     settle::{self, Settlement},
     store::{NewTask, Task},
+    view::cached_objects::{CachedHook, CachedSecret},
 };
 
 /// A first attempt waits this long at most for a free slot of its hook;

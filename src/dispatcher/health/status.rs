@@ -7,7 +7,7 @@ use kube::{
     api::{Patch, PatchParams},
 };
 
-use super::{cached_objects::CachedHook, store::Health};
+use crate::dispatcher::{store::Health, view::cached_objects::CachedHook};
 use crate::{
     resource::{DeliveryStatus, DisableRecord, LastFailure, OutboundWebhook, OverBudget},
     retry_schedule::RetrySchedule,

@@ -11,7 +11,7 @@ use std::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{context::now_ms, store::RawEntry};
+use crate::dispatcher::{context::now_ms, store::RawEntry};
 
 /// The held entries of this replica.
 #[derive(Debug, Default)]

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{
-    cache::Cached,
-    cached_objects::{CachedHook, Seen},
+use crate::dispatcher::{
+    view::cache::Cached,
+    view::cached_objects::{CachedHook, Seen},
 };
 use crate::event_name::EventName;
 

@@ -1,7 +1,7 @@
 //! The bytes of retried bodies this replica holds at once
 //! (`--max-retry-body-bytes`): a claimed task holds room for its body from
 //! its claim until its attempt settles, also while the attempt waits for a
-//! slow receiver after giving its in-flight slot up ([`super::slots`]).
+//! slow receiver after giving its in-flight slot up ([`crate::dispatcher::capacity::slots`]).
 //!
 //! The claimer cannot see a body's size before claiming it, so each claim
 //! counts as the largest body ([`LARGEST_BODY`]); once the task is loaded,

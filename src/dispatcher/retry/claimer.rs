@@ -10,15 +10,15 @@ use std::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    attempt::send_signed,
-    cached_objects::CachedHook,
+use crate::dispatcher::{
+    attempt::headers::{header_secret_problem, signing_secret_of},
+    attempt::send::send_signed,
     context::{Shared, ms, now_ms, pause},
-    headers::{header_secret_problem, signing_secret_of},
-    retry_bodies::BodyRoom,
-    routing::{Deliverability, deliverability},
+    intake::routing::{Deliverability, deliverability},
+    retry::bodies::BodyRoom,
     settle::{self, Settlement},
     store::{Store, StoreError, Task, uid_of_member},
+    view::cached_objects::CachedHook,
 };
 
 /// Runs shard `shard`'s claims until `shutdown`.

@@ -9,7 +9,7 @@
 
 use k8s_openapi::api::core::v1::Secret;
 
-use super::cache::Cached;
+use crate::dispatcher::view::cache::Cached;
 use crate::{
     auto_disable,
     conditions::{self, ACCEPTED, SECRET_READY},
@@ -193,7 +193,7 @@ mod tests {
     use super::*;
     use crate::{
         conditions::READY,
-        dispatcher::routing::{Deliverability, deliverability, signing_secret},
+        dispatcher::intake::routing::{Deliverability, deliverability, signing_secret},
         resource::{DeliveryStatus, DisableReason, OutboundWebhookStatus},
         signing_tokens::TOKEN_KEY,
     };

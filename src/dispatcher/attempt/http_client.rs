@@ -37,8 +37,8 @@ use hyper_util::{
 use rustls::pki_types::CertificateDer;
 use tower_service::Service;
 
-use super::{attempt_error::ResolveError, dns::Resolver};
 use crate::address_filter::AddressFilter;
+use crate::dispatcher::{attempt::dns::Resolver, attempt::error_text::ResolveError};
 
 /// How long making a connection may take (DNS, TCP, the proxy, TLS), within
 /// the attempt's own deadline.
@@ -510,8 +510,8 @@ mod tests {
 
     use super::*;
     use crate::dispatcher::{
-        attempt_error::{Destination, explain},
-        attempts_log::AttemptKind,
+        attempt::attempts_log::AttemptKind,
+        attempt::error_text::{Destination, explain},
     };
 
     /// A proxy on loopback that reports each request head it gets and

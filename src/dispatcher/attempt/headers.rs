@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use super::{
-    cache::{Cache, Cached},
-    cached_objects::{CachedHook, CachedSecret},
-    routing::signing_secret,
+use crate::dispatcher::{
+    intake::routing::signing_secret,
     store::Task,
+    view::cache::{Cache, Cached},
+    view::cached_objects::{CachedHook, CachedSecret},
 };
 use crate::{
     resource::{Header, HeaderValueSource, SecretKeyRef, WEBHOOK_SECRET_LABEL},

@@ -9,7 +9,7 @@
 
 use std::{error::Error, io, time::Duration};
 
-use super::{attempts_log::AttemptKind, http_client::SendError};
+use crate::dispatcher::{attempt::attempts_log::AttemptKind, attempt::http_client::SendError};
 
 /// Why our resolver gave the client no address: the typed error at the bottom
 /// of a failed attempt's source chain.
@@ -316,16 +316,16 @@ mod tests {
         );
     }
 
-    fn client() -> crate::dispatcher::http_client::HttpClient {
+    fn client() -> crate::dispatcher::attempt::http_client::HttpClient {
         let filter = Arc::new(AddressFilter::new(vec!["127.0.0.0/8".parse().unwrap()]));
-        let resolver = crate::dispatcher::dns::Resolver::new(&[]).unwrap();
-        super::super::attempt::outbound(filter, resolver, None, &[])
+        let resolver = crate::dispatcher::attempt::dns::Resolver::new(&[]).unwrap();
+        crate::dispatcher::attempt::send::outbound(filter, resolver, None, &[])
             .unwrap()
             .client
     }
 
     async fn real(url: &str) -> (AttemptKind, String) {
-        let target = crate::dispatcher::http_client::Target::parse(url).unwrap();
+        let target = crate::dispatcher::attempt::http_client::Target::parse(url).unwrap();
         let to = Destination {
             host: &target.host,
             port: target.port,

@@ -10,9 +10,9 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{
+use crate::dispatcher::{
     context::{MirrorRequest, Shared, Urgency, now_ms},
-    status,
+    health::status,
     store::StoreError,
 };
 use crate::resource::DisableRecord;

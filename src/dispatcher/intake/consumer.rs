@@ -1,22 +1,22 @@
 //! The consumer: reads the events stream in the consumer group (its own
 //! pending entries first, then new ones; entries a dead replica left
 //! pending are reclaimed), routes each entry to the matching hooks and
-//! starts their first attempts straight away ([`super::first_attempt`]),
+//! starts their first attempts straight away ([`crate::dispatcher::attempt::first_attempt`]),
 //! holding the entry until each hook got the event or has a stored task.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    cached_objects::CachedHook,
+use crate::dispatcher::{
+    attempt::first_attempt::{self, PendingEntry},
+    attempt::headers::{header_secret_problem, signing_secret_of},
     context::{Shared, ms, now_ms, pause},
-    first_attempt::{self, PendingEntry},
-    headers::{header_secret_problem, signing_secret_of},
+    intake::routing::{DUPLICATE_ID, NO_SUCH_HOOK, Route, route},
     metrics::EventOutcome,
-    routing::{DUPLICATE_ID, NO_SUCH_HOOK, Route, route},
     store::{self, Delivery, RawEntry, Store, StoreError, Task, WRONG_SHARD},
     upkeep,
+    view::cached_objects::CachedHook,
 };
 use crate::{
     envelope,

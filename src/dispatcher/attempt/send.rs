@@ -7,17 +7,17 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 use http::header::{LOCATION, RETRY_AFTER};
 use http_body_util::BodyExt;
 
-use super::{
+use crate::dispatcher::{
     acker::AckItem,
-    attempt_error::{Destination, ResolveError, explain},
-    attempts_log::{AttemptKind, AttemptRecord, error_text},
-    cached_objects::{CachedHook, CachedSecret},
+    attempt::attempts_log::{AttemptKind, AttemptRecord, error_text},
+    attempt::dns::Resolver,
+    attempt::error_text::{Destination, ResolveError, explain},
+    attempt::headers::request_headers,
+    attempt::http_client::{BuildError, CONNECT_TIMEOUT, HttpClient, Target},
     context::{Shared, now_ms},
-    dns::Resolver,
-    headers::request_headers,
-    http_client::{BuildError, CONNECT_TIMEOUT, HttpClient, Target},
     metrics::status_class,
     store::Task,
+    view::cached_objects::{CachedHook, CachedSecret},
 };
 use crate::{address_filter::AddressFilter, retry_schedule::parse_retry_after};
 

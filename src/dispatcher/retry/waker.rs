@@ -12,10 +12,10 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    cache::Cached,
-    cached_objects::{CachedHook, CachedSecret},
+use crate::dispatcher::{
     context::Shared,
+    view::cache::Cached,
+    view::cached_objects::{CachedHook, CachedSecret},
 };
 use crate::shard::shard_of;
 
