@@ -14,15 +14,12 @@ pub mod event_name;
 pub mod ops_server;
 pub mod process;
 pub mod publish;
-pub mod redis_args;
-pub mod redis_conn;
-pub mod redis_retry;
 pub mod resource;
 pub mod retry_schedule;
 pub mod secret_values;
-pub mod shard;
 pub mod signing;
 pub mod signing_tokens;
+pub mod store;
 pub mod stream_entry;
 pub mod telemetry;
 

@@ -23,7 +23,7 @@
 //! and a warning logs. Give a connection that does not re-send commands by
 //! itself, or such a repeat goes unreported: a redis-rs Cluster connection
 //! built with `retries(0)`, or
-//! [`RedisTarget::connect_without_resends`](crate::redis_conn::RedisTarget::connect_without_resends).
+//! [`RedisTarget::connect_without_resends`](crate::store::connection::RedisTarget::connect_without_resends).
 
 use std::{
     collections::HashMap,
@@ -31,10 +31,10 @@ use std::{
 };
 
 use crate::{
-    dispatcher::store::{Keys, NoShardCount, parse_shard_count},
     event_name::EventName,
-    redis_retry::{Failed, Failure, Request, query_retrying, request_retrying},
-    shard::{shard_of, shard_prefix},
+    store::connection::retry::{Failed, Failure, Request, query_retrying, request_retrying},
+    store::shard::{shard_of, shard_prefix},
+    store::{Keys, NoShardCount, parse_shard_count},
     stream_entry::{MAX_ENTRY_BYTES, new_event_id, parse_entry},
 };
 
@@ -508,7 +508,7 @@ async fn publish_sharded<C: redis::aio::ConnectionLike + Send + Sync>(
                     .await
                     .map_err(failed)?;
             let (entry_id, acknowledged) = answer.value;
-            let answer = crate::redis_retry::Answer {
+            let answer = crate::store::connection::retry::Answer {
                 value: entry_id,
                 attempts: answer.attempts,
                 maybe_repeated: answer.maybe_repeated,

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use outbound_webhooks::dispatcher::store::GROUP;
+use outbound_webhooks::store::GROUP;
 use serde_json::json;
 use support::{
     CREATE,

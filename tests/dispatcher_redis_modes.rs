@@ -18,10 +18,10 @@ use std::{
 
 use outbound_webhooks::{
     EventName,
-    dispatcher::store::{Keys, Store},
     publish::{NewEvent, PublishError, PublishOptions, Publisher},
-    redis_conn::{RedisConn, RedisMode, RedisTarget},
-    shard::shard_prefix,
+    store::connection::{RedisConn, RedisMode, RedisTarget},
+    store::shard::shard_prefix,
+    store::{Keys, Store},
 };
 use serde_json::json;
 use support::{
@@ -680,7 +680,7 @@ fn another_shard_count_or_a_prefix_without_a_hash_tag_is_refused_at_start_up() {
     );
     // The producer side reads the stored count: this org's shard of 3.
     let out = test.publish_cli("{}", &[]);
-    let k = outbound_webhooks::shard::shard_of(&test.ns, 3);
+    let k = outbound_webhooks::store::shard::shard_of(&test.ns, 3);
     let length = support::redis::stream_length(&test.redis_url, &shard_prefix(&test.prefix, k).unwrap());
     assert_eq!(length, 1, "{out}");
 

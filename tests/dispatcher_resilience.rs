@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use outbound_webhooks::dispatcher::store::GROUP;
+use outbound_webhooks::store::GROUP;
 use serde_json::json;
 use support::{
     CREATE,

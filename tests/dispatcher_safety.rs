@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use outbound_webhooks::dispatcher::store::{GROUP, Keys};
+use outbound_webhooks::store::{GROUP, Keys};
 use serde_json::json;
 use support::{
     CREATE,

@@ -7,11 +7,11 @@ mod support;
 use std::{collections::HashMap, sync::OnceLock};
 
 use outbound_webhooks::dispatcher::org_budget::{ORG_OVER_BUDGET, OrgBudgets};
-use outbound_webhooks::dispatcher::store::{
+use outbound_webhooks::store::connection::{RedisMode, RedisTarget};
+use outbound_webhooks::store::{
     AttemptsBatch, Claim, DeadLetter, Delivery, Duplicate, NewTask, Replayed, Rescheduled, Store, Task, task::field,
     task_member,
 };
-use outbound_webhooks::redis_conn::{RedisMode, RedisTarget};
 use support::redis::RedisServer;
 use support::redis_prefix;
 
@@ -91,7 +91,7 @@ fn assert_within(score: Option<i64>, before: i64, after: i64, offset: i64) {
 }
 
 /// One entry appended and read by consumer `me` (pending, not acknowledged).
-async fn read_one_entry(store: &Store) -> (String, Vec<outbound_webhooks::dispatcher::store::RawEntry>) {
+async fn read_one_entry(store: &Store) -> (String, Vec<outbound_webhooks::store::RawEntry>) {
     store.ensure_group().await.expect("the consumer group");
     let entry_id: String = redis::cmd("XADD")
         .arg(store.keys().events())
@@ -558,7 +558,7 @@ async fn publishing_waits_for_a_missing_shard_count_then_refuses_naming_the_key(
     use outbound_webhooks::{
         EventName,
         publish::{NewEvent, PublishError, PublishOptions, publish_with},
-        shard::{shard_of, shard_prefix},
+        store::shard::{shard_of, shard_prefix},
     };
     let prefix = redis_prefix("no-shard-count");
     let target = RedisTarget::new(RedisMode::Standalone, &redis_url(), None, None).expect("the test Redis URL");

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use outbound_webhooks::dispatcher::store::Keys;
+use outbound_webhooks::store::Keys;
 
 use crate::{
     Env, Error,

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use outbound_webhooks::dispatcher::store::Keys;
+use outbound_webhooks::store::Keys;
 use serde_json::json;
 
 use crate::{EVENT, Error};

@@ -7,7 +7,7 @@
 
 use std::{sync::atomic::Ordering::Relaxed, time::Duration, time::Instant};
 
-use outbound_webhooks::dispatcher::store::Keys;
+use outbound_webhooks::store::Keys;
 
 use crate::{
     Env, Error,

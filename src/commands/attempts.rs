@@ -5,11 +5,9 @@ use std::io::Write;
 
 use crate::{
     commands::{CommandError, hook_uid},
-    dispatcher::{
-        attempt::attempts_log::AttemptRecord,
-        store::{Shards, WhenUnstored},
-    },
-    redis_args::RedisArgs,
+    dispatcher::attempt::attempts_log::AttemptRecord,
+    store::connection::args::RedisArgs,
+    store::{Shards, WhenUnstored},
 };
 
 /// How `attempts` prints.

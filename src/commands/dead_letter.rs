@@ -9,8 +9,8 @@ use std::{
 use crate::{
     commands::{CommandError, hook_uid},
     dispatcher::org_budget::ORG_OVER_BUDGET,
-    dispatcher::store::{DEAD_LETTER_PAGE, DeadLetter, Replayed, Shards, WRONG_SHARD, WhenUnstored, task::field},
-    redis_args::RedisArgs,
+    store::connection::args::RedisArgs,
+    store::{DEAD_LETTER_PAGE, DeadLetter, Replayed, Shards, WRONG_SHARD, WhenUnstored, task::field},
     stream_entry::{entry_id_millis, parse_entry},
 };
 
@@ -228,7 +228,7 @@ pub async fn run(command: DeadLetterCommand, out: &mut impl Write) -> Result<(),
 /// The two steps touch two shards (two Cluster slots), so they cannot be
 /// one atomic step: the append leaves a marker on the target shard, so a
 /// replay that stopped between them, run again within
-/// [`MOVED_MARKER_TTL`](crate::dispatcher::store::MOVED_MARKER_TTL), only deletes the dead letter. Run again after
+/// [`MOVED_MARKER_TTL`](crate::store::MOVED_MARKER_TTL), only deletes the dead letter. Run again after
 /// that, it would append the entry a second time (the same event id, which
 /// receivers deduplicate by `webhook-id`).
 async fn move_to_home_shard(shards: &Shards, shard: usize, letter: &DeadLetter) -> Result<bool, CommandError> {

@@ -7,7 +7,7 @@ use crate::{
     commands::CommandError,
     duration::parse_duration,
     publish::{DEFAULT_WAIT_TIMEOUT, NewEvent, PublishOptions, Published, publish_with},
-    redis_args::RedisArgs,
+    store::connection::args::RedisArgs,
 };
 
 /// Flags of `outbound-webhooks publish`.

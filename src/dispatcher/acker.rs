@@ -23,9 +23,9 @@ use crate::dispatcher::{
     intake::consumer::count_duplicate,
     metrics::EventOutcome,
     org_budget::ORG_OVER_BUDGET,
-    store::{AttemptsBatch, NewTask, Routed, Store},
 };
-use crate::shard::shard_of;
+use crate::store::shard::shard_of;
+use crate::store::{AttemptsBatch, NewTask, Routed, Store};
 
 /// Most items flushed in one round trip.
 const MAX_BATCH: usize = 512;

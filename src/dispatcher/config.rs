@@ -11,9 +11,9 @@ use crate::dispatcher::{
 use crate::{
     address_filter::{AddressFilter, InvalidCidr},
     duration::parse_duration,
-    redis_args::RedisArgs,
-    redis_conn::{ConnectError, RedisTarget},
     retry_schedule::{DEFAULT_RETRY_SCHEDULE, RetrySchedule},
+    store::connection::args::RedisArgs,
+    store::connection::{ConnectError, RedisTarget},
 };
 
 /// Everything the dispatcher is configured with.

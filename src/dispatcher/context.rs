@@ -23,10 +23,10 @@ use crate::dispatcher::{
     metrics::Metrics,
     org_budget::OrgBudgets,
     retry::bodies::RetryBodies,
-    store::{Shards, Store},
     view::cache::Cache,
     view::cached_objects::{CachedHook, CachedSecret},
 };
+use crate::store::{Shards, Store};
 
 /// A request to mirror one hook's health to its status.
 #[derive(Clone, Debug)]

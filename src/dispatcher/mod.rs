@@ -42,7 +42,6 @@ mod config;
 mod context;
 pub mod metrics;
 pub mod org_budget;
-pub mod store;
 mod upkeep;
 pub mod view;
 
@@ -68,15 +67,15 @@ use self::{
     intake::held::HeldEntries,
     metrics::Metrics,
     retry::waker::Changed,
-    store::{ShardCountError, Shards, StoreError},
     view::cache::{Cache, Cached},
     view::cached_objects::{CachedHook, CachedSecret},
 };
 use crate::{
     address_filter::AddressFilter,
     ops_server::{self, Readiness},
-    redis_conn::ConnectError,
     resource::{OutboundWebhook, WEBHOOK_SECRET_LABEL},
+    store::connection::ConnectError,
+    store::{ShardCountError, Shards, StoreError},
 };
 
 /// The dispatcher stopped with an error.

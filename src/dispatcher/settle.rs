@@ -9,9 +9,9 @@ use crate::dispatcher::{
     attempt::send::{Attempt, Outcome},
     context::{Shared, Urgency, ms, now_ms},
     metrics::EventOutcome,
-    store::{Claim, Rescheduled, StoreError, Task},
     view::cached_objects::CachedHook,
 };
+use crate::store::{Claim, Rescheduled, StoreError, Task};
 use crate::{
     resource::{DisableReason, DisableRecord},
     retry_schedule::next_delay,

@@ -6,10 +6,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatcher::{
-    context::{Shared, ms, now_ms, pause},
-    store::{Shards, Sizes, Store},
-};
+use crate::dispatcher::context::{Shared, ms, now_ms, pause};
+use crate::store::{Shards, Sizes, Store};
 
 /// Runs until `shutdown`.
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {

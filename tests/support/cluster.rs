@@ -69,7 +69,7 @@ pub fn namespace(test: &str) -> String {
 /// shard `shard` of `shards`; returns its name.
 pub fn namespace_in_shard(test: &str, shard: usize, shards: usize) -> String {
     let name = std::iter::repeat_with(|| namespace_name(test))
-        .find(|name| outbound_webhooks::shard::shard_of(name, shards) == shard)
+        .find(|name| outbound_webhooks::store::shard::shard_of(name, shards) == shard)
         .expect("an endless supply of names");
     kubectl_ok(&["create", "namespace", &name]);
     name

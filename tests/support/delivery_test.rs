@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use outbound_webhooks::dispatcher::store::Keys;
+use outbound_webhooks::store::Keys;
 use serde_json::Value;
 
 use super::{

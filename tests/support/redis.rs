@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use outbound_webhooks::dispatcher::store::{GROUP, Keys};
+use outbound_webhooks::store::{GROUP, Keys};
 use serde_json::Value;
 
 use super::{process::free_port, wait_for};

@@ -25,9 +25,9 @@ use crate::dispatcher::{
     capacity::lanes::{Lane, LanePermit},
     context::{Shared, ms, now_ms},
     settle::{self, Settlement},
-    store::{NewTask, Task},
     view::cached_objects::{CachedHook, CachedSecret},
 };
+use crate::store::{NewTask, Task};
 
 /// A first attempt waits this long at most for a free slot of its hook;
 /// then the delivery is stored as a task, so the entry is not held longer.

@@ -10,10 +10,10 @@ use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use crate::dispatcher::{
     intake::routing::signing_secret,
-    store::Task,
     view::cache::{Cache, Cached},
     view::cached_objects::{CachedHook, CachedSecret},
 };
+use crate::store::Task;
 use crate::{
     resource::{Header, HeaderValueSource, SecretKeyRef, WEBHOOK_SECRET_LABEL},
     secret_values::{self, ValueProblem},

@@ -16,9 +16,9 @@ use crate::dispatcher::{
     attempt::http_client::{BuildError, CONNECT_TIMEOUT, HttpClient, Target},
     context::{Shared, now_ms},
     metrics::status_class,
-    store::Task,
     view::cached_objects::{CachedHook, CachedSecret},
 };
+use crate::store::Task;
 use crate::{address_filter::AddressFilter, retry_schedule::parse_retry_after};
 
 /// Most response-body bytes read (only for the failure message).

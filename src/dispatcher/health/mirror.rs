@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatcher::{
     context::{MirrorRequest, Shared, Urgency, now_ms},
     health::status,
-    store::StoreError,
 };
 use crate::resource::DisableRecord;
+use crate::store::StoreError;
 
 /// A hook waiting to be mirrored.
 struct Pending {

@@ -7,7 +7,8 @@ use kube::{
     api::{Patch, PatchParams},
 };
 
-use crate::dispatcher::{store::Health, view::cached_objects::CachedHook};
+use crate::dispatcher::view::cached_objects::CachedHook;
+use crate::store::Health;
 use crate::{
     resource::{DeliveryStatus, DisableRecord, LastFailure, OutboundWebhook, OverBudget},
     retry_schedule::RetrySchedule,

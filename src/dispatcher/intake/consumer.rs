@@ -14,13 +14,13 @@ use crate::dispatcher::{
     context::{Shared, ms, now_ms, pause},
     intake::routing::{DUPLICATE_ID, NO_SUCH_HOOK, Route, route},
     metrics::EventOutcome,
-    store::{self, Delivery, RawEntry, Store, StoreError, Task, WRONG_SHARD},
     upkeep,
     view::cached_objects::CachedHook,
 };
+use crate::store::{self, Delivery, RawEntry, Store, StoreError, Task, WRONG_SHARD};
 use crate::{
     envelope,
-    shard::shard_of,
+    store::shard::shard_of,
     stream_entry::{Event, MAX_ENTRY_BYTES, entry_id_millis, parse_entry},
 };
 

@@ -11,7 +11,8 @@ use std::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatcher::{context::now_ms, store::RawEntry};
+use crate::dispatcher::context::now_ms;
+use crate::store::RawEntry;
 
 /// The held entries of this replica.
 #[derive(Debug, Default)]

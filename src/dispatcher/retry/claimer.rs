@@ -17,9 +17,9 @@ use crate::dispatcher::{
     intake::routing::{Deliverability, deliverability},
     retry::bodies::BodyRoom,
     settle::{self, Settlement},
-    store::{Store, StoreError, Task, uid_of_member},
     view::cached_objects::CachedHook,
 };
+use crate::store::{Store, StoreError, Task, uid_of_member};
 
 /// Runs shard `shard`'s claims until `shutdown`.
 pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken) {

@@ -17,7 +17,7 @@ use crate::dispatcher::{
     view::cache::Cached,
     view::cached_objects::{CachedHook, CachedSecret},
 };
-use crate::shard::shard_of;
+use crate::store::shard::shard_of;
 
 /// Hooks woken per script call.
 const BATCH: usize = 500;

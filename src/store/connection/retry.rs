@@ -11,7 +11,7 @@
 //! The connection must not re-send commands itself, or it repeats them
 //! without telling: redis-rs's Cluster client does after a dropped
 //! connection unless built with `retries(0)`
-//! ([`crate::redis_conn::RedisTarget::connect_without_resends`]).
+//! ([`crate::store::connection::RedisTarget::connect_without_resends`]).
 
 use std::time::{Duration, Instant};
 

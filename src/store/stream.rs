@@ -134,7 +134,7 @@ impl Store {
     /// Reads entries for `consumer`: new ones (`>`) or its own pending ones
     /// (`0`). `None` when Sentinel named another primary during a blocking
     /// read, which was abandoned
-    /// ([`crate::redis_conn::RedisConn::query_blocking`]).
+    /// ([`crate::store::connection::RedisConn::query_blocking`]).
     pub async fn read_entries(
         &self,
         consumer: &str,

@@ -92,7 +92,7 @@ fn evalsha(script: &Script, keys: usize) -> redis::Cmd {
 async fn eval_loading<T: redis::FromRedisValue>(
     script: &Script,
     eval: &redis::Cmd,
-    conn: &mut crate::redis_conn::RedisConn,
+    conn: &mut crate::store::connection::RedisConn,
 ) -> redis::RedisResult<T> {
     match eval.query_async(conn).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::{
     publish::DEFAULT_PREFIX,
-    redis_conn::{ConnectError, RedisMode, RedisTarget},
+    store::connection::{ConnectError, RedisMode, RedisTarget},
 };
 
 /// `--redis-url`, `--redis-prefix`, `--redis-mode`, `--redis-master-name`
@@ -35,7 +35,7 @@ impl RedisArgs {
     /// The target these flags describe (the CA file read, the flags checked
     /// together, the prefix checked for a hash tag).
     pub fn target(&self) -> Result<RedisTarget, ConnectError> {
-        crate::shard::check_prefix(&self.redis_prefix).map_err(|e| ConnectError::Config(e.to_string()))?;
+        crate::store::shard::check_prefix(&self.redis_prefix).map_err(|e| ConnectError::Config(e.to_string()))?;
         RedisTarget::new(
             self.redis_mode,
             &self.redis_url,

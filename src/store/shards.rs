@@ -5,8 +5,8 @@ use redis::{AsyncCommands, aio::ConnectionLike};
 
 use super::{Context, Keys, Store, StoreError};
 use crate::{
-    redis_conn::{ConnectError, RedisTarget},
-    shard::{shard_of, shard_prefix},
+    store::connection::{ConnectError, RedisTarget},
+    store::shard::{shard_of, shard_prefix},
 };
 
 /// Every shard's store.

@@ -1,5 +1,9 @@
-//! Everything the dispatcher keeps in Redis, behind one type, [`Store`]
-//! per stream shard ([`Shards`]).
+//! The Redis schema: every key, hash field and script the product uses,
+//! behind one type, [`Store`] per stream shard ([`Shards`]), and the
+//! connections to Redis in every mode ([`connection`]: one node, Sentinel,
+//! Cluster; the Redis flags; retrying through a fail-over). The
+//! dispatcher, `publish` and the commands all go through it; which shard
+//! an org's events go to is [`shard`].
 //!
 //! Keys (all under the shard's prefix, built by [`Keys`]; the prefix's hash
 //! tag keeps a shard's keys in one Cluster slot so the Lua scripts may touch
@@ -43,11 +47,13 @@
 //! `scripts/`, called through the typed wrappers of [`scripts`].
 
 mod attempts;
+pub mod connection;
 mod dead_letters;
 mod health;
 pub mod keys;
 mod retention;
 pub mod scripts;
+pub mod shard;
 mod shards;
 mod stream;
 pub mod task;
@@ -58,7 +64,7 @@ use redis::AsyncCommands;
 
 use crate::{
     dispatcher::org_budget::OrgBudgets,
-    redis_conn::{ConnectError, RedisConn, RedisTarget},
+    store::connection::{ConnectError, RedisConn, RedisTarget},
 };
 
 pub use self::{

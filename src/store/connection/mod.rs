@@ -12,6 +12,9 @@
 //! `+switch-master` announcements, a poll, and failed commands; a blocking
 //! read ([`RedisConn::query_blocking`]) is abandoned at the switch.
 
+pub mod args;
+pub mod retry;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, Weak},
@@ -228,7 +231,7 @@ impl RedisTarget {
     /// the connection itself: redis-rs's Cluster client re-sends one after
     /// a dropped connection, which for an `XADD` can append twice without
     /// telling. For `publish`, which retries itself and says when an
-    /// append may have landed twice ([`crate::redis_retry`]).
+    /// append may have landed twice ([`crate::store::connection::retry`]).
     pub async fn connect_without_resends(&self) -> Result<RedisConn, ConnectError> {
         self.connect_with_resends(0).await
     }
