@@ -1,27 +1,24 @@
 //! outbound-webhooks: a Kubernetes operator for Kustomer-style outbound
 //! webhooks.
+//!
+//! - [`contract`]: the resource, its conditions, events and policies;
+//! - [`wire`]: the stream entry, the envelope and its signatures;
+//! - [`store`]: the Redis schema and connections;
+//! - [`controller`] and [`dispatcher`]: the two long-running processes;
+//!   [`commands`]: the one-shot subcommands; [`publish`]: the producer
+//!   library;
+//! - [`plumbing`]: what every process needs; [`address_filter`]: which
+//!   destination addresses may be reached.
 
 pub mod address_filter;
-pub mod auto_disable;
 pub mod commands;
-pub mod conditions;
+pub mod contract;
 pub mod controller;
-pub mod crd_yaml;
 pub mod dispatcher;
-pub mod duration;
-pub mod envelope;
-pub mod event_name;
-pub mod ops_server;
-pub mod process;
+pub mod plumbing;
 pub mod publish;
-pub mod resource;
-pub mod retry_schedule;
-pub mod secret_values;
-pub mod signing;
-pub mod signing_tokens;
 pub mod store;
-pub mod stream_entry;
-pub mod telemetry;
+pub mod wire;
 
-pub use event_name::EventName;
-pub use resource::{OutboundWebhook, OutboundWebhookSpec, OutboundWebhookStatus};
+pub use contract::event_name::EventName;
+pub use contract::resource::{OutboundWebhook, OutboundWebhookSpec, OutboundWebhookStatus};

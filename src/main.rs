@@ -8,7 +8,7 @@ use outbound_webhooks::{
     commands::{self, attempts::AttemptsArgs, dead_letter::DeadLetterCommand, publish::PublishArgs},
     controller::ControllerArgs,
     dispatcher::DispatcherArgs,
-    telemetry::{self, LogFormat},
+    plumbing::telemetry::{self, LogFormat},
 };
 
 // Every request allocates and frees buffers, headers and futures on both
@@ -93,7 +93,7 @@ fn main() -> ExitCode {
     }
     let runtime = || runtime_with(cli.worker_threads);
     match cli.command {
-        Command::Crd => match outbound_webhooks::crd_yaml::crd_yaml() {
+        Command::Crd => match outbound_webhooks::contract::crd_yaml::crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

@@ -31,11 +31,11 @@ use std::{
 };
 
 use crate::{
-    event_name::EventName,
+    contract::event_name::EventName,
     store::connection::retry::{Failed, Failure, Request, query_retrying, request_retrying},
     store::shard::{shard_of, shard_prefix},
     store::{Keys, NoShardCount, parse_shard_count},
-    stream_entry::{MAX_ENTRY_BYTES, new_event_id, parse_entry},
+    wire::stream_entry::{MAX_ENTRY_BYTES, new_event_id, parse_entry},
 };
 
 /// The default key prefix (the hash tag keeps every key in one Cluster slot).
@@ -134,7 +134,7 @@ pub enum PublishError {
     TooLarge(usize),
     /// The dispatcher would dead-letter this entry.
     #[error("refused: {0}")]
-    Refused(#[from] crate::stream_entry::MalformedEntry),
+    Refused(#[from] crate::wire::stream_entry::MalformedEntry),
     /// The prefix has no hash tag.
     #[error("{0}")]
     Prefix(String),

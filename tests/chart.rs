@@ -15,10 +15,10 @@ use std::{
 };
 
 use outbound_webhooks::{
-    conditions::{self, ready},
+    contract::conditions::{self, ready},
+    contract::resource::{PROMOTE_SECRET_ANNOTATION, ROTATE_SECRET_ANNOTATION},
+    contract::signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
     controller::secret::TOKEN_KEY,
-    resource::{PROMOTE_SECRET_ANNOTATION, ROTATE_SECRET_ANNOTATION},
-    signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
 };
 use serde_json::json;
 use support::{
@@ -552,7 +552,7 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
     let delivered = receiver.wait_for_event(&first, 1, Duration::from_secs(30));
     assert_eq!(
         delivered[0].header("x-kustomer-webhook-signature"),
-        outbound_webhooks::signing::kustomer_signature(&token, &delivered[0].body),
+        outbound_webhooks::wire::signing::kustomer_signature(&token, &delivered[0].body),
         "signed with the Secret the controller generated"
     );
 
@@ -593,7 +593,7 @@ fn the_binaries_do_their_whole_job_as_the_charts_service_accounts() {
             let id = test.publish(&json!({"after": "rotation"}));
             let got = receiver.wait_for_event(&id, 1, Duration::from_secs(20)).remove(0);
             if got.header("x-kustomer-webhook-signature")
-                == outbound_webhooks::signing::kustomer_signature(&next, &got.body)
+                == outbound_webhooks::wire::signing::kustomer_signature(&next, &got.body)
             {
                 Ok(())
             } else {

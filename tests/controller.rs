@@ -12,14 +12,14 @@ use std::{
 
 use base64::Engine as _;
 use outbound_webhooks::{
-    conditions::{ACCEPTED, DELIVERING, READY, SECRET_READY, accepted, delivering, ready, secret_ready},
-    controller::rotation::PROMOTED_ANNOTATION,
-    controller::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
-    resource::{
+    contract::conditions::{ACCEPTED, DELIVERING, READY, SECRET_READY, accepted, delivering, ready, secret_ready},
+    contract::resource::{
         MAX_WEBHOOKS_ANNOTATION, PROMOTE_SECRET_ANNOTATION, REENABLE_ANNOTATION, ROTATE_SECRET_ANNOTATION,
         WEBHOOK_SECRET_LABEL,
     },
-    signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
+    contract::signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
+    controller::rotation::PROMOTED_ANNOTATION,
+    controller::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
 };
 use serde_json::json;
 use support::{

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use outbound_webhooks::conditions::{ACCEPTED, accepted};
+use outbound_webhooks::contract::conditions::{ACCEPTED, accepted};
 use serde_json::json;
 use support::{
     controller::{ControllerProcess, unique_lease},

@@ -144,7 +144,7 @@ fn an_event_published_while_the_signing_secret_is_re_created_is_delivered_once_i
         &secret,
         "-n",
         &hook.namespace,
-        &format!("{}=true", outbound_webhooks::resource::WEBHOOK_SECRET_LABEL),
+        &format!("{}=true", outbound_webhooks::contract::resource::WEBHOOK_SECRET_LABEL),
     ]);
     accept(&hook.namespace, &hook.name, true);
     let got = receiver.wait_for_event(&waiting, 1, Duration::from_secs(15));
@@ -237,7 +237,7 @@ fn an_event_id_reused_while_its_first_entry_is_retried_is_dropped_counted_and_lo
         "300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms",
     ]);
 
-    let id = outbound_webhooks::stream_entry::new_event_id();
+    let id = outbound_webhooks::wire::stream_entry::new_event_id();
     let xadd = |data: &str| -> String {
         support::redis::xadd_event(&test.prefix, &test.ns, support::CREATE, data, Some(&id))
             .query(&mut test.redis())

@@ -5,7 +5,7 @@ mod support;
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use outbound_webhooks::{conditions::ready, dispatcher, resource::REENABLE_ANNOTATION};
+use outbound_webhooks::{contract::conditions::ready, contract::resource::REENABLE_ANNOTATION, dispatcher};
 use serde_json::{Value, json};
 use support::{
     delivery_test::DeliveryTest,
@@ -292,7 +292,7 @@ fn disabling_and_enabling_the_spec_turns_an_auto_disabled_hook_back_on() {
 
 #[test]
 fn a_status_write_for_a_deleted_hook_is_refused_on_the_hook_re_created_under_its_name() {
-    use outbound_webhooks::resource::{DeliveryStatus, DisableReason, DisableRecord};
+    use outbound_webhooks::contract::resource::{DeliveryStatus, DisableReason, DisableRecord};
     let test = DeliveryTest::new("mirror-uid");
     let receiver = Receiver::ok();
     let old = test.hook_to(&receiver, json!({}));
@@ -346,7 +346,8 @@ fn a_status_write_for_a_deleted_hook_is_refused_on_the_hook_re_created_under_its
 
     // What the guard rests on: the API server refuses a status apply whose
     // resourceVersion is no longer the hook's.
-    let api: kube::Api<outbound_webhooks::resource::OutboundWebhook> = kube::Api::namespaced(client, &test.ns);
+    let api: kube::Api<outbound_webhooks::contract::resource::OutboundWebhook> =
+        kube::Api::namespaced(client, &test.ns);
     let stale = json!({
         "apiVersion": "outboundwebhooks.io/v1alpha1",
         "kind": "OutboundWebhook",

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use outbound_webhooks::signing_tokens::NEXT_TOKEN_KEY;
+use outbound_webhooks::contract::signing_tokens::NEXT_TOKEN_KEY;
 use serde_json::json;
 use support::{
     CREATE,
@@ -175,11 +175,11 @@ fn real_deliveries_are_verified_and_bad_ones_refused(language: &str) {
 
     // A tampered body under a valid signature of the original: 401.
     let body = br#"{"id":"tampered-1","name":"kustomer.conversation.create","org":"acme","data":{"amount":1}}"#;
-    let signature = outbound_webhooks::signing::kustomer_signature(&right.token, body);
+    let signature = outbound_webhooks::wire::signing::kustomer_signature(&right.token, body);
     let tampered = br#"{"id":"tampered-1","name":"kustomer.conversation.create","org":"acme","data":{"amount":9}}"#;
     assert_eq!(receiver.post(tampered, &signature), 401, "a tampered body is refused");
     assert_eq!(receiver.post(body, &signature), 200, "the untampered body is accepted");
-    let wrong_secret = outbound_webhooks::signing::kustomer_signature(&new_token(), body);
+    let wrong_secret = outbound_webhooks::wire::signing::kustomer_signature(&new_token(), body);
     assert_eq!(receiver.post(body, &wrong_secret), 401, "a wrong secret is refused");
     assert_eq!(receiver.verified().len(), 4, "only verified deliveries were processed");
 }
@@ -231,7 +231,7 @@ fn deliveries_during_a_rotation_are_accepted_by_any_listed_token(language: &str)
     // A receiver given both tokens accepts the Kustomer header by either.
     let both = ExampleReceiver::start(language, &format!("{new},{old}"));
     let body = br#"{"id":"rotated-1","name":"kustomer.conversation.create","org":"acme","data":{}}"#;
-    let by = |token: &str| outbound_webhooks::signing::kustomer_signature(token, body);
+    let by = |token: &str| outbound_webhooks::wire::signing::kustomer_signature(token, body);
     assert_eq!(both.post(body, &by(&old)), 200, "signed by the previous token");
     assert_eq!(both.post(body, &by(&new)), 200, "signed by the new token");
     assert_eq!(

@@ -29,7 +29,7 @@ use std::{
 
 use base64::Engine as _;
 use outbound_webhooks::{
-    conditions::{self, ready},
+    contract::conditions::{self, ready},
     controller::secret::TOKEN_KEY,
 };
 use serde_json::{Value, json};

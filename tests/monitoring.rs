@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use outbound_webhooks::conditions::ready;
+use outbound_webhooks::contract::conditions::ready;
 use serde_json::{Value, json};
 use support::{
     cluster::tools_bin_dir,

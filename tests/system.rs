@@ -14,11 +14,13 @@ use std::{
 
 use base64::Engine as _;
 use outbound_webhooks::{
-    conditions::{DELIVERING, READY, SECRET_READY, delivering, ready, secret_ready},
+    contract::conditions::{DELIVERING, READY, SECRET_READY, delivering, ready, secret_ready},
+    contract::resource::{
+        PROMOTE_SECRET_ANNOTATION, REENABLE_ANNOTATION, ROTATE_SECRET_ANNOTATION, WEBHOOK_SECRET_LABEL,
+    },
+    contract::signing_tokens::{NEXT_STANDARD_WEBHOOKS_KEY, NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
     controller::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
-    resource::{PROMOTE_SECRET_ANNOTATION, REENABLE_ANNOTATION, ROTATE_SECRET_ANNOTATION, WEBHOOK_SECRET_LABEL},
-    signing::{kustomer_signature, standard_webhooks_secret},
-    signing_tokens::{NEXT_STANDARD_WEBHOOKS_KEY, NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
+    wire::signing::{kustomer_signature, standard_webhooks_secret},
 };
 use serde_json::json;
 use support::{

@@ -18,7 +18,7 @@ use std::{
     time::Instant,
 };
 
-use outbound_webhooks::{envelope, signing, stream_entry::parse_entry};
+use outbound_webhooks::{wire::envelope, wire::signing, wire::stream_entry::parse_entry};
 
 use crate::{EVENT, Error, TOKEN};
 

@@ -19,7 +19,7 @@ use std::{
 use crate::{
     Env, Error,
     control_plane::ControlPlane,
-    process::{ChildProcess, free_port},
+    plumbing::process::{ChildProcess, free_port},
 };
 
 /// How long a stopped child may take to exit after its stdin closes: a

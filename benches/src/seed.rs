@@ -9,10 +9,10 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use outbound_webhooks::{
-    OutboundWebhook, conditions,
+    OutboundWebhook, contract::conditions,
     controller::{reconcile, secret},
-    resource::WEBHOOK_SECRET_LABEL,
-    signing,
+    contract::resource::WEBHOOK_SECRET_LABEL,
+    wire::signing,
 };
 use serde_json::json;
 

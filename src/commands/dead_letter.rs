@@ -11,7 +11,7 @@ use crate::{
     dispatcher::org_budget::ORG_OVER_BUDGET,
     store::connection::args::RedisArgs,
     store::{DEAD_LETTER_PAGE, DeadLetter, Replayed, Shards, WRONG_SHARD, WhenUnstored, task::field},
-    stream_entry::{entry_id_millis, parse_entry},
+    wire::stream_entry::{entry_id_millis, parse_entry},
 };
 
 /// `dead-letter list` or `dead-letter replay`.

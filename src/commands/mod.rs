@@ -9,7 +9,7 @@ use std::fmt::Display;
 
 use kube::{Api, ResourceExt};
 
-use crate::resource::OutboundWebhook;
+use crate::contract::resource::OutboundWebhook;
 
 /// A subcommand failed; the message is printed as `error: ...`.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use crate::{
     EventName,
     commands::CommandError,
-    duration::parse_duration,
+    plumbing::duration::parse_duration,
     publish::{DEFAULT_WAIT_TIMEOUT, NewEvent, PublishOptions, Published, publish_with},
     store::connection::args::RedisArgs,
 };

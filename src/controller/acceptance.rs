@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::conditions::accepted;
+use crate::contract::conditions::accepted;
 
 /// The limit that applies to one namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub fn effective_limit(annotation: Option<&str>, default: usize) -> Limit {
             value: default,
             problem: Some(format!(
                 "the Namespace annotation {}={raw:?} is not a whole number >= 0, so the default limit of {default} applies",
-                crate::resource::MAX_WEBHOOKS_ANNOTATION
+                crate::contract::resource::MAX_WEBHOOKS_ANNOTATION
             )),
         },
     }

@@ -1,9 +1,9 @@
 //! The controller's flags and their parsers (durations in the crate's one
-//! grammar, [`crate::duration`]).
+//! grammar, [`crate::plumbing::duration`]).
 
 use std::{net::SocketAddr, time::Duration};
 
-use crate::duration::parse_duration;
+use crate::plumbing::duration::parse_duration;
 
 /// Flags of `outbound-webhooks controller`; each has an
 /// `OUTBOUND_WEBHOOKS_<FLAG>` environment twin.

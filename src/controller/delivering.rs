@@ -9,8 +9,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::{
-    conditions::delivering,
-    resource::{DeliveryStatus, OverBudget},
+    contract::conditions::delivering,
+    contract::resource::{DeliveryStatus, OverBudget},
 };
 
 /// Longest quote of a last error without an HTTP status (the whole text is
@@ -145,7 +145,7 @@ fn about(at: &Time, since: Option<&Time>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::LastFailure;
+    use crate::contract::resource::LastFailure;
 
     fn time(text: &str) -> Option<Time> {
         Some(Time(text.parse().unwrap()))

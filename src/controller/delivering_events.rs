@@ -15,7 +15,7 @@ use std::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::status::{EventNote, Severity};
-use crate::{conditions::delivering, resource::OverBudget};
+use crate::{contract::conditions::delivering, contract::resource::OverBudget};
 
 /// At most one `Failing`/`Recovered` pair per hook in this time.
 pub const PAIR_INTERVAL: Duration = Duration::from_secs(5 * 60);

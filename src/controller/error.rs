@@ -1,7 +1,7 @@
 //! Why the controller stopped.
 
 use super::leader;
-use crate::ops_server;
+use crate::plumbing::ops_server;
 
 /// The controller stopped with an error.
 #[derive(Debug, thiserror::Error)]

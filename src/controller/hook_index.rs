@@ -14,7 +14,7 @@ use kube::runtime::{
     watcher,
 };
 
-use crate::resource::OutboundWebhook;
+use crate::contract::resource::OutboundWebhook;
 
 /// Names of the hooks per namespace, fed by the same watch events as the
 /// cache. It may name a hook the cache no longer holds (until the next

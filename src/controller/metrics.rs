@@ -16,8 +16,8 @@ use prometheus_client::{
 };
 
 use crate::{
-    conditions::{self, ready},
-    resource::OutboundWebhook,
+    contract::conditions::{self, ready},
+    contract::resource::OutboundWebhook,
 };
 
 /// Counters and gauges the reconciler and the leader loop update.

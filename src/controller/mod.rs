@@ -40,8 +40,8 @@ pub use self::{
     error::ControllerError,
 };
 use crate::{
-    ops_server::{self, Readiness},
-    resource::OutboundWebhook,
+    contract::resource::OutboundWebhook,
+    plumbing::ops_server::{self, Readiness},
 };
 
 /// Runs the controller until SIGTERM/SIGINT (or stdin closes, when asked).
@@ -140,7 +140,7 @@ async fn finish_ops(
 }
 
 fn default_identity() -> String {
-    let host = crate::process::host_name("outbound-webhooks-controller");
+    let host = crate::plumbing::process::host_name("outbound-webhooks-controller");
     let mut bytes = [0u8; 4];
     // A failing OS random source only makes the suffix predictable.
     let _ = getrandom::fill(&mut bytes);
@@ -148,7 +148,7 @@ fn default_identity() -> String {
 }
 
 fn spawn_shutdown_triggers(shutdown: &CancellationToken, exit_on_stdin_close: bool) {
-    crate::process::cancel_on_signal(shutdown);
+    crate::plumbing::process::cancel_on_signal(shutdown);
     if exit_on_stdin_close {
         let token = shutdown.clone();
         // A plain thread: a blocking read would hold up the runtime's shutdown.

@@ -33,8 +33,8 @@ use super::{
     status::{self, AcceptanceOutcome, ControllerStatus, EventNote, SecretOutcome, Severity},
 };
 use crate::{
-    conditions::secret_ready,
-    resource::{MAX_WEBHOOKS_ANNOTATION, OutboundWebhook},
+    contract::conditions::secret_ready,
+    contract::resource::{MAX_WEBHOOKS_ANNOTATION, OutboundWebhook},
 };
 
 /// Field manager of the controller's status writes (the dispatcher uses
@@ -273,8 +273,8 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
     // back by the pacing goes out at a later one.
     let delivering_event = ctx.delivering_events.note(
         &hook.uid().unwrap_or_default(),
-        previous.condition(crate::conditions::DELIVERING),
-        desired.condition(crate::conditions::DELIVERING),
+        previous.condition(crate::contract::conditions::DELIVERING),
+        desired.condition(crate::contract::conditions::DELIVERING),
         Instant::now(),
     );
     let over_budget_event = ctx.delivering_events.over_budget_note(
@@ -284,7 +284,7 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
             .and_then(|s| s.delivery.as_ref())
             .and_then(|d| d.over_budget.as_ref()),
         &desired
-            .condition(crate::conditions::DELIVERING)
+            .condition(crate::contract::conditions::DELIVERING)
             .map(|c| c.message.clone())
             .unwrap_or_default(),
         Instant::now(),
@@ -306,7 +306,7 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
                 source,
             })?;
         ctx.metrics.status_writes.inc();
-        let ready = desired.condition(crate::conditions::READY);
+        let ready = desired.condition(crate::contract::conditions::READY);
         tracing::info!(
             hook = %name,
             %namespace,
@@ -316,7 +316,7 @@ async fn reconcile_hook(hook: &OutboundWebhook, ctx: &Context) -> Result<Action,
         );
         events = status::transition_events(&previous, &desired);
         let secret_message = |s: &ControllerStatus| {
-            s.condition(crate::conditions::SECRET_READY)
+            s.condition(crate::contract::conditions::SECRET_READY)
                 .map(|c| c.message.clone())
                 .unwrap_or_default()
         };

@@ -21,12 +21,12 @@ use serde_json::{Value, json};
 
 use super::status::{EventNote, Severity};
 use crate::{
-    resource::{OutboundWebhook, PROMOTE_SECRET_ANNOTATION, ROTATE_SECRET_ANNOTATION},
-    signing::standard_webhooks_secret,
-    signing_tokens::{
+    contract::resource::{OutboundWebhook, PROMOTE_SECRET_ANNOTATION, ROTATE_SECRET_ANNOTATION},
+    contract::signing_tokens::{
         NEXT_STANDARD_WEBHOOKS_KEY, NEXT_TOKEN_KEY, PREVIOUS_STANDARD_WEBHOOKS_KEY, PREVIOUS_TOKEN_KEY,
         STANDARD_WEBHOOKS_KEY, SigningTokens, TOKEN_KEY,
     },
+    wire::signing::standard_webhooks_secret,
 };
 
 /// Secret annotation: the `rotate-secret` value whose token is in `next-token`.

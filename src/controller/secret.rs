@@ -18,16 +18,16 @@ use super::{
     status::{EventNote, SecretOutcome},
 };
 use crate::{
-    conditions::secret_ready,
-    resource::{
+    contract::conditions::secret_ready,
+    contract::resource::{
         OutboundWebhook, PROMOTE_SECRET_ANNOTATION, ROTATE_SECRET_ANNOTATION, SecretKeyRef, WEBHOOK_SECRET_LABEL,
     },
-    secret_values,
-    signing::standard_webhooks_secret,
-    signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY, SigningTokens, TokenProblem},
+    contract::secret_values,
+    contract::signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY, SigningTokens, TokenProblem},
+    wire::signing::standard_webhooks_secret,
 };
 
-pub use crate::signing_tokens::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY};
+pub use crate::contract::signing_tokens::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY};
 
 /// Most writes one reconcile makes to rotate a Secret (an expiry, a stage
 /// and a promotion, plus re-reads after conflicts).
@@ -83,7 +83,7 @@ pub enum Ownership {
 }
 
 fn is_hook_owner(owner: &OwnerReference) -> bool {
-    owner.kind == "OutboundWebhook" && owner.api_version.split('/').next() == Some(crate::resource::API_GROUP)
+    owner.kind == "OutboundWebhook" && owner.api_version.split('/').next() == Some(crate::contract::resource::API_GROUP)
 }
 
 /// Classifies an existing Secret named like the hook's generated one.

@@ -27,9 +27,9 @@ use kube::{
 
 use super::{hook_index::HookIndex, status::ControllerStatus};
 use crate::{
-    resource::OutboundWebhook,
-    secret_values::MAX_HEADER_VALUE_BYTES,
-    signing_tokens::{
+    contract::resource::OutboundWebhook,
+    contract::secret_values::MAX_HEADER_VALUE_BYTES,
+    contract::signing_tokens::{
         NEXT_STANDARD_WEBHOOKS_KEY, NEXT_TOKEN_KEY, PREVIOUS_STANDARD_WEBHOOKS_KEY, PREVIOUS_TOKEN_KEY,
         STANDARD_WEBHOOKS_KEY, TOKEN_KEY,
     },
@@ -63,7 +63,7 @@ const SIGNING_KEYS: [&str; 6] = [
 /// (a tenant's hundreds of waiting hooks cannot pin Secret values).
 fn counts(hook: &OutboundWebhook) -> bool {
     let status = ControllerStatus::from_status(hook.status.as_ref());
-    status.is_accepted() || status.condition(crate::conditions::ACCEPTED).is_none()
+    status.is_accepted() || status.condition(crate::contract::conditions::ACCEPTED).is_none()
 }
 
 /// The keys of Secret `name` that `hooks` (of its namespace) read.

@@ -8,9 +8,9 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::{
-    auto_disable,
-    conditions::{self, accepted, ready, secret_ready},
-    resource::{DisableReason, OutboundWebhook, OutboundWebhookStatus, REENABLE_ANNOTATION},
+    contract::auto_disable,
+    contract::conditions::{self, accepted, ready, secret_ready},
+    contract::resource::{DisableReason, OutboundWebhook, OutboundWebhookStatus, REENABLE_ANNOTATION},
 };
 
 use super::{acceptance::Ineligible, delivering as delivering_condition};

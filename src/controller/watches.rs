@@ -22,8 +22,8 @@ use kube::{
 
 use super::{delivering_events::DeliveringEvents, hook_index::HookIndex, metrics::HookGauges, secret_trim, status};
 use crate::{
-    ops_server::Readiness,
-    resource::{MAX_WEBHOOKS_ANNOTATION, OutboundWebhook, SECRET_LIST_PAGE_SIZE, WEBHOOK_SECRET_LABEL},
+    contract::resource::{MAX_WEBHOOKS_ANNOTATION, OutboundWebhook, SECRET_LIST_PAGE_SIZE, WEBHOOK_SECRET_LABEL},
+    plumbing::ops_server::Readiness,
 };
 
 /// Least time between two lists of the labelled Secrets.

@@ -10,8 +10,8 @@ use crate::dispatcher::{
 };
 use crate::{
     address_filter::{AddressFilter, InvalidCidr},
-    duration::parse_duration,
-    retry_schedule::{DEFAULT_RETRY_SCHEDULE, RetrySchedule},
+    contract::retry_schedule::{DEFAULT_RETRY_SCHEDULE, RetrySchedule},
+    plumbing::duration::parse_duration,
     store::connection::args::RedisArgs,
     store::connection::{ConnectError, RedisTarget},
 };
@@ -185,7 +185,7 @@ impl DispatcherArgs {
             allow_destination_cidrs: AddressFilter::parse_list(&self.allow_destination_cidr)?,
             consumer_name: self
                 .consumer_name
-                .unwrap_or_else(|| crate::process::host_name("dispatcher")),
+                .unwrap_or_else(|| crate::plumbing::process::host_name("dispatcher")),
             max_in_flight: self.max_in_flight.max(1),
             max_in_flight_per_hook: self.max_in_flight_per_hook.max(1),
             task_lease: self.task_lease,

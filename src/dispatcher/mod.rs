@@ -3,7 +3,7 @@
 //!
 //! The path of one event, folder by folder:
 //! 1. [`intake::consumer`] reads it from the stream (one consumer group,
-//!    each shard's [`store::Store`]) and holds the entry ([`intake::held`]);
+//!    each shard's [`crate::store::Store`]) and holds the entry ([`intake::held`]);
 //! 2. [`intake::routing`] picks the hooks it goes to from the caches
 //!    ([`view`]);
 //! 3. [`attempt::first_attempt`] sends it to each hook at once, within the
@@ -19,7 +19,7 @@
 //!    through 3 and 4 again ([`retry::waker`] wakes waiting ones);
 //! 7. [`health::mirror`] writes each hook's delivery health to its status.
 //!
-//! Beside the path: [`store`] (everything kept in Redis and its scripts),
+//! Beside the path: [`crate::store`] (everything kept in Redis and its scripts),
 //! [`upkeep`] (trimming, idle consumers), [`org_budget`] (bytes per org),
 //! [`config`] (flags), [`context`] (what the loops share) and [`metrics`].
 
@@ -72,8 +72,8 @@ use self::{
 };
 use crate::{
     address_filter::AddressFilter,
-    ops_server::{self, Readiness},
-    resource::{OutboundWebhook, WEBHOOK_SECRET_LABEL},
+    contract::resource::{OutboundWebhook, WEBHOOK_SECRET_LABEL},
+    plumbing::ops_server::{self, Readiness},
     store::connection::ConnectError,
     store::{ShardCountError, Shards, StoreError},
 };
@@ -158,7 +158,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let metrics = Metrics::register(&mut registry);
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
-    crate::process::cancel_on_signal(&shutdown);
+    crate::plumbing::process::cancel_on_signal(&shutdown);
     let ops = {
         let shutdown = shutdown.clone();
         tokio::spawn(ops_server::serve(
@@ -178,7 +178,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         Api::<Secret>::all(kube.clone()),
         watcher::Config::default()
             .labels(&format!("{WEBHOOK_SECRET_LABEL}=true"))
-            .page_size(crate::resource::SECRET_LIST_PAGE_SIZE),
+            .page_size(crate::contract::resource::SECRET_LIST_PAGE_SIZE),
     )
     .default_backoff();
     // Every change wakes the tasks waiting for the hooks it concerns.

@@ -13,8 +13,8 @@ use crate::dispatcher::{
 };
 use crate::store::{Claim, Rescheduled, StoreError, Task};
 use crate::{
-    resource::{DisableReason, DisableRecord},
-    retry_schedule::next_delay,
+    contract::resource::{DisableReason, DisableRecord},
+    contract::retry_schedule::next_delay,
 };
 
 /// One finished attempt of a claimed task.

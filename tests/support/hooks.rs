@@ -7,12 +7,12 @@ use std::{collections::BTreeMap, time::Duration};
 use kube::Resource as _;
 use outbound_webhooks::{
     OutboundWebhook,
-    conditions::{self, accepted, ready, secret_ready},
+    contract::conditions::{self, accepted, ready, secret_ready},
+    contract::resource::WEBHOOK_SECRET_LABEL,
     controller::{
         self,
         secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY, generated_secret_name},
     },
-    resource::WEBHOOK_SECRET_LABEL,
 };
 use serde_json::{Value, json};
 
@@ -96,7 +96,7 @@ impl TestHook {
     }
     /// The Standard Webhooks secret of its token.
     pub fn whsec(&self) -> String {
-        outbound_webhooks::signing::standard_webhooks_secret(&self.token)
+        outbound_webhooks::wire::signing::standard_webhooks_secret(&self.token)
     }
     /// The hook as JSON.
     pub fn get(&self) -> Value {
@@ -131,7 +131,7 @@ pub fn new_token() -> String {
 pub fn create_hook(namespace: &str, name: &str, url: &str, events: &[&str], extra_spec: Value) -> TestHook {
     apply_ok(namespace, &hook_manifest(name, url, events, extra_spec).to_string());
     let token = new_token();
-    let standard_webhooks = outbound_webhooks::signing::standard_webhooks_secret(&token);
+    let standard_webhooks = outbound_webhooks::wire::signing::standard_webhooks_secret(&token);
     apply_ok(
         namespace,
         &labelled_secret(

@@ -62,7 +62,7 @@ pub fn read_repo_file(path: impl AsRef<Path>) -> String {
 /// Fails unless the repository file at `path` is exactly the CRD the Rust
 /// types generate; `hint` says how to fix it.
 pub fn assert_is_the_generated_crd(path: &str, hint: &str) {
-    let generated = outbound_webhooks::crd_yaml::crd_yaml().expect("rendering the CRD");
+    let generated = outbound_webhooks::contract::crd_yaml::crd_yaml().expect("rendering the CRD");
     let committed = read_repo_file(path);
     assert!(generated == committed, "{path} is stale: {hint}");
 }

@@ -206,7 +206,7 @@ pub fn verify_signatures_with(kustomer_token: &str, standard_token: &str, reques
     );
     let input = json!({
         "token": kustomer_token,
-        "standardWebhooksSecret": outbound_webhooks::signing::standard_webhooks_secret(standard_token),
+        "standardWebhooksSecret": outbound_webhooks::wire::signing::standard_webhooks_secret(standard_token),
         "body": base64::engine::general_purpose::STANDARD.encode(&request.body),
         "headers": request.headers,
     });

@@ -40,7 +40,7 @@ pub fn xadd_event(prefix: &str, org: &str, event: &str, data: &str, id: Option<&
 
 /// Publishes an event with XADD (as a producer would); returns its id.
 pub fn publish(url: &str, prefix: &str, org: &str, event: &str, data: &Value) -> String {
-    let id = outbound_webhooks::stream_entry::new_event_id();
+    let id = outbound_webhooks::wire::stream_entry::new_event_id();
     let _: String = xadd_event(prefix, org, event, &data.to_string(), Some(&id))
         .query(&mut connect(url))
         .expect("XADD");

@@ -1,7 +1,7 @@
 //! Unit tests of `secret.rs`.
 
 use super::*;
-use crate::resource::OutboundWebhookSpec;
+use crate::contract::resource::OutboundWebhookSpec;
 
 fn hook(uid: &str) -> OutboundWebhook {
     let spec: OutboundWebhookSpec = serde_json::from_value(serde_json::json!({

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::resource::{DeliveryStatus, DisableRecord, OutboundWebhookSpec};
+use crate::contract::resource::{DeliveryStatus, DisableRecord, OutboundWebhookSpec};
 
 fn hook(enabled: bool, generation: i64) -> OutboundWebhook {
     let spec: OutboundWebhookSpec = serde_json::from_value(serde_json::json!({

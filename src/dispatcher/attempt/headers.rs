@@ -15,10 +15,10 @@ use crate::dispatcher::{
 };
 use crate::store::Task;
 use crate::{
-    resource::{Header, HeaderValueSource, SecretKeyRef, WEBHOOK_SECRET_LABEL},
-    secret_values::{self, ValueProblem},
-    signing,
-    signing_tokens::SigningTokens,
+    contract::resource::{Header, HeaderValueSource, SecretKeyRef, WEBHOOK_SECRET_LABEL},
+    contract::secret_values::{self, ValueProblem},
+    contract::signing_tokens::SigningTokens,
+    wire::signing,
 };
 
 /// The event name (Kustomer).
@@ -158,7 +158,7 @@ mod tests {
     use k8s_openapi::{ByteString, api::core::v1::Secret};
 
     use super::*;
-    use crate::signing_tokens::{NEXT_TOKEN_KEY, TOKEN_KEY};
+    use crate::contract::signing_tokens::{NEXT_TOKEN_KEY, TOKEN_KEY};
 
     fn secret(entries: &[(&str, &str)]) -> CachedSecret {
         CachedSecret::new(Secret {

@@ -19,7 +19,7 @@ use crate::dispatcher::{
     view::cached_objects::{CachedHook, CachedSecret},
 };
 use crate::store::Task;
-use crate::{address_filter::AddressFilter, retry_schedule::parse_retry_after};
+use crate::{address_filter::AddressFilter, contract::retry_schedule::parse_retry_after};
 
 /// Most response-body bytes read (only for the failure message).
 pub const MAX_RESPONSE_BYTES: usize = 4096;

@@ -10,11 +10,11 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::contract::resource::DisableRecord;
 use crate::dispatcher::{
     context::{MirrorRequest, Shared, Urgency, now_ms},
     health::status,
 };
-use crate::resource::DisableRecord;
 use crate::store::StoreError;
 
 /// A hook waiting to be mirrored.

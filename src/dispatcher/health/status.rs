@@ -10,8 +10,8 @@ use kube::{
 use crate::dispatcher::view::cached_objects::CachedHook;
 use crate::store::Health;
 use crate::{
-    resource::{DeliveryStatus, DisableRecord, LastFailure, OutboundWebhook, OverBudget},
-    retry_schedule::RetrySchedule,
+    contract::resource::{DeliveryStatus, DisableRecord, LastFailure, OutboundWebhook, OverBudget},
+    contract::retry_schedule::RetrySchedule,
 };
 
 /// The field manager of every status write of the dispatcher.
@@ -118,7 +118,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::resource::{DisableReason, REENABLE_ANNOTATION};
+    use crate::contract::resource::{DisableReason, REENABLE_ANNOTATION};
 
     fn record(token: &str) -> DisableRecord {
         DisableRecord {
@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn the_record_in_status_survives_a_flushed_redis() {
         let mut h = full_hook(None);
-        h.status = Some(crate::resource::OutboundWebhookStatus {
+        h.status = Some(crate::contract::resource::OutboundWebhookStatus {
             delivery: Some(DeliveryStatus {
                 disabled: Some(record("")),
                 ..Default::default()

@@ -19,9 +19,9 @@ use crate::dispatcher::{
 };
 use crate::store::{self, Delivery, RawEntry, Store, StoreError, Task, WRONG_SHARD};
 use crate::{
-    envelope,
     store::shard::shard_of,
-    stream_entry::{Event, MAX_ENTRY_BYTES, entry_id_millis, parse_entry},
+    wire::envelope,
+    wire::stream_entry::{Event, MAX_ENTRY_BYTES, entry_id_millis, parse_entry},
 };
 
 /// Most entries held (read, not yet acknowledged) at once: bounds memory

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
+use crate::contract::event_name::EventName;
 use crate::dispatcher::{
     view::cache::Cached,
     view::cached_objects::{CachedHook, Seen},
 };
-use crate::event_name::EventName;
 
 /// Whether a hook may be delivered to right now, and if not, what becomes
 /// of its events.
@@ -139,7 +139,7 @@ pub fn signing_secret(hook: &CachedHook) -> Option<(&str, &str)> {
         return Some((&r.name, &r.key));
     }
     let name = hook.secret_name.as_deref()?;
-    Some((name, crate::signing_tokens::TOKEN_KEY))
+    Some((name, crate::contract::signing_tokens::TOKEN_KEY))
 }
 
 #[cfg(test)]
@@ -148,8 +148,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        conditions::{ACCEPTED, SECRET_READY},
-        resource::{DeliveryStatus, DisableReason, DisableRecord, OutboundWebhook, OutboundWebhookStatus},
+        contract::conditions::{ACCEPTED, SECRET_READY},
+        contract::resource::{DeliveryStatus, DisableReason, DisableRecord, OutboundWebhook, OutboundWebhookStatus},
     };
 
     fn condition(type_: &str, status: &str, generation: i64) -> Condition {
@@ -286,7 +286,7 @@ mod tests {
     fn the_signing_secret_comes_from_secret_ref_or_status() {
         let mut h = hook("acme", &["kustomer.conversation.create"]);
         assert_eq!(signing_secret(&cached(h.clone())), Some(("h-webhook-secret", "token")));
-        h.spec.secret_ref = Some(crate::resource::SecretKeyRef {
+        h.spec.secret_ref = Some(crate::contract::resource::SecretKeyRef {
             name: "mine".into(),
             key: "k".into(),
         });

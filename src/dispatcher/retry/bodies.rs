@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::stream_entry::MAX_ENTRY_BYTES;
+use crate::wire::stream_entry::MAX_ENTRY_BYTES;
 
 /// The largest body a task may have: its entry's fields (at most
 /// [`MAX_ENTRY_BYTES`]) in the envelope, plus under 1 KiB of the envelope's

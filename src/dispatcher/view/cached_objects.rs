@@ -11,11 +11,11 @@ use k8s_openapi::api::core::v1::Secret;
 
 use crate::dispatcher::view::cache::Cached;
 use crate::{
-    auto_disable,
-    conditions::{self, ACCEPTED, SECRET_READY},
-    resource::{DisableRecord, OutboundWebhook, OutboundWebhookSpec, REENABLE_ANNOTATION},
-    secret_values,
-    signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY, SigningTokens, TokenProblem},
+    contract::auto_disable,
+    contract::conditions::{self, ACCEPTED, SECRET_READY},
+    contract::resource::{DisableRecord, OutboundWebhook, OutboundWebhookSpec, REENABLE_ANNOTATION},
+    contract::secret_values,
+    contract::signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY, SigningTokens, TokenProblem},
 };
 
 /// What the cache keeps of a hook: what routing, signing, custom headers,
@@ -192,10 +192,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        conditions::READY,
+        contract::conditions::READY,
+        contract::resource::{DeliveryStatus, DisableReason, OutboundWebhookStatus},
+        contract::signing_tokens::TOKEN_KEY,
         dispatcher::intake::routing::{Deliverability, deliverability, signing_secret},
-        resource::{DeliveryStatus, DisableReason, OutboundWebhookStatus},
-        signing_tokens::TOKEN_KEY,
     };
 
     fn condition(type_: &str) -> Condition {
@@ -253,7 +253,7 @@ mod tests {
         let full = hook();
         let cached = CachedHook::new(full.clone());
         // The controller's view of the same hook, through the shared rule.
-        assert!(crate::auto_disable::is_auto_disabled(&full));
+        assert!(crate::contract::auto_disable::is_auto_disabled(&full));
         assert_eq!(deliverability(&cached), Deliverability::TurnedOff);
         assert_eq!(signing_secret(&cached), Some(("h-webhook-secret", TOKEN_KEY)));
         assert_eq!(cached.spec.headers, full.spec.headers);
@@ -287,7 +287,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(REENABLE_ANNOTATION.into(), "8".into());
-        assert!(!crate::auto_disable::is_auto_disabled(&reenabled));
+        assert!(!crate::contract::auto_disable::is_auto_disabled(&reenabled));
         assert_eq!(deliverability(&CachedHook::new(reenabled)), Deliverability::Deliverable);
     }
 

@@ -4,7 +4,7 @@
 //! sends identical bytes (signatures of different attempts differ only by
 //! their timestamp).
 
-use crate::stream_entry::Event;
+use crate::wire::stream_entry::Event;
 
 /// Formats Unix milliseconds as `2026-11-27T10:00:00.000Z`.
 pub fn format_created_at(ms: i64) -> String {
@@ -43,7 +43,7 @@ pub fn build(event: &Event) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event_name::EventName;
+    use crate::contract::event_name::EventName;
 
     fn event(changes: Option<&str>) -> Event {
         Event {

@@ -2,7 +2,7 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-use crate::duration::parse_duration;
+use crate::plumbing::duration::parse_duration;
 
 /// The SPEC's default delays after attempts 1..9 (10 attempts over ~80 minutes).
 pub const DEFAULT_RETRY_SCHEDULE: &str = "30s,1m,1m30s,2m,5m,10m,15m,15m,30m";
@@ -142,7 +142,7 @@ mod tests {
             let err = bad.parse::<RetrySchedule>().unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }
-        // The one duration grammar (crate::duration): a bare number is seconds.
+        // The one duration grammar (crate::plumbing::duration): a bare number is seconds.
         let s: RetrySchedule = "30".parse().expect("30 seconds");
         assert_eq!(s.delay_after(1), Some(Duration::from_secs(30)));
     }

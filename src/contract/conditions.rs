@@ -2,7 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use crate::resource::OutboundWebhook;
+use crate::contract::resource::OutboundWebhook;
 
 /// Condition type: the hook holds a slot of its namespace and its spec is usable.
 pub const ACCEPTED: &str = "Accepted";

@@ -2,7 +2,7 @@
 
 use kube::CustomResourceExt;
 
-use crate::resource::OutboundWebhook;
+use crate::contract::resource::OutboundWebhook;
 
 /// Rendering the CRD as YAML failed.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::event_name::EventName;
+use crate::contract::event_name::EventName;
 
 /// Largest entry accepted, counting field names and values.
 pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 
-use crate::secret_values::{self, ValueProblem};
+use crate::contract::secret_values::{self, ValueProblem};
 
 /// Key of the hex token (the HMAC key, as UTF-8 bytes) in a generated Secret.
 pub const TOKEN_KEY: &str = "token";

@@ -5,7 +5,7 @@
 //! decision lives in status, never in `spec.enabled`, so a GitOps tool sees no
 //! drift and never silently turns a hook back on.
 
-use crate::resource::{DisableRecord, OutboundWebhook, REENABLE_ANNOTATION};
+use crate::contract::resource::{DisableRecord, OutboundWebhook, REENABLE_ANNOTATION};
 
 /// The disable record that currently turns the hook off, if any.
 ///
@@ -49,7 +49,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::resource::{DeliveryStatus, DisableReason, OutboundWebhookSpec, OutboundWebhookStatus};
+    use crate::contract::resource::{DeliveryStatus, DisableReason, OutboundWebhookSpec, OutboundWebhookStatus};
 
     fn hook(
         annotation: Option<&str>,

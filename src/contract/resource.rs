@@ -10,7 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::event_name::EventName;
+use crate::contract::event_name::EventName;
 
 /// API group of every resource of this operator.
 pub const API_GROUP: &str = "outboundwebhooks.io";
