@@ -18,7 +18,7 @@ use outbound_webhooks::{
     contract::conditions::{self, ready},
     contract::resource::{PROMOTE_SECRET_ANNOTATION, ROTATE_SECRET_ANNOTATION},
     contract::signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
-    controller::secret::TOKEN_KEY,
+    controller::secrets::secret::TOKEN_KEY,
 };
 use serde_json::json;
 use support::{

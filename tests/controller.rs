@@ -18,8 +18,8 @@ use outbound_webhooks::{
         WEBHOOK_SECRET_LABEL,
     },
     contract::signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
-    controller::rotation::PROMOTED_ANNOTATION,
-    controller::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
+    controller::secrets::rotation::PROMOTED_ANNOTATION,
+    controller::secrets::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
 };
 use serde_json::json;
 use support::{

@@ -117,7 +117,7 @@ fn an_event_published_while_the_signing_secret_is_re_created_is_delivered_once_i
     let (test, receiver, hook, _d) = live_hook("secret-gone");
 
     // The Secret is deleted; the controller reports SecretReady=False.
-    let secret = outbound_webhooks::controller::secret::generated_secret_name(&hook.name);
+    let secret = outbound_webhooks::controller::secrets::secret::generated_secret_name(&hook.name);
     kubectl_ok(&["delete", "secret", &secret, "-n", &hook.namespace]);
     write_secret_not_found(&hook.namespace, &hook.name);
     std::thread::sleep(Duration::from_millis(500));

@@ -30,7 +30,7 @@ use std::{
 use base64::Engine as _;
 use outbound_webhooks::{
     contract::conditions::{self, ready},
-    controller::secret::TOKEN_KEY,
+    controller::secrets::secret::TOKEN_KEY,
 };
 use serde_json::{Value, json};
 use support::{

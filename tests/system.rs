@@ -19,7 +19,7 @@ use outbound_webhooks::{
         PROMOTE_SECRET_ANNOTATION, REENABLE_ANNOTATION, ROTATE_SECRET_ANNOTATION, WEBHOOK_SECRET_LABEL,
     },
     contract::signing_tokens::{NEXT_STANDARD_WEBHOOKS_KEY, NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY},
-    controller::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
+    controller::secrets::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY},
     wire::signing::{kustomer_signature, standard_webhooks_secret},
 };
 use serde_json::json;

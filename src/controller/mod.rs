@@ -3,21 +3,18 @@
 //! This file is the leader flow only: wait for the Lease, reconcile while
 //! leading, release it. Flags are in [`config`], the watches and what they
 //! trigger in [`watches`], one reconcile in [`reconcile`]; the decisions in
-//! [`acceptance`], [`status`], [`delivering`] and [`secret`].
+//! [`acceptance`], [`status`], [`delivering::condition`] and [`secrets::secret`].
 
 pub mod acceptance;
 pub mod config;
 pub mod delivering;
-pub mod delivering_events;
 mod error;
 pub mod events;
 pub mod hook_index;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
-pub mod rotation;
-pub mod secret;
-pub mod secret_trim;
+pub mod secrets;
 pub mod status;
 pub mod watches;
 

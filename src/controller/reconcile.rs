@@ -25,11 +25,11 @@ use kube::{
 
 use super::{
     acceptance::{self, Candidate},
-    delivering_events::DeliveringEvents,
+    delivering::events::DeliveringEvents,
     events::EventQueue,
     hook_index::HookIndex,
     metrics::Metrics,
-    secret::{self, SecretError},
+    secrets::secret::{self, SecretError},
     status::{self, AcceptanceOutcome, ControllerStatus, EventNote, SecretOutcome, Severity},
 };
 use crate::{

@@ -13,7 +13,7 @@ use crate::{
     contract::resource::{DisableReason, OutboundWebhook, OutboundWebhookStatus, REENABLE_ANNOTATION},
 };
 
-use super::{acceptance::Ineligible, delivering as delivering_condition};
+use super::{acceptance::Ineligible, delivering::condition as delivering_condition};
 
 /// What the limit decided for the hook.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use kube::{
     },
 };
 
-use super::{delivering_events::DeliveringEvents, hook_index::HookIndex, metrics::HookGauges, secret_trim, status};
+use super::{delivering::events::DeliveringEvents, hook_index::HookIndex, metrics::HookGauges, secrets::trim, status};
 use crate::{
     contract::resource::{MAX_WEBHOOKS_ANNOTATION, OutboundWebhook, SECRET_LIST_PAGE_SIZE, WEBHOOK_SECRET_LABEL},
     plumbing::ops_server::Readiness,
@@ -171,7 +171,7 @@ impl HookWatch {
         match event {
             watcher::Event::Apply(hook) | watcher::Event::InitApply(hook) => {
                 self.gauges.observe(hook);
-                if self.readiness.is_ready() && secret_trim::misses(&self.secrets, hook) {
+                if self.readiness.is_ready() && trim::misses(&self.secrets, hook) {
                     self.secret_relist.notify_one();
                 }
                 let accepted = status::ControllerStatus::from_status(hook.status.as_ref()).is_accepted();
@@ -247,7 +247,7 @@ pub fn namespace_events(
 }
 
 /// The watch of labelled Secrets only (never every Secret of the cluster),
-/// trimmed to what hooks use ([`secret_trim`]). It lists again once the
+/// trimmed to what hooks use ([`trim`]). It lists again once the
 /// hooks are known, and again (at most once a minute) when `relist` is
 /// notified because a hook needs a key a trimmed Secret lacks.
 pub fn secret_events(
@@ -285,7 +285,7 @@ pub fn secret_events(
                     .page_size(SECRET_LIST_PAGE_SIZE),
             )
             .default_backoff()
-            .modify(move |s: &mut Secret| secret_trim::trim(s, &index))
+            .modify(move |s: &mut Secret| trim::trim(s, &index))
             .take_until(ended)
         })
         .flatten()

@@ -11,7 +11,7 @@ use outbound_webhooks::{
     contract::resource::WEBHOOK_SECRET_LABEL,
     controller::{
         self,
-        secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY, generated_secret_name},
+        secrets::secret::{STANDARD_WEBHOOKS_KEY, TOKEN_KEY, generated_secret_name},
     },
 };
 use serde_json::{Value, json};

@@ -14,7 +14,7 @@ use std::{
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use super::status::{EventNote, Severity};
+use crate::controller::status::{EventNote, Severity};
 use crate::{contract::conditions::delivering, contract::resource::OverBudget};
 
 /// At most one `Failing`/`Recovered` pair per hook in this time.

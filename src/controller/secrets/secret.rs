@@ -1,6 +1,6 @@
 //! The signing secret: generating one for a hook (created once, never
 //! overwritten, adopted from a deleted hook of the same name), rotating it
-//! (see [`super::rotation`]), or checking the one `spec.secretRef` names.
+//! (see [`crate::controller::secrets::rotation`]), or checking the one `spec.secretRef` names.
 //! Decisions are pure functions; the async functions do the API calls.
 
 use std::{collections::BTreeMap, time::Duration};
@@ -12,9 +12,9 @@ use kube::{
     runtime::reflector::Store,
 };
 
-use super::{
-    rotation::{self, Change, Decision, PROMOTED_ANNOTATION, Phase, Requested, SecretState},
-    secret_trim::cached_with,
+use crate::controller::{
+    secrets::rotation::{self, Change, Decision, PROMOTED_ANNOTATION, Phase, Requested, SecretState},
+    secrets::trim::cached_with,
     status::{EventNote, SecretOutcome},
 };
 use crate::{

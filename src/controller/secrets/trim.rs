@@ -25,7 +25,7 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 
-use super::{hook_index::HookIndex, status::ControllerStatus};
+use crate::controller::{hook_index::HookIndex, status::ControllerStatus};
 use crate::{
     contract::resource::OutboundWebhook,
     contract::secret_values::MAX_HEADER_VALUE_BYTES,

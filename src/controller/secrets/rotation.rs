@@ -19,7 +19,7 @@ use jiff::{SignedDuration, Timestamp, Unit};
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 
-use super::status::{EventNote, Severity};
+use crate::controller::status::{EventNote, Severity};
 use crate::{
     contract::resource::{OutboundWebhook, PROMOTE_SECRET_ANNOTATION, ROTATE_SECRET_ANNOTATION},
     contract::signing_tokens::{
