@@ -18,7 +18,10 @@ use kube::{
     api::{DeleteParams, ListParams, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
-use outbound_webhooks::{EventName, OutboundWebhook, contract::conditions, controller::secrets::secret, contract::resource::WEBHOOK_SECRET_LABEL};
+use outbound_webhooks::{
+    EventName, OutboundWebhook, contract::conditions, contract::resource::WEBHOOK_SECRET_LABEL,
+    controller::secrets::secret,
+};
 use serde_json::json;
 
 use crate::{

@@ -19,7 +19,7 @@ use std::{
 use crate::{
     Env, Error,
     control_plane::ControlPlane,
-    plumbing::process::{ChildProcess, free_port},
+    process::{ChildProcess, free_port},
 };
 
 /// How long a stopped child may take to exit after its stdin closes: a

@@ -9,9 +9,10 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use outbound_webhooks::{
-    OutboundWebhook, contract::conditions,
-    controller::{reconcile, secret},
+    OutboundWebhook,
+    contract::conditions,
     contract::resource::WEBHOOK_SECRET_LABEL,
+    controller::{reconcile, secrets::secret},
     wire::signing,
 };
 use serde_json::json;
