@@ -18,14 +18,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatcher::{
-    attempt::attempts_log::AttemptRecord,
-    context::{Shared, Urgency, now_ms},
-    intake::consumer::count_duplicate,
-    metrics::EventOutcome,
-    org_budget::ORG_OVER_BUDGET,
+    accounting::account_routed,
+    acks::AckItem,
+    clock::now_ms,
+    context::{Shared, Urgency},
 };
 use crate::store::shard::shard_of;
-use crate::store::{AttemptsBatch, NewTask, Routed, Store};
+use crate::store::{AttemptsBatch, NewTask, Routed};
 
 /// Most items flushed in one round trip.
 const MAX_BATCH: usize = 512;
@@ -37,41 +36,6 @@ const MAX_BATCH: usize = 512;
 const GATHER_BELOW: usize = 64;
 /// How long a small batch waits for more (the timer's granularity is 1 ms).
 const GATHER: Duration = Duration::from_millis(1);
-
-/// Work for the acker.
-#[derive(Debug)]
-pub enum AckItem {
-    /// An entry whose deliveries are settled: store `tasks` (deliveries not
-    /// attempted yet) and acknowledge it.
-    Entry {
-        /// The shard whose stream holds it.
-        shard: usize,
-        /// The stream entry id.
-        id: String,
-        /// Tasks still to store.
-        tasks: Vec<NewTask>,
-    },
-    /// A request to a hook succeeded.
-    Success {
-        /// The hook's org (namespace), which says its shard.
-        org: String,
-        /// The hook's UID.
-        uid: String,
-        /// The hook's `namespace/name`.
-        hook: String,
-        /// Unix ms of the success.
-        at_ms: i64,
-    },
-    /// An attempt for the attempts log.
-    Attempt {
-        /// The hook's org (namespace), which says its shard.
-        org: String,
-        /// The hook's UID.
-        uid: String,
-        /// What happened.
-        record: AttemptRecord,
-    },
-}
 
 /// Runs until `stop` and then flushes what is queued.
 pub async fn run(shared: Arc<Shared>, mut items: mpsc::UnboundedReceiver<AckItem>, stop: CancellationToken) {
@@ -224,61 +188,6 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
             }
         }
         Err(e) => tracing::warn!(error = %e, "recording successful deliveries and the attempts log"),
-    }
-}
-
-/// Counts and logs what storing `tasks` did besides storing them: tasks
-/// dropped as duplicates, tasks refused at their org's budget (each
-/// dead-lettered without its body or dropped, counted `org_over_budget`),
-/// dead letters deleted to make room (counted, logged per org).
-pub(super) async fn account_routed(shared: &Shared, store: &Store, tasks: &[NewTask], routed: &Routed) {
-    for d in &routed.duplicates {
-        if let Some(task) = tasks.get(d.index) {
-            count_duplicate(shared, &task.hook, &task.event_id, &task.entry_id, &d.held_entry_id);
-        }
-    }
-    // (org, dead-lettered) -> events, for one log line each.
-    let mut refused: BTreeMap<(&str, bool), u64> = BTreeMap::new();
-    // (hook uid, name, org) -> events: what each hook's status shows.
-    let mut by_hook: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
-    for r in &routed.refused {
-        let Some(task) = tasks.get(r.index) else { continue };
-        *refused.entry((&task.org, r.dead_lettered)).or_default() += 1;
-        *by_hook.entry((&task.uid, &task.hook, &task.org)).or_default() += 1;
-    }
-    let now = now_ms();
-    for ((uid, hook, org), n) in by_hook {
-        let budget = shared.budgets.for_org(org);
-        match store.record_over_budget(uid, n, budget, now).await {
-            Ok(()) => shared.request_mirror(uid, hook, Urgency::Transition),
-            Err(e) => tracing::warn!(%hook, error = %e, "noting events over the org's budget on the hook's health"),
-        }
-    }
-    for ((org, dead_lettered), n) in refused {
-        if dead_lettered {
-            shared
-                .metrics
-                .dead_letters
-                .get_or_create(&vec![("reason", ORG_OVER_BUDGET.to_string())])
-                .inc_by(n);
-            shared
-                .metrics
-                .count_events(EventOutcome::DeadLettered(ORG_OVER_BUDGET), n);
-        } else {
-            shared.metrics.count_events(EventOutcome::Dropped(ORG_OVER_BUDGET), n);
-        }
-        tracing::warn!(
-            %org, events = n, dead_lettered, budget = shared.budgets.for_org(org),
-            "events not stored: the org's live tasks fill its budget of bytes in Redis (dead-lettered without their bodies, or dropped when even that did not fit)"
-        );
-    }
-    let mut evicted: BTreeMap<&str, u64> = BTreeMap::new();
-    for e in &routed.evicted {
-        *evicted.entry(&e.org).or_default() += 1;
-    }
-    for (org, n) in evicted {
-        shared.metrics.dead_letters_evicted.inc_by(n);
-        tracing::warn!(%org, deleted = n, "deleted the org's oldest dead letters to stay within its budget of bytes in Redis");
     }
 }
 

@@ -2,12 +2,9 @@
 //! store, the caches, the HTTP client, the slots, and the channels to the
 //! acker and the status mirror.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
 };
 
 use tokio::sync::{Notify, mpsc};
@@ -15,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatcher::{
     Config,
-    acker::AckItem,
-    attempt::send::{Outbound, UrlCache},
+    acks::AckItem,
+    attempt::outbound::{Outbound, UrlCache},
     capacity::lanes::Lanes,
     capacity::slots::Slots,
     intake::held::HeldEntries,
@@ -126,23 +123,5 @@ impl Shared {
             hook: hook.to_string(),
             urgency,
         });
-    }
-}
-
-/// Now, in Unix ms.
-pub fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
-/// A duration in whole ms.
-pub fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Sleeps unless shutdown comes first; returns false on shutdown.
-pub async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => true,
-        _ = shutdown.cancelled() => false,
     }
 }

@@ -37,7 +37,10 @@ mod retry;
 pub mod health;
 
 // What the stages share.
+mod accounting;
+mod acks;
 mod capacity;
+mod clock;
 mod config;
 mod context;
 pub mod metrics;
@@ -212,7 +215,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
 
     let filter = Arc::new(AddressFilter::new(config.allow_destination_cidrs.clone()));
     let resolver = attempt::dns::Resolver::new(&config.dns_servers)?;
-    let http = attempt::send::outbound(filter, resolver, config.proxy.as_deref(), &destination_ca)?;
+    let http = attempt::outbound::outbound(filter, resolver, config.proxy.as_deref(), &destination_ca)?;
     let (mirror_tx, mirror_rx) = mpsc::unbounded_channel();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let shard_count = shards.all().len();
@@ -225,7 +228,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         metrics,
         mirror: mirror_tx,
         lanes: Lanes::new(config.max_in_flight_per_hook),
-        urls: attempt::send::UrlCache::default(),
+        urls: attempt::outbound::UrlCache::default(),
         slots: Slots::new(config.max_in_flight),
         wake: (0..shard_count).map(|_| Notify::new()).collect(),
         claim_backlog: (0..shard_count).map(|_| AtomicBool::new(true)).collect(),

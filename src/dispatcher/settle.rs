@@ -5,9 +5,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rand::Rng;
 
 use crate::dispatcher::{
-    acker::AckItem,
-    attempt::send::{Attempt, Outcome},
-    context::{Shared, Urgency, ms, now_ms},
+    acks::AckItem,
+    attempt::outbound::{Attempt, Outcome},
+    clock::{ms, now_ms},
+    context::{Shared, Urgency},
     metrics::EventOutcome,
     view::cached_objects::CachedHook,
 };

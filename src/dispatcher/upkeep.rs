@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatcher::context::{Shared, ms, now_ms, pause};
+use crate::dispatcher::{
+    clock::{ms, now_ms, pause},
+    context::Shared,
+};
 use crate::store::{Shards, Sizes, Store};
 
 /// Runs until `shutdown`.

@@ -13,7 +13,7 @@ pub const MAX_ERROR_CHARS: usize = 300;
 /// The default `--attempts-log-size`.
 pub const DEFAULT_LOG_SIZE: usize = 100;
 
-/// How one attempt ended, finer than [`crate::dispatcher::attempt::send::Outcome`]: what the
+/// How one attempt ended, finer than the attempt's `Outcome` (`outbound.rs`): what the
 /// log's OUTCOME column shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

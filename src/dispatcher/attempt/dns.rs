@@ -24,7 +24,7 @@ use hickory_resolver::{
 };
 use tokio::sync::watch;
 
-use crate::dispatcher::attempt::error_text::ResolveError;
+use crate::dispatcher::attempt::resolve_error::ResolveError;
 
 /// The longest one query may take, whatever the attempts waiting for it
 /// (hickory's own timeout is per try and per server).

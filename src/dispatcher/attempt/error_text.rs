@@ -9,46 +9,9 @@
 
 use std::{error::Error, io, time::Duration};
 
-use crate::dispatcher::{attempt::attempts_log::AttemptKind, attempt::http_client::SendError};
-
-/// Why our resolver gave the client no address: the typed error at the bottom
-/// of a failed attempt's source chain.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    /// The DNS answered without an address, or failed.
-    #[error("DNS lookup of {host} failed: {reason}")]
-    Lookup {
-        /// The host name looked up.
-        host: String,
-        /// What the resolver said, short ("name not known").
-        reason: String,
-    },
-    /// No answer before the attempt's deadline (or the query's own timeout).
-    #[error("DNS lookup of {host} timed out after {}", rounded(*.after))]
-    TimedOut {
-        /// The host name looked up.
-        host: String,
-        /// How long the attempt waited for it.
-        after: Duration,
-    },
-    /// Every address the name resolves to is refused (SPEC "Outbound safety").
-    #[error("refused destination {host}: {why}")]
-    Refused {
-        /// The host name.
-        host: String,
-        /// Why its first address is refused.
-        why: String,
-    },
-}
-
-/// A wait as people say it: whole seconds, or milliseconds under one.
-fn rounded(wait: Duration) -> String {
-    if wait >= Duration::from_secs(1) {
-        format!("{}s", wait.as_secs_f64().round())
-    } else {
-        format!("{}ms", wait.as_millis())
-    }
-}
+use crate::dispatcher::{
+    attempt::attempts_log::AttemptKind, attempt::http_client::SendError, attempt::resolve_error::ResolveError,
+};
 
 /// Where the attempt went: the URL's host and port, named in the texts.
 #[derive(Clone, Copy, Debug)]
@@ -239,7 +202,10 @@ mod tests {
                 "DNS lookup of billing.example timed out after 2s".into()
             )
         );
-        assert_eq!(rounded(Duration::from_millis(350)), "350ms");
+        assert_eq!(
+            crate::dispatcher::attempt::resolve_error::rounded(Duration::from_millis(350)),
+            "350ms"
+        );
     }
 
     #[test]
@@ -319,7 +285,7 @@ mod tests {
     fn client() -> crate::dispatcher::attempt::http_client::HttpClient {
         let filter = Arc::new(AddressFilter::new(vec!["127.0.0.0/8".parse().unwrap()]));
         let resolver = crate::dispatcher::attempt::dns::Resolver::new(&[]).unwrap();
-        crate::dispatcher::attempt::send::outbound(filter, resolver, None, &[])
+        crate::dispatcher::attempt::outbound::outbound(filter, resolver, None, &[])
             .unwrap()
             .client
     }

@@ -20,10 +20,12 @@ use std::{
 };
 
 use crate::dispatcher::{
-    acker::{AckItem, account_routed},
-    attempt::send::{Outcome, send_signed},
+    accounting::account_routed,
+    acks::AckItem,
+    attempt::{outbound::Outcome, send::send_signed},
     capacity::lanes::{Lane, LanePermit},
-    context::{Shared, ms, now_ms},
+    clock::{ms, now_ms},
+    context::Shared,
     settle::{self, Settlement},
     view::cached_objects::{CachedHook, CachedSecret},
 };

@@ -38,7 +38,7 @@ use rustls::pki_types::CertificateDer;
 use tower_service::Service;
 
 use crate::address_filter::AddressFilter;
-use crate::dispatcher::{attempt::dns::Resolver, attempt::error_text::ResolveError};
+use crate::dispatcher::{attempt::dns::Resolver, attempt::resolve_error::ResolveError};
 
 /// How long making a connection may take (DNS, TCP, the proxy, TLS), within
 /// the attempt's own deadline.

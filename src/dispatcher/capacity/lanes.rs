@@ -12,7 +12,7 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::dispatcher::context::now_ms;
+use crate::dispatcher::clock::now_ms;
 
 /// A saturated lane whose attempts take longer than this on average is slow.
 const SLOW_ATTEMPT_MS: i64 = 50;

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::contract::resource::DisableRecord;
 use crate::dispatcher::{
-    context::{MirrorRequest, Shared, Urgency, now_ms},
+    clock::now_ms,
+    context::{MirrorRequest, Shared, Urgency},
     health::status,
 };
 use crate::store::StoreError;

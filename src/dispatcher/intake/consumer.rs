@@ -9,10 +9,12 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatcher::{
+    accounting::count_duplicate,
     attempt::first_attempt::{self, PendingEntry},
     attempt::headers::{header_secret_problem, signing_secret_of},
-    context::{Shared, ms, now_ms, pause},
-    intake::routing::{DUPLICATE_ID, NO_SUCH_HOOK, Route, route},
+    clock::{ms, now_ms, pause},
+    context::Shared,
+    intake::routing::{NO_SUCH_HOOK, Route, route},
     metrics::EventOutcome,
     upkeep,
     view::cached_objects::CachedHook,
@@ -288,16 +290,6 @@ fn goes_ahead(shared: &Shared, hook: &CachedHook, event: &Event, entry_id: &str,
             false
         }
     }
-}
-
-/// Counts and logs a delivery dropped because its hook holds a task for
-/// the same event id from another stream entry.
-pub fn count_duplicate(shared: &Shared, hook: &str, event_id: &str, entry_id: &str, held_entry_id: &str) {
-    shared.metrics.count_events(EventOutcome::Dropped(DUPLICATE_ID), 1);
-    tracing::warn!(
-        %hook, event = %event_id, entry = %entry_id, held_entry = %held_entry_id,
-        "event dropped for a hook: its id is reused while the hook still holds the event from another stream entry"
-    );
 }
 
 /// Counts the entry's drops and starts its deliveries: stored tasks for

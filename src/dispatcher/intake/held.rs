@@ -11,7 +11,7 @@ use std::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatcher::context::now_ms;
+use crate::dispatcher::clock::now_ms;
 use crate::store::RawEntry;
 
 /// The held entries of this replica.

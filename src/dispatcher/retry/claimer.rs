@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatcher::{
     attempt::headers::{header_secret_problem, signing_secret_of},
     attempt::send::send_signed,
-    context::{Shared, ms, now_ms, pause},
+    clock::{ms, now_ms, pause},
+    context::Shared,
     intake::routing::{Deliverability, deliverability},
     retry::bodies::BodyRoom,
     settle::{self, Settlement},
