@@ -23,6 +23,7 @@ use crate::dispatcher::{
     accounting::account_routed,
     acks::AckItem,
     attempt::{outbound::Outcome, send::send_signed},
+    capacity::in_flight::InFlight,
     capacity::lanes::{Lane, LanePermit},
     clock::{ms, now_ms},
     context::Shared,
@@ -67,8 +68,9 @@ impl PendingEntry {
         self.tasks.lock().expect("pending entry lock").push(task);
     }
 
-    /// Settles one delivery; the last one hands the entry to the acker.
-    pub fn settle_one(&self, shared: &Shared) {
+    /// One delivery of the entry is closed (delivered, or its task stored);
+    /// the last one hands the entry to the acker.
+    pub fn close_one(&self, shared: &Shared) {
         if self.open.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
@@ -100,28 +102,28 @@ pub async fn run(
         Some(permit) => Some(permit),
         None => wait_for_slot(&shared, &lane).await,
     };
-    let Some(slot) = slot else {
+    let Some(lane) = slot else {
         entry.store_later(task.to_new(0));
-        entry.settle_one(&shared);
+        entry.close_one(&shared);
         return;
     };
     // An in-flight slot, never waited for longer than SLOT_WAIT: general
     // slots free up within DEMOTE_AFTER however many hooks hang.
-    let in_flight = shared
+    let slot = shared
         .slots
-        .acquire_within(slot.hook_is_slow(now_ms()), SLOT_WAIT)
+        .acquire_within(lane.hook_is_slow(now_ms()), SLOT_WAIT)
         .await;
-    let Some(in_flight) = in_flight else {
+    let Some(slot) = slot else {
         entry.store_later(task.to_new(0));
-        entry.settle_one(&shared);
+        entry.close_one(&shared);
         return;
     };
-    shared.metrics.in_flight.inc();
+    let in_flight = InFlight::start(&shared, lane);
     shared.metrics.first_direct.inc();
     let started_ms = now_ms();
     let (attempt, done_ms) = shared
         .slots
-        .run(in_flight, send_signed(&shared, &hook, &task, &signing, 1))
+        .run(slot, send_signed(&shared, &hook, &task, &signing, 1))
         .await;
     if attempt.outcome == Outcome::Delivered {
         shared.metrics.events_delivered.inc();
@@ -169,10 +171,8 @@ pub async fn run(
             }
         }
     }
-    shared.metrics.in_flight.dec();
-    drop(slot);
-    shared.slot_freed();
-    entry.settle_one(&shared);
+    drop(in_flight);
+    entry.close_one(&shared);
 }
 
 /// Waits for a slot of `lane`, but not behind a hook found slow meanwhile

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use crate::dispatcher::{
-    intake::routing::signing_secret,
     view::cache::{Cache, Cached},
     view::cached_objects::{CachedHook, CachedSecret},
 };
@@ -49,7 +48,7 @@ pub fn secret_value(
 /// The hook's signing Secret from the cache, if its tokens are usable
 /// (a shared pointer into the cache: nothing is copied).
 pub fn signing_secret_of(secrets: &Cache<CachedSecret>, hook: &CachedHook) -> Option<Arc<CachedSecret>> {
-    let (name, key) = signing_secret(hook)?;
+    let (name, key) = hook.signing_secret()?;
     let namespace = hook.namespace();
     let secret = secrets.get(namespace, name)?;
     secret.tokens(key).ok()?;
@@ -106,7 +105,7 @@ pub fn request_headers(
     signing_fallback: &CachedSecret,
 ) -> Result<HeaderMap, String> {
     let ns = hook.namespace();
-    let (secret_name, key) = signing_secret(hook).ok_or("the hook names no signing Secret yet")?;
+    let (secret_name, key) = hook.signing_secret().ok_or("the hook names no signing Secret yet")?;
     let current = secrets.get(ns, secret_name);
     let tokens = tokens_now(current.as_deref(), signing_fallback, key)
         .ok_or_else(|| format!("the signing Secret {ns}/{secret_name} has no usable key {key}"))?;

@@ -346,11 +346,11 @@ fn start_deliveries(
         if goes_ahead(shared, hook, &event, &entry_id, held.next().flatten()) {
             pending.store_later(task_for(hook).to_new(0));
         }
-        pending.settle_one(shared);
+        pending.close_one(shared);
     }
     for hook in &routed.deliver {
         if !goes_ahead(shared, hook, &event, &entry_id, held.next().flatten()) {
-            pending.settle_one(shared);
+            pending.close_one(shared);
             continue;
         }
         let task = task_for(hook);
@@ -376,11 +376,11 @@ fn start_deliveries(
             }
             _ => {
                 pending.store_later(task.to_new(0));
-                pending.settle_one(shared);
+                pending.close_one(shared);
             }
         }
     }
-    pending.settle_one(shared);
+    pending.close_one(shared);
     shared.metrics.entries.inc();
     tracing::debug!(entry = %entry_id, event = %event.id, hooks = routed.deliver.len(), lag_ms = now - entry_id_millis(&entry_id).unwrap_or(now), "routed");
 }

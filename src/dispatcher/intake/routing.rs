@@ -132,16 +132,6 @@ pub fn route<'a>(
     route
 }
 
-/// The Secret name and key holding the signing token (borrowed: this is
-/// looked up for every attempt).
-pub fn signing_secret(hook: &CachedHook) -> Option<(&str, &str)> {
-    if let Some(r) = &hook.spec.secret_ref {
-        return Some((&r.name, &r.key));
-    }
-    let name = hook.secret_name.as_deref()?;
-    Some((name, crate::contract::signing_tokens::TOKEN_KEY))
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -285,11 +275,11 @@ mod tests {
     #[test]
     fn the_signing_secret_comes_from_secret_ref_or_status() {
         let mut h = hook("acme", &["kustomer.conversation.create"]);
-        assert_eq!(signing_secret(&cached(h.clone())), Some(("h-webhook-secret", "token")));
+        assert_eq!(cached(h.clone()).signing_secret(), Some(("h-webhook-secret", "token")));
         h.spec.secret_ref = Some(crate::contract::resource::SecretKeyRef {
             name: "mine".into(),
             key: "k".into(),
         });
-        assert_eq!(signing_secret(&cached(h)), Some(("mine", "k")));
+        assert_eq!(cached(h).signing_secret(), Some(("mine", "k")));
     }
 }

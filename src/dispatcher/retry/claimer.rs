@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatcher::{
     attempt::headers::{header_secret_problem, signing_secret_of},
     attempt::send::send_signed,
+    capacity::in_flight::InFlight,
     clock::{ms, now_ms, pause},
     context::Shared,
     intake::routing::{Deliverability, deliverability},
@@ -90,22 +91,21 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
             let shared = shared.clone();
             let store = store.clone();
             tokio::spawn(async move {
-                let slot = lane.acquire().await;
-                let Some(in_flight) = shared.slots.acquire(slot.hook_is_slow(now_ms())).await else {
+                let lane = lane.acquire().await;
+                let Some(slot) = shared.slots.acquire(lane.hook_is_slow(now_ms())).await else {
                     return;
                 };
-                shared.metrics.in_flight.inc();
+                let in_flight = InFlight::start(&shared, lane);
                 if let Err(e) = shared
                     .slots
-                    .run(in_flight, attempt_task(&shared, &store, &member, lease, body.as_mut()))
+                    .run(slot, attempt_task(&shared, &store, &member, lease, body.as_mut()))
                     .await
                 {
                     // The lease lapses and the task comes due again.
                     tracing::warn!(task = %member, error = %e, "attempt bookkeeping failed; the task will be retried after its lease");
                 }
-                shared.metrics.in_flight.dec();
-                drop((slot, body));
-                shared.slot_freed();
+                drop(body);
+                drop(in_flight);
             });
         }
         shared.lanes.prune();

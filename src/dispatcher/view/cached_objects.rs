@@ -57,6 +57,16 @@ pub struct Seen {
 }
 
 impl CachedHook {
+    /// The Secret name and key holding the signing token (borrowed: this is
+    /// looked up for every attempt).
+    pub fn signing_secret(&self) -> Option<(&str, &str)> {
+        if let Some(r) = &self.spec.secret_ref {
+            return Some((&r.name, &r.key));
+        }
+        let name = self.secret_name.as_deref()?;
+        Some((name, crate::contract::signing_tokens::TOKEN_KEY))
+    }
+
     /// The hook as cached.
     pub fn new(hook: OutboundWebhook) -> Self {
         let seen = |type_: &str| {
@@ -195,7 +205,7 @@ mod tests {
         contract::conditions::READY,
         contract::resource::{DeliveryStatus, DisableReason, OutboundWebhookStatus},
         contract::signing_tokens::TOKEN_KEY,
-        dispatcher::intake::routing::{Deliverability, deliverability, signing_secret},
+        dispatcher::intake::routing::{Deliverability, deliverability},
     };
 
     fn condition(type_: &str) -> Condition {
@@ -255,7 +265,7 @@ mod tests {
         // The controller's view of the same hook, through the shared rule.
         assert!(crate::contract::auto_disable::is_auto_disabled(&full));
         assert_eq!(deliverability(&cached), Deliverability::TurnedOff);
-        assert_eq!(signing_secret(&cached), Some(("h-webhook-secret", TOKEN_KEY)));
+        assert_eq!(cached.signing_secret(), Some(("h-webhook-secret", TOKEN_KEY)));
         assert_eq!(cached.spec.headers, full.spec.headers);
         assert_eq!(cached.spec.name, None);
         assert_eq!(
