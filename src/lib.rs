@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod controller;
 pub mod crd_yaml;
 pub mod dispatcher;
+pub mod duration;
 pub mod envelope;
 pub mod event_name;
 pub mod ops_server;

@@ -33,7 +33,7 @@ use std::{
 use crate::{
     dispatcher::store::{Keys, NoShardCount, parse_shard_count},
     event_name::EventName,
-    redis_retry::{Failed, query_retrying},
+    redis_retry::{Failed, Failure, Request, query_retrying, request_retrying},
     shard::{shard_of, shard_prefix},
     stream_entry::{MAX_ENTRY_BYTES, new_event_id, parse_entry},
 };
@@ -43,6 +43,14 @@ pub const DEFAULT_PREFIX: &str = "{outbound-webhooks}:";
 
 /// How long publishing keeps trying by default before it reports why not.
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default of [`PublishOptions::wait_timeout`].
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The longest [`PublishOptions::wait_timeout`]: below the connections'
+/// response timeout (10 s), so a slow `WAIT` is never taken for a dropped
+/// connection (which would append the event again).
+pub const MAX_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a missing shard count is read again.
 const SHARD_COUNT_POLL: Duration = Duration::from_millis(100);
@@ -54,13 +62,41 @@ pub struct PublishOptions {
     /// (a fail-over), and while Redis holds no shard count (after a flush,
     /// until a dispatcher writes it again).
     pub retry_timeout: Duration,
+    /// Replicas that must hold the entry before a publish returns (Redis
+    /// `WAIT`, sent with the `XADD` in one round trip, on the same
+    /// connection); 0, the default, waits for none. Redis replicates
+    /// asynchronously: without it, an entry the primary acknowledged can
+    /// be lost if the primary dies before a replica has it.
+    pub wait_replicas: u32,
+    /// How long `WAIT` waits for [`PublishOptions::wait_replicas`]
+    /// (more than 0, at most [`MAX_WAIT_TIMEOUT`]); fewer by then fails the
+    /// publish with [`PublishError::NotReplicated`].
+    pub wait_timeout: Duration,
 }
 
 impl Default for PublishOptions {
     fn default() -> Self {
         PublishOptions {
             retry_timeout: DEFAULT_RETRY_TIMEOUT,
+            wait_replicas: 0,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
         }
+    }
+}
+
+impl PublishOptions {
+    /// Refuses options that do not fit together: a `WAIT` with no timeout
+    /// would block for ever (Redis reads 0 as "no timeout"), and one
+    /// longer than [`MAX_WAIT_TIMEOUT`] would outlast the connection's
+    /// response timeout.
+    pub fn check(&self) -> Result<(), PublishError> {
+        if self.wait_replicas > 0 && (self.wait_timeout.is_zero() || self.wait_timeout > MAX_WAIT_TIMEOUT) {
+            return Err(PublishError::Options(format!(
+                "the wait for replicas (--wait-timeout) must be more than 0 and at most {MAX_WAIT_TIMEOUT:?}, not {:?}",
+                self.wait_timeout
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -102,6 +138,29 @@ pub enum PublishError {
     /// The prefix has no hash tag.
     #[error("{0}")]
     Prefix(String),
+    /// [`PublishOptions`] that do not fit together.
+    #[error("{0}")]
+    Options(String),
+    /// The event was appended, but fewer replicas than
+    /// [`PublishOptions::wait_replicas`] acknowledged it in time: it is in
+    /// the stream (and will be delivered unless a fail-over loses it).
+    #[error(
+        "event {event_id} was appended to {stream} as entry {entry_id}, but only {acknowledged} of the {wanted} replica(s) asked for (--wait-replicas) acknowledged it within {timeout:?} (--wait-timeout): it may not survive a fail-over. Publishing it again with the same id (--id) keeps it safe, and may deliver it twice if both copies survive (receivers deduplicate by webhook-id)"
+    )]
+    NotReplicated {
+        /// The event id.
+        event_id: String,
+        /// The stream it was appended to.
+        stream: String,
+        /// Its stream entry id.
+        entry_id: String,
+        /// Replicas that acknowledged it.
+        acknowledged: i64,
+        /// Replicas asked for.
+        wanted: u32,
+        /// How long `WAIT` waited.
+        timeout: Duration,
+    },
     /// Redis held no shard count for as long as publishing kept trying.
     #[error("{source} (waited {waited:.1?})")]
     NoShardCount {
@@ -281,6 +340,7 @@ pub async fn publish_with<C: redis::aio::ConnectionLike + Send + Sync>(
     event: &NewEvent,
     options: &PublishOptions,
 ) -> Result<Published, PublishError> {
+    options.check()?;
     let window = Window::new(options);
     let shards = shard_count(conn, prefix, &window).await?;
     publish_sharded(conn, prefix, shards, event, &window).await
@@ -290,6 +350,8 @@ pub async fn publish_with<C: redis::aio::ConnectionLike + Send + Sync>(
 struct Window {
     started: Instant,
     deadline: Instant,
+    /// `WAIT numreplicas timeout` after the append, when asked for.
+    wait: Option<(u32, Duration)>,
 }
 
 impl Window {
@@ -298,6 +360,7 @@ impl Window {
         Window {
             started,
             deadline: started + options.retry_timeout,
+            wait: (options.wait_replicas > 0).then_some((options.wait_replicas, options.wait_timeout)),
         }
     }
 }
@@ -368,6 +431,7 @@ impl<C: redis::aio::ConnectionLike + Send + Sync> Publisher<C> {
 
     /// A publisher under `prefix` with `options` (reads the shard count).
     pub async fn with_options(mut conn: C, prefix: &str, options: PublishOptions) -> Result<Self, PublishError> {
+        options.check()?;
         let shards = shard_count(&mut conn, prefix, &Window::new(&options)).await?;
         Ok(Publisher {
             conn,
@@ -408,17 +472,67 @@ async fn publish_sharded<C: redis::aio::ConnectionLike + Send + Sync>(
     let stream = stream_of(prefix, shards, &event.org)?;
     let mut xadd = redis::cmd("XADD");
     xadd.arg(&stream).arg("*").arg(&fields);
-    let answer = query_retrying::<_, String>(conn, &xadd, window.deadline)
-        .await
-        .map_err(|failed| {
-            let what = format!("appending event {event_id} to {stream}");
-            PublishError::redis(what, failed, window.started, true)
-        })?;
+    let failed = |failed: Failed| {
+        let what = format!("appending event {event_id} to {stream}");
+        // With a WAIT, an error reply may be the WAIT's, after the append.
+        let waited = window.wait.is_some() && failed.failure == Failure::Permanent;
+        let mut error = PublishError::redis(what, failed, window.started, true);
+        if let PublishError::Redis { maybe_appended, .. } = &mut error {
+            *maybe_appended |= waited;
+        }
+        error
+    };
+    let (answer, acknowledged) = match window.wait {
+        None => {
+            let answer = query_retrying::<_, String>(conn, &xadd, window.deadline)
+                .await
+                .map_err(failed)?;
+            (answer, None)
+        }
+        Some((replicas, timeout)) => {
+            // One round trip, one connection: `WAIT` counts the replicas
+            // that hold every write this connection sent, so it must
+            // follow the `XADD` there (on a Cluster the pipeline goes to
+            // the node of the stream's slot; on Sentinel, to one primary
+            // even if a switch comes between the two). The deadline leaves
+            // the last attempt its whole wait, so a slow WAIT is not taken
+            // for a lost answer and appended again.
+            let mut pipeline = redis::pipe();
+            pipeline.add_command(xadd.clone());
+            pipeline
+                .cmd("WAIT")
+                .arg(replicas)
+                .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+            let answer =
+                request_retrying::<_, (String, i64)>(conn, Request::Pipeline(&pipeline), window.deadline + timeout)
+                    .await
+                    .map_err(failed)?;
+            let (entry_id, acknowledged) = answer.value;
+            let answer = crate::redis_retry::Answer {
+                value: entry_id,
+                attempts: answer.attempts,
+                maybe_repeated: answer.maybe_repeated,
+            };
+            (answer, Some((acknowledged, replicas, timeout)))
+        }
+    };
     if answer.maybe_repeated {
         tracing::warn!(
             event = %event_id, %stream, attempts = answer.attempts,
             "appended after an attempt whose connection broke, which may have landed too: the event may be in the stream twice (same id; receivers deduplicate by webhook-id)"
         );
+    }
+    if let Some((acknowledged, wanted, timeout)) = acknowledged
+        && acknowledged < i64::from(wanted)
+    {
+        return Err(PublishError::NotReplicated {
+            event_id,
+            stream,
+            entry_id: answer.value,
+            acknowledged,
+            wanted,
+            timeout,
+        });
     }
     Ok(Published {
         entry_id: answer.value,
@@ -431,6 +545,22 @@ async fn publish_sharded<C: redis::aio::ConnectionLike + Send + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_for_replicas_needs_a_timeout_above_zero_and_within_bounds() {
+        let wait = |replicas, ms| PublishOptions {
+            wait_replicas: replicas,
+            wait_timeout: Duration::from_millis(ms),
+            ..PublishOptions::default()
+        };
+        assert!(PublishOptions::default().check().is_ok());
+        assert!(wait(1, 1000).check().is_ok());
+        assert!(wait(0, 0).check().is_ok(), "no wait, no timeout needed");
+        for bad in [wait(1, 0), wait(2, 5001)] {
+            let message = bad.check().unwrap_err().to_string();
+            assert!(message.contains("--wait-timeout"), "{message}");
+        }
+    }
 
     #[test]
     fn what_the_dispatcher_would_dead_letter_is_refused_before_the_stream() {

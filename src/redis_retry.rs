@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, aio::ConnectionLike};
+use redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, aio::ConnectionLike};
 
 /// What a failed attempt says about the command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,10 +75,43 @@ const MAX_PAUSE: Duration = Duration::from_millis(1000);
 /// a command is always sent once.
 const FIRST_ATTEMPT_AT_LEAST: Duration = Duration::from_secs(1);
 
+/// What [`query_retrying`] sends: one command, or a pipeline whose
+/// commands go together on one connection (on a Cluster, to the node of
+/// the first command with a key).
+#[derive(Clone, Copy, Debug)]
+pub enum Request<'a> {
+    /// One command.
+    Cmd(&'a Cmd),
+    /// Several, in one round trip.
+    Pipeline(&'a Pipeline),
+}
+
+impl Request<'_> {
+    async fn send<C, T>(self, conn: &mut C) -> redis::RedisResult<T>
+    where
+        C: ConnectionLike + Send + Sync,
+        T: FromRedisValue,
+    {
+        match self {
+            Request::Cmd(cmd) => cmd.query_async(conn).await,
+            Request::Pipeline(pipeline) => pipeline.query_async(conn).await,
+        }
+    }
+}
+
 /// Sends `cmd` until Redis answers, an error is [`Failure::Permanent`], or
 /// `deadline` passes (an attempt still waiting then counts as
 /// [`Failure::MaybeApplied`]).
 pub async fn query_retrying<C, T>(conn: &mut C, cmd: &Cmd, deadline: Instant) -> Result<Answer<T>, Failed>
+where
+    C: ConnectionLike + Send + Sync,
+    T: FromRedisValue,
+{
+    request_retrying(conn, Request::Cmd(cmd), deadline).await
+}
+
+/// [`query_retrying`] for a command or a pipeline.
+pub async fn request_retrying<C, T>(conn: &mut C, request: Request<'_>, deadline: Instant) -> Result<Answer<T>, Failed>
 where
     C: ConnectionLike + Send + Sync,
     T: FromRedisValue,
@@ -93,7 +126,7 @@ where
         if attempts == 1 {
             left = left.max(FIRST_ATTEMPT_AT_LEAST);
         }
-        let error = match tokio::time::timeout(left, cmd.query_async::<T>(conn)).await {
+        let error = match tokio::time::timeout(left, request.send::<C, T>(conn)).await {
             Ok(Ok(value)) => {
                 return Ok(Answer {
                     value,

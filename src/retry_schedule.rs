@@ -2,7 +2,10 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-/// The contract's default delays (docs/src/contract.md#retry-policy) after attempts 1..9 (10 attempts over ~80 minutes).
+use crate::duration::parse_duration;
+
+/// The contract's default delays after attempts 1..9 (10 attempts over ~80
+/// minutes; docs/src/contract.md#retry-policy).
 pub const DEFAULT_RETRY_SCHEDULE: &str = "30s,1m,1m30s,2m,5m,10m,15m,15m,30m";
 
 /// Longest delay a receiver's `Retry-After` may impose.
@@ -75,38 +78,6 @@ impl FromStr for RetrySchedule {
     }
 }
 
-/// Parses `1h2m3s`, `1m30s`, `30s`, `250ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if text.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("{text:?}: expected a number"));
-        }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{text:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let piece = match unit {
-            "ms" => Duration::from_millis(number),
-            "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number * 60),
-            "h" => Duration::from_secs(number * 3600),
-            "" => return Err(format!("{text:?}: a unit (ms, s, m, h) is required")),
-            other => return Err(format!("{text:?}: unknown unit {other:?}")),
-        };
-        total += piece;
-    }
-    Ok(total)
-}
-
 /// Applies up to ±10% jitter; `unit` is a uniform random number in [0, 1).
 pub fn jitter(delay: Duration, unit: f64) -> Duration {
     let factor = 0.9 + 0.2 * unit.clamp(0.0, 1.0);
@@ -168,10 +139,13 @@ mod tests {
 
     #[test]
     fn bad_schedules_are_refused_with_the_input() {
-        for bad in ["30", "x", "1d", "30s,,1m", "s"] {
+        for bad in ["x", "1d", "30s,,1m", "s", "1.5s"] {
             let err = bad.parse::<RetrySchedule>().unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }
+        // The one duration grammar (crate::duration): a bare number is seconds.
+        let s: RetrySchedule = "30".parse().expect("30 seconds");
+        assert_eq!(s.delay_after(1), Some(Duration::from_secs(30)));
     }
 
     #[test]

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 use crate::{
     EventName,
     commands::CommandError,
-    publish::{NewEvent, PublishOptions, Published, publish_with},
+    duration::parse_duration,
+    publish::{DEFAULT_WAIT_TIMEOUT, NewEvent, PublishOptions, Published, publish_with},
     redis_args::RedisArgs,
-    retry_schedule::parse_duration,
 };
 
 /// Flags of `outbound-webhooks publish`.
@@ -40,6 +40,16 @@ pub struct PublishArgs {
     /// before failing with the last error.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_RETRY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     retry_timeout: Duration,
+    /// Replicas that must hold the event before publish returns (Redis
+    /// WAIT after the append); 0, the default, waits for none. Fewer within
+    /// --wait-timeout fails with an error saying the event WAS appended but
+    /// may not survive a fail-over.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_WAIT_REPLICAS", default_value_t = 0)]
+    wait_replicas: u32,
+    /// How long to wait for --wait-replicas (more than 0, at most 5s;
+    /// default 1s). Only with --wait-replicas.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_WAIT_TIMEOUT", value_parser = parse_duration)]
+    wait_timeout: Option<Duration>,
 }
 
 /// Validates and appends the event; returns what was appended.
@@ -53,6 +63,20 @@ pub async fn run(args: PublishArgs) -> Result<Published, CommandError> {
     }
     event.id = args.id;
     event.hook = args.hook;
+    if args.wait_timeout.is_some() && args.wait_replicas == 0 {
+        return Err(CommandError(
+            "--wait-timeout is set but --wait-replicas is 0: give the number of replicas to wait for".into(),
+        ));
+    }
+    let wait_timeout = args.wait_timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT);
+    // Checked before connecting: a wrong flag is not a Redis problem.
+    PublishOptions {
+        retry_timeout: args.retry_timeout,
+        wait_replicas: args.wait_replicas,
+        wait_timeout,
+    }
+    .check()
+    .map_err(|e| CommandError(e.to_string()))?;
     let target = args.redis.target().map_err(|e| CommandError(e.to_string()))?;
     // Connecting counts against the same deadline: a fail-over can refuse
     // it as well.
@@ -68,6 +92,8 @@ pub async fn run(args: PublishArgs) -> Result<Published, CommandError> {
     };
     let options = PublishOptions {
         retry_timeout: deadline.saturating_duration_since(Instant::now()),
+        wait_replicas: args.wait_replicas,
+        wait_timeout,
     };
     publish_with(&mut conn, &args.redis.redis_prefix, &event, &options)
         .await

@@ -15,6 +15,7 @@ use super::{
     cached_objects::CachedHook,
     context::{Shared, ms, now_ms, pause},
     headers::{header_secret_problem, signing_secret_of},
+    retry_bodies::BodyRoom,
     routing::{Deliverability, deliverability},
     settle::{self, Settlement},
     store::{Store, StoreError, Task, uid_of_member},
@@ -40,10 +41,20 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
             }
             continue;
         }
+        // And only as many as their bodies fit in the room for retried
+        // bodies, each counted at the largest size until loaded.
+        let Some(mut room) = shared.retry_bodies.reserve(free, shards) else {
+            backlog.store(true, Ordering::Relaxed);
+            tokio::select! {
+                _ = shared.retry_bodies.wait_for_room() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        };
         let capacities = shared.lanes.capacities(now_ms(), shared.slots.slow_available());
         let sent = Instant::now();
         let claimed = store
-            .claim(ms(shared.config.task_lease), free, per_hook, &capacities)
+            .claim(ms(shared.config.task_lease), room.count(), per_hook, &capacities)
             .await;
         let (members, lease) = match claimed {
             Ok(claimed) => {
@@ -73,6 +84,8 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
         for member in members {
             let uid = uid_of_member(&member).to_string();
             let lane = shared.lanes.lane(&uid);
+            // The claim returns at most `room.count()` members.
+            let mut body = room.take();
             let shared = shared.clone();
             let store = store.clone();
             tokio::spawn(async move {
@@ -83,14 +96,14 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
                 shared.metrics.in_flight.inc();
                 if let Err(e) = shared
                     .slots
-                    .run(in_flight, attempt_task(&shared, &store, &member, lease))
+                    .run(in_flight, attempt_task(&shared, &store, &member, lease, body.as_mut()))
                     .await
                 {
                     // The lease lapses and the task comes due again.
                     tracing::warn!(task = %member, error = %e, "attempt bookkeeping failed; the task will be retried after its lease");
                 }
                 shared.metrics.in_flight.dec();
-                drop(slot);
+                drop((slot, body));
                 shared.slot_freed();
             });
         }
@@ -132,11 +145,20 @@ const LEASE_MARGIN: Duration = Duration::from_secs(5);
 const UNSEEN_HOOK_GRACE_MS: i64 = 10_000;
 
 /// Runs one claimed task: deliver, reschedule, wait, dead-letter or turn
-/// the hook off.
-async fn attempt_task(shared: &Shared, store: &Store, member: &str, lease: Lease) -> Result<(), StoreError> {
+/// the hook off. `body` is the room its body holds until it settles.
+async fn attempt_task(
+    shared: &Shared,
+    store: &Store,
+    member: &str,
+    lease: Lease,
+    body: Option<&mut BodyRoom>,
+) -> Result<(), StoreError> {
     let Some(task) = store.load_task(member).await? else {
         return store.forget_member(member).await;
     };
+    if let Some(body) = body {
+        body.shrink_to(task.body.len());
+    }
     let claimed = lease.score;
     // Task ages (the grace below, a waiting task's give-up) compare this
     // replica's clock with the one that stored the task; leases never do.

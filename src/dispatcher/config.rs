@@ -10,9 +10,10 @@ use super::{
 };
 use crate::{
     address_filter::{AddressFilter, InvalidCidr},
+    duration::parse_duration,
     redis_args::RedisArgs,
     redis_conn::{ConnectError, RedisTarget},
-    retry_schedule::{DEFAULT_RETRY_SCHEDULE, RetrySchedule, parse_duration},
+    retry_schedule::{DEFAULT_RETRY_SCHEDULE, RetrySchedule},
 };
 
 /// Everything the dispatcher is configured with.
@@ -62,6 +63,8 @@ pub struct Config {
     /// Bytes an org may hold in Redis (tasks and dead letters) unless its
     /// Namespace says otherwise.
     pub org_max_stored_bytes: u64,
+    /// Bytes of retried bodies held in memory at once.
+    pub max_retry_body_bytes: usize,
 }
 
 /// Flags of `outbound-webhooks dispatcher`.
@@ -133,6 +136,29 @@ pub struct DispatcherArgs {
     /// outboundwebhooks.io/max-stored-bytes overrides it for its org.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_ORG_MAX_STORED_BYTES", default_value = DEFAULT_ORG_MAX_STORED_BYTES, value_parser = parse_size)]
     pub org_max_stored_bytes: u64,
+    /// Bytes of retried bodies held in memory at once, e.g. 64Mi (at least
+    /// 2Mi); a claimed retry counts as 1 MiB until its body is loaded.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_MAX_RETRY_BODY_BYTES", default_value = DEFAULT_MAX_RETRY_BODY_BYTES, value_parser = parse_retry_body_bytes)]
+    pub max_retry_body_bytes: usize,
+}
+
+/// The default `--max-retry-body-bytes`. With the held stream entries
+/// (32 MiB, about twice that with their envelopes) and the bodies being
+/// written to Redis (16 MiB, twice that in copies), bodies take at most
+/// about 160 MiB of the chart's 256 MiB memory limit; the rest is for the
+/// caches, connections and the allocator's slack
+/// (docs/src/tenant-bounds.md#retried-bodies-in-memory has the measured peak).
+pub const DEFAULT_MAX_RETRY_BODY_BYTES: &str = "64Mi";
+
+/// Parses `--max-retry-body-bytes`: a size as [`parse_size`] reads them,
+/// at least room for one largest body.
+fn parse_retry_body_bytes(s: &str) -> Result<usize, String> {
+    let bytes = parse_size(s).map_err(|e| e.to_string())?;
+    let bytes = usize::try_from(bytes).map_err(|_| format!("{s:?} is too large"))?;
+    if bytes < super::retry_bodies::MIN_BYTES {
+        return Err(format!("{s:?} is below 2Mi (room for one 1 MiB body)"));
+    }
+    Ok(bytes)
 }
 
 /// The dispatcher's flags do not make a configuration.
@@ -174,6 +200,7 @@ impl DispatcherArgs {
             destination_ca_file: self.destination_ca_file,
             attempts_log_size: self.attempts_log_size,
             org_max_stored_bytes: self.org_max_stored_bytes,
+            max_retry_body_bytes: self.max_retry_body_bytes,
         })
     }
 }
@@ -218,5 +245,18 @@ mod tests {
         assert_eq!(parse(&["--org-max-stored-bytes", "1Gi"]).unwrap(), 1 << 30);
         assert_eq!(parse(&["--org-max-stored-bytes", "1000"]).unwrap(), 1000);
         assert!(parse(&["--org-max-stored-bytes", "64MB"]).is_err());
+        let retry = |v: &str| {
+            Cli::try_parse_from([
+                "dispatcher",
+                "--redis-url",
+                "redis://r:6379",
+                "--max-retry-body-bytes",
+                v,
+            ])
+            .map(|c| c.args.max_retry_body_bytes)
+        };
+        assert_eq!(retry("64Mi").unwrap(), 64 << 20);
+        let short = retry("1Mi").expect_err("1Mi refused").to_string();
+        assert!(short.contains("below 2Mi"), "{short}");
     }
 }

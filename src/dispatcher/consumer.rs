@@ -113,7 +113,14 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
             }
             let room = budget.count(shared.held.count(), shared.held.bytes());
             let from = pending_cursor.as_deref().unwrap_or(">");
-            let entries = store.read_entries(&consumer, from, room, 1000).await?;
+            let Some(entries) = store.read_entries(&consumer, from, room, 1000).await? else {
+                // Sentinel switched primaries: read there at once, our own
+                // pending entries first (a read whose answer the switch
+                // cut off left its entries pending to us).
+                tracing::info!(shard, "the primary moved; reading the stream there");
+                pending_cursor = Some("0".to_string());
+                return Ok(());
+            };
             budget.saw(&entries);
             if pending_cursor.is_some() {
                 pending_cursor = entries.last().map(|e| e.id.clone());

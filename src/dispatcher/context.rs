@@ -23,6 +23,7 @@ use super::{
     lanes::Lanes,
     metrics::Metrics,
     org_budget::OrgBudgets,
+    retry_bodies::RetryBodies,
     slots::Slots,
     store::{Shards, Store},
 };
@@ -92,6 +93,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Each org's budget of bytes in Redis (the stores hold a clone).
     pub budgets: OrgBudgets,
+    /// Room for retried bodies (`--max-retry-body-bytes`).
+    pub retry_bodies: RetryBodies,
 }
 
 impl Shared {

@@ -38,6 +38,7 @@ mod lanes;
 pub mod metrics;
 mod mirror;
 pub mod org_budget;
+mod retry_bodies;
 pub mod routing;
 mod settle;
 mod slots;
@@ -234,6 +235,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         held: HeldEntries::default(),
         shutdown: shutdown.clone(),
         budgets,
+        retry_bodies: retry_bodies::RetryBodies::new(config.max_retry_body_bytes),
         config,
     });
     for store in shared.shards.all() {

@@ -396,14 +396,14 @@ pub fn make_test_pki(dir: &Path) {
     ]);
 }
 
-/// A primary and one replica watched by three sentinels (quorum 2), with
-/// quick fail-overs. Every method waits with a deadline and fails the test
+/// A primary and one replica (or more) watched by three sentinels (quorum
+/// 2), with quick fail-overs. Every method waits with a deadline and fails the test
 /// with what it last saw.
 pub struct SentinelGroup {
     master_name: String,
     // Sentinels stop first, so they start no fail-over while the group goes.
     sentinels: Vec<Node>,
-    /// The primary at start, then the replica.
+    /// The primary at start, then the replicas.
     data: Vec<Node>,
     killed: Mutex<HashSet<u16>>,
     /// The nodes' files; dropped after them.
@@ -414,19 +414,31 @@ impl SentinelGroup {
     /// Starts the group and returns once every sentinel knows the primary,
     /// the replica and the two other sentinels, and the replica is in sync.
     pub fn start(master_name: &str) -> SentinelGroup {
+        SentinelGroup::start_with_replicas(master_name, 1)
+    }
+
+    /// [`SentinelGroup::start`] with `replicas` replicas.
+    pub fn start_with_replicas(master_name: &str, replicas: usize) -> SentinelGroup {
         require_tool("redis-server", &["--version"], "redis-server");
         let dir = tempfile::tempdir().expect("a temp dir");
         let primary_port = free_port();
-        let primary = start_data_node(dir.path(), "Sentinel group primary", primary_port, &[]);
+        let mut data = vec![start_data_node(dir.path(), "Sentinel group primary", primary_port, &[])];
         let replica_of = ["--replicaof", "127.0.0.1", &primary_port.to_string()];
-        let replica = start_data_node(dir.path(), "Sentinel group replica", free_port(), &replica_of);
+        for _ in 0..replicas {
+            data.push(start_data_node(
+                dir.path(),
+                "Sentinel group replica",
+                free_port(),
+                &replica_of,
+            ));
+        }
         let sentinels = (0..3)
             .map(|_| start_sentinel(dir.path(), master_name, primary_port))
             .collect();
         let group = SentinelGroup {
             master_name: master_name.to_string(),
             sentinels,
-            data: vec![primary, replica],
+            data,
             killed: Mutex::new(HashSet::new()),
             dir,
         };

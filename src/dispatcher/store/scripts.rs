@@ -46,6 +46,63 @@ static REPLAY: LazyLock<Script> = LazyLock::new(|| with_prelude(include_str!("sc
 /// must not make one huge call, nor a reply buffer that size).
 pub const MAX_SCRIPT_BYTES: usize = 8 * 1024 * 1024;
 
+/// Most task body bytes in the script calls of this process at once:
+/// building and sending a call copies each body twice (into the command,
+/// then into its wire form), so the failed first attempts of many 1 MiB
+/// entries, each storing its task at the same moment, stay within about
+/// 2 x this. Smaller than [`MAX_SCRIPT_BYTES`] would split nothing more and
+/// only serialise; 16 MiB lets two full calls run side by side.
+pub const MAX_BODY_WRITE_BYTES: usize = 16 * 1024 * 1024;
+
+/// [`MAX_BODY_WRITE_BYTES`] in the semaphore's unit (KiB: a permit count
+/// is a `u32`).
+const BODY_WRITE_KIB: u32 = (MAX_BODY_WRITE_BYTES / 1024) as u32;
+
+/// One semaphore for the whole process, not one per [`Store`]: the bound is
+/// on this process's memory, whichever shard a call writes to.
+static BODY_WRITES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODY_WRITE_KIB as usize);
+
+/// Waits for room to write `bytes` of bodies (a call bigger than the whole
+/// room waits for all of it, so it is never stuck).
+async fn body_write_room(bytes: usize) -> Option<tokio::sync::SemaphorePermit<'static>> {
+    if bytes == 0 {
+        return None;
+    }
+    let kib = u32::try_from(bytes.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .min(BODY_WRITE_KIB);
+    // The semaphore is never closed.
+    BODY_WRITES.acquire_many(kib).await.ok()
+}
+
+/// An `EVALSHA` of `script` with `keys` keys, to which the caller adds the
+/// keys, then the arguments. Built by hand rather than through
+/// [`redis::ScriptInvocation`], which copies every argument once more
+/// (into its own lists, then into the command): for a 1 MiB body, 1 MiB
+/// more per stored task.
+fn evalsha(script: &Script, keys: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys);
+    cmd
+}
+
+/// Runs an [`evalsha`] command, loading `script` first when this Redis
+/// node does not hold it yet (after a restart or a fail-over), as
+/// [`redis::ScriptInvocation`] does.
+async fn eval_loading<T: redis::FromRedisValue>(
+    script: &Script,
+    eval: &redis::Cmd,
+    conn: &mut crate::redis_conn::RedisConn,
+) -> redis::RedisResult<T> {
+    match eval.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            eval.query_async(conn).await
+        }
+        other => other,
+    }
+}
+
 /// Which claim a task-moving call must still hold.
 #[derive(Clone, Copy, Debug)]
 pub enum Claim {
@@ -110,25 +167,33 @@ impl Store {
         if entry_ids.is_empty() && tasks.is_empty() {
             return Ok(Routed::default());
         }
+        // Room for the copies of the bodies this call makes, taken before
+        // the first copy and given back when Redis has answered.
+        let _room = body_write_room(tasks.iter().map(|t| t.body.len()).sum()).await;
         let keys = &self.keys;
-        let mut inv = ROUTE.prepare_invoke();
-        inv.key(keys.events())
-            .key(keys.due())
-            .key(keys.hooks_due())
-            .key(keys.dead_letter())
-            .key(keys.dead_hooks())
-            .key(keys.org_bytes())
-            .key(keys.dead_letters_by_id())
-            .key(keys.dead_letters_by_org());
-        inv.arg(super::GROUP).arg(entry_ids.len());
-        for id in entry_ids {
-            inv.arg(id);
+        let mut task_keys = Vec::with_capacity(tasks.len() * 4);
+        for t in tasks {
+            let member = t.member();
+            task_keys.extend([
+                keys.task(&member),
+                keys.hook_due(&t.uid),
+                keys.hook_tasks(&t.uid),
+                keys.dead_index(&t.uid),
+            ]);
         }
-        inv.arg(STORED_FIELDS.len());
-        for name in STORED_FIELDS {
-            inv.arg(name);
-        }
-        inv.arg(2)
+        let mut eval = evalsha(&ROUTE, 8 + task_keys.len());
+        eval.arg(keys.events())
+            .arg(keys.due())
+            .arg(keys.hooks_due())
+            .arg(keys.dead_letter())
+            .arg(keys.dead_hooks())
+            .arg(keys.org_bytes())
+            .arg(keys.dead_letters_by_id())
+            .arg(keys.dead_letters_by_org())
+            .arg(&task_keys);
+        eval.arg(super::GROUP).arg(entry_ids.len()).arg(entry_ids);
+        eval.arg(STORED_FIELDS.len()).arg(&STORED_FIELDS[..]);
+        eval.arg(2)
             .arg(field::REASON)
             .arg(format!(
                 "{ORG_OVER_BUDGET}: the org's bytes in Redis reached its budget (--org-max-stored-bytes or the Namespace's {} annotation); the body was not kept",
@@ -136,34 +201,27 @@ impl Store {
             ))
             .arg(field::FAILED_AT_MS)
             .arg(created_ms)
-            .arg(NOT_IN_REFUSED_LETTERS.len());
-        for name in NOT_IN_REFUSED_LETTERS {
-            inv.arg(name);
-        }
+            .arg(NOT_IN_REFUSED_LETTERS.len())
+            .arg(&NOT_IN_REFUSED_LETTERS[..]);
+        let created = created_ms.to_string();
         for t in tasks {
-            let member = t.member();
-            inv.key(keys.task(&member))
-                .key(keys.hook_due(&t.uid))
-                .key(keys.hook_tasks(&t.uid))
-                .key(keys.dead_index(&t.uid));
-            inv.arg(&member)
+            eval.arg(t.member())
                 .arg(&t.uid)
                 .arg(t.due_in_ms)
                 .arg(&t.org)
-                .arg(self.budgets.for_org(&t.org));
-            for value in t.values(created_ms) {
-                inv.arg(value);
-            }
+                .arg(self.budgets.for_org(&t.org))
+                .arg(&t.values(&created)[..]);
         }
         let mut conn = self.conn.clone();
         type Reply = (i64, i64, Vec<String>, Vec<String>, Vec<String>);
-        let (_acked, now_ms, flat, refused, evicted): Reply = inv.invoke_async(&mut conn).await.context(|| {
-            format!(
-                "storing {} delivery task(s) and acknowledging {} entries",
-                tasks.len(),
-                entry_ids.len()
-            )
-        })?;
+        let (_acked, now_ms, flat, refused, evicted): Reply =
+            eval_loading(&ROUTE, &eval, &mut conn).await.context(|| {
+                format!(
+                    "storing {} delivery task(s) and acknowledging {} entries",
+                    tasks.len(),
+                    entry_ids.len()
+                )
+            })?;
         let evicted: Vec<Evicted> = evicted
             .chunks_exact(3)
             .map(|e| Evicted {
@@ -477,7 +535,8 @@ impl Store {
             .arg(&task.uid)
             .arg(task.due_in_ms)
             .arg(&task.org);
-        for (name, value) in STORED_FIELDS.iter().zip(task.values(created_ms)) {
+        let created = created_ms.to_string();
+        for (name, value) in STORED_FIELDS.iter().zip(task.values(&created)) {
             inv.arg(*name).arg(value);
         }
         let mut conn = self.conn.clone();

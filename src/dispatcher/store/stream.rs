@@ -131,14 +131,17 @@ impl Store {
         }
     }
 
-    /// Reads entries for `consumer`: new ones (`>`) or its own pending ones (`0`).
+    /// Reads entries for `consumer`: new ones (`>`) or its own pending ones
+    /// (`0`). `None` when Sentinel named another primary during a blocking
+    /// read, which was abandoned
+    /// ([`crate::redis_conn::RedisConn::query_blocking`]).
     pub async fn read_entries(
         &self,
         consumer: &str,
         from: &str,
         count: usize,
         block_ms: usize,
-    ) -> Result<Vec<RawEntry>, StoreError> {
+    ) -> Result<Option<Vec<RawEntry>>, StoreError> {
         let mut conn = self.blocking.clone();
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP").arg(GROUP).arg(consumer).arg("COUNT").arg(count);
@@ -148,13 +151,15 @@ impl Store {
         cmd.arg("STREAMS").arg(self.keys.events()).arg(from);
         // Taken apart by hand: redis-rs's StreamReadReply deep-copies the
         // whole reply before converting it, every field of every entry.
-        let reply: Value = cmd
-            .query_async(&mut conn)
+        let reply = conn
+            .query_blocking(&cmd)
             .await
             .context(|| format!("reading {} as consumer {consumer}", self.keys.events()))?;
-        let mut out = Vec::new();
-        read_reply_entries(reply, &mut out);
-        Ok(out)
+        Ok(reply.map(|reply| {
+            let mut out = Vec::new();
+            read_reply_entries(reply, &mut out);
+            out
+        }))
     }
 
     /// Claims entries pending longer than `min_idle_ms` on any consumer

@@ -109,19 +109,21 @@ impl NewTask {
     }
 
     /// The values of [`STORED_FIELDS`], for a task stored at `now_ms`
-    /// with no attempt made.
-    pub fn values(&self, now_ms: i64) -> [Vec<u8>; 10] {
+    /// (its decimal digits) with no attempt made. Borrowed, not copied:
+    /// the body may be 1 MiB, and each copy made while storing a failed
+    /// attempt's task counts against the dispatcher's memory limit.
+    pub fn values<'a>(&'a self, now_ms: &'a str) -> [&'a [u8]; 10] {
         [
-            self.entry_id.as_bytes().to_vec(),
-            self.hook.as_bytes().to_vec(),
-            self.uid.as_bytes().to_vec(),
-            self.event_id.as_bytes().to_vec(),
-            self.event.as_bytes().to_vec(),
-            self.org.as_bytes().to_vec(),
-            self.body.to_vec(),
-            b"0".to_vec(),
-            b"0".to_vec(),
-            now_ms.to_string().into_bytes(),
+            self.entry_id.as_bytes(),
+            self.hook.as_bytes(),
+            self.uid.as_bytes(),
+            self.event_id.as_bytes(),
+            self.event.as_bytes(),
+            self.org.as_bytes(),
+            &self.body,
+            b"0",
+            b"0",
+            now_ms.as_bytes(),
         ]
     }
 }
@@ -280,7 +282,7 @@ mod tests {
         let map: HashMap<String, Vec<u8>> = STORED_FIELDS
             .iter()
             .map(|f| f.to_string())
-            .zip(new.values(42))
+            .zip(new.values("42").map(<[u8]>::to_vec))
             .collect();
         let task = Task::decode(&new.member(), map).expect("a task");
         assert_eq!(task.member, "u1:e1");
