@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds and installs the real components the tests and the local run use:
 # kube-apiserver, kube-controller-manager and kubectl (from the Go module
-# proxy), etcd, helm, promtool (the chart's alert tests), and Debian's
-# redis-server, redis-tools and redis-sentinel. Idempotent: each tool is
+# proxy), etcd, helm, promtool (the chart's alert tests), mdBook and
+# mdbook-linkcheck (the book in docs/, with `cargo install --locked`), and
+# Debian's redis-server, redis-tools and redis-sentinel. Idempotent: each tool is
 # built once per version into a cache outside the checkout, so a second run
 # takes seconds.
 #
@@ -18,6 +19,10 @@ ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.22.0
 # Prometheus v3.16.0 is published as the Go module version v0.316.0.
 PROMETHEUS_VERSION=v3.16.0
+# mdbook-linkcheck 0.7.7 reads the 0.4 renderer format (mdBook 0.5 changed it),
+# so mdBook stays on the last 0.4 release.
+MDBOOK_VERSION=0.4.52
+MDBOOK_LINKCHECK_VERSION=0.7.7
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools_dir=${OUTBOUND_WEBHOOKS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/outbound-webhooks/tools}
@@ -32,6 +37,7 @@ need() {
 need go "install Go 1.26 (https://go.dev/doc/install)"
 need node "install Node.js 20 (apt-get install -y nodejs npm)"
 need python3 "install Python 3.11 (apt-get install -y python3)"
+need cargo "install Rust (https://rustup.rs)"
 
 export CGO_ENABLED=0
 export GOFLAGS=-buildvcs=false
@@ -54,6 +60,26 @@ build_go() {
   ln -sfn "$dest/$name" "$bin_dir/$name"
 }
 
+# build_cargo NAME VERSION [cargo install flags]: builds one crate's binary
+# into $tools_dir/NAME-VERSION/bin/ with its own lock file unless it is
+# there already.
+build_cargo() {
+  local name=$1 version=$2
+  shift 2
+  local dest="$tools_dir/$name-$version"
+  if [ -x "$dest/bin/$name" ]; then
+    say "$name $version: cached at $dest"
+  else
+    say "$name $version: building (the first build takes minutes; later runs reuse it)"
+    local start=$SECONDS
+    rm -rf "$dest.tmp"
+    cargo install --locked --quiet --version "$version" --root "$dest.tmp" "$@" "$name"
+    rm -rf "$dest" && mv "$dest.tmp" "$dest"
+    say "$name $version: built in $((SECONDS - start))s"
+  fi
+  ln -sfn "$dest/bin/$name" "$bin_dir/$name"
+}
+
 k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
 k8s_stamp=""
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -68,6 +94,10 @@ build_go helm "$HELM_VERSION" "$repo/tools/helm" helm.sh/helm/v3/cmd/helm \
   "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 build_go promtool "$PROMETHEUS_VERSION" "$repo/tools/prometheus" github.com/prometheus/prometheus/cmd/promtool \
   "-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}"
+# The book (scripts/docs.sh). mdBook without its `serve` and `watch`
+# features: they add a web server and a file watcher that a build never uses.
+build_cargo mdbook "$MDBOOK_VERSION" --no-default-features --features search
+build_cargo mdbook-linkcheck "$MDBOOK_LINKCHECK_VERSION"
 
 # Debian packages: redis-server for the dispatcher's stream, redis-tools
 # (redis-cli, which also creates the test Redis Clusters) and redis-sentinel

@@ -20,6 +20,9 @@ scripts/test-receivers-and-health.sh
 echo "[test] the image (scripts/build-image.sh: release build, buildah; cached by the binary's hash)" >&2
 scripts/build-image.sh >&2
 
+echo "[test] the book in docs/ (mdBook) and its links (mdbook-linkcheck, offline)" >&2
+scripts/docs.sh
+
 echo "[test] cargo test (unit tests and end-to-end tests on the real control plane)" >&2
 cargo test --all-targets "$@"
 

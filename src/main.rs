@@ -38,8 +38,8 @@ struct Cli {
 
     /// Threads running the process's work; default one per available core
     /// (the container's CPU limit counts). A dispatcher sharing a small node
-    /// with busy neighbours does more per CPU second with fewer (see README
-    /// "Performance").
+    /// with busy neighbours does more per CPU second with fewer (see
+    /// docs/src/performance.md#sizing).
     #[arg(long, global = true, env = "OUTBOUND_WEBHOOKS_WORKER_THREADS")]
     worker_threads: Option<std::num::NonZeroUsize>,
 

@@ -413,8 +413,8 @@ async fn shard_count<C: redis::aio::ConnectionLike + Send + Sync>(
 }
 
 /// Publishes many events over one connection, reading the shard count
-/// once. The count only changes with the procedure in README ("Changing
-/// the shard count"), which stops producers first.
+/// once. The count only changes with the procedure of
+/// docs/src/redis.md#changing-the-shard-count, which stops producers first.
 pub struct Publisher<C> {
     conn: C,
     prefix: String,

@@ -20,7 +20,7 @@ use support::{
     wait_for,
 };
 
-/// README "Guarantees" (isolation): a healthy hook's attempt starts within
+/// docs/src/guarantees.md#isolation-from-slow-hooks: a healthy hook's attempt starts within
 /// this of its event being read, whatever other hooks do (as
 /// `tests/dispatcher_isolation.rs` holds it).
 const BOUND: Duration = Duration::from_millis(1500);

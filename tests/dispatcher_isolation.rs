@@ -1,6 +1,7 @@
 //! Isolation whatever the number of slow hooks: many hooks that hang (more
 //! hanging hooks x per-hook bound than the replica's in-flight slots) never
-//! delay a healthy hook's first attempts beyond the README's bound.
+//! delay a healthy hook's first attempts beyond the documented bound
+//! (docs/src/guarantees.md#isolation-from-slow-hooks).
 
 mod support;
 
@@ -12,7 +13,7 @@ use support::{
     receiver::{Receiver, Reply},
 };
 
-/// README "Guarantees": a healthy hook's attempt starts within this of its
+/// docs/src/guarantees.md#isolation-from-slow-hooks: a healthy hook's attempt starts within this of its
 /// event being read, however many hooks hang (general slots free up within
 /// 100 ms; the rest is this machine's scheduling, two cores shared with
 /// the control plane).

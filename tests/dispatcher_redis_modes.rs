@@ -210,9 +210,9 @@ fn five_hundred_events_around_a_forced_failover_and_a_killed_primary_all_arrive(
         std::thread::sleep(Duration::from_millis(5));
     }
     // A forced fail-over leaves the old primary writable until Sentinel
-    // reconfigures it (README "Redis as you run it"): what a producer
-    // writes there meanwhile is lost, so producers pause, as README tells
-    // users to, until the old primary has become a replica (then a write
+    // reconfigures it (docs/src/redis.md#what-a-fail-over-can-lose): what a
+    // producer writes there meanwhile is lost, so producers pause, as the
+    // docs tell users to, until the old primary has become a replica (then a write
     // that still reaches it gets READONLY and is retried on the new one).
     let old = group.primary_port();
     let new = group.failover();

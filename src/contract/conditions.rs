@@ -1,4 +1,5 @@
-//! Condition types and reasons of SPEC.md, and small readers of them.
+//! Condition types and reasons of the contract
+//! (docs/src/contract.md#status-and-conditions), and small readers of them.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 

@@ -4,7 +4,8 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use crate::plumbing::duration::parse_duration;
 
-/// The SPEC's default delays after attempts 1..9 (10 attempts over ~80 minutes).
+/// The contract's default delays after attempts 1..9 (10 attempts over ~80
+/// minutes; docs/src/contract.md#retry-policy).
 pub const DEFAULT_RETRY_SCHEDULE: &str = "30s,1m,1m30s,2m,5m,10m,15m,15m,30m";
 
 /// Longest delay a receiver's `Retry-After` may impose.

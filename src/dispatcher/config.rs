@@ -146,8 +146,8 @@ pub struct DispatcherArgs {
 /// (32 MiB, about twice that with their envelopes) and the bodies being
 /// written to Redis (16 MiB, twice that in copies), bodies take at most
 /// about 160 MiB of the chart's 256 MiB memory limit; the rest is for the
-/// caches, connections and the allocator's slack (README "Tenant bounds"
-/// has the measured peak).
+/// caches, connections and the allocator's slack
+/// (docs/src/tenant-bounds.md#retried-bodies-in-memory has the measured peak).
 pub const DEFAULT_MAX_RETRY_BODY_BYTES: &str = "64Mi";
 
 /// Parses `--max-retry-body-bytes`: a size as [`parse_size`] reads them,

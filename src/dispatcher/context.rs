@@ -36,7 +36,7 @@ pub struct MirrorRequest {
     pub urgency: Urgency,
 }
 
-/// How soon a hook's health must reach its status (SPEC "Tenant bounds":
+/// How soon a hook's health must reach its status (docs/src/tenant-bounds.md#api-writes:
 /// API writes per hook). Ordered: a hook's pending request keeps the
 /// highest urgency asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,4 +1,4 @@
-//! Each org's budget of bytes in Redis (SPEC "Tenant bounds"): the
+//! Each org's budget of bytes in Redis (docs/src/tenant-bounds.md#redis-bytes-per-org): the
 //! default of `--org-max-stored-bytes`, overridden per namespace by the
 //! annotation [`ANNOTATION`] on the Namespace. The scripts count and
 //! enforce (`route.lua`); this holds the numbers they are given.

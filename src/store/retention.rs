@@ -12,7 +12,7 @@ use super::{Context, GROUP, Store, StoreError};
 pub const TRIM_BUDGET: usize = 1000;
 
 /// What a shard holds against the memory of the Redis node that holds it,
-/// for the gauges (SPEC "Tenant bounds": an alert fires before Redis is
+/// for the gauges (docs/src/tenant-bounds.md#redis-bytes-per-org: an alert fires before Redis is
 /// full).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Memory {

@@ -614,7 +614,7 @@ pub enum Replayed {
 
 /// A task [`Store::store_tasks_and_ack`] did not store: its hook already
 /// holds a task for the same event id, stored from another stream entry
-/// (SPEC: the second is dropped and counted `duplicate_id`).
+/// (docs/src/contract.md#guarantees: the second is dropped and counted `duplicate_id`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Duplicate {
     /// The task's index in the tasks given.

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 /// The shard of `org` among `shards`: the first 4 bytes of SHA-256(org),
 /// big-endian, modulo the shard count. Producers that `XADD` themselves
-/// compute the same (README gives it in Python).
+/// compute the same (docs/src/redis.md#stream-shards gives it in Python).
 pub fn shard_of(org: &str, shards: usize) -> usize {
     if shards <= 1 {
         return 0;
@@ -56,7 +56,7 @@ pub fn shard_prefix(prefix: &str, k: usize) -> Result<String, NoHashTag> {
 mod tests {
     use super::*;
 
-    /// The README's test vectors: org -> shard for N = 1, 3 and 16.
+    /// The test vectors of docs/src/redis.md#stream-shards: org -> shard for N = 1, 3 and 16.
     pub const VECTORS: [(&str, usize, usize, usize); 6] = [
         ("acme", 0, 1, 13),
         ("globex", 0, 0, 13),

@@ -20,7 +20,7 @@ pub struct Shards {
 pub enum ShardCountError {
     /// Another count is stored.
     #[error(
-        "Redis holds {stored} stream shard(s) under prefix {prefix:?} (key {key}), but this dispatcher was started with --shards {wanted}: start every dispatcher with --shards {stored}. To change the count, either drain (stop producers, wait until outbound_webhooks_stream_lag and outbound_webhooks_tasks_scheduled are 0, stop every dispatcher, DEL {key}, start them with the new count) or run the new count under a new --redis-prefix (README \"Changing the shard count\")"
+        "Redis holds {stored} stream shard(s) under prefix {prefix:?} (key {key}), but this dispatcher was started with --shards {wanted}: start every dispatcher with --shards {stored}. To change the count, either drain (stop producers, wait until outbound_webhooks_stream_lag and outbound_webhooks_tasks_scheduled are 0, stop every dispatcher, DEL {key}, start them with the new count) or run the new count under a new --redis-prefix (docs/src/redis.md#changing-the-shard-count)"
     )]
     Mismatch {
         /// The count Redis holds.

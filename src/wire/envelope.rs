@@ -14,7 +14,7 @@ pub fn format_created_at(ms: i64) -> String {
     }
 }
 
-/// The envelope of SPEC "The delivery", field order as Kustomer sends it:
+/// The envelope of docs/src/contract.md#the-delivery, field order as Kustomer sends it:
 /// `id, name, org, partition, data, createdAt, [changes], persist`.
 /// `data` and `changes` are embedded as published (already validated JSON objects).
 pub fn build(event: &Event) -> Vec<u8> {

@@ -1,4 +1,4 @@
-//! The events stream's entry format (SPEC "Publishing events") and its
+//! The events stream's entry format (docs/src/contract.md#publishing-events) and its
 //! validation: an entry either becomes an [`Event`] or a dead-letter reason.
 
 use std::collections::HashMap;

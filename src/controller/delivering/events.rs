@@ -1,7 +1,8 @@
 //! The `Failing` and `Recovered` Events of a hook's `Delivering` condition,
 //! paced: at most one `Failing`/`Recovered` pair per hook every
-//! [`PAIR_INTERVAL`] (SPEC "Tenant bounds": a receiver that flips between
-//! success and failure must not cost an Event per flip). A `Failing` held
+//! [`PAIR_INTERVAL`] (docs/src/tenant-bounds.md#api-writes: a receiver
+//! that flips between success and failure must not cost an Event per
+//! flip). A `Failing` held
 //! back by the interval is published at a later reconcile once the interval
 //! has passed, if the hook is still failing then; a `Recovered` follows only
 //! a published `Failing`, so the pairs on a hook always read in order.

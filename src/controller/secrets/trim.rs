@@ -1,11 +1,13 @@
 //! What the controller's cache keeps of a labelled Secret: only the keys a
-//! hook of its namespace uses, each value bounded (SPEC "Tenant bounds":
-//! caches hold what hooks use). A tenant may label any number of Secrets
-//! of up to 1 MiB each; cached whole they would take the controller past
-//! its memory limit at every start, and with it every tenant's reconciles.
+//! hook of its namespace uses, each value bounded
+//! (docs/src/tenant-bounds.md#labelled-secrets: caches hold what hooks
+//! use). A tenant may label any number of Secrets of up to 1 MiB each;
+//! cached whole they would take the controller past its memory limit at
+//! every start, and with it every tenant's reconciles.
 //!
-//! Kept: the signing keys of SPEC's generated Secret (fixed names, so a
-//! Secret generated or adopted needs no hook lookup), the key of every
+//! Kept: the signing keys of the generated Secret
+//! (docs/src/contract.md#the-signing-secret; fixed names, so a Secret
+//! generated or adopted needs no hook lookup), the key of every
 //! `spec.secretRef` and `headers[].valueFrom` of the namespace's hooks that
 //! hold or wait for a slot, and only values of at most
 //! [`MAX_KEPT_VALUE_BYTES`]; of the metadata, what ownership and rotation

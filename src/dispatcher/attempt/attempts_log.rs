@@ -1,4 +1,4 @@
-//! The attempts log (SPEC "Attempts log"): one record per attempt, kept per
+//! The attempts log (docs/src/contract.md#attempts-log): one record per attempt, kept per
 //! hook in Redis (`attempts:{uid}`, newest first, capped at
 //! `--attempts-log-size`), read by `outbound-webhooks attempts`.
 //!
@@ -27,7 +27,7 @@ pub enum AttemptKind {
     /// No answer within the hook's timeout (or no connection within the
     /// client's connect timeout).
     Timeout,
-    /// The destination's address is not allowed (SPEC "Outbound safety").
+    /// The destination's address is not allowed (docs/src/contract.md#outbound-safety).
     RefusedAddress,
     /// DNS, connection or TLS failure.
     ConnectionFailed,

@@ -8,8 +8,9 @@
 //! succeeded or has its task stored: a failed attempt stores the task as
 //! claimed by that attempt and settles it like any claimed task; a delivery
 //! not attempted (slow hook, secret not cached, stopping) is stored as a due
-//! task. The guarantee is SPEC's: no event is acknowledged before each
-//! matching hook got it or holds a durable task for it.
+//! task. The guarantee is the contract's (docs/src/contract.md#guarantees):
+//! no event is acknowledged before each matching hook got it or holds a
+//! durable task for it.
 
 use std::{
     sync::{

@@ -75,8 +75,9 @@ fn header_secret_value(
 /// Why a header the hook takes from a Secret cannot be built now (the
 /// Secret or its key not in the cache, or its value unusable); `None` when
 /// every one can. Such a hook's events wait, like for its signing Secret
-/// (SPEC): an attempt without the header would be a failure the receiver
-/// never saw, and enough of them would turn the hook off.
+/// (docs/src/guarantees.md#hooks-whose-conditions-lag-wait): an attempt
+/// without the header would be a failure the receiver never saw, and
+/// enough of them would turn the hook off.
 pub fn header_secret_problem(secrets: &Cache<CachedSecret>, hook: &CachedHook) -> Option<String> {
     hook.spec.headers.iter().find_map(|h| match (&h.value, &h.value_from) {
         (None, Some(from)) => header_secret_value(secrets, hook.namespace(), h, from).err(),

@@ -24,7 +24,7 @@ pub enum ResolveError {
         /// How long the attempt waited for it.
         after: Duration,
     },
-    /// Every address the name resolves to is refused (SPEC "Outbound safety").
+    /// Every address the name resolves to is refused (docs/src/contract.md#outbound-safety).
     #[error("refused destination {host}: {why}")]
     Refused {
         /// The host name.

@@ -255,7 +255,7 @@ async fn route_entry(
         // A producer that XADDs itself with another shard formula or count:
         // its tasks would live apart from the org's other keys.
         let reason = format!(
-            "{WRONG_SHARD}: org {} belongs to shard {home} of {shards}, not {shard} (README \"Stream shards\" gives the formula; `dead-letter replay` moves it there)",
+            "{WRONG_SHARD}: org {} belongs to shard {home} of {shards}, not {shard} (docs/src/redis.md#stream-shards gives the formula; `dead-letter replay` moves it there)",
             event.org
         );
         dead_letter_entry(shared, store, shard, &entry_id, &fields, WRONG_SHARD, &reason).await?;

@@ -88,8 +88,8 @@ pub struct Route {
 pub const NO_SUCH_HOOK: &str = "no_such_hook";
 
 /// The `reason` of an event dropped for a hook that still holds a task for
-/// its id from another stream entry (SPEC: an event id is its idempotency
-/// key).
+/// its id from another stream entry (docs/src/contract.md#guarantees: an
+/// event id is its idempotency key).
 pub const DUPLICATE_ID: &str = "duplicate_id";
 
 /// Routes an event of `org` named `name` over the cached hooks: same

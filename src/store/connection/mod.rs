@@ -433,7 +433,7 @@ impl SentinelConn {
             // are pending or unread there, and read the same ways. Only
             // entries written to the old primary after the switch are
             // lost, with its data, when Sentinel makes it a replica: the
-            // forced-fail-over loss README states.
+            // forced-fail-over loss of docs/src/redis.md#what-a-fail-over-can-lose.
             _ = named.wait_for(|n| n.generation != generation) => return Ok(None),
         };
         match reply {

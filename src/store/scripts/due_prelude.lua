@@ -41,7 +41,7 @@ local function reindex(hook_due, hooks_due, uid)
   else redis.call('ZREM', hooks_due, uid) end
 end
 
--- Bytes per org (SPEC "Tenant bounds"). `org-bytes` is a hash org -> the
+-- Bytes per org (docs/src/tenant-bounds.md#redis-bytes-per-org). `org-bytes` is a hash org -> the
 -- bytes the org holds on this shard: its task hashes (each records its
 -- size in the field named TASK_BYTES) and its dead letters, each indexed
 -- twice in lex-ordered sorted sets (every score 0):
