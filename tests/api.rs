@@ -2,7 +2,7 @@
 //! kubectl as a user would: examples apply, bad manifests are refused at
 //! apply time with messages that name the problem, defaults are filled in.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use serde_json::{Value, json};
 use support::{apply_yaml, hooks::hook_with_spec, kubectl, kubectl_ok, namespace};

@@ -5,7 +5,7 @@
 //! roles are aggregated into), and the real controller and dispatcher do
 //! their whole job with nothing but the chart's ServiceAccount identities.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::{
     path::{Path, PathBuf},

@@ -3,7 +3,7 @@
 //! binary; tests that need other flags or restart controllers live in
 //! `controller_processes.rs`, which has its own API server.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::{
     sync::OnceLock,

@@ -3,7 +3,7 @@
 //! (`--watch-namespace`) and its own Lease, so controllers of parallel tests
 //! never write the same objects.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! The committed CRD must be exactly what the Rust types generate.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 #[test]
 fn committed_crd_matches_the_rust_types() {

@@ -2,7 +2,7 @@
 //! (`publish --hook`), end to end: real Redis, API server, receivers and
 //! dispatcher processes.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The dispatcher end to end: real Redis, real API server, real receivers on
 //! loopback. Signatures and envelope bytes, routing, restarts.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! no attempt outlives its lease. A DNS server on loopback plays both zones
 //! (`--dns-server`).
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::{
     collections::HashMap,

@@ -3,7 +3,7 @@
 //! delay a healthy hook's first attempts beyond the documented bound
 //! (docs/src/guarantees.md#isolation-from-slow-hooks).
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::time::{Duration, Instant};
 

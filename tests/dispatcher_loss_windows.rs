@@ -3,7 +3,7 @@
 //! hook deleted while its task retries, and a GitOps delete-and-re-apply
 //! before a replay. Each of these lost events before waiting tasks.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! against receivers that take 8 s, stays under the chart's 256 MiB memory
 //! limit (its peak resident set, `VmHWM`).
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! killed master, and with `--shards 2` through a flush. Events are
 //! counted by id at the receivers.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

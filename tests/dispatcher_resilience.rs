@@ -1,7 +1,7 @@
 //! No loss and no head-of-line blocking: a slow endpoint, dispatchers killed
 //! with SIGKILL, Redis restarted from its AOF and flushed.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::{
     collections::{HashMap, HashSet},

@@ -2,7 +2,7 @@
 //! dead-letters thousands of tasks) never pushes out another tenant's dead
 //! letters, and the turn-off does not block Redis.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Retry policy, auto-disable, dead letters, re-enabling and replay, and the
 //! answers that are not plain successes (400, 410, 302, timeouts, Retry-After).
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::{sync::atomic::Ordering, time::Duration};
 

@@ -1,7 +1,7 @@
 //! Malformed entries, outbound address safety, proxies, retention, the
 //! Redis eviction warning and secrecy of tokens in logs.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::time::Duration;
 

@@ -428,6 +428,7 @@ fn every_source_path_the_docs_name_exists() {
                 let rooted = [
                     "src/",
                     "tests/",
+                    "test-kit/",
                     "benches/",
                     "scripts/",
                     "charts/",

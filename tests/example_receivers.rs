@@ -3,7 +3,7 @@
 //! secret and a tampered body with 401; during a rotation they accept a
 //! delivery by any of their tokens.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::{
     io::{Read, Write},

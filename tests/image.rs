@@ -17,7 +17,7 @@
 //! the host's network (pods would each have their own), so each render
 //! gets its own `metricsPort`.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::{
     collections::BTreeMap,

@@ -6,7 +6,7 @@
 //! the dashboard and the alerts query is one the real controller and
 //! dispatcher export (scraped after a delivery, failures and a turn-off).
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::{
     collections::BTreeSet,

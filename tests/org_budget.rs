@@ -5,7 +5,7 @@
 //! another org on the same Redis publishes and delivers throughout. The
 //! Namespace annotation raises one org's budget alone.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! control plane): one test per script behaviour, so a Lua edit gets
 //! feedback in seconds.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::{collections::HashMap, sync::OnceLock};
 

@@ -5,7 +5,7 @@
 //! documented way back; a signing secret rotated in two steps while
 //! third-party verifiers keep accepting every delivery.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::{
     sync::{Arc, Mutex, atomic::Ordering},

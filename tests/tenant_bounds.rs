@@ -3,7 +3,7 @@
 //! past their memory limits. This binary has its own API server: it stores
 //! a quarter of a gigabyte of Secrets.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::time::Duration;
 

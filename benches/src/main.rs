@@ -17,13 +17,8 @@
 //! idle footprint with 50,000 hooks); what they start in `processes` and `receiver`; what they load in
 //! `seed` and `load`; what they compare with in `baselines`.
 
-// Shared with the tests, which use all of them; the bench, only part.
-#[allow(dead_code)]
-#[path = "../../tests/support/control_plane.rs"]
-mod control_plane;
-#[allow(dead_code)]
-#[path = "../../tests/support/process.rs"]
-mod process;
+// Shared with the tests (the test kit).
+use outbound_webhooks_test_kit::{control_plane, process};
 
 mod apiserver_metrics;
 mod baselines;

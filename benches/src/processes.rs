@@ -1,6 +1,6 @@
 //! The bench's own processes, on top of the child-process guard and the
-//! control plane shared with the tests (`tests/support/process.rs`,
-//! `tests/support/control_plane.rs`): the dispatchers (optionally under a
+//! control plane shared with the tests (`test-kit/src/process.rs`,
+//! `test-kit/src/control_plane.rs`): the dispatchers (optionally under a
 //! wrapper such as valgrind) and the controller, and what the bench reads
 //! about processes from `/proc` and Redis.
 //!

@@ -1,4 +1,5 @@
-//! Test support, one tree for every test binary (`mod support;`).
+//! The test kit: the real parts every test binary and the benchmark start
+//! (tests import it as `support`: `use outbound_webhooks_test_kit as support;`).
 //!
 //! - [`cluster`]: the real control plane shared by this test binary (started
 //!   once by `scripts/control-plane.sh`), a namespace and a Redis prefix per test.
@@ -17,8 +18,6 @@
 //!
 //! Each test takes its own namespace and Redis key prefix, so tests run in
 //! parallel.
-
-#![allow(dead_code)] // every test binary uses a different part of this tree
 
 pub mod cluster;
 pub mod control_plane;
@@ -50,7 +49,31 @@ pub const CREATE: &str = "kustomer.conversation.create";
 
 /// Root of the repository.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // This crate lives in `test-kit/` of the repository.
+    let kit = Path::new(env!("CARGO_MANIFEST_DIR"));
+    kit.parent().unwrap_or(kit).to_path_buf()
+}
+
+/// The `outbound-webhooks` binary cargo built for this test run: beside
+/// the test binary's `deps/` folder (cargo builds a package's binaries
+/// before its integration tests). Cargo's `CARGO_BIN_EXE_*` is only set
+/// when compiling the tests themselves, not this crate.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_outbound-webhooks") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut dir = exe.parent().expect("the test binary's folder").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let binary = dir.join(format!("outbound-webhooks{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with cargo test, which builds it",
+        binary.display()
+    );
+    binary
 }
 
 /// Reads a file of the repository.

@@ -5,10 +5,8 @@
 //! apiserver=...` line and then runs until its stdin closes, when it stops
 //! everything it started and removes STATE_DIR.
 //!
-//! Std only, blocking. Besides this file it needs only `process.rs` as its
-//! sibling module `process` (the benchmark package includes both:
-//! `#[path = "../../tests/support/process.rs"] mod process;` and
-//! `#[path = "../../tests/support/control_plane.rs"] mod control_plane;`).
+//! Std only, blocking; besides this file it needs only [`crate::process`]
+//! (the benchmark uses both).
 
 use std::{
     io::{BufRead, BufReader},

@@ -1,9 +1,9 @@
 //! Redis the way users run it: over TLS, behind Sentinel, as a Cluster.
 //! These tests prove the test topologies themselves
-//! (`tests/support/redis_topologies.rs`) with `redis-cli` alone: each comes
+//! (`test-kit/src/redis_topologies.rs`) with `redis-cli` alone: each comes
 //! up, fails over as Redis documents, and leaves no process behind.
 
-mod support;
+use outbound_webhooks_test_kit as support;
 
 use std::{
     collections::BTreeSet,

@@ -50,7 +50,7 @@ impl ControllerProcess {
     pub fn start_as(identity: &str, kubeconfig: &Path, lease_namespace: &str, args: &[&str]) -> ControllerProcess {
         let http_port = free_port();
         let log_dir = tempfile::tempdir().expect("a log directory");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"));
+        let mut command = Command::new(crate::binary());
         command
             .arg("controller")
             .args(["--http-addr", &format!("127.0.0.1:{http_port}")])

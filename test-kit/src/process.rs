@@ -5,8 +5,8 @@
 //! process that started them even when that one is killed), it is ready once
 //! `GET /readyz` on its ops port answers 200, and it is killed on drop.
 //!
-//! Std only and nothing outside this file, blocking calls: the benchmark
-//! package includes it with `#[path = "../../tests/support/process.rs"] mod process;`.
+//! Std only and nothing outside this file, blocking calls (the benchmark
+//! uses it too).
 
 use std::{
     fs::File,

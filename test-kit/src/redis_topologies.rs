@@ -407,7 +407,7 @@ pub struct SentinelGroup {
     data: Vec<Node>,
     killed: Mutex<HashSet<u16>>,
     /// The nodes' files; dropped after them.
-    dir: TempDir,
+    _files: TempDir,
 }
 
 impl SentinelGroup {
@@ -440,7 +440,7 @@ impl SentinelGroup {
             sentinels,
             data,
             killed: Mutex::new(HashSet::new()),
-            dir,
+            _files: dir,
         };
         group.wait_settled();
         group
@@ -677,7 +677,7 @@ pub struct RedisCluster {
     nodes: Vec<Node>,
     killed: Mutex<HashSet<u16>>,
     /// The nodes' files; dropped after them.
-    dir: TempDir,
+    _files: TempDir,
 }
 
 /// One line of `CLUSTER NODES`.
@@ -761,7 +761,7 @@ impl RedisCluster {
         let cluster = RedisCluster {
             nodes,
             killed: Mutex::new(HashSet::new()),
-            dir,
+            _files: dir,
         };
         wait_for("the Cluster to be ok on every node", SETTLE, || cluster.healthy());
         cluster

@@ -111,7 +111,7 @@ impl Dispatcher {
         wait: bool,
     ) -> (ChildProcess, u16) {
         let http_port = free_port();
-        let binary = env!("CARGO_BIN_EXE_outbound-webhooks");
+        let binary = crate::binary();
         let mut command = match wrapper.split_first() {
             Some((program, wrapper_args)) => {
                 let mut command = Command::new(program);
@@ -207,7 +207,7 @@ pub fn args_without_allow_list(redis_url: &str, prefix: &str, consumer: &str, mo
 /// Runs the binary with `args`: (success, stdout, stderr).
 pub fn try_cli(args: &[&str]) -> (bool, String, String) {
     // `dead-letter replay` and `attempts` read hooks through Kubernetes, as a user's would.
-    let out = Command::new(env!("CARGO_BIN_EXE_outbound-webhooks"))
+    let out = Command::new(crate::binary())
         .args(args)
         .env("KUBECONFIG", &env().kubeconfig)
         .output()
