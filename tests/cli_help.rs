@@ -24,11 +24,7 @@ fn help(path: &[String], form: &str, env: &[(String, String)]) -> String {
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("running outbound-webhooks");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = outbound_webhooks_test_kit::printed(&out);
     assert!(
         out.status.success(),
         "outbound-webhooks {} failed:\n{text}",

@@ -49,11 +49,7 @@ fn replay(test: &DeliveryTest, key: &str) -> (bool, String) {
         .args(["--hook", key])
         .output()
         .expect("running dead-letter replay");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = support::printed(&out);
     (out.status.success(), said)
 }
 

@@ -58,6 +58,24 @@ struct Producer {
     library_resends: u32,
 }
 
+impl FailoverRun {
+    /// What one run saw, for the test's output.
+    fn summary(&self) -> String {
+        format!(
+            "{} of 300 delivered; {} duplicate(s); blocked readers followed the switch in {:?} (dispatcher) and {:?} (the test's); {} of 100 delivered before the kill; \
+             {} publish retries, {} of them appended but not acknowledged by a replica in time; {} appends resent by the library",
+            self.counts.len(),
+            duplicates(&self.counts),
+            self.dispatcher_followed,
+            self.reader_followed,
+            self.delivered_before_kill,
+            self.publish_retries,
+            self.not_replicated,
+            self.library_resends,
+        )
+    }
+}
+
 impl Producer {
     fn new(target: &RedisTarget, prefix: &str) -> Producer {
         Producer::with_options(target, prefix, PublishOptions::default())
@@ -164,11 +182,7 @@ fn deliveries_flow_over_tls_and_a_wrong_ca_stops_the_dispatcher_at_start_up() {
     // start-up, not a retry loop.
     let started = Instant::now();
     let mut refused = Dispatcher::start_unready(test.args("tls-wrong-ca", &["--redis-ca-file", &wrong_ca]), vec![]);
-    let status = refused
-        .wait_exit(Duration::from_secs(30))
-        .expect("the dispatcher stops when the TLS handshake cannot succeed");
-    assert!(!status.success());
-    let log = refused.log();
+    let log = refused.refusal_log("the dispatcher stops when the TLS handshake cannot succeed");
     assert!(log.contains("TLS handshake with Redis at rediss://"), "{log}");
     assert!(log.contains("--redis-ca-file"), "{log}");
     assert!(!log.contains(password), "the password reached the log:\n{log}");
@@ -183,11 +197,11 @@ fn deliveries_flow_over_tls_and_a_wrong_ca_stops_the_dispatcher_at_start_up() {
     assert!(!help.contains(password));
 }
 
-#[test]
-fn five_hundred_events_around_a_forced_failover_and_a_killed_primary_all_arrive() {
-    let _one = one_failover_at_a_time();
-    let group = SentinelGroup::start("owh-primary");
-    let test = DeliveryTest::on("sentinel", &group.url());
+/// A hook of a new test on `group` with its receiver, a dispatcher in
+/// Sentinel mode (entries of a dead consumer reclaimed after 5 s), and the
+/// target producers connect to.
+fn on_sentinel(group: &SentinelGroup, label: &str) -> (DeliveryTest, Receiver, Dispatcher, RedisTarget) {
+    let test = DeliveryTest::on(label, &group.url());
     let receiver = Receiver::ok();
     test.hook_to(&receiver, json!({}));
     let mode = [
@@ -198,8 +212,17 @@ fn five_hundred_events_around_a_forced_failover_and_a_killed_primary_all_arrive(
         "--reclaim-idle",
         "5s",
     ];
-    let _dispatcher = test.dispatcher(&mode);
-    let target = RedisTarget::new(RedisMode::Sentinel, &group.url(), Some(group.master_name()), None).unwrap();
+    let dispatcher = test.dispatcher(&mode);
+    let target = RedisTarget::new(RedisMode::Sentinel, &group.url(), Some(group.master_name()), None)
+        .expect("the Sentinel group's target");
+    (test, receiver, dispatcher, target)
+}
+
+#[test]
+fn five_hundred_events_around_a_forced_failover_and_a_killed_primary_all_arrive() {
+    let _one = one_failover_at_a_time();
+    let group = SentinelGroup::start("owh-primary");
+    let (test, receiver, _dispatcher, target) = on_sentinel(&group, "sentinel");
     let mut producer = Producer::new(&target, &test.prefix);
     let id = |i: usize| format!("sentinel-{i:04}");
     let mut ids = BTreeSet::new();
@@ -335,19 +358,7 @@ fn log_time(log: &str, message: &str, after: jiff::Timestamp) -> Option<Duration
 /// more; waits until all 300 reached the receiver (counted by id).
 fn failover_then_kill(label: &str, kill_after: Duration, options: PublishOptions) -> FailoverRun {
     let group = SentinelGroup::start_with_replicas("owh-primary", 2);
-    let test = DeliveryTest::on(label, &group.url());
-    let receiver = Receiver::ok();
-    test.hook_to(&receiver, json!({}));
-    let mode = [
-        "--redis-mode",
-        "sentinel",
-        "--redis-master-name",
-        group.master_name(),
-        "--reclaim-idle",
-        "5s",
-    ];
-    let dispatcher = test.dispatcher(&mode);
-    let target = RedisTarget::new(RedisMode::Sentinel, &group.url(), Some(group.master_name()), None).unwrap();
+    let (test, receiver, dispatcher, target) = on_sentinel(&group, label);
     let mut producer = Producer::with_options(&target, &test.prefix, options);
     let id = |i: usize| format!("{label}-{i:03}");
     let mut ids = BTreeSet::new();
@@ -453,16 +464,7 @@ fn summary(mut times: Vec<Duration>) -> String {
 fn a_forced_failover_then_the_new_primary_killed_half_a_second_later_loses_none_of_300_events() {
     let _one = one_failover_at_a_time();
     let run = failover_then_kill("switch", Duration::from_millis(500), PublishOptions::default());
-    eprintln!(
-        "switch: {} of 300 delivered; {} duplicate(s); blocked readers followed the switch in {:?} (dispatcher) and {:?} (the test's); {} of 100 delivered before the kill; {} publish retries, {} appends resent by the library",
-        run.counts.len(),
-        duplicates(&run.counts),
-        run.dispatcher_followed,
-        run.reader_followed,
-        run.delivered_before_kill,
-        run.publish_retries,
-        run.library_resends,
-    );
+    eprintln!("switch: {}", run.summary());
     assert_eq!(run.counts.len(), 300);
     for (who, followed) in [
         ("the dispatcher's", run.dispatcher_followed),
@@ -484,18 +486,7 @@ fn with_wait_replicas_one_a_new_primary_killed_at_once_after_publishing_loses_no
         ..PublishOptions::default()
     };
     let run = failover_then_kill("wait", Duration::ZERO, wait.clone());
-    eprintln!(
-        "wait: {} of 300 delivered; {} duplicate(s); blocked readers followed the switch in {:?} (dispatcher) and {:?} (the test's); {} of 100 delivered before the kill; \
-         {} publish retries, {} of them appended but not acknowledged by a replica in time; {} appends resent by the library",
-        run.counts.len(),
-        duplicates(&run.counts),
-        run.dispatcher_followed,
-        run.reader_followed,
-        run.delivered_before_kill,
-        run.publish_retries,
-        run.not_replicated,
-        run.library_resends,
-    );
+    eprintln!("wait: {}", run.summary());
     assert_eq!(run.counts.len(), 300);
 
     // The cost of WAIT 1, on a settled group (a primary, two replicas in
@@ -532,35 +523,20 @@ fn with_wait_replicas_one_a_new_primary_killed_at_once_after_publishing_loses_no
         let (ok, stdout, stderr) = test.try_publish_cli("{}", flags);
         assert!(!ok && stderr.contains(says), "{flags:?}: {stdout}{stderr}");
     }
+    let on_sentinel = ["--redis-mode", "sentinel", "--redis-master-name", group.master_name()];
     let out = test.publish_cli(
         "{}",
-        &[
-            "--redis-mode",
-            "sentinel",
-            "--redis-master-name",
-            group.master_name(),
-            "--wait-replicas",
-            "1",
-            "--id",
-            "waited-cli",
-        ],
+        &[&on_sentinel[..], &["--wait-replicas", "1", "--id", "waited-cli"]].concat(),
     );
     assert!(out.starts_with("waited-cli "), "{out}");
     // More replicas than there are: appended, and said so.
     let (ok, stdout, stderr) = test.try_publish_cli(
         "{}",
         &[
-            "--redis-mode",
-            "sentinel",
-            "--redis-master-name",
-            group.master_name(),
-            "--wait-replicas",
-            "3",
-            "--wait-timeout",
-            "200ms",
-            "--id",
-            "short",
-        ],
+            &on_sentinel[..],
+            &["--wait-replicas", "3", "--wait-timeout", "200ms", "--id", "short"],
+        ]
+        .concat(),
     );
     assert!(!ok, "{stdout}");
     assert!(
@@ -669,11 +645,7 @@ fn another_shard_count_or_a_prefix_without_a_hash_tag_is_refused_at_start_up() {
     drop(first);
 
     let mut other = Dispatcher::start_unready(test.args("shard-count-2", &["--shards", "4"]), vec![]);
-    let status = other
-        .wait_exit(Duration::from_secs(30))
-        .expect("a dispatcher with another shard count stops");
-    assert!(!status.success());
-    let log = other.log();
+    let log = other.refusal_log("a dispatcher with another shard count stops");
     assert!(
         log.contains("Redis holds 3 stream shard(s)") && log.contains("start every dispatcher with --shards 3"),
         "{log}"
@@ -689,11 +661,7 @@ fn another_shard_count_or_a_prefix_without_a_hash_tag_is_refused_at_start_up() {
         support::dispatcher::args(&test.redis_url, untagged, "no-tag", &[]),
         vec![],
     );
-    let status = refused
-        .wait_exit(Duration::from_secs(30))
-        .expect("a prefix without a hash tag is refused");
-    assert!(!status.success());
-    let log = refused.log();
+    let log = refused.refusal_log("a prefix without a hash tag is refused");
     assert!(log.contains("has no {hash tag}"), "{log}");
 }
 

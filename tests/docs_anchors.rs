@@ -258,6 +258,17 @@ fn citing_files() -> Vec<PathBuf> {
     files
 }
 
+/// Fails naming every one of `cites` whose page or anchor is missing.
+fn assert_none_broken(what: &str, cites: &[Cite], pages: &BTreeMap<String, BTreeSet<String>>) {
+    let broken = check(cites, pages);
+    assert!(
+        broken.is_empty(),
+        "{} broken {what}:\n{}",
+        broken.len(),
+        broken.join("\n")
+    );
+}
+
 #[test]
 fn every_doc_anchor_cited_in_code_charts_and_readme_exists() {
     let pages = book();
@@ -285,13 +296,7 @@ fn every_doc_anchor_cited_in_code_charts_and_readme_exists() {
         from_charts >= 10,
         "only {from_charts} citations of the book in charts/: the scan is broken"
     );
-    let broken = check(&cites, &pages);
-    assert!(
-        broken.is_empty(),
-        "{} broken citation(s) of the book:\n{}",
-        broken.len(),
-        broken.join("\n")
-    );
+    assert_none_broken("citation(s) of the book", &cites, &pages);
 }
 
 #[test]
@@ -306,13 +311,7 @@ fn every_anchor_linked_between_book_pages_exists() {
         cites.iter().filter(|c| c.anchor.is_some()).count() >= 30,
         "too few anchored links found: the scan is broken"
     );
-    let broken = check(&cites, &pages);
-    assert!(
-        broken.is_empty(),
-        "{} broken link(s) in the book:\n{}",
-        broken.len(),
-        broken.join("\n")
-    );
+    assert_none_broken("link(s) in the book", &cites, &pages);
 }
 
 #[test]

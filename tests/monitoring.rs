@@ -87,11 +87,7 @@ fn run_promtool(dir: &Path, args: &[&str]) -> String {
         .current_dir(dir)
         .output()
         .expect("running promtool");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = support::printed(&out);
     assert!(out.status.success(), "promtool {} failed:\n{text}", args.join(" "));
     text
 }

@@ -595,16 +595,22 @@ fn a_referenced_secret_is_rotated_by_its_owner_and_its_next_and_previous_tokens_
         ns,
         &labelled_secret("mine", json!({"signing": new, PREVIOUS_TOKEN_KEY: old})),
     );
-    kubectl_ok(&[
-        "patch",
-        "secret",
-        "mine",
-        "-n",
-        ns,
-        "--type=json",
-        "-p",
-        &json!([{"op": "remove", "path": format!("/data/{NEXT_TOKEN_KEY}")}]).to_string(),
-    ]);
+    let patch_mine = |kind: &str, patch: serde_json::Value| {
+        kubectl_ok(&[
+            "patch",
+            "secret",
+            "mine",
+            "-n",
+            ns,
+            &format!("--type={kind}"),
+            "-p",
+            &patch.to_string(),
+        ]);
+    };
+    patch_mine(
+        "json",
+        json!([{"op": "remove", "path": format!("/data/{NEXT_TOKEN_KEY}")}]),
+    );
     let promoted = deliver_until(&test, &receiver, "a delivery by the new token", |r| {
         r.header("x-kustomer-webhook-signature") == kustomer_signature(&new, &r.body)
     });
@@ -613,16 +619,7 @@ fn a_referenced_secret_is_rotated_by_its_owner_and_its_next_and_previous_tokens_
     wait_secret_ready_says(ns, "crm", "key previous-token is present");
 
     // An unusable previous-token is reported like an unusable token.
-    kubectl_ok(&[
-        "patch",
-        "secret",
-        "mine",
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        &json!({"stringData": {PREVIOUS_TOKEN_KEY: "short"}}).to_string(),
-    ]);
+    patch_mine("merge", json!({"stringData": {PREVIOUS_TOKEN_KEY: "short"}}));
     let c = support::hooks::wait_condition(
         ns,
         "crm",

@@ -189,21 +189,14 @@ async fn run_controller(
         triggers: trigger_tx.clone(),
     }
     .events(client.clone(), scope, hooks_writer);
-    let namespace_events = watches::namespace_events(
-        client.clone(),
-        scope,
-        namespaces_writer,
-        index.clone(),
-        trigger_tx.clone(),
-    );
-    let secret_events = watches::secret_events(
-        client.clone(),
-        scope,
-        secrets_writer,
-        index.clone(),
-        trigger_tx,
-        secret_relist,
-    );
+    let watching = watches::Watching {
+        client: client.clone(),
+        scope: scope.map(str::to_string),
+        index: index.clone(),
+        triggers: trigger_tx,
+    };
+    let namespace_events = watches::namespace_events(watching.clone(), namespaces_writer);
+    let secret_events = watches::secret_events(watching, secrets_writer, secret_relist);
     let side_watches = tokio::spawn(async move {
         // default_backoff retries forever, so these end only on shutdown.
         let (a, b) = futures::join!(namespace_events, secret_events);

@@ -210,40 +210,53 @@ impl HookWatch {
     }
 }
 
+/// What the Namespace and Secret watches read from and send to.
+#[derive(Clone)]
+pub struct Watching {
+    /// The API client.
+    pub client: kube::Client,
+    /// The namespace watched, or all.
+    pub scope: Option<String>,
+    /// Hooks by namespace, to map an object to the hooks it matters to.
+    pub index: HookIndex,
+    /// Where triggers go.
+    pub triggers: Triggers,
+}
+
 /// The Namespace watch (the limit annotation): a changed limit triggers
 /// the namespace's hooks.
 pub fn namespace_events(
-    client: kube::Client,
-    scope: Option<&str>,
+    on: Watching,
     writer: reflector::store::Writer<Namespace>,
-    index: HookIndex,
-    triggers: Triggers,
 ) -> impl Future<Output = Result<(), watcher::Error>> + use<> {
-    let config = match scope {
+    let (index, triggers) = (on.index, on.triggers);
+    let config = match on.scope.as_deref() {
         Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
         None => watcher::Config::default(),
     };
     let mut limit_before: HashMap<String, Option<String>> = HashMap::new();
-    reflector::reflector(writer, watcher(Api::<Namespace>::all(client), config).default_backoff()).try_for_each(
-        move |event| {
-            match &event {
-                watcher::Event::Apply(ns) | watcher::Event::InitApply(ns) => {
-                    let name = ns.name_any();
-                    let annotation = ns.annotations().get(MAX_WEBHOOKS_ANNOTATION).cloned();
-                    if limit_before.insert(name.clone(), annotation.clone()) != Some(annotation) {
-                        for r in hooks_in_namespace(&index, &name) {
-                            let _ = triggers.unbounded_send(r);
-                        }
+    reflector::reflector(
+        writer,
+        watcher(Api::<Namespace>::all(on.client), config).default_backoff(),
+    )
+    .try_for_each(move |event| {
+        match &event {
+            watcher::Event::Apply(ns) | watcher::Event::InitApply(ns) => {
+                let name = ns.name_any();
+                let annotation = ns.annotations().get(MAX_WEBHOOKS_ANNOTATION).cloned();
+                if limit_before.insert(name.clone(), annotation.clone()) != Some(annotation) {
+                    for r in hooks_in_namespace(&index, &name) {
+                        let _ = triggers.unbounded_send(r);
                     }
                 }
-                watcher::Event::Delete(ns) => {
-                    limit_before.remove(&ns.name_any());
-                }
-                _ => {}
             }
-            std::future::ready(Ok(()))
-        },
-    )
+            watcher::Event::Delete(ns) => {
+                limit_before.remove(&ns.name_any());
+            }
+            _ => {}
+        }
+        std::future::ready(Ok(()))
+    })
 }
 
 /// The watch of labelled Secrets only (never every Secret of the cluster),
@@ -251,16 +264,16 @@ pub fn namespace_events(
 /// hooks are known, and again (at most once a minute) when `relist` is
 /// notified because a hook needs a key a trimmed Secret lacks.
 pub fn secret_events(
-    client: kube::Client,
-    scope: Option<&str>,
+    on: Watching,
     writer: reflector::store::Writer<Secret>,
-    index: HookIndex,
-    triggers: Triggers,
     relist: Arc<tokio::sync::Notify>,
 ) -> impl Future<Output = Result<(), watcher::Error>> + use<> {
+    let Watching {
+        client, scope, index, ..
+    } = on.clone();
+    let triggers = on.triggers;
     let watches = {
         let index = index.clone();
-        let scope = scope.map(str::to_string);
         let mut lists = 0u32;
         futures::stream::repeat_with(move || {
             lists += 1;

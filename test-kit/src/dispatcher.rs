@@ -150,6 +150,17 @@ impl Dispatcher {
         self.process.wait_exit(timeout)
     }
 
+    /// The log of a dispatcher that must refuse to start: waits up to 30 s
+    /// for it to exit, fails the test (saying `why`) unless it exited with
+    /// an error.
+    pub fn refusal_log(&mut self, why: &str) -> String {
+        let status = self
+            .wait_exit(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{why}: the dispatcher still runs after 30 s"));
+        assert!(!status.success(), "{why}: the dispatcher exited successfully");
+        self.log()
+    }
+
     /// GET one of the ops endpoints: (status code, body); None when nothing listens.
     pub fn ops_get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.http_port, path)

@@ -36,11 +36,7 @@ fn run(args: &[&str], kubeconfig: Option<&Path>) -> (bool, String) {
             binary.display()
         )
     });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::printed(&out);
     (out.status.success(), text)
 }
 

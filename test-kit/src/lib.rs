@@ -76,6 +76,15 @@ pub fn binary() -> PathBuf {
     binary
 }
 
+/// What a finished command printed, stdout then stderr, as text.
+pub fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Reads a file of the repository.
 pub fn read_repo_file(path: impl AsRef<Path>) -> String {
     let path = repo_root().join(path);

@@ -225,11 +225,7 @@ pub fn verify_signatures_with(kustomer_token: &str, standard_token: &str, reques
         .write_all(input.to_string().as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::printed(&out);
     if out.status.success() && text.trim() == "ok" {
         Ok(())
     } else {
