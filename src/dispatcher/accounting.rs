@@ -8,10 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::dispatcher::{
-    clock::now_ms,
-    context::{Shared, Urgency},
-    intake::routing::DUPLICATE_ID,
-    metrics::EventOutcome,
+    clock::now_ms, context::Shared, health::requests::Urgency, intake::routing::DUPLICATE_ID, metrics::EventOutcome,
     org_budget::ORG_OVER_BUDGET,
 };
 use crate::store::{NewTask, Routed, Store};

@@ -18,10 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatcher::{
-    accounting::account_routed,
-    acks::AckItem,
-    clock::now_ms,
-    context::{Shared, Urgency},
+    accounting::account_routed, acks::AckItem, clock::now_ms, context::Shared, health::requests::Urgency,
 };
 use crate::store::shard::shard_of;
 use crate::store::{AttemptsBatch, NewTask, Routed};

@@ -1,13 +1,12 @@
-//! What every loop of the dispatcher shares: configuration, the Redis
-//! store, the caches, the HTTP client, the slots, and the channels to the
-//! acker and the status mirror.
+//! What every loop of the dispatcher shares, composed of parts each
+//! defined in a file of its own that imports nothing back: the caches
+//! (`view/`), the outbound client (`attempt/outbound.rs`), the slots and
+//! lanes (`capacity/`), the claimers' wake-ups (`retry/wake.rs`), the
+//! mirror's handle (`health/requests.rs`), the acker's items (`acks.rs`).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Arc;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatcher::{
@@ -16,40 +15,15 @@ use crate::dispatcher::{
     attempt::outbound::{Outbound, UrlCache},
     capacity::lanes::Lanes,
     capacity::slots::Slots,
+    health::requests::{MirrorHandle, Urgency},
     intake::held::HeldEntries,
     metrics::Metrics,
     org_budget::OrgBudgets,
-    retry::bodies::RetryBodies,
+    retry::{bodies::RetryBodies, wake::ClaimerWake},
     view::cache::Cache,
     view::cached_objects::{CachedHook, CachedSecret},
 };
 use crate::store::{Shards, Store};
-
-/// A request to mirror one hook's health to its status.
-#[derive(Clone, Debug)]
-pub struct MirrorRequest {
-    /// The hook's UID.
-    pub uid: String,
-    /// The hook's `namespace/name`.
-    pub hook: String,
-    /// How soon it must be written.
-    pub urgency: Urgency,
-}
-
-/// How soon a hook's health must reach its status (docs/src/tenant-bounds.md#api-writes:
-/// API writes per hook). Ordered: a hook's pending request keeps the
-/// highest urgency asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Urgency {
-    /// New figures: within the mirror interval.
-    Routine,
-    /// Failing or recovered: at once when the hook's last write is older
-    /// than the mirror interval, else when it ends (a flapping receiver
-    /// costs one write per interval, not one per flip).
-    Transition,
-    /// Turned off: at once, whatever the interval.
-    TurnOff,
-}
 
 /// The dispatcher's shared state.
 pub struct Shared {
@@ -68,7 +42,7 @@ pub struct Shared {
     /// The metrics.
     pub metrics: Metrics,
     /// To the status mirror.
-    pub mirror: mpsc::UnboundedSender<MirrorRequest>,
+    pub mirror: MirrorHandle,
     /// Per-hook slots.
     pub lanes: Lanes,
     /// Parsed destination URLs.
@@ -76,12 +50,7 @@ pub struct Shared {
     /// The replica's in-flight slots (general, and the slow share).
     pub slots: Slots,
     /// Wakes each shard's claimer (a slot freed, a task stored).
-    pub wake: Vec<Notify>,
-    /// Per shard: the claimer's last round saw due tasks (or no free slot),
-    /// so a slot freed may let it claim more. Without it a freed slot wakes
-    /// no claimer: at thousands of deliveries a second those wake-ups were
-    /// each an empty claim round trip.
-    pub claim_backlog: Vec<AtomicBool>,
+    pub claimers: ClaimerWake,
     /// To the acker.
     pub acks: mpsc::UnboundedSender<AckItem>,
     /// Entries read and not yet acknowledged.
@@ -95,20 +64,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A slot freed: wakes the claimers with a backlog ([`Shared::claim_backlog`]).
+    /// A slot freed: wakes the claimers with a backlog.
     pub fn slot_freed(&self) {
-        for (w, backlog) in self.wake.iter().zip(&self.claim_backlog) {
-            if backlog.load(Ordering::Relaxed) {
-                w.notify_one();
-            }
-        }
+        self.claimers.slot_freed();
     }
 
     /// Wakes one shard's claimer (a task stored there).
     pub fn wake_claimer(&self, shard: usize) {
-        if let Some(w) = self.wake.get(shard) {
-            w.notify_one();
-        }
+        self.claimers.wake(shard);
     }
 
     /// The store of the shard `org`'s events, tasks and hooks live in.
@@ -118,10 +81,6 @@ impl Shared {
 
     /// Asks the mirror to write one hook's health to its status.
     pub fn request_mirror(&self, uid: &str, hook: &str, urgency: Urgency) {
-        let _ = self.mirror.send(MirrorRequest {
-            uid: uid.to_string(),
-            hook: hook.to_string(),
-            urgency,
-        });
+        self.mirror.request(uid, hook, urgency);
     }
 }

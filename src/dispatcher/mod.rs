@@ -48,10 +48,7 @@ pub mod org_budget;
 mod upkeep;
 pub mod view;
 
-use std::{
-    sync::{Arc, atomic::AtomicBool},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -59,7 +56,7 @@ use kube::{
     Api,
     runtime::{WatchStreamExt, watcher},
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use self::config::{Config, DispatcherArgs};
@@ -216,7 +213,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let filter = Arc::new(AddressFilter::new(config.allow_destination_cidrs.clone()));
     let resolver = attempt::dns::Resolver::new(&config.dns_servers)?;
     let http = attempt::outbound::outbound(filter, resolver, config.proxy.as_deref(), &destination_ca)?;
-    let (mirror_tx, mirror_rx) = mpsc::unbounded_channel();
+    let (mirror_tx, mirror_rx) = health::requests::MirrorHandle::channel();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let shard_count = shards.all().len();
     let shared = Arc::new(Shared {
@@ -230,8 +227,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         lanes: Lanes::new(config.max_in_flight_per_hook),
         urls: attempt::outbound::UrlCache::default(),
         slots: Slots::new(config.max_in_flight),
-        wake: (0..shard_count).map(|_| Notify::new()).collect(),
-        claim_backlog: (0..shard_count).map(|_| AtomicBool::new(true)).collect(),
+        claimers: retry::wake::ClaimerWake::new(shard_count),
         acks: acks_tx,
         held: HeldEntries::default(),
         shutdown: shutdown.clone(),

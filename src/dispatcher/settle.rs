@@ -8,7 +8,8 @@ use crate::dispatcher::{
     acks::AckItem,
     attempt::outbound::{Attempt, Outcome},
     clock::{ms, now_ms},
-    context::{Shared, Urgency},
+    context::Shared,
+    health::requests::Urgency,
     metrics::EventOutcome,
     view::cached_objects::CachedHook,
 };

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::contract::resource::DisableRecord;
 use crate::dispatcher::{
     clock::now_ms,
-    context::{MirrorRequest, Shared, Urgency},
+    context::Shared,
+    health::requests::{MirrorRequest, Urgency},
     health::status,
 };
 use crate::store::StoreError;

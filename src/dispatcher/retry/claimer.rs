@@ -2,10 +2,7 @@
 //! first attempt, waiting tasks) within the replica's in-flight slots and
 //! each hook's lane, and runs one attempt per task.
 
-use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,16 +25,14 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
     let per_hook = shared.config.max_in_flight_per_hook;
     let store = shared.shards.get(shard).clone();
     let shards = shared.shards.all().len();
-    let wake = &shared.wake[shard];
     while !shutdown.is_cancelled() {
         // Each shard's claimer takes its share of the free slots, so one
         // shard's backlog cannot take them all.
         let free = shared.slots.general_available().div_ceil(shards);
-        let backlog = &shared.claim_backlog[shard];
         if free == 0 {
-            backlog.store(true, Ordering::Relaxed);
+            shared.claimers.set_backlog(shard, true);
             tokio::select! {
-                _ = wake.notified() => {}
+                _ = shared.claimers.notified(shard) => {}
                 _ = tokio::time::sleep(shared.config.poll_interval) => {}
                 _ = shutdown.cancelled() => break,
             }
@@ -46,7 +41,7 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
         // And only as many as their bodies fit in the room for retried
         // bodies, each counted at the largest size until loaded.
         let Some(mut room) = shared.retry_bodies.reserve(free, shards) else {
-            backlog.store(true, Ordering::Relaxed);
+            shared.claimers.set_backlog(shard, true);
             tokio::select! {
                 _ = shared.retry_bodies.wait_for_room() => {}
                 _ = shutdown.cancelled() => break,
@@ -60,7 +55,7 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
             .await;
         let (members, lease) = match claimed {
             Ok(claimed) => {
-                backlog.store(claimed.backlog, Ordering::Relaxed);
+                shared.claimers.set_backlog(shard, claimed.backlog);
                 let lease = Lease {
                     score: claimed.lease_until,
                     lapses: sent + shared.config.task_lease,
@@ -77,7 +72,7 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
         };
         if members.is_empty() {
             tokio::select! {
-                _ = wake.notified() => {}
+                _ = shared.claimers.notified(shard) => {}
                 _ = tokio::time::sleep(shared.config.poll_interval) => {}
                 _ = shutdown.cancelled() => break,
             }
