@@ -662,8 +662,8 @@ fn env_of(deployment: &serde_json::Value) -> std::collections::BTreeMap<String, 
         .collect()
 }
 
-/// The Redis settings the binaries read from the environment (SPEC
-/// "Processes and configuration": every flag has an env twin).
+/// The Redis settings the binaries read from the environment (docs/src/configuration.md#flags:
+/// every flag has an env twin).
 const REDIS_MODE: &str = "OUTBOUND_WEBHOOKS_REDIS_MODE";
 const REDIS_MASTER_NAME: &str = "OUTBOUND_WEBHOOKS_REDIS_MASTER_NAME";
 const REDIS_CA_FILE: &str = "OUTBOUND_WEBHOOKS_REDIS_CA_FILE";

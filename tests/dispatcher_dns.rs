@@ -1,4 +1,4 @@
-//! DNS inside the deadline (SPEC "Tenant bounds", DNS): a zone that never
+//! DNS inside the deadline (docs/src/tenant-bounds.md#dns): a zone that never
 //! answers fails its own hooks' attempts within their `timeoutSeconds`,
 //! with a DNS timeout, and delays no other hook; behind `--proxy` too, where
 //! no attempt outlives its lease. A DNS server on loopback plays both zones

@@ -1,4 +1,4 @@
-//! Redis bytes per org (SPEC "Tenant bounds"): one org flooding 1 MiB
+//! Redis bytes per org (docs/src/tenant-bounds.md#redis-bytes-per-org): one org flooding 1 MiB
 //! events into a hook that waits (its header Secret is missing) stays
 //! within `--org-max-stored-bytes`; the excess is dead-lettered without its
 //! body and counted `org_over_budget`, the hook's status says so, and

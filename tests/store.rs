@@ -1,4 +1,4 @@
-//! The dispatcher's Redis store against a real redis-server of its own (no
+//! The Redis schema (`src/store/`) against a real redis-server of its own (no
 //! control plane): one test per script behaviour, so a Lua edit gets
 //! feedback in seconds.
 

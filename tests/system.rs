@@ -248,7 +248,7 @@ fn a_receiver_answering_500_turns_delivering_false_within_5s_with_an_event_and_a
     let second = test.publish(&json!({"n": 2}));
     receiver.wait_for_event(&second, 1, Duration::from_secs(10));
     // A transition right after a status write waits for the end of the
-    // hook's 15 s write interval (SPEC "Tenant bounds": API writes per hook).
+    // hook's 15 s write interval (docs/src/tenant-bounds.md#api-writes).
     let recovered = wait_for(
         "Delivering=True/Succeeding",
         Duration::from_secs(25),

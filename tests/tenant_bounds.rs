@@ -1,4 +1,4 @@
-//! One tenant never hurts another (SPEC "Tenant bounds"): what a tenant
+//! One tenant never hurts another (docs/src/tenant-bounds.md): what a tenant
 //! puts in its namespace does not take the processes every tenant shares
 //! past their memory limits. This binary has its own API server: it stores
 //! a quarter of a gigabyte of Secrets.

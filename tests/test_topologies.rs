@@ -105,7 +105,7 @@ fn sentinel_group_names_its_primary_and_follows_a_failover_and_a_killed_primary(
 }
 
 /// The events stream of each shard of `--shards 6` with the default prefix
-/// (SPEC "Redis": shard k > 0 appends `-k` inside the braces).
+/// (docs/src/redis.md#stream-shards: shard k > 0 appends `-k` inside the braces).
 fn shard_stream_keys() -> Vec<String> {
     (0..6)
         .map(|k| match k {
