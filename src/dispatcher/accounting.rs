@@ -46,7 +46,7 @@ pub async fn account_routed(shared: &Shared, store: &Store, tasks: &[NewTask], r
     for ((uid, hook, org), n) in by_hook {
         let budget = shared.budgets.for_org(org);
         match store.record_over_budget(uid, n, budget, now).await {
-            Ok(()) => shared.request_mirror(uid, hook, Urgency::Transition),
+            Ok(()) => shared.mirror.request(uid, hook, Urgency::Transition),
             Err(e) => tracing::warn!(%hook, error = %e, "noting events over the org's budget on the hook's health"),
         }
     }

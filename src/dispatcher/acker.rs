@@ -156,7 +156,7 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
             .first_deliveries
             .get_or_create(&vec![("path", "stored".to_string())])
             .inc_by((tasks.len() - unstored) as u64);
-        shared.wake_claimer(shard);
+        shared.claimers.wake(shard);
     }
     shared.held.release(shard, &ids);
 
@@ -173,7 +173,7 @@ async fn flush_shard(shared: &Shared, shard: usize, batch: ShardBatch, stop: &Ca
             for ((uid, _), failures_before) in list.iter().zip(previous) {
                 let hook = successes[uid].0.clone();
                 // A success after failures changes what status shows: at once.
-                shared.request_mirror(
+                shared.mirror.request(
                     uid,
                     &hook,
                     if failures_before > 0 {

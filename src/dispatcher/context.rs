@@ -15,7 +15,7 @@ use crate::dispatcher::{
     attempt::outbound::{Outbound, UrlCache},
     capacity::lanes::Lanes,
     capacity::slots::Slots,
-    health::requests::{MirrorHandle, Urgency},
+    health::requests::MirrorHandle,
     intake::held::HeldEntries,
     metrics::Metrics,
     org_budget::OrgBudgets,
@@ -64,23 +64,8 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A slot freed: wakes the claimers with a backlog.
-    pub fn slot_freed(&self) {
-        self.claimers.slot_freed();
-    }
-
-    /// Wakes one shard's claimer (a task stored there).
-    pub fn wake_claimer(&self, shard: usize) {
-        self.claimers.wake(shard);
-    }
-
     /// The store of the shard `org`'s events, tasks and hooks live in.
     pub fn store_for(&self, org: &str) -> &Store {
         self.shards.for_org(org)
-    }
-
-    /// Asks the mirror to write one hook's health to its status.
-    pub fn request_mirror(&self, uid: &str, hook: &str, urgency: Urgency) {
-        self.mirror.request(uid, hook, urgency);
     }
 }

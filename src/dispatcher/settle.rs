@@ -79,7 +79,7 @@ pub async fn settle(shared: &Shared, settlement: Settlement<'_>) -> Result<(), S
             let failures = store
                 .record_failure(&task.uid, done_ms, attempt.status, &attempt.message)
                 .await?;
-            shared.request_mirror(
+            shared.mirror.request(
                 &task.uid,
                 &hook_name,
                 if failures == 1 {
@@ -274,6 +274,6 @@ async fn turn_off(
     shared
         .metrics
         .count_events(EventOutcome::DeadLettered("turned_off"), moved.max(0) as u64);
-    shared.request_mirror(&task.uid, &task.hook, Urgency::TurnOff);
+    shared.mirror.request(&task.uid, &task.hook, Urgency::TurnOff);
     Ok(())
 }

@@ -28,6 +28,6 @@ impl Drop for InFlight<'_> {
         self.shared.metrics.in_flight.dec();
         // The permit goes back before the claimers look for room.
         drop(self.lane.take());
-        self.shared.slot_freed();
+        self.shared.claimers.slot_freed();
     }
 }

@@ -115,7 +115,7 @@ async fn wake_shard(shared: &Shared, shard: usize, uids: &[String]) {
         match shared.shards.get(shard).wake(chunk).await {
             Ok(0) => {}
             Ok(n) => {
-                shared.wake_claimer(shard);
+                shared.claimers.wake(shard);
                 tracing::debug!(tasks = n, "woke waiting tasks");
             }
             // The task's own re-check (at most a minute later) covers a miss.
