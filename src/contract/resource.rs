@@ -107,6 +107,43 @@ pub struct OutboundWebhookSpec {
     #[serde(default = "default_timeout_seconds")]
     #[schemars(range(min = 1, max = 30))]
     pub timeout_seconds: i32,
+
+    /// A CEL expression over `event` (event.id, event.name, event.org,
+    /// event.createdAt, event.data, event.changes) that must be true for
+    /// the hook to get the event, e.g. `event.data.attributes.priority ==
+    /// 'urgent'` (at most 1024 characters). Test events skip it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub filter: Option<String>,
+
+    /// At most this many requests per second to the receiver, across all
+    /// dispatcher replicas; events over the rate wait (they do not fail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+
+    /// At most this many requests in flight to the receiver at once, across
+    /// all dispatcher replicas (1 to 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub max_concurrent_requests: Option<i32>,
+}
+
+/// A hook's request rate: a token bucket of `burst` tokens refilled at
+/// `requestsPerSecond`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Sustained requests per second (1 to 10000).
+    #[schemars(range(min = 1, max = 10000))]
+    pub requests_per_second: i32,
+    /// Requests that may go at once after a quiet spell (1 to 10000).
+    #[serde(default = "default_burst")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub burst: i32,
+}
+
+fn default_burst() -> i32 {
+    1
 }
 
 fn default_enabled() -> bool {
