@@ -9,8 +9,8 @@ use std::{collections::HashMap, sync::OnceLock};
 use outbound_webhooks::dispatcher::org_budget::{ORG_OVER_BUDGET, OrgBudgets};
 use outbound_webhooks::store::connection::{RedisMode, RedisTarget};
 use outbound_webhooks::store::{
-    AttemptsBatch, Claim, DeadLetter, Delivery, Duplicate, NewTask, Replayed, Rescheduled, Store, Task, task::field,
-    task_member,
+    AttemptsBatch, Claim, DeadLetter, Delivery, Duplicate, HookLimit, NewTask, Replayed, Rescheduled, Store, Task,
+    task::field, task_member,
 };
 use support::redis::RedisServer;
 use support::redis_prefix;
@@ -136,7 +136,10 @@ async fn claims_walk_hooks_by_earliest_due_time_within_each_hooks_capacity() {
 
     // Default capacity 2: two of hook-a (its earliest), then hook-b's one.
     let before = redis_now().await;
-    let claimed = store.claim(30_000, 10, 2, &HashMap::new()).await.expect("claim");
+    let claimed = store
+        .claim(30_000, 10, 2, &HashMap::new(), |_| None)
+        .await
+        .expect("claim");
     assert_eq!(claimed.members, ["hook-a:a1", "hook-a:a2", "hook-b:b1"]);
     assert_within(Some(claimed.lease_until), before, redis_now().await, 30_000);
     assert!(claimed.backlog, "hook-a had a third task due");
@@ -154,16 +157,117 @@ async fn claims_walk_hooks_by_earliest_due_time_within_each_hooks_capacity() {
         .await
         .expect("storing");
     let busy = HashMap::from([("hook-a".to_string(), 0)]);
-    let claimed = store.claim(30_000, 10, 2, &busy).await.expect("claim");
+    let claimed = store.claim(30_000, 10, 2, &busy, |_| None).await.expect("claim");
     assert_eq!(claimed.members, ["hook-b:b2"]);
     assert!(claimed.backlog, "hook-a's task waits for a slot of its lane");
     // Nothing is claimed twice while its lease runs.
-    let claimed = store.claim(30_000, 10, 2, &HashMap::new()).await.expect("claim");
+    let claimed = store
+        .claim(30_000, 10, 2, &HashMap::new(), |_| None)
+        .await
+        .expect("claim");
     assert_eq!(claimed.members, ["hook-a:a3"]);
     // Nothing due: no backlog, so a freed slot wakes no claimer.
-    let claimed = store.claim(30_000, 10, 2, &HashMap::new()).await.expect("claim");
+    let claimed = store
+        .claim(30_000, 10, 2, &HashMap::new(), |_| None)
+        .await
+        .expect("claim");
     assert!(claimed.members.is_empty());
     assert!(!claimed.backlog);
+}
+
+#[tokio::test]
+async fn claims_keep_a_hook_to_its_rate_and_concurrency_across_claimers_and_let_others_by() {
+    let store = store("limits").await;
+    let keys = store.keys().clone();
+    let tasks: Vec<NewTask> = (0..8).map(|i| task("hook-r", &format!("r{i}"), 0)).collect();
+    store.store_tasks_and_ack(&[], &tasks, 500).await.expect("storing");
+    // 10 per second, burst 3: three at once, then one per 100 ms.
+    let rate = |uid: &str| {
+        (uid == "hook-r").then_some(HookLimit {
+            requests_per_second: 10,
+            burst: 3,
+            max_concurrent: 0,
+        })
+    };
+    let first = store
+        .claim(30_000, 100, 100, &HashMap::new(), rate)
+        .await
+        .expect("claim");
+    assert_eq!(first.members.len(), 3, "the burst");
+    assert_eq!(first.held_by_rate, 1);
+    let wait = first.next_token_in_ms.expect("the next token's time");
+    assert!((95..=101).contains(&wait), "next token in {wait} ms");
+    // Held back, the hook is out of hooks-due until its next token, so a
+    // task of another hook is claimed (a second claimer sees the same).
+    store
+        .store_tasks_and_ack(&[], &[task("hook-b", "b1", 0)], 500)
+        .await
+        .expect("storing");
+    let other = store
+        .claim(30_000, 100, 100, &HashMap::new(), rate)
+        .await
+        .expect("claim");
+    assert_eq!(other.members, ["hook-b:b1"]);
+    assert!(
+        zscore(keys.hooks_due(), "hook-r").await.expect("hook-r is indexed") > redis_now().await,
+        "hook-r waits for its next token"
+    );
+    // One token per 100 ms afterwards: over 450 ms, 4 or 5 more in all.
+    let start = redis_now().await;
+    let mut claimed = 0;
+    while redis_now().await < start + 450 {
+        claimed += store
+            .claim(30_000, 100, 100, &HashMap::new(), rate)
+            .await
+            .expect("claim")
+            .members
+            .len();
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!((4..=5).contains(&claimed), "{claimed} claimed in 450 ms at 10/s");
+
+    // At most 2 in flight: a claim gives two, the next none; once one
+    // settles (finished), one more.
+    let tasks: Vec<NewTask> = (0..4).map(|i| task("hook-c", &format!("c{i}"), 0)).collect();
+    store.store_tasks_and_ack(&[], &tasks, 500).await.expect("storing");
+    let two = |uid: &str| {
+        (uid == "hook-c").then_some(HookLimit {
+            requests_per_second: 0,
+            burst: 0,
+            max_concurrent: 2,
+        })
+    };
+    let first = store
+        .claim(30_000, 100, 100, &HashMap::new(), two)
+        .await
+        .expect("claim");
+    assert_eq!(first.members.len(), 2);
+    assert_eq!(first.held_by_concurrency, 1);
+    let none = store
+        .claim(30_000, 100, 100, &HashMap::new(), two)
+        .await
+        .expect("claim");
+    assert!(none.members.is_empty(), "{:?}", none.members);
+    // An extended lease still counts.
+    let member = &first.members[0];
+    store
+        .extend_lease(member, first.lease_until, 60_000)
+        .await
+        .expect("extend")
+        .expect("still held");
+    let none = store
+        .claim(30_000, 100, 100, &HashMap::new(), two)
+        .await
+        .expect("claim");
+    assert!(none.members.is_empty(), "{:?}", none.members);
+    let (_, event_id) = member.split_once(':').expect("a member");
+    let done = load(&store, "hook-c", event_id).await.expect("the task");
+    store.finish(&done).await.expect("finish");
+    let one = store
+        .claim(30_000, 100, 100, &HashMap::new(), two)
+        .await
+        .expect("claim");
+    assert_eq!(one.members.len(), 1, "{:?}", one.members);
 }
 
 #[tokio::test]
@@ -173,7 +277,10 @@ async fn a_stale_claim_is_refused_on_extend_and_reschedule() {
         .store_tasks_and_ack(&[], &[task("hook-a", "e1", 0)], 500)
         .await
         .expect("storing");
-    let claim = store.claim(10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    let claim = store
+        .claim(10_000, 10, 4, &HashMap::new(), |_| None)
+        .await
+        .expect("claim");
     assert_eq!(claim.members, ["hook-a:e1"]);
     let claimed = claim.lease_until;
     let loaded = load(&store, "hook-a", "e1").await.expect("the task");
@@ -227,7 +334,7 @@ async fn a_dead_letter_replays_as_a_fresh_task_and_is_gone_in_the_same_step() {
         .await
         .expect("storing");
     let claimed = store
-        .claim(10_000, 1, 4, &HashMap::new())
+        .claim(10_000, 1, 4, &HashMap::new(), |_| None)
         .await
         .expect("claim")
         .lease_until;
@@ -287,7 +394,10 @@ async fn a_dead_letter_replays_as_a_fresh_task_and_is_gone_in_the_same_step() {
     assert_eq!(&replayed.body[..], b"{\"id\":\"e1\"}");
     // e2 (never claimed) is due since it was stored, the replayed e1 since
     // its replay.
-    let claimed = store.claim(10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    let claimed = store
+        .claim(10_000, 10, 4, &HashMap::new(), |_| None)
+        .await
+        .expect("claim");
     assert_eq!(claimed.members, ["hook-a:e2", "hook-a:e1"]);
 
     // A turn-off moves every task of the hook, whatever its claim.
@@ -371,7 +481,10 @@ async fn a_waiting_task_sleeps_until_its_hook_changes_and_a_claim_ends_its_wait(
         .store_tasks_and_ack(&[], &[task("hook-a", "e1", 0), task("hook-b", "e2", 0)], 500)
         .await
         .expect("storing");
-    let claim = store.claim(10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    let claim = store
+        .claim(10_000, 10, 4, &HashMap::new(), |_| None)
+        .await
+        .expect("claim");
     assert_eq!(claim.members.len(), 2);
     // Asleep for 3 s (long enough for the checks before it comes due).
     let asleep_at = redis_now().await;
@@ -393,7 +506,10 @@ async fn a_waiting_task_sleeps_until_its_hook_changes_and_a_claim_ends_its_wait(
     }
     let b_due = zscore(store.keys().due(), "hook-b:e2").await.expect("a score");
     // Asleep: nothing due before its re-check time.
-    let claimed = store.claim(10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    let claimed = store
+        .claim(10_000, 10, 4, &HashMap::new(), |_| None)
+        .await
+        .expect("claim");
     assert!(claimed.members.is_empty());
 
     // hook-a changed: only its task wakes, due at once.
@@ -411,7 +527,10 @@ async fn a_waiting_task_sleeps_until_its_hook_changes_and_a_claim_ends_its_wait(
     );
     assert_eq!(zscore(store.keys().due(), "hook-b:e2").await, Some(b_due));
     // Leased for 1 s only: it comes again unsettled with hook-b's.
-    let claimed = store.claim(1_000, 10, 4, &HashMap::new()).await.expect("claim");
+    let claimed = store
+        .claim(1_000, 10, 4, &HashMap::new(), |_| None)
+        .await
+        .expect("claim");
     assert_eq!(claimed.members, ["hook-a:e1"]);
     assert!(
         redis_now().await < asleep_at + 3_000,
@@ -424,7 +543,10 @@ async fn a_waiting_task_sleeps_until_its_hook_changes_and_a_claim_ends_its_wait(
     // A claim of a waiting task (its re-check time came) ends its wait too
     // (hook-a's task comes again: its lease ran out unsettled).
     wait_redis_past(b_due.max(claimed.lease_until)).await;
-    let mut claimed = store.claim(10_000, 10, 4, &HashMap::new()).await.expect("claim");
+    let mut claimed = store
+        .claim(10_000, 10, 4, &HashMap::new(), |_| None)
+        .await
+        .expect("claim");
     claimed.members.sort();
     assert_eq!(claimed.members, ["hook-a:e1", "hook-b:e2"]);
     assert_eq!(store.wake(&["hook-b".to_string()]).await.expect("wake"), 0);

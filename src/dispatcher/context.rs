@@ -22,6 +22,7 @@ use crate::dispatcher::{
     retry::{bodies::RetryBodies, wake::ClaimerWake},
     view::cache::Cache,
     view::cached_objects::{CachedHook, CachedSecret},
+    view::limits::HookLimits,
 };
 use crate::store::{Shards, Store};
 
@@ -33,6 +34,8 @@ pub struct Shared {
     pub shards: Shards,
     /// Cached hooks (all namespaces).
     pub hooks: Arc<Cache<CachedHook>>,
+    /// The limits of the cached hooks that set one, by UID.
+    pub limits: Arc<HookLimits>,
     /// Cached Secrets labelled for the operator.
     pub secrets: Arc<Cache<CachedSecret>>,
     /// The outbound HTTP client and its destination checks.

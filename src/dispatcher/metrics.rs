@@ -64,6 +64,9 @@ pub struct Metrics {
     /// Dead letters deleted to make room for a new task of their org at
     /// its budget of bytes in Redis.
     pub dead_letters_evicted: Counter,
+    /// Claims in which a hook with due tasks was held back by its limit,
+    /// by `limit` (`rate`, `concurrency`).
+    pub limit_waits: Family<Labels, Counter>,
 }
 
 /// How one (event, hook) ended, for [`Metrics::events`].
@@ -104,6 +107,11 @@ fn register_accounting(r: &mut Registry, m: &Metrics) {
         "Writes of status.delivery to OutboundWebhooks (at most one per hook every 15 s, turn-offs at once)",
         m.status_writes.clone(),
     );
+    r.register(
+        "outbound_webhooks_hook_limit_waits",
+        "Claims in which a hook with due tasks was held back by its spec.rateLimit or spec.maxConcurrentRequests, by limit (rate, concurrency)",
+        m.limit_waits.clone(),
+    );
 }
 
 impl Metrics {
@@ -116,6 +124,18 @@ impl Metrics {
         self.events
             .get_or_create(&vec![("outcome", label.to_string()), ("reason", reason.to_string())])
             .inc_by(n);
+    }
+
+    /// Counts the hooks a claim held back by their rate and by their
+    /// concurrency limit.
+    pub fn count_limit_waits(&self, by_rate: u64, by_concurrency: u64) {
+        for (limit, n) in [("rate", by_rate), ("concurrency", by_concurrency)] {
+            if n > 0 {
+                self.limit_waits
+                    .get_or_create(&vec![("limit", limit.to_string())])
+                    .inc_by(n);
+            }
+        }
     }
 
     /// Creates the metrics and registers them in `registry`.
@@ -144,6 +164,7 @@ impl Metrics {
             dead_letters_trimmed: Counter::default(),
             status_writes: Counter::default(),
             dead_letters_evicted: Counter::default(),
+            limit_waits: Family::default(),
         };
         let delivered: Labels = vec![
             ("outcome", "delivered".to_string()),
@@ -159,6 +180,10 @@ impl Metrics {
                 ("reason", "ok".to_string()),
             ])
             .clone();
+        // Both series from the start: a rate over them reads 0, not nothing.
+        for limit in ["rate", "concurrency"] {
+            let _ = m.limit_waits.get_or_create(&vec![("limit", limit.to_string())]);
+        }
         let m = Metrics {
             delivered_2xx,
             first_direct,

@@ -69,6 +69,7 @@ use self::{
     retry::waker::Changed,
     view::cache::{Cache, Cached},
     view::cached_objects::{CachedHook, CachedSecret},
+    view::limits::HookLimits,
 };
 use crate::{
     address_filter::AddressFilter,
@@ -183,20 +184,22 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     .default_backoff();
     // Every change wakes the tasks waiting for the hooks it concerns.
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+    let limits = Arc::new(HookLimits::default());
+    let limits_fed = limits.clone();
     feed_cache(
         hook_stream,
         hooks.clone(),
         |h| Arc::new(CachedHook::new(h)),
-        changes_tx.clone(),
-        Changed::hook,
+        (changes_tx.clone(), Changed::hook),
+        move |event| limits_fed.apply(event),
         "watching OutboundWebhooks",
     );
     feed_cache(
         secret_stream,
         secrets.clone(),
         |s| Arc::new(CachedSecret::new(s)),
-        changes_tx,
-        Changed::secret,
+        (changes_tx, Changed::secret),
+        |_| {},
         "watching labelled Secrets",
     );
     let mut budgets_synced = org_budget::watch_namespaces(kube.clone(), budgets.clone());
@@ -219,6 +222,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let shared = Arc::new(Shared {
         shards,
         hooks,
+        limits,
         secrets,
         http,
         kube,
@@ -295,14 +299,17 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     Ok(())
 }
 
-/// Drives a watch into its cache (each object as `cached` makes it),
-/// sending what each applied object changes to the waker.
+/// Where a cache's changes go, and what an object changes.
+type ChangeFeed<V> = (mpsc::UnboundedSender<Changed>, fn(&V) -> Option<Changed>);
+
+/// Drives a watch into its cache (each object as `cached` makes it) and
+/// to `observe`, sending what each applied object changes to the waker.
 fn feed_cache<K: Send + 'static, V: Cached + Send + Sync + 'static>(
     stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     cache: Arc<Cache<V>>,
     cached: fn(K) -> Arc<V>,
-    changes: mpsc::UnboundedSender<Changed>,
-    change: fn(&V) -> Option<Changed>,
+    (changes, change): ChangeFeed<V>,
+    observe: impl Fn(&watcher::Event<Arc<V>>) + Send + 'static,
     what: &'static str,
 ) {
     tokio::spawn(stream.for_each(move |r| {
@@ -316,6 +323,7 @@ fn feed_cache<K: Send + 'static, V: Cached + Send + Sync + 'static>(
                     watcher::Event::InitDone => watcher::Event::InitDone,
                 };
                 cache.apply(&event);
+                observe(&event);
                 if let watcher::Event::Apply(o) | watcher::Event::InitApply(o) = &event
                     && let Some(c) = change(o)
                 {

@@ -43,6 +43,18 @@ impl Keys {
         format!("{}due:{uid}", self.prefix)
     }
 
+    /// One hook's rate limiter: its theoretical arrival time (GCRA), Unix
+    /// ms of Redis's clock, expiring once the bucket is full again.
+    pub fn hook_rate(&self, uid: &str) -> String {
+        format!("{}rate:{uid}", self.prefix)
+    }
+
+    /// One hook's claimed tasks by lease end (its requests in flight across
+    /// replicas, for `spec.maxConcurrentRequests`), expiring with the leases.
+    pub fn hook_in_flight(&self, uid: &str) -> String {
+        format!("{}in-flight:{uid}", self.prefix)
+    }
+
     /// The set of one hook's tasks that wait for it to become deliverable.
     pub fn hook_waiting(&self, uid: &str) -> String {
         format!("{}waiting:{uid}", self.prefix)

@@ -26,6 +26,10 @@
 //!   earliest due time. Claims walk `hooks-due` and skip a hook at its
 //!   concurrency limit in one step, so a slow hook's backlog never hides
 //!   other hooks' due tasks.
+//! - `rate:{hook uid}` and `in-flight:{hook uid}`: a hook's limits across
+//!   replicas (`spec.rateLimit`: the GCRA's theoretical arrival time;
+//!   `spec.maxConcurrentRequests`: its claimed tasks by lease end), kept by
+//!   `claim.lua` and expiring on their own (see [`limits`]).
 //! - `hook-tasks:{hook uid}`: the members of one hook's tasks, to dead-letter
 //!   them together when the hook is turned off.
 //! - `health:{hook uid}`: consecutive failures, last success/failure, the
@@ -51,6 +55,7 @@ pub mod connection;
 mod dead_letters;
 mod health;
 pub mod keys;
+pub mod limits;
 mod retention;
 pub mod scripts;
 pub mod shard;
@@ -72,6 +77,7 @@ pub use self::{
     dead_letters::{MOVED_MARKER_TTL, PAGE as DEAD_LETTER_PAGE},
     health::Health,
     keys::{Keys, task_member, uid_of_member},
+    limits::HookLimit,
     retention::{Memory, Sizes},
     scripts::{Claim, Claimed, Duplicate, Evicted, Refused, Replayed, Rescheduled, Routed},
     shards::{NoShardCount, ShardCountError, Shards, WhenUnstored, parse_shard_count, stored_shard_count},

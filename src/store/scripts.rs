@@ -11,6 +11,7 @@ use crate::dispatcher::org_budget::{self, ORG_OVER_BUDGET};
 use super::{
     Context, Store, StoreError,
     keys::{task_member, uid_of_member},
+    limits::HookLimit,
     task::{NOT_IN_DEAD_LETTERS, NOT_IN_REFUSED_LETTERS, NewTask, STORED_FIELDS, Task, attempt_fields, field},
 };
 
@@ -277,15 +278,18 @@ impl Store {
     }
 
     /// Claims up to `max` due tasks (due by Redis's clock) with a lease of
-    /// `lease_ms`, at most `capacity(uid)` per hook. Reads the hooks with
-    /// something due from `hooks-due` (earliest first, `due_hooks.lua`),
-    /// then `claim.lua` on those hooks, whose keys it declares.
+    /// `lease_ms`, at most `capacity(uid)` per hook, each hook within its
+    /// limits across replicas (`limit_of(uid)`, [`super::limits`]). Reads
+    /// the hooks with something due from `hooks-due` (earliest first,
+    /// `due_hooks.lua`), then `claim.lua` on those hooks, whose keys it
+    /// declares.
     pub async fn claim(
         &self,
         lease_ms: i64,
         max: usize,
         default_capacity: usize,
         capacities: &HashMap<String, usize>,
+        limit_of: impl Fn(&str) -> Option<HookLimit>,
     ) -> Result<Claimed, StoreError> {
         let mut conn = self.conn.clone();
         // Hooks at capacity 0 are skipped by the script; read enough hooks
@@ -297,9 +301,8 @@ impl Store {
             .await
             .context(|| "reading the hooks with due tasks".to_string())?;
         let nothing = |backlog| Claimed {
-            members: Vec::new(),
-            lease_until: 0,
             backlog,
+            ..Claimed::default()
         };
         if hooks.is_empty() {
             return Ok(nothing(false));
@@ -313,15 +316,27 @@ impl Store {
                 continue;
             }
             any = true;
+            let limit = limit_of(uid).unwrap_or_default();
             inv.key(self.keys.hook_due(uid))
                 .key(self.keys.hook_waiting(uid))
+                .key(self.keys.hook_rate(uid))
+                .key(self.keys.hook_in_flight(uid))
                 .arg(uid)
-                .arg(cap);
+                .arg(cap)
+                .arg(limit.requests_per_second)
+                .arg(limit.burst)
+                .arg(limit.max_concurrent);
         }
         if !any {
             return Ok(nothing(true));
         }
-        let (lease_until, members): (i64, Vec<String>) = inv
+        let (lease_until, members, next_token_ms, held_by_rate, held_by_concurrency): (
+            i64,
+            Vec<String>,
+            i64,
+            u64,
+            u64,
+        ) = inv
             .invoke_async(&mut conn)
             .await
             .context(|| "claiming due delivery tasks".to_string())?;
@@ -329,6 +344,9 @@ impl Store {
             members,
             lease_until,
             backlog: true,
+            next_token_in_ms: (next_token_ms > 0).then(|| (next_token_ms - (lease_until - lease_ms)).max(0)),
+            held_by_rate,
+            held_by_concurrency,
         })
     }
 
@@ -342,6 +360,7 @@ impl Store {
             .key(self.keys.due())
             .key(self.keys.hook_due(uid))
             .key(self.keys.hooks_due())
+            .key(self.keys.hook_in_flight(uid))
             .arg(member)
             .arg(uid)
             .arg(claimed)
@@ -564,6 +583,13 @@ pub struct Claimed {
     /// lack of lane capacity): the claimer then wants waking when a slot
     /// frees.
     pub backlog: bool,
+    /// A hook was held back by its rate limit with tasks due: in how many
+    /// ms the first such hook gets its next token (by Redis's clock).
+    pub next_token_in_ms: Option<i64>,
+    /// Hooks held back by their rate limit in this claim.
+    pub held_by_rate: u64,
+    /// Hooks held back by their `maxConcurrentRequests` in this claim.
+    pub held_by_concurrency: u64,
 }
 
 /// What [`Store::store_tasks_and_ack`] did.

@@ -359,9 +359,12 @@ fn start_deliveries(
         // task instead: its entry is not held, and other hooks' events not
         // held back behind it. So does one whose Secrets are not usable:
         // the claimer makes the task wait for them.
+        // So does a hook with a rate or concurrency limit: the claimer
+        // holds its tasks to the limit across replicas (store/limits.rs).
         match signing_secret_of(&shared.secrets, hook) {
             Some(signing)
                 if !lane.is_slow(now)
+                    && !shared.limits.limits(&task.uid)
                     && !shared.shutdown.is_cancelled()
                     && header_secret_problem(&shared.secrets, hook).is_none() =>
             {

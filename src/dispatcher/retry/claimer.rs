@@ -25,6 +25,10 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
     let per_hook = shared.config.max_in_flight_per_hook;
     let store = shared.shards.get(shard).clone();
     let shards = shared.shards.all().len();
+    // When the first hook held back by its rate limit gets its next token:
+    // an idle claimer comes back then rather than after a whole poll
+    // interval (which would cap a hook of burst 1 at one task per poll).
+    let mut next_token: Option<Instant> = None;
     while !shutdown.is_cancelled() {
         // Each shard's claimer takes its share of the free slots, so one
         // shard's backlog cannot take them all.
@@ -51,11 +55,24 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
         let capacities = shared.lanes.capacities(now_ms(), shared.slots.slow_available());
         let sent = Instant::now();
         let claimed = store
-            .claim(ms(shared.config.task_lease), room.count(), per_hook, &capacities)
+            .claim(
+                ms(shared.config.task_lease),
+                room.count(),
+                per_hook,
+                &capacities,
+                |uid| shared.limits.get(uid),
+            )
             .await;
         let (members, lease) = match claimed {
             Ok(claimed) => {
                 shared.claimers.set_backlog(shard, claimed.backlog);
+                shared
+                    .metrics
+                    .count_limit_waits(claimed.held_by_rate, claimed.held_by_concurrency);
+                if let Some(in_ms) = claimed.next_token_in_ms {
+                    let at = sent + Duration::from_millis(u64::try_from(in_ms).unwrap_or(0));
+                    next_token = Some(next_token.filter(|t| *t > Instant::now() && *t < at).unwrap_or(at));
+                }
                 let lease = Lease {
                     score: claimed.lease_until,
                     lapses: sent + shared.config.task_lease,
@@ -71,10 +88,15 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
             }
         };
         if members.is_empty() {
+            let poll = Instant::now() + shared.config.poll_interval;
+            let wake = next_token.filter(|t| *t < poll).unwrap_or(poll);
             tokio::select! {
                 _ = shared.claimers.notified(shard) => {}
-                _ = tokio::time::sleep(shared.config.poll_interval) => {}
+                _ = tokio::time::sleep_until(wake) => {}
                 _ = shutdown.cancelled() => break,
+            }
+            if next_token.is_some_and(|t| t <= Instant::now()) {
+                next_token = None;
             }
             continue;
         }
