@@ -13,7 +13,8 @@
 //! (`benches/run.sh` does the build and passes both).
 //!
 //! This file is the wiring: the scenarios live in `controller_scenario`
-//! (6), `throughput` (1a, 1b, 3), `latency` (2) and `footprint` (5, the
+//! (6), `throughput` (1a, 1b, 3), `latency` (2), `features` (7: filters and
+//! tracing) and `footprint` (5, the
 //! idle footprint with 50,000 hooks); what they start in `processes` and `receiver`; what they load in
 //! `seed` and `load`; what they compare with in `baselines`.
 
@@ -24,6 +25,7 @@ mod apiserver_metrics;
 mod baselines;
 mod controller_report;
 mod controller_scenario;
+mod features;
 mod footprint;
 mod latency;
 mod load;
@@ -120,6 +122,7 @@ fn scenario_hooks(env: &Env) -> Vec<SeedHook> {
     hooks.extend((1..=4).map(|i| SeedHook::new("bench-iso", format!("fast-{i}"), &fast)));
     hooks.push(SeedHook::new("bench-iso", "slow-1", &env.slow_url()));
     hooks.extend(shards::ORGS.iter().map(|org| SeedHook::new(*org, "hook-1", &fast)));
+    hooks.extend(features::hooks(&fast));
     hooks
 }
 
@@ -202,6 +205,10 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     let _ = report.write_partial(&state);
     shards::scenario_shards(&env, &mut report).await?;
     let _ = report.write_partial(&state);
+    if !env_set("BENCH_SKIP_FEATURES") {
+        features::scenario_7(&env, &mut report).await?;
+        let _ = report.write_partial(&state);
+    }
     if !(env_set("BENCH_SKIP_FOOTPRINT") || env_set("BENCH_SKIP_10K")) {
         footprint::scenario_5(&env, &mut report, seeded).await?;
     }

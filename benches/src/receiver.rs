@@ -30,6 +30,9 @@ pub struct ReceiverState {
     pub fast: AtomicU64,
     /// Requests answered on `/slow`.
     pub slow: AtomicU64,
+    /// OTLP exports answered on `/v1/traces` (the dispatcher's spans with
+    /// tracing on; not deliveries).
+    pub spans: AtomicU64,
     /// Whether to record arrivals (only scenario 2 needs them).
     pub recording: AtomicBool,
     /// `webhook-id` and arrival time of each request while recording.
@@ -39,6 +42,11 @@ pub struct ReceiverState {
 async fn receive(req: Request<Incoming>, state: Arc<ReceiverState>) -> Result<Response<Full<Bytes>>, Infallible> {
     let arrived = Instant::now();
     let slow = req.uri().path() == "/slow";
+    if req.uri().path() == "/v1/traces" {
+        let _ = req.into_body().collect().await;
+        state.spans.fetch_add(1, Relaxed);
+        return Ok(Response::new(Full::new(Bytes::new())));
+    }
     if state.recording.load(Relaxed) {
         let id = req
             .headers()

@@ -24,7 +24,7 @@ const FIELD_MANAGER: &str = "outbound-webhooks-bench";
 
 /// Creates the hook, its labelled Secret and the controller's status
 /// (Accepted, SecretReady, Ready for the current generation).
-async fn seed_hook(kube: &Client, ns: &str, name: &str, url: &str) -> Result<(), Error> {
+async fn seed_hook(kube: &Client, ns: &str, name: &str, url: &str, filter: Option<&str>) -> Result<(), Error> {
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let hooks: Api<OutboundWebhook> = Api::namespaced(kube.clone(), ns);
     let api_version = OutboundWebhook::api_version(&());
@@ -42,7 +42,10 @@ async fn seed_hook(kube: &Client, ns: &str, name: &str, url: &str) -> Result<(),
                         "apiVersion": api_version,
                         "kind": kind,
                         "metadata": {"name": name, "namespace": ns},
-                        "spec": {"url": url, "events": [EVENT]},
+                        "spec": match filter {
+                            Some(filter) => json!({"url": url, "events": [EVENT], "filter": filter}),
+                            None => json!({"url": url, "events": [EVENT]}),
+                        },
                     })),
                 )
                 .await
@@ -105,6 +108,8 @@ pub struct SeedHook {
     pub name: String,
     /// Where it delivers.
     pub url: String,
+    /// Its `spec.filter`, if any.
+    pub filter: Option<String>,
 }
 
 impl SeedHook {
@@ -114,6 +119,15 @@ impl SeedHook {
             namespace: namespace.into(),
             name: name.into(),
             url: url.to_string(),
+            filter: None,
+        }
+    }
+
+    /// The same hook with `spec.filter`.
+    pub fn with_filter(self, filter: &str) -> SeedHook {
+        SeedHook {
+            filter: Some(filter.to_string()),
+            ..self
         }
     }
 }
@@ -127,7 +141,7 @@ pub async fn seed(kube: &Client, hooks: Vec<SeedHook>, concurrency: usize) -> Re
     };
     apply_namespaces(kube, namespaces, concurrency).await?;
     futures::stream::iter(hooks)
-        .map(|h| async move { seed_hook(kube, &h.namespace, &h.name, &h.url).await })
+        .map(|h| async move { seed_hook(kube, &h.namespace, &h.name, &h.url, h.filter.as_deref()).await })
         .buffer_unordered(concurrency)
         .try_collect::<Vec<()>>()
         .await?;

@@ -37,7 +37,8 @@ pub struct Drain {
     seconds: f64,
     /// Deliveries per second.
     pub rate: f64,
-    cpu_per_1000: f64,
+    /// Dispatcher CPU seconds per 1,000 deliveries.
+    pub cpu_per_1000: f64,
     peak_rss: u64,
     /// Redis commands called most, per 1,000 deliveries.
     redis_commands: String,
