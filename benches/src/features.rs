@@ -3,7 +3,10 @@
 //! filter on every hook (its own org, the same events), and with one span
 //! per attempt exported over OTLP (to this process's receiver, which
 //! answers the exports at once). Reports the dispatcher's CPU per 1,000
-//! deliveries of each, and the ratio to plain.
+//! deliveries of each, and the ratio to plain. And 1a's shape once more
+//! with `rateLimit: {requestsPerSecond: 10000, burst: 10000}`: what the
+//! claimer's path (a limited hook's deliveries are stored as tasks first)
+//! costs and how close to its limit the hook gets.
 
 use crate::{
     Env, Error,
@@ -24,8 +27,12 @@ pub const FILTER: &str = "event.name == 'kustomer.conversation.create' && event.
 pub fn hooks(fast_url: &str) -> Vec<SeedHook> {
     let mut hooks = vec![SeedHook::new("bench-one-f", "hook-1", fast_url).with_filter(FILTER)];
     hooks.extend((1..=5).map(|i| SeedHook::new("bench-five-f", format!("hook-{i}"), fast_url).with_filter(FILTER)));
+    hooks.push(SeedHook::new("bench-one-r", "hook-1", fast_url).with_spec(RATE_LIMITED));
     hooks
 }
+
+/// The rate-limited hook's extra spec.
+const RATE_LIMITED: &str = r#"{"rateLimit": {"requestsPerSecond": 10000, "burst": 10000}}"#;
 
 /// Scenario 7 (see the module's comment).
 pub async fn scenario_7(env: &Env, report: &mut Report) -> Result<(), Error> {
@@ -66,7 +73,25 @@ pub async fn scenario_7(env: &Env, report: &mut Report) -> Result<(), Error> {
                 &format!("{}; {:.0} deliveries/s", d.progress(), d.rate),
             );
         }
-        for (what, d) in [("filter", &filter), ("tracing", &trace)] {
+        let mut rows = vec![("filter", &filter), ("tracing", &trace)];
+        let limited;
+        if shape == "1a" {
+            let prefix = "{bench-7-1a-rate}:";
+            fill(&mut conn, prefix, "bench-one-r", events).await?;
+            limited = drain(env, prefix, "dispatcher-7-rate", deliveries, DRAIN_TIMEOUT, &[]).await?;
+            report.row(
+                SCENARIO,
+                "CPU s per 1,000 deliveries (1a, rateLimit 10,000/s)",
+                format!("{:.3}", limited.cpu_per_1000),
+                &format!(
+                    "{}; {:.0} deliveries/s (limit 10,000/s)",
+                    limited.progress(),
+                    limited.rate
+                ),
+            );
+            rows.push(("rateLimit", &limited));
+        }
+        for (what, d) in rows {
             report.row(
                 SCENARIO,
                 &format!("{shape} CPU with {what} / plain"),

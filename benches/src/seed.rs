@@ -24,7 +24,17 @@ const FIELD_MANAGER: &str = "outbound-webhooks-bench";
 
 /// Creates the hook, its labelled Secret and the controller's status
 /// (Accepted, SecretReady, Ready for the current generation).
-async fn seed_hook(kube: &Client, ns: &str, name: &str, url: &str, filter: Option<&str>) -> Result<(), Error> {
+async fn seed_hook(kube: &Client, hook: &SeedHook) -> Result<(), Error> {
+    let (ns, name, url) = (hook.namespace.as_str(), hook.name.as_str(), hook.url.as_str());
+    let mut spec = json!({"url": url, "events": [EVENT]});
+    if let Some(filter) = &hook.filter {
+        spec["filter"] = json!(filter);
+    }
+    if let Some(serde_json::Value::Object(extra)) = &hook.extra_spec {
+        for (k, v) in extra {
+            spec[k] = v.clone();
+        }
+    }
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let hooks: Api<OutboundWebhook> = Api::namespaced(kube.clone(), ns);
     let api_version = OutboundWebhook::api_version(&());
@@ -42,10 +52,7 @@ async fn seed_hook(kube: &Client, ns: &str, name: &str, url: &str, filter: Optio
                         "apiVersion": api_version,
                         "kind": kind,
                         "metadata": {"name": name, "namespace": ns},
-                        "spec": match filter {
-                            Some(filter) => json!({"url": url, "events": [EVENT], "filter": filter}),
-                            None => json!({"url": url, "events": [EVENT]}),
-                        },
+                        "spec": spec,
                     })),
                 )
                 .await
@@ -110,6 +117,8 @@ pub struct SeedHook {
     pub url: String,
     /// Its `spec.filter`, if any.
     pub filter: Option<String>,
+    /// More spec fields (a JSON object), if any.
+    pub extra_spec: Option<serde_json::Value>,
 }
 
 impl SeedHook {
@@ -120,6 +129,15 @@ impl SeedHook {
             name: name.into(),
             url: url.to_string(),
             filter: None,
+            extra_spec: None,
+        }
+    }
+
+    /// The same hook with more spec fields (`extra`, a JSON object).
+    pub fn with_spec(self, extra: &str) -> SeedHook {
+        SeedHook {
+            extra_spec: serde_json::from_str(extra).ok(),
+            ..self
         }
     }
 
@@ -141,7 +159,7 @@ pub async fn seed(kube: &Client, hooks: Vec<SeedHook>, concurrency: usize) -> Re
     };
     apply_namespaces(kube, namespaces, concurrency).await?;
     futures::stream::iter(hooks)
-        .map(|h| async move { seed_hook(kube, &h.namespace, &h.name, &h.url, h.filter.as_deref()).await })
+        .map(|h| async move { seed_hook(kube, &h).await })
         .buffer_unordered(concurrency)
         .try_collect::<Vec<()>>()
         .await?;
