@@ -31,6 +31,13 @@
 #                                   # 2,000 namespaces, time until all are Ready, its RSS/CPU
 #                                   # and the API server's; BENCH_CONTROLLER_NAMESPACES=200
 #                                   # for 1,000 hooks, BENCH_CONTROLLER_ARGS adds controller flags)
+#   BENCH_ONLY_FLEET=1 benches/run.sh
+#                                   # the control plane and scenario 8 only: 1,000 hooks on
+#                                   # 1,000 HTTPS host names answering after 200 ms
+#                                   # (BENCH_FLEET_LATENCY_MS), against Little's limit and a
+#                                   # bare hyper client; BENCH_FLEET_ARGS adds dispatcher flags
+#   BENCH_SKIP_FEATURES=1, BENCH_SKIP_FLEET=1
+#                                   # skip scenario 7 (filters, tracing, a rate limit) or 8
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$repo/target}"

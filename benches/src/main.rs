@@ -14,7 +14,8 @@
 //!
 //! This file is the wiring: the scenarios live in `controller_scenario`
 //! (6), `throughput` (1a, 1b, 3), `latency` (2), `features` (7: filters and
-//! tracing) and `footprint` (5, the
+//! tracing), `fleet` (8: 1,000 HTTPS hosts with latency, its receivers in
+//! `tls_receiver`) and `footprint` (5, the
 //! idle footprint with 50,000 hooks); what they start in `processes` and `receiver`; what they load in
 //! `seed` and `load`; what they compare with in `baselines`.
 
@@ -26,6 +27,7 @@ mod baselines;
 mod controller_report;
 mod controller_scenario;
 mod features;
+mod fleet;
 mod footprint;
 mod latency;
 mod load;
@@ -35,6 +37,7 @@ mod report;
 mod seed;
 mod shards;
 mod throughput;
+mod tls_receiver;
 
 use std::{
     path::{Path, PathBuf},
@@ -146,7 +149,10 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     // stopped, and its hooks deleted, before the dispatcher scenarios.
     let only_controller = env_flag("BENCH_ONLY_CONTROLLER");
     let only_footprint = env_flag("BENCH_ONLY_FOOTPRINT");
-    if only_controller || !(env_set("BENCH_ONLY_1A") || only_footprint || env_flag("BENCH_SKIP_CONTROLLER")) {
+    let only_fleet = env_set("BENCH_ONLY_FLEET");
+    if only_controller
+        || !(env_set("BENCH_ONLY_1A") || only_footprint || only_fleet || env_flag("BENCH_SKIP_CONTROLLER"))
+    {
         let clean_up = !only_controller;
         controller_scenario::controller_scenario(&kube, &binary, &cp.kubeconfig, &state, &mut report, clean_up).await?;
         let _ = report.write_partial(&state);
@@ -173,6 +179,11 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
         receiver,
     };
 
+    if only_fleet {
+        fleet::scenario_8(&env, &mut report).await?;
+        finish(report, cp, &state, bench_started);
+        return Ok(());
+    }
     if only_footprint {
         footprint::scenario_5(&env, &mut report, 0).await?;
         finish(report, cp, &state, bench_started);
@@ -207,6 +218,10 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     let _ = report.write_partial(&state);
     if !env_set("BENCH_SKIP_FEATURES") {
         features::scenario_7(&env, &mut report).await?;
+        let _ = report.write_partial(&state);
+    }
+    if !env_set("BENCH_SKIP_FLEET") {
+        fleet::scenario_8(&env, &mut report).await?;
         let _ = report.write_partial(&state);
     }
     if !(env_set("BENCH_SKIP_FOOTPRINT") || env_set("BENCH_SKIP_10K")) {
