@@ -227,6 +227,15 @@ pub fn derived_trace_id(event_id: &str) -> [u8; 16] {
     id
 }
 
+/// The trace id (32 hex) of event `event_id`'s attempts: the producer's
+/// when its `traceparent` is valid, else the derived one.
+pub fn event_trace_id_hex(event_id: &str, producer: Option<&str>) -> String {
+    let trace_id = producer
+        .and_then(|p| parse_traceparent(p).ok())
+        .map_or_else(|| derived_trace_id(event_id), |p| p.trace_id);
+    hex::encode(trace_id)
+}
+
 /// A new random span id (never all zero).
 pub fn new_span_id() -> [u8; 8] {
     loop {
@@ -430,5 +439,10 @@ mod tests {
         assert_eq!((a.parent_id, a.flags), (None, SAMPLED));
         assert_eq!(parse_traceparent(&a.header()).unwrap().trace_id, a.trace_id);
         assert_eq!(a.trace_id_hex().len(), 32);
+        assert_eq!(event_trace_id_hex("evt-1", None), a.trace_id_hex());
+        assert_eq!(
+            event_trace_id_hex("evt-1", Some(GOOD)),
+            AttemptTrace::new("evt-1", Some(GOOD)).trace_id_hex()
+        );
     }
 }
