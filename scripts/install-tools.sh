@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and installs the real components the tests and the local run use:
 # kube-apiserver, kube-controller-manager and kubectl (from the Go module
-# proxy), etcd, helm, promtool (the chart's alert tests), mdBook and
+# proxy), etcd, helm, promtool (the chart's alert tests), an OpenTelemetry
+# Collector (otelcol, the trace tests' span sink), mdBook and
 # mdbook-linkcheck (the book in docs/, with `cargo install --locked`), and
 # Debian's redis-server, redis-tools and redis-sentinel. Idempotent: each tool is
 # built once per version into a cache outside the checkout, so a second run
@@ -23,6 +24,11 @@ PROMETHEUS_VERSION=v3.16.0
 # so mdBook stays on the last 0.4 release.
 MDBOOK_VERSION=0.4.52
 MDBOOK_LINKCHECK_VERSION=0.7.7
+# The OpenTelemetry Collector the trace tests export spans to (tools/otelcol:
+# the OTLP receiver and contrib's file exporter). Every collector module is at
+# this one release (core modules at the matching v1.67.0): contrib's
+# fileexporter is known to build at v0.161.0, not at the newer releases.
+OTELCOL_VERSION=v0.161.0
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools_dir=${OUTBOUND_WEBHOOKS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/outbound-webhooks/tools}
@@ -94,6 +100,7 @@ build_go helm "$HELM_VERSION" "$repo/tools/helm" helm.sh/helm/v3/cmd/helm \
   "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 build_go promtool "$PROMETHEUS_VERSION" "$repo/tools/prometheus" github.com/prometheus/prometheus/cmd/promtool \
   "-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}"
+build_go otelcol "$OTELCOL_VERSION" "$repo/tools/otelcol" . "-s -w"
 # The book (scripts/docs.sh). mdBook without its `serve` and `watch`
 # features: they add a web server and a file watcher that a build never uses.
 build_cargo mdbook "$MDBOOK_VERSION" --no-default-features --features search

@@ -36,6 +36,7 @@ use crate::{
     store::shard::{shard_of, shard_prefix},
     store::{Keys, NoShardCount, parse_shard_count},
     wire::stream_entry::{MAX_ENTRY_BYTES, new_event_id, parse_entry},
+    wire::trace_context::{self, TRACEPARENT, TRACESTATE, TraceContextError},
 };
 
 /// The default key prefix (the hash tag keeps every key in one Cluster slot).
@@ -118,6 +119,12 @@ pub struct NewEvent {
     /// The one hook (a name within `org`) to deliver to, whatever its
     /// subscribed events: a test event. `None`: every subscribed hook.
     pub hook: Option<String>,
+    /// The producer's W3C `traceparent` (version 00 form): the receiver's
+    /// `traceparent` header continues this trace.
+    pub traceparent: Option<String>,
+    /// The producer's W3C `tracestate`, passed through to the receiver
+    /// (only with a `traceparent`).
+    pub tracestate: Option<String>,
 }
 
 /// Publishing failed.
@@ -132,6 +139,14 @@ pub enum PublishError {
     /// The entry would exceed 1 MiB.
     #[error("the event is {0} bytes; entries are limited to 1 MiB")]
     TooLarge(usize),
+    /// The `traceparent` or `tracestate` is not W3C Trace Context (the
+    /// dispatcher would ignore it).
+    #[error("invalid {field}: {source}", field = .source.field())]
+    TraceContext {
+        /// What is wrong with it.
+        #[from]
+        source: TraceContextError,
+    },
     /// The dispatcher would dead-letter this entry.
     #[error("refused: {0}")]
     Refused(#[from] crate::wire::stream_entry::MalformedEntry),
@@ -255,6 +270,8 @@ impl NewEvent {
             id: None,
             created_at: None,
             hook: None,
+            traceparent: None,
+            tracestate: None,
         }
     }
 
@@ -285,6 +302,22 @@ fn is_json_object(text: &str) -> bool {
     )
 }
 
+/// Refuses a `traceparent` or `tracestate` that is not W3C Trace Context:
+/// the dispatcher would ignore it, and the producer would never learn why
+/// its trace stops.
+pub fn check_trace_context(event: &NewEvent) -> Result<(), TraceContextError> {
+    if event.tracestate.is_some() && event.traceparent.is_none() {
+        return Err(TraceContextError::StateWithoutParent);
+    }
+    if let Some(parent) = &event.traceparent {
+        trace_context::parse_traceparent(parent)?;
+    }
+    if let Some(state) = &event.tracestate {
+        trace_context::check_tracestate(state)?;
+    }
+    Ok(())
+}
+
 /// The stream fields of `event` (a new id when it has none), checked with
 /// the dispatcher's own parser: what it would dead-letter is refused here.
 pub fn entry_fields(event: &NewEvent) -> Result<Vec<(&'static str, String)>, PublishError> {
@@ -309,6 +342,13 @@ pub fn entry_fields(event: &NewEvent) -> Result<Vec<(&'static str, String)>, Pub
     }
     if let Some(hook) = &event.hook {
         fields.push(("hook", hook.clone()));
+    }
+    check_trace_context(event)?;
+    if let Some(parent) = &event.traceparent {
+        fields.push((TRACEPARENT, parent.clone()));
+    }
+    if let Some(state) = &event.tracestate {
+        fields.push((TRACESTATE, state.clone()));
     }
     let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_ENTRY_BYTES {
@@ -594,8 +634,30 @@ mod tests {
                 other => panic!("{code}: {other:?}"),
             }
         }
-        let mut huge = ok;
+        let mut huge = ok.clone();
         huge.data = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_ENTRY_BYTES));
         assert!(matches!(entry_fields(&huge), Err(PublishError::TooLarge(_))));
+
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut traced = ok.clone();
+        traced.traceparent = Some(parent.into());
+        traced.tracestate = Some("vendor=abc".into());
+        let fields = entry_fields(&traced).expect("a valid trace context");
+        assert!(fields.contains(&("traceparent", parent.to_string())));
+        assert!(fields.contains(&("tracestate", "vendor=abc".to_string())));
+        let mut bad_parent = ok.clone();
+        bad_parent.traceparent = Some("00-abc".into());
+        let mut bad_state = traced.clone();
+        bad_state.tracestate = Some("no value".into());
+        let mut lone_state = ok.clone();
+        lone_state.tracestate = Some("a=b".into());
+        for (event, field) in [
+            (bad_parent, "traceparent"),
+            (bad_state, "tracestate"),
+            (lone_state, "tracestate"),
+        ] {
+            let message = entry_fields(&event).expect_err("refused").to_string();
+            assert!(message.starts_with(&format!("invalid {field}: ")), "{message}");
+        }
     }
 }

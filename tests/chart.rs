@@ -699,6 +699,35 @@ fn the_redis_mode_and_shard_count_reach_the_dispatcher_and_nothing_redis_reaches
 }
 
 #[test]
+fn the_otlp_endpoint_reaches_the_dispatcher_and_its_egress_only_when_set() {
+    const OTLP: &str = "OUTBOUND_WEBHOOKS_OTLP_ENDPOINT";
+    let manifests = template("owh", "owh-system", &["--set", "networkPolicy.enabled=true"]);
+    assert!(!env_of(&deployment(&manifests, "dispatcher")).contains_key(OTLP));
+    assert!(
+        !manifests.contains("port: 4318"),
+        "no collector egress without an endpoint"
+    );
+    let manifests = template("owh", "owh-system", &["-f", ALL_OPTIONS]);
+    let env = env_of(&deployment(&manifests, "dispatcher"));
+    assert_eq!(
+        env.get(OTLP),
+        Some(&json!("http://otel-collector.observability.svc:4318")),
+        "{env:?}"
+    );
+    assert!(!env_of(&deployment(&manifests, "controller")).contains_key(OTLP));
+    assert!(manifests.contains("# The OpenTelemetry collector (attempt spans)\n    - ports:\n        - port: 4318"));
+    let (ok, out) = try_template(
+        "owh",
+        "owh-system",
+        &["--set", "dispatcher.otlpEndpoint=otel-collector:4318"],
+    );
+    assert!(
+        !ok && out.contains("otlpEndpoint"),
+        "a URL without a scheme is refused: {out}"
+    );
+}
+
+#[test]
 fn sentinel_mode_passes_the_master_name_and_opens_the_sentinel_port() {
     let sentinel = "redis.mode=sentinel,redis.masterName=mymaster,networkPolicy.enabled=true";
     let manifests = template("owh", "owh-system", &["--set", sentinel]);

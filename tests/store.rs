@@ -38,6 +38,7 @@ fn task(uid: &str, event_id: &str, due_in_ms: i64) -> NewTask {
             org: "acme".to_string(),
             body: bytes::Bytes::from(format!("{{\"id\":\"{event_id}\"}}")),
             entry_id: "1-0".to_string(),
+            trace: None,
         },
         due_in_ms,
     }

@@ -96,6 +96,7 @@ pub fn json(records: &[AttemptRecord]) -> String {
                 "code": r.code,
                 "durationMs": r.duration_ms,
                 "error": r.error,
+                "traceId": r.trace_id,
             })
         })
         .collect();
@@ -154,6 +155,7 @@ mod tests {
             code,
             duration_ms: u64::from(n) * 10,
             error: error.map(str::to_string),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         }
     }
 
@@ -200,6 +202,7 @@ TIME                   EVENT   NAME                           ATTEMPT   OUTCOME 
                 "code": null,
                 "durationMs": 10,
                 "error": "refused destination: loopback",
+                "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
             }])
         );
         assert_eq!(json(&[]), "[]");

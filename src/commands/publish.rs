@@ -6,7 +6,7 @@ use crate::{
     EventName,
     commands::CommandError,
     plumbing::duration::parse_duration,
-    publish::{DEFAULT_WAIT_TIMEOUT, NewEvent, PublishOptions, Published, publish_with},
+    publish::{DEFAULT_WAIT_TIMEOUT, NewEvent, PublishOptions, Published, check_trace_context, publish_with},
     store::connection::args::RedisArgs,
 };
 
@@ -34,6 +34,15 @@ pub struct PublishArgs {
     /// subscribes to, and to no other: a test event.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_HOOK")]
     hook: Option<String>,
+    /// W3C traceparent of the producer's span (00-<32 hex trace id>-<16 hex
+    /// span id>-<2 hex flags>): each attempt's traceparent header continues
+    /// this trace. A malformed value is refused.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_TRACEPARENT")]
+    traceparent: Option<String>,
+    /// W3C tracestate passed through to the receiver (only with
+    /// --traceparent; at most 32 key=value members, 512 characters).
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_TRACESTATE")]
+    tracestate: Option<String>,
     /// How long to keep trying through transient Redis errors (a
     /// fail-over: CLUSTERDOWN, TRYAGAIN, READONLY, MASTERDOWN, LOADING, a
     /// refused or dropped connection) and while Redis holds no shard count,
@@ -63,6 +72,10 @@ pub async fn run(args: PublishArgs) -> Result<Published, CommandError> {
     }
     event.id = args.id;
     event.hook = args.hook;
+    event.traceparent = args.traceparent;
+    event.tracestate = args.tracestate;
+    // Checked before connecting: a wrong flag is not a Redis problem.
+    check_trace_context(&event).map_err(|e| CommandError(format!("--{}: {e}", e.field())))?;
     if args.wait_timeout.is_some() && args.wait_replicas == 0 {
         return Err(CommandError(
             "--wait-timeout is set but --wait-replicas is 0: give the number of replicas to wait for".into(),

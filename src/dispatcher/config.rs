@@ -65,6 +65,8 @@ pub struct Config {
     pub org_max_stored_bytes: u64,
     /// Bytes of retried bodies held in memory at once.
     pub max_retry_body_bytes: usize,
+    /// The OpenTelemetry collector's OTLP/HTTP base URL; `None`: no spans.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Flags of `outbound-webhooks dispatcher`.
@@ -140,6 +142,27 @@ pub struct DispatcherArgs {
     /// 2Mi); a claimed retry counts as 1 MiB until its body is loaded.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_MAX_RETRY_BODY_BYTES", default_value = DEFAULT_MAX_RETRY_BODY_BYTES, value_parser = parse_retry_body_bytes)]
     pub max_retry_body_bytes: usize,
+    /// Export one span per attempt to this OpenTelemetry collector (its
+    /// OTLP/HTTP base URL, e.g. http://otel-collector:4318; spans go to
+    /// /v1/traces). Falls back to OTEL_EXPORTER_OTLP_ENDPOINT; unset: no
+    /// spans are exported.
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// The standard OpenTelemetry variable `--otlp-endpoint` falls back to.
+pub const OTEL_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// The OTLP endpoint: the flag, else `fallback` (the standard variable);
+/// empty counts as unset; anything else must be an http(s) URL.
+fn otlp_endpoint(flag: Option<String>, fallback: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(endpoint) = flag.or(fallback).filter(|e| !e.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match url::Url::parse(endpoint.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(Some(endpoint.trim().to_string())),
+        _ => Err(ConfigError::OtlpEndpoint(endpoint)),
+    }
 }
 
 /// The default `--max-retry-body-bytes`. With the held stream entries
@@ -170,6 +193,9 @@ pub enum ConfigError {
     /// The Redis flags are wrong.
     #[error(transparent)]
     Redis(#[from] ConnectError),
+    /// `--otlp-endpoint` (or OTEL_EXPORTER_OTLP_ENDPOINT) is not a URL.
+    #[error("--otlp-endpoint (or {OTEL_ENDPOINT_ENV}) {0:?} is not an http:// or https:// URL")]
+    OtlpEndpoint(String),
 }
 
 impl DispatcherArgs {
@@ -201,6 +227,7 @@ impl DispatcherArgs {
             attempts_log_size: self.attempts_log_size,
             org_max_stored_bytes: self.org_max_stored_bytes,
             max_retry_body_bytes: self.max_retry_body_bytes,
+            otlp_endpoint: otlp_endpoint(self.otlp_endpoint, std::env::var(OTEL_ENDPOINT_ENV).ok())?,
         })
     }
 }
@@ -232,6 +259,25 @@ mod tests {
         let servers: Vec<String> = cli.args.dns_servers.iter().map(ToString::to_string).collect();
         assert_eq!(servers, ["127.0.0.1:5353", "10.0.0.10:53", "[fd00::10]:53"]);
         assert!(Cli::try_parse_from(["dispatcher", "--redis-url", "redis://r", "--dns-server", "10.0.0.10"]).is_err());
+    }
+
+    #[test]
+    fn the_otlp_endpoint_falls_back_to_the_standard_variable() {
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(otlp_endpoint(None, None).unwrap(), None);
+        assert_eq!(otlp_endpoint(some(""), None).unwrap(), None);
+        assert_eq!(
+            otlp_endpoint(some("http://a:4318"), some("http://b:4318")).unwrap(),
+            some("http://a:4318")
+        );
+        assert_eq!(
+            otlp_endpoint(None, some("https://b:4318")).unwrap(),
+            some("https://b:4318")
+        );
+        for bad in ["b:4318", "grpc://b:4317", "not a url"] {
+            let e = otlp_endpoint(some(bad), None).unwrap_err().to_string();
+            assert!(e.contains("--otlp-endpoint"), "{e}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::dispatcher::{
     Config,
     acks::AckItem,
     attempt::outbound::{Outbound, UrlCache},
+    attempt::spans::SpanSink,
     capacity::lanes::Lanes,
     capacity::slots::Slots,
     health::requests::MirrorHandle,
@@ -64,6 +65,8 @@ pub struct Shared {
     pub budgets: OrgBudgets,
     /// Room for retried bodies (`--max-retry-body-bytes`).
     pub retry_bodies: RetryBodies,
+    /// Where attempt spans go (`--otlp-endpoint`); `None`: not exported.
+    pub spans: Option<SpanSink>,
 }
 
 impl Shared {

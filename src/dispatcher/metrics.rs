@@ -67,6 +67,15 @@ pub struct Metrics {
     /// Claims in which a hook with due tasks was held back by its limit,
     /// by `limit` (`rate`, `concurrency`).
     pub limit_waits: Family<Labels, Counter>,
+    /// Stream entries whose `traceparent` or `tracestate` was invalid and
+    /// ignored (the event was delivered without it), by `field`.
+    pub trace_context_invalid: Family<Labels, Counter>,
+    /// Attempt spans not exported, by `reason`: `queue_full` (the bounded
+    /// queue to the exporter was full) or `export_failed` (the collector
+    /// refused or could not be reached).
+    pub spans_dropped: Family<Labels, Counter>,
+    /// Attempt spans the collector accepted.
+    pub spans_exported: Counter,
 }
 
 /// How one (event, hook) ended, for [`Metrics::events`].
@@ -114,7 +123,32 @@ fn register_accounting(r: &mut Registry, m: &Metrics) {
     );
 }
 
+fn register_traces(r: &mut Registry, m: &Metrics) {
+    r.register(
+        "outbound_webhooks_trace_context_invalid",
+        "Stream entries whose traceparent or tracestate was invalid and ignored (delivered without it), by field",
+        m.trace_context_invalid.clone(),
+    );
+    r.register(
+        "outbound_webhooks_spans_exported",
+        "Attempt spans exported to the OTLP collector (--otlp-endpoint)",
+        m.spans_exported.clone(),
+    );
+    r.register(
+        "outbound_webhooks_spans_dropped",
+        "Attempt spans not exported, by reason: queue_full (the exporter's bounded queue) or export_failed",
+        m.spans_dropped.clone(),
+    );
+}
+
 impl Metrics {
+    /// The series of [`Metrics::trace_context_invalid`] for `field`.
+    pub fn trace_context_invalid(&self, field: &str) -> Counter {
+        self.trace_context_invalid
+            .get_or_create(&vec![("field", field.to_string())])
+            .clone()
+    }
+
     /// Counts `n` (event, hook) pairs that ended as `outcome`.
     pub fn count_events(&self, outcome: EventOutcome, n: u64) {
         let (label, reason) = match outcome {
@@ -165,6 +199,9 @@ impl Metrics {
             status_writes: Counter::default(),
             dead_letters_evicted: Counter::default(),
             limit_waits: Family::default(),
+            trace_context_invalid: Family::default(),
+            spans_dropped: Family::default(),
+            spans_exported: Counter::default(),
         };
         let delivered: Labels = vec![
             ("outcome", "delivered".to_string()),
@@ -191,6 +228,7 @@ impl Metrics {
             ..m
         };
         register_accounting(registry, &m);
+        register_traces(registry, &m);
         let r = registry;
         r.register(
             "outbound_webhooks_delivery_attempts",

@@ -103,6 +103,9 @@ pub enum DispatcherError {
     /// The ops endpoints failed.
     #[error(transparent)]
     Ops(#[from] ops_server::OpsServerError),
+    /// `--otlp-endpoint` cannot be used.
+    #[error(transparent)]
+    Spans(#[from] attempt::spans::SpansError),
     /// `--destination-ca-file` cannot be read.
     #[error("reading --destination-ca-file {path}: {source}")]
     DestinationCa {
@@ -216,6 +219,15 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let filter = Arc::new(AddressFilter::new(config.allow_destination_cidrs.clone()));
     let resolver = attempt::dns::Resolver::new(&config.dns_servers)?;
     let http = attempt::outbound::outbound(filter, resolver, config.proxy.as_deref(), &destination_ca)?;
+    // Attempt spans: nothing is built without an endpoint.
+    let (spans, span_export) = match &config.otlp_endpoint {
+        Some(endpoint) => {
+            let (sink, export) = attempt::spans::start(endpoint, &metrics)?;
+            tracing::info!(endpoint = %attempt::spans::traces_url(endpoint), "exporting one span per attempt over OTLP");
+            (Some(sink), Some(export))
+        }
+        None => (None, None),
+    };
     let (mirror_tx, mirror_rx) = health::requests::MirrorHandle::channel();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let shard_count = shards.all().len();
@@ -237,6 +249,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         shutdown: shutdown.clone(),
         budgets,
         retry_bodies: retry::bodies::RetryBodies::new(config.max_retry_body_bytes),
+        spans,
         config,
     });
     for store in shared.shards.all() {
@@ -287,6 +300,10 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
         tracing::warn!(
             "in-flight attempts did not finish in time; their leases will lapse and another replica retries them"
         );
+    }
+    // The attempts are over: their spans still queued go out (bounded).
+    if let Some(export) = span_export {
+        export.flush_and_stop().await;
     }
     acker_stop.cancel();
     let _ = acker.await;

@@ -204,7 +204,11 @@ pub async fn dead_letter(
             .get_or_create(&vec![("reason", "delivery".to_string())])
             .inc();
         shared.metrics.count_events(EventOutcome::DeadLettered(label), 1);
-        tracing::warn!(hook = %task.hook, event = %task.event_id, %reason, "delivery dead-lettered");
+        let trace_id = crate::wire::trace_context::event_trace_id_hex(
+            &task.event_id,
+            task.trace.as_ref().map(|t| t.traceparent.as_str()),
+        );
+        tracing::warn!(hook = %task.hook, event = %task.event_id, %reason, %trace_id, "delivery dead-lettered");
     }
     Ok(())
 }

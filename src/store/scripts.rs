@@ -12,7 +12,10 @@ use super::{
     Context, Store, StoreError,
     keys::{task_member, uid_of_member},
     limits::HookLimit,
-    task::{NOT_IN_DEAD_LETTERS, NOT_IN_REFUSED_LETTERS, NewTask, STORED_FIELDS, Task, attempt_fields, field},
+    task::{
+        NOT_IN_DEAD_LETTERS, NOT_IN_REFUSED_LETTERS, NewTask, OPTIONAL_STORED_FIELDS, STORED_FIELDS, Task,
+        attempt_fields, field, stored_pairs,
+    },
 };
 
 const DUE_PRELUDE: &str = include_str!("scripts/due_prelude.lua");
@@ -193,7 +196,9 @@ impl Store {
             .arg(keys.dead_letters_by_org())
             .arg(&task_keys);
         eval.arg(super::GROUP).arg(entry_ids.len()).arg(entry_ids);
-        eval.arg(STORED_FIELDS.len()).arg(&STORED_FIELDS[..]);
+        eval.arg(STORED_FIELDS.len())
+            .arg(&STORED_FIELDS[..])
+            .arg(OPTIONAL_STORED_FIELDS);
         eval.arg(2)
             .arg(field::REASON)
             .arg(format!(
@@ -555,8 +560,8 @@ impl Store {
             .arg(task.due_in_ms)
             .arg(&task.org);
         let created = created_ms.to_string();
-        for (name, value) in STORED_FIELDS.iter().zip(task.values(&created)) {
-            inv.arg(*name).arg(value);
+        for (name, value) in stored_pairs(task.values(&created)) {
+            inv.arg(name).arg(value);
         }
         let mut conn = self.conn.clone();
         let outcome: i64 = inv

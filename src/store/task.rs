@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::wire::trace_context::{ProducerTrace, TRACEPARENT, TRACESTATE};
+
 /// Field names of a task hash and of a dead letter.
 pub mod field {
     /// The hook's `namespace/name`.
@@ -38,12 +40,18 @@ pub mod field {
     pub const BYTES: &str = "bytes";
     /// Dead letters of malformed entries: what precedes each original field.
     pub const ENTRY_PREFIX: &str = "entry.";
+    /// The producer's W3C `traceparent`, when it gave one: retries stay in
+    /// its trace.
+    pub const TRACEPARENT: &str = super::TRACEPARENT;
+    /// The producer's `tracestate`, when it gave one with its traceparent.
+    pub const TRACESTATE: &str = super::TRACESTATE;
 }
 
 /// The fields of a task hash as stored, in the order [`NewTask::values`]
 /// gives their values. `route.lua` reads the first as the task's source
-/// entry id.
-pub const STORED_FIELDS: [&str; 10] = [
+/// entry id. The last [`OPTIONAL_STORED_FIELDS`] are stored only when not
+/// empty (most events carry no trace context).
+pub const STORED_FIELDS: [&str; 12] = [
     field::ENTRY_ID,
     field::HOOK,
     field::UID,
@@ -54,7 +62,23 @@ pub const STORED_FIELDS: [&str; 10] = [
     field::ATTEMPTS,
     field::FIRST_ATTEMPT_MS,
     field::CREATED_MS,
+    field::TRACEPARENT,
+    field::TRACESTATE,
 ];
+
+/// How many of the last [`STORED_FIELDS`] are left out when empty.
+pub const OPTIONAL_STORED_FIELDS: usize = 2;
+
+/// The pairs of [`STORED_FIELDS`] and `values` to store: an optional field
+/// only when it has a value.
+pub fn stored_pairs(values: [&[u8]; 12]) -> impl Iterator<Item = (&'static str, &[u8])> {
+    STORED_FIELDS
+        .into_iter()
+        .zip(values)
+        .enumerate()
+        .filter(|(i, (_, v))| *i < STORED_FIELDS.len() - OPTIONAL_STORED_FIELDS || !v.is_empty())
+        .map(|(_, pair)| pair)
+}
 
 /// Task fields a dead letter leaves out (they mean nothing after it).
 pub const NOT_IN_DEAD_LETTERS: [&str; 3] = [field::FIRST_ATTEMPT_MS, field::CREATED_MS, field::BYTES];
@@ -82,6 +106,23 @@ pub struct Delivery {
     /// The events-stream entry id it came from (empty when unknown: a
     /// dead letter written before this field existed).
     pub entry_id: String,
+    /// The producer's trace context, when it gave one (checked when the
+    /// entry was read).
+    pub trace: Option<ProducerTrace>,
+}
+
+/// The trace context stored in `fields` (a task hash or a dead letter).
+fn trace_of(fields: &HashMap<String, Vec<u8>>) -> Option<ProducerTrace> {
+    let text = |k: &str| {
+        fields
+            .get(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    Some(ProducerTrace {
+        traceparent: text(field::TRACEPARENT)?,
+        tracestate: text(field::TRACESTATE),
+    })
 }
 
 /// A new task to store for one matching hook.
@@ -112,7 +153,8 @@ impl NewTask {
     /// (its decimal digits) with no attempt made. Borrowed, not copied:
     /// the body may be 1 MiB, and each copy made while storing a failed
     /// attempt's task counts against the dispatcher's memory limit.
-    pub fn values<'a>(&'a self, now_ms: &'a str) -> [&'a [u8]; 10] {
+    pub fn values<'a>(&'a self, now_ms: &'a str) -> [&'a [u8]; 12] {
+        let trace = self.trace.as_ref();
         [
             self.entry_id.as_bytes(),
             self.hook.as_bytes(),
@@ -124,6 +166,8 @@ impl NewTask {
             b"0",
             b"0",
             now_ms.as_bytes(),
+            trace.map_or(b"", |t| t.traceparent.as_bytes()),
+            trace.and_then(|t| t.tracestate.as_deref()).map_or(b"", str::as_bytes),
         ]
     }
 }
@@ -172,8 +216,9 @@ impl Task {
                 event_id: text(&map, field::EVENT_ID),
                 event: text(&map, field::EVENT),
                 org: text(&map, field::ORG),
-                body: bytes::Bytes::from(map.remove(field::BODY).unwrap_or_default()),
                 entry_id: text(&map, field::ENTRY_ID),
+                trace: trace_of(&map),
+                body: bytes::Bytes::from(map.remove(field::BODY).unwrap_or_default()),
             },
         })
     }
@@ -255,6 +300,7 @@ impl DeadLetter {
                 org: self.text(field::ORG),
                 body: bytes::Bytes::from(self.fields.get(field::BODY).cloned().unwrap_or_default()),
                 entry_id: self.text(field::ENTRY_ID),
+                trace: trace_of(&self.fields),
             },
             due_in_ms: 0,
         }
@@ -276,14 +322,18 @@ mod tests {
                 org: "acme".into(),
                 body: bytes::Bytes::from_static(b"{\"id\":\"e1\"}"),
                 entry_id: "1-0".into(),
+                trace: None,
             },
             due_in_ms: 0,
         };
-        let map: HashMap<String, Vec<u8>> = STORED_FIELDS
-            .iter()
-            .map(|f| f.to_string())
-            .zip(new.values("42").map(<[u8]>::to_vec))
-            .collect();
+        let stored = |new: &NewTask| -> HashMap<String, Vec<u8>> {
+            stored_pairs(new.values("42"))
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect()
+        };
+        let map = stored(&new);
+        // No trace context given: nothing stored for it.
+        assert!(!map.contains_key(field::TRACEPARENT) && !map.contains_key(field::TRACESTATE));
         let task = Task::decode(&new.member(), map).expect("a task");
         assert_eq!(task.member, "u1:e1");
         assert_eq!((task.hook.as_str(), task.uid.as_str()), ("acme/shop", "u1"));
@@ -291,6 +341,23 @@ mod tests {
         assert_eq!(task.entry_id, "1-0");
         assert_eq!(&task.body[..], b"{\"id\":\"e1\"}");
         assert_eq!((task.attempts, task.first_attempt_ms, task.created_ms), (0, 0, 42));
+        assert_eq!(task.trace, None);
         assert!(Task::decode("u1:e1", HashMap::new()).is_none());
+        // The producer's trace context is kept with the task (retries stay
+        // in its trace).
+        let traced = ProducerTrace {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: Some("a=b".into()),
+        };
+        let mut with_trace = new.clone();
+        with_trace.delivery.trace = Some(traced.clone());
+        let task = Task::decode("u1:e1", stored(&with_trace)).expect("a task");
+        assert_eq!(task.trace, Some(traced.clone()));
+        with_trace.delivery.trace = Some(ProducerTrace {
+            tracestate: None,
+            ..traced
+        });
+        let map = stored(&with_trace);
+        assert!(map.contains_key(field::TRACEPARENT) && !map.contains_key(field::TRACESTATE));
     }
 }

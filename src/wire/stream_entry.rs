@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::contract::event_name::EventName;
+use crate::wire::trace_context::{self, ProducerTrace, TRACEPARENT, TRACESTATE, TraceContextError};
 
 /// Largest entry accepted, counting field names and values.
 pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
@@ -53,6 +54,11 @@ pub struct Event {
     /// The one hook (a name within `org`) the entry is for, whatever its
     /// subscribed events: a test event. `None`: every subscribed hook.
     pub hook: Option<String>,
+    /// The producer's W3C trace context, when it gave a valid `traceparent`.
+    pub trace: Option<ProducerTrace>,
+    /// What of the entry's `traceparent`/`tracestate` was ignored, and
+    /// why: a bad value never stops a delivery, it is counted.
+    pub trace_ignored: Option<TraceContextError>,
 }
 
 /// Why an entry cannot be delivered; becomes the dead letter's `reason`.
@@ -245,6 +251,12 @@ pub fn parse_entry(entry_id: &str, fields: &HashMap<String, Vec<u8>>) -> Result<
         Some(h) => return Err(MalformedEntry::BadHook(excerpt(h))),
         None => None,
     };
+    // Not a reason to refuse the entry: a bad trace context is dropped
+    // (the event starts a trace of its own) and counted.
+    let (trace, trace_ignored) = match (text(TRACEPARENT), text(TRACESTATE)) {
+        (Ok(parent), Ok(state)) => trace_context::read_fields(parent, state),
+        _ => (None, Some(TraceContextError::Format)),
+    };
     Ok(Event {
         id,
         org: org.to_string(),
@@ -253,6 +265,8 @@ pub fn parse_entry(entry_id: &str, fields: &HashMap<String, Vec<u8>>) -> Result<
         changes,
         created_at_ms,
         hook,
+        trace,
+        trace_ignored,
     })
 }
 
@@ -406,6 +420,29 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.code(), "too_large");
+    }
+
+    #[test]
+    fn a_bad_trace_context_is_ignored_not_a_reason_to_refuse() {
+        let base = [("org", "acme"), ("name", "kustomer.user.create"), ("data", "{}")];
+        let with = |more: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(more);
+            parse_entry("1-0", &entry(&pairs)).expect("delivered all the same")
+        };
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let e = with(&[("traceparent", good), ("tracestate", "a=b")]);
+        assert_eq!(e.trace.as_ref().map(|t| t.traceparent.as_str()), Some(good));
+        assert_eq!(e.trace.and_then(|t| t.tracestate).as_deref(), Some("a=b"));
+        assert_eq!(e.trace_ignored, None);
+        let e = with(&[("traceparent", "00-zz"), ("tracestate", "a=b")]);
+        assert_eq!((e.trace, e.trace_ignored), (None, Some(TraceContextError::Format)));
+        let mut fields = entry(&base);
+        fields.insert("traceparent".into(), vec![0xff, 0xfe]);
+        let e = parse_entry("1-0", &fields).unwrap();
+        assert_eq!((e.trace, e.trace_ignored), (None, Some(TraceContextError::Format)));
+        let e = with(&[]);
+        assert_eq!((e.trace, e.trace_ignored), (None, None));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`redis`]: publishing, raw stream entries, key lengths, a redis-server of a test's own.
 //! - [`redis_topologies`]: a TLS Redis, a Sentinel group and a Redis Cluster of a test's own.
 //! - [`delivery_test`]: one dispatcher test's namespace, prefix, hooks and dispatchers.
+//! - [`otel_collector`]: a real OpenTelemetry Collector that writes the spans it receives to a file.
 //!
 //! Each test takes its own namespace and Redis key prefix, so tests run in
 //! parallel.
@@ -28,6 +29,7 @@ pub mod dns_server;
 pub mod helm;
 pub mod hooks;
 pub mod kubectl;
+pub mod otel_collector;
 pub mod process;
 pub mod receiver;
 pub mod redis;

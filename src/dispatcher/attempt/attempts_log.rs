@@ -78,6 +78,10 @@ pub struct AttemptRecord {
     /// What went wrong (no response body), when it failed.
     #[serde(rename = "err", default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The W3C trace id the attempt was sent in (32 hex; absent in records
+    /// written before it).
+    #[serde(rename = "tr", default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl AttemptRecord {
@@ -112,11 +116,12 @@ mod tests {
             code: None,
             duration_ms: 3,
             error: Some("refused destination x: loopback".into()),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         };
         let json = r.encode();
         assert_eq!(
             json,
-            r#"{"t":1795773600123,"id":"e1","ev":"kustomer.conversation.create","n":2,"o":"refused_address","ms":3,"err":"refused destination x: loopback"}"#
+            r#"{"t":1795773600123,"id":"e1","ev":"kustomer.conversation.create","n":2,"o":"refused_address","ms":3,"err":"refused destination x: loopback","tr":"4bf92f3577b34da6a3ce929d0e0e4736"}"#
         );
         assert_eq!(AttemptRecord::decode(json.as_bytes()), Some(r));
         assert_eq!(AttemptRecord::decode(b"not json"), None);

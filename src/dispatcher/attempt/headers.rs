@@ -18,6 +18,7 @@ use crate::{
     contract::secret_values::{self, ValueProblem},
     contract::signing_tokens::SigningTokens,
     wire::signing,
+    wire::trace_context::{AttemptTrace, TRACEPARENT, TRACESTATE},
 };
 
 /// The event name (Kustomer).
@@ -98,12 +99,14 @@ fn tokens_now<'a>(
         .or_else(|| fallback.tokens(key).ok())
 }
 
-/// Headers of one attempt; errors name what is missing (never a value).
+/// Headers of one attempt, `trace` its W3C trace context; errors name
+/// what is missing (never a value).
 pub fn request_headers(
     secrets: &Cache<CachedSecret>,
     hook: &CachedHook,
     task: &Task,
     signing_fallback: &CachedSecret,
+    trace: &AttemptTrace,
 ) -> Result<HeaderMap, String> {
     let ns = hook.namespace();
     let (secret_name, key) = hook.signing_secret().ok_or("the hook names no signing Secret yet")?;
@@ -139,6 +142,14 @@ pub fn request_headers(
         HeaderValue::from_str(&task.event_id).map_err(|_| "event id is not a valid header value".to_string())?,
     );
     headers.insert(WEBHOOK_TIMESTAMP, sig(timestamp.to_string()));
+    // After the hook's own headers: the trace context is the event's, not
+    // something a hook's spec can fake.
+    headers.insert(TRACEPARENT, sig(trace.header()));
+    if let Some(state) = task.trace.as_ref().and_then(|t| t.tracestate.as_deref())
+        && let Ok(value) = HeaderValue::from_str(state)
+    {
+        headers.insert(TRACESTATE, value);
+    }
     headers.insert(
         WEBHOOK_SIGNATURE,
         sig(signing::standard_webhooks_signatures(

@@ -444,7 +444,7 @@ impl HttpClient {
 /// TLS as reqwest had it: TLS 1.2 and 1.3, the platform's verifier
 /// (system roots, plus `extra_roots`), ring (the crate's one provider).
 /// ALPN is set by the connector builder.
-fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, rustls::Error> {
+pub(crate) fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots.iter().cloned(), provider.clone())?;

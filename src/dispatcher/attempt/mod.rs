@@ -7,7 +7,8 @@
 //! - [`headers`]: the signed headers and the Secret values they need;
 //! - [`http_client`] and [`dns`]: the outbound client and its resolver;
 //! - [`error_text`]: what went wrong, in words;
-//! - [`attempts_log`]: the record each attempt leaves in the hook's log.
+//! - [`attempts_log`]: the record each attempt leaves in the hook's log;
+//! - [`spans`]: each attempt's span, exported over OTLP when configured.
 
 pub mod attempts_log;
 pub mod dns;
@@ -18,3 +19,4 @@ pub mod http_client;
 pub mod outbound;
 pub mod resolve_error;
 pub mod send;
+pub mod spans;

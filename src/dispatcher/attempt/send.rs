@@ -15,12 +15,14 @@ use crate::dispatcher::{
     attempt::headers::request_headers,
     attempt::http_client::{CONNECT_TIMEOUT, Target},
     attempt::outbound::{Attempt, MAX_RESPONSE_BYTES, Outbound, Outcome, check_resolved, classify, literal_ip},
+    attempt::spans::AttemptSpan,
     clock::now_ms,
     context::Shared,
     metrics::status_class,
     view::cached_objects::{CachedHook, CachedSecret},
 };
 use crate::store::Task;
+use crate::wire::trace_context::AttemptTrace;
 
 /// POSTs `body` with `headers` to `url`, waiting at most `timeout`.
 pub async fn send(
@@ -140,8 +142,12 @@ pub async fn send_signed(
     attempt_number: u32,
 ) -> (Attempt, i64) {
     let timeout = Duration::from_secs(hook.spec.timeout_seconds.clamp(1, 30) as u64);
+    // The attempt's own span in the event's trace (the producer's, or one
+    // derived from the event id, so all its attempts share it).
+    let trace = AttemptTrace::new(&task.event_id, task.trace.as_ref().map(|t| t.traceparent.as_str()));
+    let span_start = shared.spans.as_ref().map(|_| std::time::SystemTime::now());
     let started = std::time::Instant::now();
-    let attempt = match request_headers(&shared.secrets, hook, task, signing) {
+    let attempt = match request_headers(&shared.secrets, hook, task, signing, &trace) {
         Ok(headers) => {
             send(
                 &shared.http,
@@ -177,14 +183,31 @@ pub async fn send_signed(
     if attempt.outcome == Outcome::Delivered {
         tracing::debug!(
             hook = %task.hook, event = %task.event_id, attempt = attempt_number, status = attempt.status,
-            elapsed_ms = elapsed.as_millis() as u64, "delivered"
+            elapsed_ms = elapsed.as_millis() as u64, trace_id = %trace.trace_id_hex(), "delivered"
         );
     } else {
         tracing::info!(
             hook = %task.hook, event = %task.event_id, attempt = attempt_number, outcome = outcome_label,
             status = attempt.status, elapsed_ms = elapsed.as_millis() as u64, message = %attempt.message,
-            "delivery attempt failed"
+            trace_id = %trace.trace_id_hex(), "delivery attempt failed"
         );
+    }
+    if let (Some(spans), Some(start)) = (&shared.spans, span_start)
+        && spans.samples(&trace)
+    {
+        spans.record(AttemptSpan {
+            trace,
+            tracestate: task.trace.as_ref().and_then(|t| t.tracestate.clone()),
+            hook: task.hook.clone(),
+            event_id: task.event_id.clone(),
+            event: task.event.clone(),
+            attempt: attempt_number,
+            status: attempt.status,
+            outcome: attempt.kind.as_str(),
+            error: attempt.log_error.as_deref().map(error_text),
+            start,
+            end: start + elapsed,
+        });
     }
     let done_ms = now_ms();
     if shared.config.attempts_log_size > 0 {
@@ -197,6 +220,7 @@ pub async fn send_signed(
             code: attempt.status,
             duration_ms: elapsed.as_millis() as u64,
             error: attempt.log_error.as_deref().map(error_text),
+            trace_id: Some(trace.trace_id_hex()),
         };
         // Written with the acker's next batch of the hook's shard: no round
         // trip of its own.

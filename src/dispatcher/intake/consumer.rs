@@ -249,6 +249,11 @@ async fn route_entry(
             return Ok(None);
         }
     };
+    if let Some(ignored) = &event.trace_ignored {
+        // Delivered all the same, as if the producer gave no trace context.
+        shared.metrics.trace_context_invalid(ignored.field()).inc();
+        tracing::debug!(event = %event.id, entry = %entry_id, reason = %ignored, "trace context ignored");
+    }
     let shards = shared.shards.all().len();
     let home = shard_of(&event.org, shards);
     if home != shard {
@@ -334,6 +339,7 @@ fn start_deliveries(
                 org: event.org.clone(),
                 body: body.clone(),
                 entry_id: entry_id.clone(),
+                trace: event.trace.clone(),
             },
             attempts: 0,
             first_attempt_ms: 0,

@@ -8,8 +8,9 @@
 --   KEYS[10+4t] due:{uid}, KEYS[11+4t] hook-tasks:{uid},
 --   KEYS[12+4t] dead-index:{uid}
 -- ARGV[1] consumer group, ARGV[2] entry count E, ARGV[3..2+E] entry ids,
---   ARGV[3+E] field count F, the F field names of a task hash,
---   then a pair count P and P field/value pairs added to the dead letter
+--   ARGV[3+E] field count F, the F field names of a task hash, the count O
+--   of the last of them that are optional (not stored when empty: the
+--   producer's trace context), then a pair count P and P field/value pairs added to the dead letter
 --   of a task over its org's budget (reason, time), then a count S and the
 --   S task fields that dead letter leaves out (the body first of all),
 --   then per task: member, uid, ms from now (Redis's clock) until it is
@@ -35,7 +36,8 @@ local dead, dead_hooks, org_bytes, by_id, by_org = KEYS[4], KEYS[5], KEYS[6], KE
 local entries = tonumber(ARGV[2])
 local names_at = 3 + entries
 local fields = tonumber(ARGV[names_at])
-local pairs_at = names_at + fields + 1
+local required = fields - tonumber(ARGV[names_at + fields + 1])
+local pairs_at = names_at + fields + 2
 local pair_count = tonumber(ARGV[pairs_at])
 local skip_at = pairs_at + 1 + 2 * pair_count
 local skip = {}
@@ -70,8 +72,10 @@ for t = 0, tasks - 1 do
   if redis.call('EXISTS', task_key) == 0 then
     local pairs = {}
     for f = 1, fields do
-      pairs[2 * f - 1] = ARGV[names_at + f]
-      pairs[2 * f] = ARGV[at + 5 + f]
+      local value = ARGV[at + 5 + f]
+      if f <= required or value ~= '' then
+        table.insert(pairs, ARGV[names_at + f]); table.insert(pairs, value)
+      end
     end
     local size = size_of(pairs)
     if make_room(org, size, budget) then
