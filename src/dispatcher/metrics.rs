@@ -222,7 +222,9 @@ impl Metrics {
             let _ = m.limit_waits.get_or_create(&vec![("limit", limit.to_string())]);
         }
         for field in ["traceparent", "tracestate"] {
-            let _ = m.trace_context_invalid.get_or_create(&vec![("field", field.to_string())]);
+            let _ = m
+                .trace_context_invalid
+                .get_or_create(&vec![("field", field.to_string())]);
         }
         for reason in ["queue_full", "export_failed"] {
             let _ = m.spans_dropped.get_or_create(&vec![("reason", reason.to_string())]);

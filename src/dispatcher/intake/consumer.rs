@@ -370,7 +370,7 @@ fn start_deliveries(
         match signing_secret_of(&shared.secrets, hook) {
             Some(signing)
                 if !lane.is_slow(now)
-                    && !shared.limits.limits(&task.uid)
+                    && !hook.has_limits()
                     && !shared.shutdown.is_cancelled()
                     && header_secret_problem(&shared.secrets, hook).is_none() =>
             {

@@ -108,6 +108,13 @@ impl CachedHook {
         self.uid.as_deref()
     }
 
+    /// Whether the hook sets `spec.rateLimit` or `spec.maxConcurrentRequests`
+    /// (its deliveries then go through the claimer, which holds them to
+    /// those across replicas).
+    pub fn has_limits(&self) -> bool {
+        self.spec.rate_limit.is_some() || self.spec.max_concurrent_requests.is_some()
+    }
+
     /// `namespace/name`, as tasks and logs name the hook.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)

@@ -60,10 +60,4 @@ impl HookLimits {
             }
         }
     }
-
-    /// Whether hook `uid` sets a limit (its deliveries then go through the
-    /// claimer, which enforces it, rather than a first attempt at once).
-    pub fn limits(&self, uid: &str) -> bool {
-        self.get(uid).is_some()
-    }
 }
