@@ -36,6 +36,8 @@
 #                                   # 1,000 HTTPS host names answering after 200 ms
 #                                   # (BENCH_FLEET_LATENCY_MS), against Little's limit and a
 #                                   # bare hyper client; BENCH_FLEET_ARGS adds dispatcher flags
+#   BENCH_ONLY_FEATURES=1 benches/run.sh
+#                                   # the control plane and scenario 7 only
 #   BENCH_SKIP_FEATURES=1, BENCH_SKIP_FLEET=1
 #                                   # skip scenario 7 (filters, tracing, a rate limit) or 8
 set -euo pipefail

@@ -150,8 +150,13 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     let only_controller = env_flag("BENCH_ONLY_CONTROLLER");
     let only_footprint = env_flag("BENCH_ONLY_FOOTPRINT");
     let only_fleet = env_set("BENCH_ONLY_FLEET");
+    let only_features = env_set("BENCH_ONLY_FEATURES");
     if only_controller
-        || !(env_set("BENCH_ONLY_1A") || only_footprint || only_fleet || env_flag("BENCH_SKIP_CONTROLLER"))
+        || !(env_set("BENCH_ONLY_1A")
+            || only_footprint
+            || only_fleet
+            || only_features
+            || env_flag("BENCH_SKIP_CONTROLLER"))
     {
         let clean_up = !only_controller;
         controller_scenario::controller_scenario(&kube, &binary, &cp.kubeconfig, &state, &mut report, clean_up).await?;
@@ -195,6 +200,11 @@ async fn run(repo: PathBuf, binary: PathBuf) -> Result<(), Error> {
     let seeded = hooks.len();
     seed(&env.kube, hooks, 8).await?;
 
+    if only_features {
+        features::scenario_7(&env, &mut report).await?;
+        finish(report, cp, &state, bench_started);
+        return Ok(());
+    }
     if let Some(rate) = std::env::var("BENCH_ONLY_LATENCY")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
