@@ -145,8 +145,16 @@ pub async fn scenario_8(env: &Env, report: &mut Report) -> Result<(), Error> {
     };
     let thousands = delivered.max(1) as f64 / 1000.0;
 
-    // Our own delay at half the drained rate, the dispatcher still running.
+    // Our own delay at half the drained rate, the dispatcher still running
+    // with its pools warm: the handshakes meanwhile are the steady state's.
+    let warm = handshakes(&fleet);
+    let steady_started = Instant::now();
     let delays = own_delays(env, &fleet, (rate / HOOKS_PER_ORG as f64 / 2.0).max(10.0)).await?;
+    let steady_minutes = steady_started.elapsed().as_secs_f64() / 60.0;
+    let steady = {
+        let now = handshakes(&fleet);
+        (now.0 + now.1 - warm.0 - warm.1) as f64
+    };
     drop(d);
 
     let little = capacity as f64 / latency.as_secs_f64();
@@ -207,6 +215,17 @@ pub async fn scenario_8(env: &Env, report: &mut Report) -> Result<(), Error> {
             "{full} full, {resumed} resumed, {} hosts; {} HTTP/2 connections in all",
             ORGS * HOOKS_PER_ORG,
             fleet.h2_connections.load(Relaxed)
+        ),
+    );
+    let per_host_minute = steady / (ORGS * HOOKS_PER_ORG) as f64 / steady_minutes.max(1e-9);
+    report.row(
+        SCENARIO,
+        "TLS handshakes per host per minute, steady",
+        format!("{per_host_minute:.2}"),
+        &format!(
+            "{steady:.0} while publishing at half the rate for {:.0}s after the drain; target <= 1: {}",
+            steady_minutes * 60.0,
+            verdict(per_host_minute <= 1.0)
         ),
     );
     report.row(
