@@ -64,7 +64,16 @@ pub struct Metrics {
     /// Dead letters deleted to make room for a new task of their org at
     /// its budget of bytes in Redis.
     pub dead_letters_evicted: Counter,
+    /// (event, subscribed hook) pairs the hook's `spec.filter` kept from
+    /// the hook, by `reason`: `no_match` (false) or `error` (the
+    /// evaluation failed). Not in `events`: such an event is not the hook's.
+    pub events_filtered: Family<Labels, Counter>,
 }
+
+/// The `reason` of an event a hook's filter evaluated to false for.
+pub const FILTERED_NO_MATCH: &str = "no_match";
+/// The `reason` of an event a hook's filter failed on (counts as no match).
+pub const FILTERED_ERROR: &str = "error";
 
 /// How one (event, hook) ended, for [`Metrics::events`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +113,16 @@ fn register_accounting(r: &mut Registry, m: &Metrics) {
         "Writes of status.delivery to OutboundWebhooks (at most one per hook every 15 s, turn-offs at once)",
         m.status_writes.clone(),
     );
+    // Both series exist from the start, so a rate (and an alert) over
+    // them has a zero to start from.
+    for reason in [FILTERED_NO_MATCH, FILTERED_ERROR] {
+        let _ = m.events_filtered.get_or_create(&vec![("reason", reason.to_string())]);
+    }
+    r.register(
+        "outbound_webhooks_events_filtered",
+        "(event, subscribed hook) pairs kept from the hook by its spec.filter, by reason: no_match, or error (the evaluation failed)",
+        m.events_filtered.clone(),
+    );
 }
 
 impl Metrics {
@@ -115,6 +134,13 @@ impl Metrics {
         };
         self.events
             .get_or_create(&vec![("outcome", label.to_string()), ("reason", reason.to_string())])
+            .inc_by(n);
+    }
+
+    /// Counts `n` (event, hook) pairs the hook's filter kept from it.
+    pub fn count_filtered(&self, reason: &'static str, n: u64) {
+        self.events_filtered
+            .get_or_create(&vec![("reason", reason.to_string())])
             .inc_by(n);
     }
 
@@ -144,6 +170,7 @@ impl Metrics {
             dead_letters_trimmed: Counter::default(),
             status_writes: Counter::default(),
             dead_letters_evicted: Counter::default(),
+            events_filtered: Family::default(),
         };
         let delivered: Labels = vec![
             ("outcome", "delivered".to_string()),

@@ -183,10 +183,18 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     .default_backoff();
     // Every change wakes the tasks waiting for the hooks it concerns.
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+    let previous = hooks.clone();
     feed_cache(
         hook_stream,
         hooks.clone(),
-        |h| Arc::new(CachedHook::new(h)),
+        // The cached version of the same hook lends its compiled filter.
+        move |h| {
+            let before = previous.get(
+                h.metadata.namespace.as_deref().unwrap_or_default(),
+                h.metadata.name.as_deref().unwrap_or_default(),
+            );
+            Arc::new(CachedHook::after(h, before.as_deref()))
+        },
         changes_tx.clone(),
         Changed::hook,
         "watching OutboundWebhooks",
@@ -300,7 +308,7 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
 fn feed_cache<K: Send + 'static, V: Cached + Send + Sync + 'static>(
     stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     cache: Arc<Cache<V>>,
-    cached: fn(K) -> Arc<V>,
+    cached: impl Fn(K) -> Arc<V> + Send + 'static,
     changes: mpsc::UnboundedSender<Changed>,
     change: fn(&V) -> Option<Changed>,
     what: &'static str,
