@@ -15,6 +15,9 @@
 //! - a comprehension's body does not read `event`, only its own variable:
 //!   otherwise each of n elements could compare a large part of the event
 //!   (`l.exists(x, event.data.text.contains(x))`), n times the event;
+//! - at most [`MAX_REFERENCES`] references to variables, so the values a
+//!   filter builds (concatenations, lists) hold at most that many times
+//!   the event;
 //! - the syntax tree is at most [`MAX_DEPTH`] deep, so neither this
 //!   check nor the interpreter can exhaust a thread's stack.
 //!
@@ -47,6 +50,15 @@ pub const MAX_DEPTH: usize = 16;
 
 /// Stack of the thread that compiles a filter (see [`Filter::compile`]).
 const COMPILE_STACK_BYTES: usize = 256 * 1024 * 1024;
+
+/// Most references to `event` and to comprehension element variables.
+///
+/// Every value a filter makes is built from what it references (and from
+/// literals, at most 1 KiB): `event.data.s + event.data.s + ...`, or
+/// `map(x, [x, x, ...])`, holds at most this many times the event in
+/// memory while it is evaluated (32 MiB for a 1 MiB event), instead of a
+/// hundred times for a filter of 1 KiB.
+pub const MAX_REFERENCES: usize = 32;
 
 /// The one variable a filter reads.
 pub const EVENT_VARIABLE: &str = "event";
@@ -84,6 +96,11 @@ pub enum InvalidFilter {
     /// A message literal (`Type{field: value}`): there are no message types.
     #[error("filter builds a message ({0}): filters have no message types")]
     MessageLiteral(String),
+    /// More than [`MAX_REFERENCES`] references to variables.
+    #[error(
+        "filter reads variables (event, or a comprehension's own) more than {MAX_REFERENCES} times: each may copy a large part of the event"
+    )]
+    TooManyReferences,
     /// The syntax tree is deeper than [`MAX_DEPTH`].
     #[error("filter nests more than {MAX_DEPTH} levels deep (operators, calls, lists and maps each add one)")]
     TooDeep,
@@ -166,7 +183,7 @@ fn compile_here(source: &str) -> Result<Filter, InvalidFilter> {
             .collect();
         InvalidFilter::Syntax(lines.join("; "))
     })?;
-    check(program.expression(), &mut Vec::new(), Loop::Outside, 0)?;
+    check(program.expression(), &mut Scope::default(), Loop::Outside, 0)?;
     Ok(Filter {
         source: source.into(),
         program,
@@ -192,20 +209,40 @@ enum Loop {
     Body,
 }
 
-/// The static checks (see the module's doc). `scope`: the comprehension
-/// variables visible here.
-fn check<'e>(expr: &'e IdedExpr, scope: &mut Vec<&'e str>, place: Loop, depth: usize) -> Result<(), InvalidFilter> {
+/// What the checks carry through the tree.
+#[derive(Default)]
+struct Scope<'e> {
+    /// The comprehension variables visible here, and whether a reference
+    /// to each counts (the element variables do; the accumulator the
+    /// macros generate does not).
+    names: Vec<(&'e str, bool)>,
+    /// References to `event` and to element variables so far.
+    references: usize,
+}
+
+impl Scope<'_> {
+    fn reference(&mut self) -> Result<(), InvalidFilter> {
+        self.references += 1;
+        if self.references > MAX_REFERENCES {
+            return Err(InvalidFilter::TooManyReferences);
+        }
+        Ok(())
+    }
+}
+
+/// The static checks (see the module's doc).
+fn check<'e>(expr: &'e IdedExpr, scope: &mut Scope<'e>, place: Loop, depth: usize) -> Result<(), InvalidFilter> {
     if depth > MAX_DEPTH {
         return Err(InvalidFilter::TooDeep);
     }
     let depth = depth + 1;
     match &expr.expr {
         Expr::Ident(name) => {
-            if scope.contains(&name.as_str()) {
-                Ok(())
+            if let Some(&(_, counts)) = scope.names.iter().rev().find(|(n, _)| n == name) {
+                if counts { scope.reference() } else { Ok(()) }
             } else if name == EVENT_VARIABLE {
                 match place {
-                    Loop::Outside => Ok(()),
+                    Loop::Outside => scope.reference(),
                     Loop::Body => Err(InvalidFilter::EventInComprehension),
                 }
             } else {
@@ -235,14 +272,14 @@ fn check<'e>(expr: &'e IdedExpr, scope: &mut Vec<&'e str>, place: Loop, depth: u
             }
             // The range is evaluated once, before the loop.
             check(&c.iter_range, scope, place, depth)?;
-            let before = scope.len();
-            scope.push(&c.iter_var);
-            scope.extend(c.iter_var2.as_deref());
-            scope.push(&c.accu_var);
+            let before = scope.names.len();
+            scope.names.push((&c.iter_var, true));
+            scope.names.extend(c.iter_var2.as_deref().map(|v| (v, true)));
+            scope.names.push((&c.accu_var, false));
             let body = [&c.accu_init, &c.loop_cond, &c.loop_step, &c.result]
                 .into_iter()
                 .try_for_each(|e| check(e, scope, Loop::Body, depth));
-            scope.truncate(before);
+            scope.names.truncate(before);
             body
         }
     }
@@ -483,6 +520,14 @@ mod tests {
         let long = format!("event.id == '{}'", "a".repeat(MAX_FILTER_CHARS));
         assert!(matches!(Filter::compile(&long).unwrap_err(), InvalidFilter::TooLong(_)));
 
+        let copies = format!("size({}event.data.s) > 0", "event.data.s + ".repeat(MAX_REFERENCES));
+        assert_eq!(Filter::compile(&copies).unwrap_err(), InvalidFilter::TooDeep);
+        let copies = format!("size([{}event]) > 0", "event, ".repeat(MAX_REFERENCES));
+        assert_eq!(Filter::compile(&copies).unwrap_err(), InvalidFilter::TooManyReferences);
+        let copies = format!("event.data.l.map(x, [{}x]).size() > 0", "x, ".repeat(MAX_REFERENCES));
+        assert_eq!(Filter::compile(&copies).unwrap_err(), InvalidFilter::TooManyReferences);
+        Filter::compile(&format!("size([{}event]) > 0", "event, ".repeat(MAX_REFERENCES - 1))).unwrap();
+
         // Chains of comprehensions, and shadowing `event` by a loop variable, are fine.
         Filter::compile("event.data.a.filter(x, x > 1).exists(x, x > 5)").unwrap();
         Filter::compile("event.data.a.exists(event, event > 1)").unwrap();
@@ -565,14 +610,16 @@ mod tests {
         assert!(data.len() > 1_000_000 && data.len() < 1_048_576, "{}", data.len());
         let e = event(EventName::ConversationUpdate, &data, None);
 
-        // One comprehension doing as much per element as 1 KiB allows.
+        // One comprehension doing as much per element as the checks allow:
+        // all the references but the range's, each in a string operation.
         let mut body = String::from("x.size() > 0");
-        while body.len() < 900 {
+        // (The `filter` macro adds one reference of its own.)
+        for _ in 0..(MAX_REFERENCES - 3) / 3 {
             body.push_str(" && x.startsWith('v') && x.contains('9') == x.contains('9')");
         }
         let filter = format!("event.data.items.filter(x, {body}).size() == -1");
         assert!(filter.len() <= MAX_FILTER_CHARS, "{}", filter.len());
-        let filter = Filter::compile(&filter).unwrap();
+        let filter = Filter::compile(&filter).unwrap_or_else(|e| panic!("{filter}: {e}"));
 
         let started = Instant::now();
         let value = EventValue::new(&e).unwrap();
