@@ -25,6 +25,8 @@ pub mod accepted {
     pub const INSECURE_URL: &str = "InsecureURL";
     /// False: the spec passed the API server but cannot be served.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// False: `spec.filter` does not compile (the compiler's message).
+    pub const INVALID_FILTER: &str = "InvalidFilter";
 }
 
 /// Reasons of the `SecretReady` condition.

@@ -6,6 +6,7 @@ pub mod auto_disable;
 pub mod conditions;
 pub mod crd_yaml;
 pub mod event_name;
+pub mod filter;
 pub mod resource;
 pub mod retry_schedule;
 pub mod secret_values;

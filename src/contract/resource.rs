@@ -269,6 +269,25 @@ pub struct DeliveryStatus {
     /// bytes in Redis reached their budget (`org_over_budget`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub over_budget: Option<OverBudget>,
+    /// Present once `spec.filter` failed on an event (a missing field, a
+    /// wrong type): such events count as not matching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_errors: Option<FilterErrors>,
+}
+
+/// Events `spec.filter` failed on: each was not delivered to the hook and
+/// counted `events_filtered_total{reason="error"}`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FilterErrors {
+    /// How many events the filter failed on.
+    pub events: i64,
+    /// When the last of them came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<Time>,
+    /// The last error, e.g. `No such key: priority`.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// Events of a hook not kept at its org's budget of bytes in Redis: each

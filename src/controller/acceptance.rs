@@ -7,9 +7,15 @@
 //! timestamps have one-second resolution and `kubectl apply -f dir/` creates
 //! many hooks in the same second.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Mutex,
+};
 
-use crate::contract::conditions::accepted;
+use crate::contract::{
+    conditions::accepted,
+    filter::{Filter, InvalidFilter},
+};
 
 /// The limit that applies to one namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,10 +47,10 @@ pub fn effective_limit(annotation: Option<&str>, default: usize) -> Limit {
     }
 }
 
-/// Why a hook cannot hold a slot whatever the limit: its destination.
+/// Why a hook cannot hold a slot whatever the limit: its destination or its filter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ineligible {
-    /// `InsecureURL` or `InvalidSpec`.
+    /// `InsecureURL`, `InvalidSpec` or `InvalidFilter`.
     pub reason: &'static str,
     /// For people.
     pub message: String,
@@ -68,6 +74,58 @@ pub fn check_destination(url: &str, allow_http: bool) -> Result<(), Ineligible> 
             reason: accepted::INVALID_SPEC,
             message: format!("spec.url has scheme {other:?}; only https:// is served"),
         }),
+    }
+}
+
+/// Most filter verdicts remembered; past it the memo starts over (a
+/// verdict is cheap to recompute, at most 1 KiB of source to parse).
+const MAX_FILTER_VERDICTS: usize = 4096;
+
+/// Whether each filter text compiles, remembered: every reconcile checks
+/// the filters of all the hooks of the namespace (a peer whose filter is
+/// refused holds no slot), and a compile parses on a thread of its own.
+#[derive(Debug, Default)]
+pub struct FilterVerdicts {
+    verdicts: Mutex<HashMap<Box<str>, Option<String>>>,
+}
+
+impl FilterVerdicts {
+    /// `spec.filter` compiles; otherwise `InvalidFilter` with the compiler's message.
+    pub fn check(&self, filter: Option<&str>) -> Result<(), Ineligible> {
+        let Some(source) = filter else {
+            return Ok(());
+        };
+        let known = self
+            .verdicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(source)
+            .cloned();
+        let problem = match known {
+            Some(problem) => problem,
+            None => {
+                let compiled = Filter::compile(source);
+                // A compiler that could not run says nothing of the filter:
+                // not remembered, so the next reconcile tries again.
+                let lasting = !matches!(compiled, Err(InvalidFilter::NoCompiler(_)));
+                let problem = compiled.err().map(|e| e.to_string());
+                if lasting {
+                    let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+                    if verdicts.len() >= MAX_FILTER_VERDICTS {
+                        verdicts.clear();
+                    }
+                    verdicts.insert(source.into(), problem.clone());
+                }
+                problem
+            }
+        };
+        match problem {
+            None => Ok(()),
+            Some(message) => Err(Ineligible {
+                reason: accepted::INVALID_FILTER,
+                message: format!("spec.filter: {message}"),
+            }),
+        }
     }
 }
 
@@ -108,6 +166,28 @@ pub fn accepted_set<'a>(candidates: &[Candidate<'a>], limit: usize) -> BTreeSet<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_that_does_not_compile_is_invalid_filter_with_the_compilers_message() {
+        let verdicts = FilterVerdicts::default();
+        assert_eq!(verdicts.check(None), Ok(()));
+        assert_eq!(verdicts.check(Some("event.name == 'kustomer.user.create'")), Ok(()));
+        for _ in 0..2 {
+            let refused = verdicts.check(Some("evnt.name == 'x'")).unwrap_err();
+            assert_eq!(refused.reason, "InvalidFilter");
+            assert!(
+                refused.message.contains("unknown variable \"evnt\""),
+                "{}",
+                refused.message
+            );
+        }
+        let refused = verdicts.check(Some("event.name ==")).unwrap_err();
+        assert!(
+            refused.message.starts_with("spec.filter: filter does not parse: 1:"),
+            "{}",
+            refused.message
+        );
+    }
 
     fn c(name: &str, created: i64, accepted: bool) -> Candidate<'_> {
         Candidate {

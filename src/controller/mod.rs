@@ -244,6 +244,7 @@ async fn run_controller(
         written: per_hook.written,
         failures: per_hook.failures,
         delivering_events: per_hook.delivering_events,
+        filters: Default::default(),
     });
 
     let token = shutdown.clone();

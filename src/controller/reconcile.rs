@@ -79,6 +79,8 @@ pub struct Context {
     pub failures: Arc<Mutex<HashMap<String, u32>>>,
     /// The Failing/Recovered Events published per hook, to pace them.
     pub delivering_events: DeliveringEvents,
+    /// Whether each filter compiles (acceptance reads it for every peer).
+    pub filters: acceptance::FilterVerdicts,
 }
 
 /// A reconcile failed in a way worth retrying.
@@ -122,10 +124,17 @@ impl Context {
         written.unwrap_or_else(|| ControllerStatus::from_status(hook.status.as_ref()))
     }
 
+    /// Whether the hook may hold a slot whatever the limit: its destination
+    /// and its filter.
+    fn eligible(&self, hook: &OutboundWebhook) -> Result<(), acceptance::Ineligible> {
+        acceptance::check_destination(&hook.spec.url, self.allow_http)?;
+        self.filters.check(hook.spec.filter.as_deref())
+    }
+
     /// Where the hook stands under its namespace's limit. Computed from the
     /// cache alone: no API call, whatever the number of hooks.
     fn acceptance(&self, hook: &OutboundWebhook) -> AcceptanceOutcome {
-        if let Err(ineligible) = acceptance::check_destination(&hook.spec.url, self.allow_http) {
+        if let Err(ineligible) = self.eligible(hook) {
             return AcceptanceOutcome::Ineligible(ineligible);
         }
         let namespace = hook.namespace().unwrap_or_default();
@@ -135,10 +144,7 @@ impl Context {
             .and_then(|ns| ns.annotations().get(MAX_WEBHOOKS_ANNOTATION).cloned());
         let limit = acceptance::effective_limit(annotation.as_deref(), self.default_limit);
         let mut peers = self.hooks.in_namespace(&namespace);
-        peers.retain(|h| {
-            h.metadata.deletion_timestamp.is_none()
-                && acceptance::check_destination(&h.spec.url, self.allow_http).is_ok()
-        });
+        peers.retain(|h| h.metadata.deletion_timestamp.is_none() && self.eligible(h).is_ok());
         let known: Vec<(String, Option<i64>, bool)> = peers
             .iter()
             .map(|h| {

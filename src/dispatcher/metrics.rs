@@ -76,7 +76,16 @@ pub struct Metrics {
     pub spans_dropped: Family<Labels, Counter>,
     /// Attempt spans the collector accepted.
     pub spans_exported: Counter,
+    /// (event, subscribed hook) pairs the hook's `spec.filter` kept from
+    /// the hook, by `reason`: `no_match` (false) or `error` (the
+    /// evaluation failed). Not in `events`: such an event is not the hook's.
+    pub events_filtered: Family<Labels, Counter>,
 }
+
+/// The `reason` of an event a hook's filter evaluated to false for.
+pub const FILTERED_NO_MATCH: &str = "no_match";
+/// The `reason` of an event a hook's filter failed on (counts as no match).
+pub const FILTERED_ERROR: &str = "error";
 
 /// How one (event, hook) ended, for [`Metrics::events`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +129,16 @@ fn register_accounting(r: &mut Registry, m: &Metrics) {
         "outbound_webhooks_hook_limit_waits",
         "Claims in which a hook with due tasks was held back by its spec.rateLimit or spec.maxConcurrentRequests, by limit (rate, concurrency)",
         m.limit_waits.clone(),
+    );
+    // Both series exist from the start, so a rate (and an alert) over
+    // them has a zero to start from.
+    for reason in [FILTERED_NO_MATCH, FILTERED_ERROR] {
+        let _ = m.events_filtered.get_or_create(&vec![("reason", reason.to_string())]);
+    }
+    r.register(
+        "outbound_webhooks_events_filtered",
+        "(event, subscribed hook) pairs kept from the hook by its spec.filter, by reason: no_match, or error (the evaluation failed)",
+        m.events_filtered.clone(),
     );
 }
 
@@ -172,6 +191,13 @@ impl Metrics {
         }
     }
 
+    /// Counts `n` (event, hook) pairs the hook's filter kept from it.
+    pub fn count_filtered(&self, reason: &'static str, n: u64) {
+        self.events_filtered
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc_by(n);
+    }
+
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Metrics {
         let m = Metrics {
@@ -202,6 +228,7 @@ impl Metrics {
             trace_context_invalid: Family::default(),
             spans_dropped: Family::default(),
             spans_exported: Counter::default(),
+            events_filtered: Family::default(),
         };
         let delivered: Labels = vec![
             ("outcome", "delivered".to_string()),

@@ -189,10 +189,18 @@ pub async fn run(config: Config) -> Result<(), DispatcherError> {
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
     let limits = Arc::new(HookLimits::default());
     let limits_fed = limits.clone();
+    let previous = hooks.clone();
     feed_cache(
         hook_stream,
         hooks.clone(),
-        |h| Arc::new(CachedHook::new(h)),
+        // The cached version of the same hook lends its compiled filter.
+        move |h| {
+            let before = previous.get(
+                h.metadata.namespace.as_deref().unwrap_or_default(),
+                h.metadata.name.as_deref().unwrap_or_default(),
+            );
+            Arc::new(CachedHook::after(h, before.as_deref()))
+        },
         (changes_tx.clone(), Changed::hook),
         move |event| limits_fed.apply(event),
         "watching OutboundWebhooks",
@@ -324,7 +332,7 @@ type ChangeFeed<V> = (mpsc::UnboundedSender<Changed>, fn(&V) -> Option<Changed>)
 fn feed_cache<K: Send + 'static, V: Cached + Send + Sync + 'static>(
     stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     cache: Arc<Cache<V>>,
-    cached: fn(K) -> Arc<V>,
+    cached: impl Fn(K) -> Arc<V> + Send + 'static,
     (changes, change): ChangeFeed<V>,
     observe: impl Fn(&watcher::Event<Arc<V>>) + Send + 'static,
     what: &'static str,

@@ -38,6 +38,12 @@ pub struct Health {
     pub over_budget_last_ms: Option<i64>,
     /// The org's budget (bytes) at that time.
     pub over_budget_bytes: Option<i64>,
+    /// Events the hook's filter failed on (evaluation errors), ever.
+    pub filter_error_events: i64,
+    /// Unix ms of the last of them.
+    pub filter_error_last_ms: Option<i64>,
+    /// The last error (short: cut where it was made).
+    pub filter_error_message: Option<String>,
 }
 
 impl Store {
@@ -150,6 +156,33 @@ impl Store {
         Ok(())
     }
 
+    /// Notes that hook `uid`'s filter failed on `events` events, the last
+    /// at `now_ms` with `message`.
+    pub async fn record_filter_errors(
+        &self,
+        uid: &str,
+        events: u64,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.health(uid);
+        let _: () = redis::pipe()
+            .atomic()
+            .hincr(&key, "filter_error_events", events)
+            .ignore()
+            .hset(&key, "filter_error_last_ms", now_ms)
+            .ignore()
+            .hset(&key, "filter_error_message", message)
+            .ignore()
+            .expire(&key, HEALTH_TTL_SECONDS)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .context(|| format!("noting filter errors of hook {uid}"))?;
+        Ok(())
+    }
+
     /// Notes that status was mirrored at `now_ms`.
     pub async fn set_mirrored(&self, uid: &str, now_ms: i64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
@@ -180,6 +213,9 @@ impl Store {
             over_budget_events: int("over_budget_events").unwrap_or(0),
             over_budget_last_ms: int("over_budget_last_ms"),
             over_budget_bytes: int("over_budget_bytes"),
+            filter_error_events: int("filter_error_events").unwrap_or(0),
+            filter_error_last_ms: int("filter_error_last_ms"),
+            filter_error_message: map.get("filter_error_message").cloned(),
         })
     }
 }

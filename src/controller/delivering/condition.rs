@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::{
     contract::conditions::delivering,
-    contract::resource::{DeliveryStatus, OverBudget},
+    contract::resource::{DeliveryStatus, FilterErrors, OverBudget},
 };
 
 /// Longest quote of a last error without an HTTP status (the whole text is
@@ -36,7 +36,27 @@ pub fn verdict(delivery: Option<&DeliveryStatus>, turned_off: bool) -> Verdict {
     if let Some(over) = delivery.and_then(|d| d.over_budget.as_ref()) {
         verdict.message.push_str(&over_budget_note(over));
     }
+    if let Some(errors) = delivery.and_then(|d| d.filter_errors.as_ref()) {
+        verdict.message.push_str(&filter_errors_note(errors));
+    }
     verdict
+}
+
+/// What status says of events `spec.filter` failed on: not delivered
+/// (they count as not matching), so they add to any verdict on requests.
+fn filter_errors_note(errors: &FilterErrors) -> String {
+    let events = if errors.events == 1 {
+        "the filter failed on 1 event".to_string()
+    } else {
+        format!("the filter failed on {} events", errors.events)
+    };
+    let quoted: String = errors.message.chars().take(MAX_QUOTED_ERROR_CHARS).collect();
+    let mut note = format!("; {events} (not delivered, counted as no match)");
+    if let Some(last) = &errors.last_time {
+        note.push_str(&format!(", the last at {}", last.0.strftime("%F %H:%M:%SZ")));
+    }
+    note.push_str(&format!(": {quoted}"));
+    note
 }
 
 /// What status says of events not kept at the org's budget of bytes in
@@ -165,7 +185,26 @@ mod tests {
             attempts_per_event: Some(10),
             disabled: None,
             over_budget: None,
+            filter_errors: None,
         }
+    }
+
+    #[test]
+    fn filter_errors_are_said_with_the_last_error() {
+        let quiet = DeliveryStatus {
+            filter_errors: Some(FilterErrors {
+                events: 3,
+                last_time: time("2026-11-27T10:21:00Z"),
+                message: "No such key: priority".into(),
+            }),
+            ..DeliveryStatus::default()
+        };
+        let v = verdict(Some(&quiet), false);
+        assert_eq!((v.ok, v.reason), (true, "NoAttemptsYet"));
+        assert_eq!(
+            v.message,
+            "no request has been sent to the receiver yet; the filter failed on 3 events (not delivered, counted as no match), the last at 2026-11-27 10:21:00Z: No such key: priority"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use kube::{
 use crate::dispatcher::view::cached_objects::CachedHook;
 use crate::store::Health;
 use crate::{
-    contract::resource::{DeliveryStatus, DisableRecord, LastFailure, OutboundWebhook, OverBudget},
+    contract::resource::{DeliveryStatus, DisableRecord, FilterErrors, LastFailure, OutboundWebhook, OverBudget},
     contract::retry_schedule::RetrySchedule,
 };
 
@@ -60,6 +60,11 @@ pub fn delivery_status(health: &Health, record: Option<DisableRecord>, schedule:
             events: health.over_budget_events,
             last_time: health.over_budget_last_ms.and_then(time),
             budget_bytes: health.over_budget_bytes,
+        }),
+        filter_errors: (health.filter_error_events > 0).then(|| FilterErrors {
+            events: health.filter_error_events,
+            last_time: health.filter_error_last_ms.and_then(time),
+            message: health.filter_error_message.clone().unwrap_or_default(),
         }),
     }
 }

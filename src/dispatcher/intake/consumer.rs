@@ -14,6 +14,7 @@ use crate::dispatcher::{
     attempt::headers::{header_secret_problem, signing_secret_of},
     clock::{ms, now_ms, pause},
     context::Shared,
+    health::requests::Urgency,
     intake::routing::{NO_SUCH_HOOK, Route, route},
     metrics::EventOutcome,
     upkeep,
@@ -201,10 +202,51 @@ async fn handle_entries(
         }
     };
     let mut held = held.into_iter();
-    for entry in routed {
+    let mut filter_errors = FilterErrors::default();
+    for mut entry in routed {
+        for reason in &entry.route.filtered {
+            shared.metrics.count_filtered(reason, 1);
+        }
+        for (hook, error) in std::mem::take(&mut entry.route.filter_errors) {
+            filter_errors.note(&hook, &entry.event.id, error);
+        }
         start_deliveries(shared, shard, entry, &mut held);
     }
+    filter_errors.record(shared, store).await;
     Ok(())
+}
+
+/// The filter errors of a batch, per hook: one health write per hook and
+/// batch, however many of its events failed.
+#[derive(Default)]
+struct FilterErrors {
+    /// Hook UID -> (`namespace/name`, events, the last error).
+    by_hook: HashMap<String, (String, u64, String)>,
+}
+
+impl FilterErrors {
+    fn note(&mut self, hook: &CachedHook, event_id: &str, error: String) {
+        tracing::info!(hook = %hook.key(), event = %event_id, %error, "event not delivered: the hook's filter failed on it");
+        let uid = hook.uid().unwrap_or_default().to_string();
+        let entry = self
+            .by_hook
+            .entry(uid)
+            .or_insert_with(|| (hook.key(), 0, String::new()));
+        entry.1 += 1;
+        entry.2 = error;
+    }
+
+    /// Notes each hook's errors on its health, which the status mirror
+    /// shows in the Delivering condition.
+    async fn record(self, shared: &Shared, store: &Store) {
+        let now = now_ms();
+        for (uid, (hook, events, error)) in self.by_hook {
+            match store.record_filter_errors(&uid, events, &error, now).await {
+                Ok(()) => shared.mirror.request(&uid, &hook, Urgency::Transition),
+                Err(e) => tracing::warn!(%hook, error = %e, "noting filter errors on the hook's health"),
+            }
+        }
+    }
 }
 
 /// An entry routed to its hooks, not yet delivered.
@@ -266,12 +308,7 @@ async fn route_entry(
         dead_letter_entry(shared, store, shard, &entry_id, &fields, WRONG_SHARD, &reason).await?;
         return Ok(None);
     }
-    let route = route(
-        by_org.get(&event.org).into_iter().flatten(),
-        &event.org,
-        event.name,
-        event.hook.as_deref(),
-    );
+    let route = route(by_org.get(&event.org).into_iter().flatten(), &event);
     Ok(Some(RoutedEntry {
         id: entry_id,
         event,

@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
-use crate::contract::event_name::EventName;
+use crate::contract::filter::EventValue;
 use crate::dispatcher::{
+    metrics::{FILTERED_ERROR, FILTERED_NO_MATCH},
     view::cache::Cached,
-    view::cached_objects::{CachedHook, Seen},
+    view::cached_objects::{CachedHook, CompiledFilter, Seen},
 };
+use crate::wire::stream_entry::Event;
 
 /// Whether a hook may be delivered to right now, and if not, what becomes
 /// of its events.
@@ -82,6 +84,29 @@ pub struct Route {
     pub wait: Vec<Arc<CachedHook>>,
     /// Subscribed hooks the event is dropped for, by reason.
     pub dropped: Vec<&'static str>,
+    /// Subscribed hooks whose filter kept the event from them, by reason
+    /// (`no_match`, `error`): the event is not theirs, nothing is stored.
+    pub filtered: Vec<&'static str>,
+    /// The filters that failed on the event: the hook and the error.
+    pub filter_errors: Vec<(Arc<CachedHook>, String)>,
+}
+
+/// The `event` variable of the event being routed: built at the first
+/// hook with a filter, then shared by the others (an event whose hooks
+/// have no filter never builds it).
+struct LazyEventValue<'e> {
+    event: &'e Event,
+    value: Option<Result<EventValue, String>>,
+}
+
+impl LazyEventValue<'_> {
+    /// Whether the event passes `filter`; an error is text for people.
+    fn passes(&mut self, filter: &CompiledFilter) -> Result<bool, String> {
+        let filter = filter.as_ref().map_err(|e| e.to_string())?;
+        let event = self.event;
+        let value = self.value.get_or_insert_with(|| EventValue::new(event));
+        filter.matches(value.as_ref().map_err(Clone::clone)?)
+    }
 }
 
 /// The `reason` of an event whose `hook` field names no hook of its org.
@@ -92,38 +117,59 @@ pub const NO_SUCH_HOOK: &str = "no_such_hook";
 /// event id is its idempotency key).
 pub const DUPLICATE_ID: &str = "duplicate_id";
 
-/// Routes an event of `org` named `name` over the cached hooks: same
-/// namespace, subscribed, not being deleted. With `only` (the entry's
-/// `hook` field), the hook of that name alone, whatever its subscribed
-/// events; when the org has none, the event is dropped with
-/// [`NO_SUCH_HOOK`].
-pub fn route<'a>(
-    hooks: impl IntoIterator<Item = &'a Arc<CachedHook>>,
-    org: &str,
-    name: EventName,
-    only: Option<&str>,
-) -> Route {
+/// Routes `event` over the cached hooks: same namespace (its org),
+/// subscribed, not being deleted. With the entry's `hook` field, the hook
+/// of that name alone, whatever its subscribed events and its filter (a
+/// test event); when the org has none, the event is dropped with
+/// [`NO_SUCH_HOOK`]. A hook that would get the event or wait for it and
+/// has a filter gets it only when the filter is true (evaluated here,
+/// once per event and hook; a retried task is not filtered again).
+pub fn route<'a>(hooks: impl IntoIterator<Item = &'a Arc<CachedHook>>, event: &Event) -> Route {
+    let only = event.hook.as_deref();
     let mut route = Route::default();
     let mut matched = false;
+    let mut value = LazyEventValue { event, value: None };
     for hook in hooks {
-        if hook.namespace() != org {
+        if hook.namespace() != event.org {
             continue;
         }
         let matches = match only {
             Some(target) => hook.name() == target,
-            None => hook.spec.events.contains(&name),
+            None => hook.spec.events.contains(&event.name),
         };
         if !matches || hook.deleting || hook.uid().is_none() {
             continue;
         }
         matched = true;
         let state = deliverability(hook);
+        if let Some(reason) = state.drop_reason() {
+            route.dropped.push(reason);
+            continue;
+        }
+        if only.is_none()
+            && let Some(filter) = &hook.filter
+            // A hook waiting for the controller with a filter that does not
+            // compile keeps its event waiting: the controller's verdict on
+            // that spec decides (refused: dropped as not accepted).
+            && (state == Deliverability::Deliverable || filter.is_ok())
+        {
+            match value.passes(filter) {
+                Ok(true) => {}
+                Ok(false) => {
+                    route.filtered.push(FILTERED_NO_MATCH);
+                    continue;
+                }
+                Err(error) => {
+                    route.filtered.push(FILTERED_ERROR);
+                    route.filter_errors.push((hook.clone(), error));
+                    continue;
+                }
+            }
+        }
         if state == Deliverability::Deliverable {
             route.deliver.push(hook.clone());
         } else if state.waits() {
             route.wait.push(hook.clone());
-        } else if let Some(reason) = state.drop_reason() {
-            route.dropped.push(reason);
         }
     }
     if only.is_some() && !matched {
@@ -139,6 +185,7 @@ mod tests {
     use super::*;
     use crate::{
         contract::conditions::{ACCEPTED, SECRET_READY},
+        contract::event_name::EventName,
         contract::resource::{DeliveryStatus, DisableReason, DisableRecord, OutboundWebhook, OutboundWebhookStatus},
     };
 
@@ -173,10 +220,64 @@ mod tests {
 
     const CREATE: EventName = EventName::ConversationCreate;
 
+    /// A `kustomer.conversation.create` event of org acme, for `only` when given.
+    fn ev(only: Option<&str>) -> Event {
+        Event {
+            id: "e1".into(),
+            org: "acme".into(),
+            name: CREATE,
+            data: r#"{"attributes":{"priority":"low"}}"#.into(),
+            changes: None,
+            created_at_ms: 0,
+            hook: only.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_filter_keeps_what_it_rejects_or_fails_on_from_the_hook_but_not_test_events() {
+        let filtered = |name: &str, filter: &str| {
+            let mut h = hook("acme", &["kustomer.conversation.create"]);
+            h.metadata.name = Some(name.into());
+            h.metadata.uid = Some(format!("uid-{name}"));
+            h.spec.filter = Some(filter.into());
+            cached(h)
+        };
+        let hooks = [
+            filtered("low", "event.data.attributes.priority == 'low'"),
+            filtered("urgent", "event.data.attributes.priority == 'urgent'"),
+            filtered("missing", "event.data.nothing == 1"),
+            cached(hook("acme", &["kustomer.conversation.create"])),
+        ];
+        let r = route(&hooks, &ev(None));
+        let names: Vec<&str> = r.deliver.iter().map(|h| h.name()).collect();
+        assert_eq!(names, ["low", "h"]);
+        assert_eq!(r.filtered, [FILTERED_NO_MATCH, FILTERED_ERROR]);
+        assert_eq!(r.filter_errors.len(), 1);
+        assert_eq!(r.filter_errors[0].0.name(), "missing");
+        assert!(r.filter_errors[0].1.contains("nothing"), "{}", r.filter_errors[0].1);
+        assert!(r.dropped.is_empty() && r.wait.is_empty());
+
+        // A test event skips the filter.
+        let r = route(&hooks, &ev(Some("urgent")));
+        assert_eq!(r.deliver.len(), 1);
+        assert!(r.filtered.is_empty());
+
+        // A waiting hook is filtered too; a dropped one is only dropped.
+        let mut lagging = hook("acme", &["kustomer.conversation.create"]);
+        lagging.spec.filter = Some("false".into());
+        lagging.metadata.generation = Some(3);
+        let mut off = lagging.clone();
+        off.spec.enabled = false;
+        let r = route(&[cached(lagging), cached(off)], &ev(None));
+        assert!(r.wait.is_empty());
+        assert_eq!(r.filtered, [FILTERED_NO_MATCH]);
+        assert_eq!(r.dropped, ["disabled_by_spec"]);
+    }
+
     #[test]
     fn a_ready_subscribed_hook_of_the_org_gets_the_event() {
         let hooks = [cached(hook("acme", &["kustomer.conversation.create"]))];
-        assert_eq!(route(&hooks, "acme", CREATE, None).deliver.len(), 1);
+        assert_eq!(route(&hooks, &ev(None)).deliver.len(), 1);
     }
 
     #[test]
@@ -185,7 +286,7 @@ mod tests {
             cached(hook("other", &["kustomer.conversation.create"])),
             cached(hook("acme", &["kustomer.user.create"])),
         ];
-        assert!(route(&hooks, "acme", CREATE, None).deliver.is_empty());
+        assert!(route(&hooks, &ev(None)).deliver.is_empty());
     }
 
     #[test]
@@ -217,7 +318,7 @@ mod tests {
             cached(refused),
             cached(unseen),
         ];
-        let r = route(&hooks, "acme", CREATE, None);
+        let r = route(&hooks, &ev(None));
         assert!(r.deliver.is_empty());
         // Lagging conditions and a Secret not ready wait; the rest drop, counted.
         assert_eq!(r.wait.len(), 3);
@@ -237,7 +338,7 @@ mod tests {
             }),
             ..Default::default()
         });
-        let r = route(&[cached(h)], "acme", CREATE, None);
+        let r = route(&[cached(h)], &ev(None));
         assert!(r.deliver.is_empty());
         assert_eq!(r.dropped, ["turned_off"]);
     }
@@ -255,20 +356,20 @@ mod tests {
             cached(named("other", "acme", &["kustomer.conversation.create"])),
             cached(named("target", "elsewhere", &["kustomer.conversation.create"])),
         ];
-        let r = route(&hooks, "acme", CREATE, Some("target"));
+        let r = route(&hooks, &ev(Some("target")));
         assert_eq!(r.deliver.len(), 1);
         assert_eq!(r.deliver[0].uid(), Some("uid-acme-target"));
         assert!(r.wait.is_empty() && r.dropped.is_empty());
 
         // A name no hook of the org carries: dropped, with its reason.
-        let r = route(&hooks, "acme", CREATE, Some("missing"));
+        let r = route(&hooks, &ev(Some("missing")));
         assert!(r.deliver.is_empty() && r.wait.is_empty());
         assert_eq!(r.dropped, [NO_SUCH_HOOK]);
 
         // A targeted hook that is off behaves like any hook in that state.
         let mut off = named("target", "acme", &["kustomer.user.create"]);
         off.spec.enabled = false;
-        let r = route(&[cached(off)], "acme", CREATE, Some("target"));
+        let r = route(&[cached(off)], &ev(Some("target")));
         assert_eq!(r.dropped, ["disabled_by_spec"]);
     }
 

@@ -7,12 +7,15 @@
 //! Each object is converted as the watch delivers it, before the cache
 //! holds it.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::dispatcher::view::cache::Cached;
 use crate::{
     contract::auto_disable,
     contract::conditions::{self, ACCEPTED, SECRET_READY},
+    contract::filter::{Filter, InvalidFilter},
     contract::resource::{DisableRecord, OutboundWebhook, OutboundWebhookSpec, REENABLE_ANNOTATION},
     contract::secret_values,
     contract::signing_tokens::{NEXT_TOKEN_KEY, PREVIOUS_TOKEN_KEY, SigningTokens, TokenProblem},
@@ -45,7 +48,15 @@ pub struct CachedHook {
     pub spec_disabled_generation: Option<i64>,
     /// `status.delivery.disabled`.
     pub disabled: Option<DisableRecord>,
+    /// `spec.filter` compiled (or why it does not compile): compiled once
+    /// per filter text, when the hook is cached, and kept while later
+    /// versions of the hook carry the same text.
+    pub filter: Option<Arc<CompiledFilter>>,
 }
+
+/// A hook's compiled filter, or why it does not compile (the controller
+/// then refuses the hook: `InvalidFilter`).
+pub type CompiledFilter = Result<Filter, InvalidFilter>;
 
 /// What routing reads of a condition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +80,19 @@ impl CachedHook {
 
     /// The hook as cached.
     pub fn new(hook: OutboundWebhook) -> Self {
+        CachedHook::after(hook, None)
+    }
+
+    /// The hook as cached, replacing `previous` (the cached version of the
+    /// same hook, if any): its compiled filter is reused when the text is
+    /// the same, so a status write does not compile the filter again.
+    pub fn after(hook: OutboundWebhook, previous: Option<&CachedHook>) -> Self {
+        let filter = hook.spec.filter.as_deref().map(|source| {
+            previous
+                .and_then(|p| p.filter.as_ref().filter(|_| p.spec.filter.as_deref() == Some(source)))
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Filter::compile(source)))
+        });
         let seen = |type_: &str| {
             conditions::find(&hook, type_).map(|c| Seen {
                 is_true: c.status == "True",
@@ -100,6 +124,7 @@ impl CachedHook {
             secret_name: status.secret_name.map(String::into_boxed_str),
             spec_disabled_generation: status.spec_disabled_generation,
             disabled: status.delivery.and_then(|d| d.disabled),
+            filter,
         }
     }
 
@@ -306,6 +331,29 @@ mod tests {
             .insert(REENABLE_ANNOTATION.into(), "8".into());
         assert!(!crate::contract::auto_disable::is_auto_disabled(&reenabled));
         assert_eq!(deliverability(&CachedHook::new(reenabled)), Deliverability::Deliverable);
+    }
+
+    #[test]
+    fn the_filter_is_compiled_once_per_text() {
+        let mut h = hook();
+        assert_eq!(CachedHook::new(h.clone()).filter, None);
+        h.spec.filter = Some("event.data.priority == 'urgent'".into());
+        let first = CachedHook::new(h.clone());
+        assert!(first.filter.as_deref().is_some_and(Result::is_ok));
+        // A status change: the same program.
+        h.metadata.resource_version = Some("12346".into());
+        let second = CachedHook::after(h.clone(), Some(&first));
+        assert!(Arc::ptr_eq(
+            first.filter.as_ref().unwrap(),
+            second.filter.as_ref().unwrap()
+        ));
+        // A new text: compiled again; one that does not compile says why.
+        h.spec.filter = Some("evnt.x".into());
+        let third = CachedHook::after(h, Some(&second));
+        assert_eq!(
+            third.filter.as_deref(),
+            Some(&Err(InvalidFilter::UnknownVariable("evnt".into())))
+        );
     }
 
     #[test]
