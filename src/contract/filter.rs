@@ -368,6 +368,8 @@ mod tests {
             changes: changes.map(str::to_string),
             created_at_ms: 1_795_773_600_000,
             hook: None,
+            trace: None,
+            trace_ignored: None,
         }
     }
 

@@ -230,6 +230,8 @@ mod tests {
             changes: None,
             created_at_ms: 0,
             hook: only.map(str::to_string),
+            trace: None,
+            trace_ignored: None,
         }
     }
 
