@@ -176,6 +176,17 @@ async fn claims_walk_hooks_by_earliest_due_time_within_each_hooks_capacity() {
     assert!(!claimed.backlog);
 }
 
+/// `limit_of` for claims: hook `uid` has these limits, no other hook any.
+fn limit_of(uid: &'static str, per_second: u32, burst: u32, most: u32) -> impl Fn(&str) -> Option<HookLimit> + Copy {
+    move |hook: &str| {
+        (hook == uid).then_some(HookLimit {
+            requests_per_second: per_second,
+            burst,
+            max_concurrent: most,
+        })
+    }
+}
+
 #[tokio::test]
 async fn claims_keep_a_hook_to_its_rate_and_concurrency_across_claimers_and_let_others_by() {
     let store = store("limits").await;
@@ -183,13 +194,7 @@ async fn claims_keep_a_hook_to_its_rate_and_concurrency_across_claimers_and_let_
     let tasks: Vec<NewTask> = (0..8).map(|i| task("hook-r", &format!("r{i}"), 0)).collect();
     store.store_tasks_and_ack(&[], &tasks, 500).await.expect("storing");
     // 10 per second, burst 3: three at once, then one per 100 ms.
-    let rate = |uid: &str| {
-        (uid == "hook-r").then_some(HookLimit {
-            requests_per_second: 10,
-            burst: 3,
-            max_concurrent: 0,
-        })
-    };
+    let rate = limit_of("hook-r", 10, 3, 0);
     let first = store
         .claim(30_000, 100, 100, &HashMap::new(), rate)
         .await
@@ -231,13 +236,7 @@ async fn claims_keep_a_hook_to_its_rate_and_concurrency_across_claimers_and_let_
     // settles (finished), one more.
     let tasks: Vec<NewTask> = (0..4).map(|i| task("hook-c", &format!("c{i}"), 0)).collect();
     store.store_tasks_and_ack(&[], &tasks, 500).await.expect("storing");
-    let two = |uid: &str| {
-        (uid == "hook-c").then_some(HookLimit {
-            requests_per_second: 0,
-            burst: 0,
-            max_concurrent: 2,
-        })
-    };
+    let two = limit_of("hook-c", 0, 0, 2);
     let first = store
         .claim(30_000, 100, 100, &HashMap::new(), two)
         .await

@@ -47,15 +47,7 @@ async fn receive(req: Request<Incoming>, state: Arc<ReceiverState>) -> Result<Re
         state.spans.fetch_add(1, Relaxed);
         return Ok(Response::new(Full::new(Bytes::new())));
     }
-    if state.recording.load(Relaxed) {
-        let id = req
-            .headers()
-            .get("webhook-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        state.arrivals.lock().expect("arrivals lock").push((id, arrived));
-    }
+    record_arrival(&state.recording, &state.arrivals, &req, arrived);
     let _ = req.into_body().collect().await;
     if slow {
         tokio::time::sleep(SLOW_RECEIVER).await;
@@ -66,20 +58,59 @@ async fn receive(req: Request<Incoming>, state: Arc<ReceiverState>) -> Result<Re
     Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
 }
 
+/// Records (the request's `webhook-id`, `arrived`) in `arrivals` while
+/// `recording` is on.
+pub fn record_arrival(
+    recording: &AtomicBool,
+    arrivals: &Mutex<Vec<(String, Instant)>>,
+    req: &Request<Incoming>,
+    arrived: Instant,
+) {
+    if recording.load(Relaxed) {
+        let id = req
+            .headers()
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        arrivals.lock().expect("arrivals lock").push((id, arrived));
+    }
+}
+
 /// Starts the receiver on its own runtime (so the driver's runtime never
 /// delays an answer); returns its port and state, and the runtime, which
 /// must outlive every delivery.
 pub fn start_receiver() -> Result<(u16, Arc<ReceiverState>, tokio::runtime::Runtime), Error> {
+    let state = Arc::new(ReceiverState::default());
+    let st = state.clone();
+    let (port, runtime) = serve_on_own_runtime("receiver", move |stream| {
+        let st = st.clone();
+        async move {
+            let service = service_fn(move |req| receive(req, st.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        }
+    })?;
+    Ok((port, state, runtime))
+}
+
+/// Listens on a free port of 127.0.0.1 from a runtime of its own (two
+/// threads named `name`) and runs `serve` on each accepted connection in
+/// a task of its own; returns the port and the runtime.
+pub fn serve_on_own_runtime<F, Fut>(name: &str, serve: F) -> Result<(u16, tokio::runtime::Runtime), Error>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_name("receiver")
+        .thread_name(name)
         .enable_all()
         .build()?;
-    let state = Arc::new(ReceiverState::default());
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
-    let st = state.clone();
     runtime.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
         loop {
@@ -87,16 +118,10 @@ pub fn start_receiver() -> Result<(u16, Arc<ReceiverState>, tokio::runtime::Runt
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let st = st.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| receive(req, st.clone()));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+            tokio::spawn(serve(stream));
         }
     });
-    Ok((port, state, runtime))
+    Ok((port, runtime))
 }
 
 /// Waits until `counter` has grown by `target` or `timeout` passed; returns

@@ -30,7 +30,10 @@ use rustls::{
     server::ServerSessionMemoryCache,
 };
 
-use crate::Error;
+use crate::{
+    Error,
+    receiver::{record_arrival, serve_on_own_runtime},
+};
 
 /// What the receivers counted.
 #[derive(Default)]
@@ -139,15 +142,7 @@ async fn receive(
     latency: Duration,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let arrived = Instant::now();
-    if state.recording.load(Relaxed) {
-        let id = req
-            .headers()
-            .get("webhook-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        state.arrivals.lock().expect("arrivals lock").push((id, arrived));
-    }
+    record_arrival(&state.recording, &state.arrivals, &req, arrived);
     let _ = req.into_body().collect().await;
     tokio::time::sleep(latency).await;
     state.requests.fetch_add(1, Relaxed);
@@ -173,42 +168,27 @@ pub fn start(certs: &Certs, latency: Duration) -> Result<(u16, Arc<FleetState>, 
     // Room for a session per fleet host, so a client that resumes can.
     config.session_storage = ServerSessionMemoryCache::new(8192);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("fleet-receiver")
-        .enable_all()
-        .build()?;
     let state = Arc::new(FleetState::default());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let port = listener.local_addr()?.port();
     let st = state.clone();
-    runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+    let (port, runtime) = serve_on_own_runtime("fleet-receiver", move |stream| {
+        let (st, acceptor) = (st.clone(), acceptor.clone());
+        async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
             };
-            let _ = stream.set_nodelay(true);
-            let (st, acceptor) = (st.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let (_, session) = tls.get_ref();
-                match session.handshake_kind() {
-                    Some(HandshakeKind::Resumed) => st.resumed_handshakes.fetch_add(1, Relaxed),
-                    _ => st.full_handshakes.fetch_add(1, Relaxed),
-                };
-                if session.alpn_protocol() == Some(b"h2") {
-                    st.h2_connections.fetch_add(1, Relaxed);
-                }
-                let service = service_fn(move |req| receive(req, st.clone(), latency));
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
+            let (_, session) = tls.get_ref();
+            match session.handshake_kind() {
+                Some(HandshakeKind::Resumed) => st.resumed_handshakes.fetch_add(1, Relaxed),
+                _ => st.full_handshakes.fetch_add(1, Relaxed),
+            };
+            if session.alpn_protocol() == Some(b"h2") {
+                st.h2_connections.fetch_add(1, Relaxed);
+            }
+            let service = service_fn(move |req| receive(req, st.clone(), latency));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
         }
-    });
+    })?;
     Ok((port, state, runtime))
 }

@@ -104,6 +104,14 @@ pub fn status_class(status: Option<u16>) -> String {
     }
 }
 
+/// Makes the series of `family` for each of `values` of `label` at 0, so a
+/// rate (and an alert) over them has a zero to start from.
+fn zero_series(family: &Family<Labels, Counter>, label: &'static str, values: &[&str]) {
+    for value in values {
+        let _ = family.get_or_create(&vec![(label, value.to_string())]);
+    }
+}
+
 fn register_accounting(r: &mut Registry, m: &Metrics) {
     r.register(
         "outbound_webhooks_events",
@@ -130,11 +138,7 @@ fn register_accounting(r: &mut Registry, m: &Metrics) {
         "Claims in which a hook with due tasks was held back by its spec.rateLimit or spec.maxConcurrentRequests, by limit (rate, concurrency)",
         m.limit_waits.clone(),
     );
-    // Both series exist from the start, so a rate (and an alert) over
-    // them has a zero to start from.
-    for reason in [FILTERED_NO_MATCH, FILTERED_ERROR] {
-        let _ = m.events_filtered.get_or_create(&vec![("reason", reason.to_string())]);
-    }
+    zero_series(&m.events_filtered, "reason", &[FILTERED_NO_MATCH, FILTERED_ERROR]);
     r.register(
         "outbound_webhooks_events_filtered",
         "(event, subscribed hook) pairs kept from the hook by its spec.filter, by reason: no_match, or error (the evaluation failed)",
@@ -244,18 +248,9 @@ impl Metrics {
                 ("reason", "ok".to_string()),
             ])
             .clone();
-        // Both series from the start: a rate over them reads 0, not nothing.
-        for limit in ["rate", "concurrency"] {
-            let _ = m.limit_waits.get_or_create(&vec![("limit", limit.to_string())]);
-        }
-        for field in ["traceparent", "tracestate"] {
-            let _ = m
-                .trace_context_invalid
-                .get_or_create(&vec![("field", field.to_string())]);
-        }
-        for reason in ["queue_full", "export_failed"] {
-            let _ = m.spans_dropped.get_or_create(&vec![("reason", reason.to_string())]);
-        }
+        zero_series(&m.limit_waits, "limit", &["rate", "concurrency"]);
+        zero_series(&m.trace_context_invalid, "field", &["traceparent", "tracestate"]);
+        zero_series(&m.spans_dropped, "reason", &["queue_full", "export_failed"]);
         let m = Metrics {
             delivered_2xx,
             first_direct,
