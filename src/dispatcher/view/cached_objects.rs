@@ -12,6 +12,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::dispatcher::view::cache::Cached;
+use crate::store::HookLimit;
 use crate::{
     contract::auto_disable,
     contract::conditions::{self, ACCEPTED, SECRET_READY},
@@ -137,7 +138,7 @@ impl CachedHook {
     /// (its deliveries then go through the claimer, which holds them to
     /// those across replicas).
     pub fn has_limits(&self) -> bool {
-        self.spec.rate_limit.is_some() || self.spec.max_concurrent_requests.is_some()
+        HookLimit::of(&self.spec).is_some()
     }
 
     /// `namespace/name`, as tasks and logs name the hook.
