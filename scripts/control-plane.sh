@@ -38,7 +38,10 @@ done
 mkdir -p "$state"
 pids=()
 cleanup() {
-  trap - EXIT INT TERM
+  # Ignored, not reset: a signal arriving while this runs (stdin closed and
+  # a TERM at once) would otherwise end it halfway, leaving processes behind.
+  trap '' INT TERM
+  trap - EXIT
   # Reverse start order (kube-controller-manager, then kube-apiserver, which
   # lingers in graceful shutdown once etcd is gone).
   local pid i

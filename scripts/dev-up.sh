@@ -28,13 +28,31 @@ mkfifo "$fifo"
 # so a check can find any that outlive the script.
 export OUTBOUND_WEBHOOKS_DEV_RUN="$run"
 pids=()
+names=()
+# Stops ours first (the controller hands its Lease back through the API
+# server), then the control plane; each gets 20s, and one that is still
+# running then is named, its log's tail shown, and killed.
 stop() {
   trap - EXIT INT TERM
   say "stopping"
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 1; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
+  for ((i = ${#pids[@]} - 1; i >= 1; i--)); do stop_within 20 "$i"; done
+  # The control plane stops when its standard input (the lifeline) closes;
+  # a signal besides could cut its own clean-up short.
   exec 3>&- || true
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ ${#pids[@]} -eq 0 ] || stop_within 20 0
   rm -rf "$run"
+}
+stop_within() {
+  local seconds=$1 i=$2 deadline=$((SECONDS + $1))
+  while kill -0 "${pids[i]}" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  if kill -0 "${pids[i]}" 2>/dev/null; then
+    say "${names[i]} (pid ${pids[i]}) did not stop within ${seconds}s; killing it. Its log ends:"
+    tail -n 30 "$run/${names[i]}.log" >&2 2>/dev/null || true
+    kill -9 "${pids[i]}" 2>/dev/null || true
+  fi
+  wait "${pids[i]}" 2>/dev/null || true
 }
 trap stop EXIT
 trap 'exit 0' INT TERM
@@ -43,6 +61,7 @@ trap 'exit 0' INT TERM
 # they all see end-of-file and stop when this script ends, however it ends.
 scripts/control-plane.sh "$state" <"$fifo" >"$run/ready" &
 pids+=($!)
+names+=(control-plane)
 exec 3>"$fifo"
 
 until grep -q '^READY' "$run/ready" 2>/dev/null; do
@@ -59,6 +78,7 @@ say "starting the controller (logs: $run/controller.log, metrics: http://127.0.0
 "$owh" controller --http-addr "127.0.0.1:$controller_port" --allow-http --lease-namespace default \
   --exit-on-stdin-close <"$fifo" >"$run/controller.log" 2>&1 &
 pids+=($!)
+names+=(controller)
 
 dispatcher_port=$(free_port)
 say "starting the dispatcher (logs: $run/dispatcher.log, metrics: http://127.0.0.1:$dispatcher_port/metrics)"
@@ -66,6 +86,7 @@ say "starting the dispatcher (logs: $run/dispatcher.log, metrics: http://127.0.0
   --allow-destination-cidr 127.0.0.0/8 --retry-schedule 5s,10s,20s,40s,1m,2m,4m,8m,16m \
   --exit-on-stdin-close <"$fifo" >"$run/dispatcher.log" 2>&1 &
 pids+=($!)
+names+=(dispatcher)
 
 say "applying the examples into namespace acme"
 kubectl create namespace acme >/dev/null
@@ -91,6 +112,7 @@ say "starting the example Node receiver (examples/receivers/node) on 127.0.0.1:$
 PORT=$receiver_port WEBHOOK_TOKEN_FILE="$run/token" node examples/receivers/node/server.js \
   <"$fifo" >"$run/receiver.log" 2>&1 &
 pids+=($!)
+names+=(receiver)
 until curl -s -o /dev/null "http://127.0.0.1:$receiver_port/"; do sleep 0.2; done
 until curl -sf "http://127.0.0.1:$dispatcher_port/readyz" >/dev/null; do sleep 0.2; done
 

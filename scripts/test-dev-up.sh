@@ -33,11 +33,15 @@ say "up, with $verified verified deliveries; stopping it"
 # Ctrl-C in a terminal; a background job ignores SIGINT, so TERM here (the
 # script handles both the same way).
 kill -TERM $pid
-deadline=$((SECONDS + 60))
+# dev-up.sh gives each process 20s to stop before it kills it.
+deadline=$((SECONDS + 120))
 while kill -0 $pid 2>/dev/null; do
-  [ $SECONDS -lt $deadline ] || { say "dev-up.sh did not stop within 60s"; exit 1; }
+  [ $SECONDS -lt $deadline ] || { say "dev-up.sh did not stop within 120s; its output:"; cat "$log" >&2; exit 1; }
   sleep 0.5
 done
+if grep -q 'did not stop within' "$log"; then
+  say "a process did not stop when asked; dev-up.sh's output:"; cat "$log" >&2; exit 1
+fi
 sleep 1
 # dev-up.sh marks every process it starts with OUTBOUND_WEBHOOKS_DEV_RUN.
 stray=$(grep -lsa "OUTBOUND_WEBHOOKS_DEV_RUN=$run_dir" /proc/[0-9]*/environ 2>/dev/null \

@@ -18,7 +18,7 @@ pub mod secrets;
 pub mod status;
 pub mod watches;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, channel::mpsc};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -40,6 +40,13 @@ use crate::{
     contract::resource::OutboundWebhook,
     plumbing::ops_server::{self, Readiness},
 };
+
+/// How long a shutdown waits for running reconciles and queued Events, and
+/// then for the Lease's release: together well within the chart's 30 s
+/// termination grace period.
+const FINISH_WITHIN: Duration = Duration::from_secs(10);
+/// See [`FINISH_WITHIN`].
+const RELEASE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Runs the controller until SIGTERM/SIGINT (or stdin closes, when asked).
 pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
@@ -97,6 +104,15 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         result = work => result,
         lost = elector.keep_renewing() => Err(ControllerError::Leadership(lost)),
         result = &mut ops => ops_ended(result).and(Err(ControllerError::OpsStopped)),
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(FINISH_WITHIN).await;
+        } => {
+            // An API server that stopped answering holds requests for
+            // minutes; the next leader redoes an unfinished reconcile.
+            tracing::warn!("reconciles and Events did not finish within {FINISH_WITHIN:?} of the shutdown; stopping without them");
+            Ok(())
+        }
     };
     metrics.leader.set(0);
     if let Err(e) = &outcome {
@@ -104,11 +120,14 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
     }
     // Hand over at once, unless the Lease is someone else's already.
     if !matches!(outcome, Err(ControllerError::Leadership(_))) {
-        match elector.release().await {
-            Ok(()) => tracing::info!("released the leader Lease"),
-            Err(e) => {
+        match tokio::time::timeout(RELEASE_WITHIN, elector.release()).await {
+            Ok(Ok(())) => tracing::info!("released the leader Lease"),
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "releasing the leader Lease failed; another replica takes over when it expires")
             }
+            Err(_) => tracing::warn!(
+                "releasing the leader Lease took over {RELEASE_WITHIN:?}; another replica takes over when it expires"
+            ),
         }
     }
     shutdown.cancel();
