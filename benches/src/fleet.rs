@@ -48,7 +48,7 @@ const ORGS: usize = 200;
 const HOOKS_PER_ORG: usize = 5;
 const PREFIX: &str = "{bench-fleet}:";
 /// The dispatcher's `--max-in-flight` unless `BENCH_FLEET_ARGS` sets it.
-const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn org(o: usize) -> String {
@@ -105,9 +105,8 @@ pub async fn scenario_8(env: &Env, report: &mut Report) -> Result<(), Error> {
     let per_org = events / ORGS;
     let deliveries = (per_org * ORGS * HOOKS_PER_ORG) as u64;
     let mut conn = env.redis.clone();
-    for o in 0..ORGS {
-        load::fill(&mut conn, PREFIX, &org(o), per_org).await?;
-    }
+    let orgs: Vec<String> = (0..ORGS).map(org).collect();
+    load::fill_interleaved(&mut conn, PREFIX, &orgs, per_org).await?;
     let (extra, capacity) = dispatcher_args();
 
     eprintln!("bench: scenario 8: bare hyper client, {deliveries} requests at concurrency {capacity}");

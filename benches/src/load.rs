@@ -73,6 +73,28 @@ pub async fn fill_stream(
     Ok(())
 }
 
+/// Appends `per_org` events for each of `orgs` to the events stream of
+/// `prefix`, the orgs taking turns (as many tenants publishing at once),
+/// 1,000 per pipeline.
+pub async fn fill_interleaved(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    orgs: &[String],
+    per_org: usize,
+) -> Result<(), Error> {
+    let stream = Keys::new(prefix).events();
+    let all: Vec<&String> = (0..per_org).flat_map(|_| orgs.iter()).collect();
+    for batch in all.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for org in batch {
+            let (id, data) = next_event();
+            pipe.add_command(xadd(&stream, org, &id, &data)).ignore();
+        }
+        let () = pipe.query_async(conn).await?;
+    }
+    Ok(())
+}
+
 /// Publishes one event for `org` to `stream`; calls `before_send` with its
 /// id just before the XADD goes out (where scenario 2 starts its clock).
 pub async fn publish(

@@ -87,7 +87,7 @@ pub struct DispatcherArgs {
     #[arg(long, env = "OUTBOUND_WEBHOOKS_CONSUMER_NAME")]
     pub consumer_name: Option<String>,
     /// Attempts in flight at once on this replica.
-    #[arg(long, env = "OUTBOUND_WEBHOOKS_MAX_IN_FLIGHT", default_value_t = 256)]
+    #[arg(long, env = "OUTBOUND_WEBHOOKS_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub max_in_flight: usize,
     /// Attempts in flight at once per hook on this replica.
     #[arg(long, env = "OUTBOUND_WEBHOOKS_MAX_IN_FLIGHT_PER_HOOK", default_value_t = 16)]

@@ -19,6 +19,12 @@ const SLOW_ATTEMPT_MS: i64 = 50;
 /// A saturated lane that released nothing for this long is slow (before its
 /// first attempts have finished and given it an average).
 const STALLED_MS: i64 = 100;
+/// A hook whose attempts take longer than this on average, or that has
+/// attempts in flight and released none for this long, is suspect: its
+/// attempts take slots of the slow share. Well above what receivers across
+/// the internet take (50-500 ms), so a fleet of them uses every slot, and
+/// well below the timeouts of receivers that hang.
+const SUSPECT_MS: i64 = 1_000;
 
 /// One hook's lane.
 #[derive(Debug)]
@@ -92,9 +98,9 @@ impl Lane {
     }
 
     /// Whether the hook is judged slow, so its attempts take slots of the
-    /// slow share: its attempts take longer than [`SLOW_ATTEMPT_MS`] on
-    /// average, or it has attempts in flight and none finished for
-    /// [`STALLED_MS`] (a hanging receiver, before any answer).
+    /// slow share: its attempts take longer than [`SUSPECT_MS`] on
+    /// average, or it has attempts in flight and none finished for that
+    /// long (a hanging receiver, before any answer).
     pub fn is_suspect(&self, now_ms: i64) -> bool {
         self.suspect(now_ms, 0)
     }
@@ -103,8 +109,8 @@ impl Lane {
     /// caller's own slot says nothing about the receiver).
     fn suspect(&self, now_ms: i64, own: usize) -> bool {
         let in_flight = self.capacity.saturating_sub(self.available());
-        self.average_ms.load(Ordering::Relaxed) > SLOW_ATTEMPT_MS
-            || (in_flight > own && now_ms - self.last_release_ms.load(Ordering::Relaxed) > STALLED_MS)
+        self.average_ms.load(Ordering::Relaxed) > SUSPECT_MS
+            || (in_flight > own && now_ms - self.last_release_ms.load(Ordering::Relaxed) > SUSPECT_MS)
     }
 
     /// Whether new work for this hook would wait on a slow receiver: every

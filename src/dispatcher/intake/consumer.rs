@@ -27,9 +27,12 @@ use crate::{
     wire::stream_entry::{Event, MAX_ENTRY_BYTES, entry_id_millis, parse_entry},
 };
 
-/// Most entries held (read, not yet acknowledged) at once: bounds memory
-/// and how far the consumer reads ahead of the receivers.
-const MAX_HELD: usize = 300;
+/// Most entries held (read, not yet acknowledged) at once: bounds how far
+/// the consumer reads ahead of the receivers (memory is bounded by
+/// [`MAX_HELD_BYTES`]). Large enough for a fleet of receivers answering in
+/// 200 ms to keep thousands of first attempts in flight
+/// (docs/src/performance.md, scenario 8).
+const MAX_HELD: usize = 2048;
 /// Entries read per XREADGROUP.
 const READ_COUNT: usize = 100;
 /// Most bytes of entries held at once (entries may be up to 1 MiB): with
