@@ -106,6 +106,7 @@ pub async fn scenario_8(env: &Env, report: &mut Report) -> Result<(), Error> {
     let deliveries = (per_org * ORGS * HOOKS_PER_ORG) as u64;
     let mut conn = env.redis.clone();
     let orgs: Vec<String> = (0..ORGS).map(org).collect();
+    let orgs: Vec<&str> = orgs.iter().map(String::as_str).collect();
     load::fill_interleaved(&mut conn, PREFIX, &orgs, per_org).await?;
     let (extra, capacity) = dispatcher_args();
 

@@ -59,36 +59,34 @@ pub async fn fill_stream(
     org: &str,
     n: usize,
 ) -> Result<(), Error> {
-    let mut left = n;
-    while left > 0 {
-        let batch = left.min(1000);
-        let mut pipe = redis::pipe();
-        for _ in 0..batch {
-            let (id, data) = next_event();
-            pipe.add_command(xadd(stream, org, &id, &data)).ignore();
-        }
-        let () = pipe.query_async(conn).await?;
-        left -= batch;
-    }
-    Ok(())
+    fill_turns(conn, stream, &[org], n).await
 }
 
 /// Appends `per_org` events for each of `orgs` to the events stream of
-/// `prefix`, the orgs taking turns (as many tenants publishing at once),
-/// 1,000 per pipeline.
+/// `prefix`, the orgs taking turns (as many tenants publishing at once).
 pub async fn fill_interleaved(
     conn: &mut redis::aio::MultiplexedConnection,
     prefix: &str,
-    orgs: &[String],
+    orgs: &[&str],
     per_org: usize,
 ) -> Result<(), Error> {
-    let stream = Keys::new(prefix).events();
-    let all: Vec<&String> = (0..per_org).flat_map(|_| orgs.iter()).collect();
+    fill_turns(conn, &Keys::new(prefix).events(), orgs, per_org).await
+}
+
+/// Appends `per_org` events for each of `orgs` to `stream`, the orgs
+/// taking turns, 1,000 per pipeline.
+async fn fill_turns(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    orgs: &[&str],
+    per_org: usize,
+) -> Result<(), Error> {
+    let all: Vec<&str> = (0..per_org).flat_map(|_| orgs.iter().copied()).collect();
     for batch in all.chunks(1000) {
         let mut pipe = redis::pipe();
         for org in batch {
             let (id, data) = next_event();
-            pipe.add_command(xadd(&stream, org, &id, &data)).ignore();
+            pipe.add_command(xadd(stream, org, &id, &data)).ignore();
         }
         let () = pipe.query_async(conn).await?;
     }
