@@ -97,12 +97,15 @@ pub async fn run(
     signing: Arc<CachedSecret>,
     lane: Arc<Lane>,
 ) {
-    // A slot of the hook's lane ([`wait_for_slot`] says how long it waits).
+    // Parked since the consumer spawned this (intake/held.rs) until it has
+    // a slot of the hook's lane ([`wait_for_slot`] says how long it waits).
+    let parked = shared.held.parked_since_spawn();
     let slot = match lane.try_acquire() {
         // The common case: a free slot, without arming the recheck timer.
         Some(permit) => Some(permit),
         None => wait_for_slot(&shared, &lane).await,
     };
+    drop(parked);
     let Some(lane) = slot else {
         entry.store_later(task.to_new(0));
         entry.close_one(&shared);

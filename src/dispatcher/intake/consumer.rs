@@ -15,6 +15,7 @@ use crate::dispatcher::{
     clock::{ms, now_ms, pause},
     context::Shared,
     health::requests::Urgency,
+    intake::held::HoldLimit,
     intake::routing::{NO_SUCH_HOOK, Route, route},
     metrics::EventOutcome,
     upkeep,
@@ -33,6 +34,20 @@ use crate::{
 /// 200 ms to keep thousands of first attempts in flight
 /// (docs/src/performance.md, scenario 8).
 const MAX_HELD: usize = 2048;
+/// Most first attempts parked at once (spawned, waiting to run or for a
+/// slot of their hook's lane): beyond it the consumer reads no further. A backlog for a few hooks
+/// then waits in the stream rather than as thousands of parked tasks, each
+/// with its timer (1a drained with 2,048 parked used 15-20% more CPU per
+/// delivery than with 300 held; benches/README.md, issue 24), while a
+/// fleet whose hooks each have a few attempts in flight still holds
+/// [`MAX_HELD`] entries.
+const MAX_PARKED: usize = 256;
+/// What the consumer holds at most before it reads on.
+const LIMIT: HoldLimit = HoldLimit {
+    entries: MAX_HELD,
+    bytes: MAX_HELD_BYTES,
+    parked: MAX_PARKED,
+};
 /// Entries read per XREADGROUP.
 const READ_COUNT: usize = 100;
 /// Most bytes of entries held at once (entries may be up to 1 MiB): with
@@ -87,7 +102,7 @@ pub async fn run(shared: Arc<Shared>, shard: usize, shutdown: CancellationToken)
     let mut budget = ReadBudget::new();
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        shared.held.wait_for_room(MAX_HELD, MAX_HELD_BYTES, &shutdown).await;
+        shared.held.wait_for_room(LIMIT, &shutdown).await;
         if shutdown.is_cancelled() {
             break;
         }
@@ -414,6 +429,7 @@ fn start_deliveries(
                     && !shared.shutdown.is_cancelled()
                     && header_secret_problem(&shared.secrets, hook).is_none() =>
             {
+                shared.held.park();
                 tokio::spawn(first_attempt::run(
                     shared.clone(),
                     pending.clone(),

@@ -1,7 +1,8 @@
 //! Entries read from the stream and not yet acknowledged ("held"), with
 //! when each was read or last renewed: they bound how far the consumer
 //! reads ahead, and the acker renews the old ones so no other replica
-//! reclaims them while their first attempts run.
+//! reclaims them while their first attempts run. Also how many of their
+//! first attempts are parked, waiting for a slot of their hook's lane.
 
 use std::{
     collections::HashMap,
@@ -14,6 +15,17 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatcher::clock::now_ms;
 use crate::store::RawEntry;
 
+/// How much the consumer may hold before it reads on.
+#[derive(Clone, Copy, Debug)]
+pub struct HoldLimit {
+    /// Entries.
+    pub entries: usize,
+    /// Bytes of entries.
+    pub bytes: usize,
+    /// First attempts parked for their hook's lane.
+    pub parked: usize,
+}
+
 /// The held entries of this replica.
 #[derive(Debug, Default)]
 pub struct HeldEntries {
@@ -21,7 +33,21 @@ pub struct HeldEntries {
     held: Mutex<HashMap<(usize, String), (i64, usize)>>,
     /// The sizes of the held entries, summed.
     bytes: std::sync::atomic::AtomicUsize,
+    /// First attempts spawned and waiting to start or for a slot of their
+    /// hook's lane.
+    parked: std::sync::atomic::AtomicUsize,
     released: Notify,
+}
+
+/// A first attempt's place among the parked ones; dropping it leaves.
+#[derive(Debug)]
+pub struct Parked<'a>(&'a HeldEntries);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::Relaxed);
+        self.0.released.notify_waiters();
+    }
 }
 
 impl HeldEntries {
@@ -61,6 +87,24 @@ impl HeldEntries {
         self.held.lock().expect("held entries lock").len()
     }
 
+    /// Notes a first attempt about to be spawned: it counts as parked
+    /// from now (a spawned task may not run before the consumer reads
+    /// again) until it drops the guard of [`HeldEntries::parked_since_spawn`].
+    pub fn park(&self) {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The guard of a first attempt noted by [`HeldEntries::park`]; it
+    /// stops counting as parked when the guard is dropped.
+    pub fn parked_since_spawn(&self) -> Parked<'_> {
+        Parked(self)
+    }
+
+    /// How many first attempts wait to start or for their hook's lane.
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
+    }
+
     /// The sizes of the held entries, summed.
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
@@ -85,14 +129,16 @@ impl HeldEntries {
         }
     }
 
-    /// Waits until fewer than `limit` entries and fewer than `limit_bytes`
-    /// bytes are held, or `shutdown`.
-    pub async fn wait_for_room(&self, limit: usize, limit_bytes: usize, shutdown: &CancellationToken) {
+    /// Waits until fewer than `limit.entries` entries and `limit.bytes`
+    /// bytes are held and fewer than `limit.parked` first attempts are
+    /// parked, or `shutdown`.
+    pub async fn wait_for_room(&self, limit: HoldLimit, shutdown: &CancellationToken) {
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            if (self.count() < limit && self.bytes() < limit_bytes) || shutdown.is_cancelled() {
+            let room = self.count() < limit.entries && self.bytes() < limit.bytes && self.parked() < limit.parked;
+            if room || shutdown.is_cancelled() {
                 return;
             }
             tokio::select! {
@@ -113,5 +159,34 @@ impl HeldEntries {
             }
             let _ = tokio::time::timeout(std::time::Duration::from_millis(100), released).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const LIMIT: HoldLimit = HoldLimit {
+        entries: 10,
+        bytes: 1 << 20,
+        parked: 2,
+    };
+
+    #[tokio::test]
+    async fn the_consumer_reads_on_only_once_parked_first_attempts_start() {
+        let held = HeldEntries::default();
+        let shutdown = CancellationToken::new();
+        held.park();
+        held.park();
+        let waiting = tokio::time::timeout(Duration::from_millis(50), held.wait_for_room(LIMIT, &shutdown));
+        assert!(waiting.await.is_err(), "two parked of two allowed: no room");
+        let started = held.parked_since_spawn();
+        drop(started);
+        tokio::time::timeout(Duration::from_secs(5), held.wait_for_room(LIMIT, &shutdown))
+            .await
+            .expect("one parked of two: room");
+        assert_eq!(held.parked(), 1);
     }
 }
