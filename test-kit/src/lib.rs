@@ -11,6 +11,7 @@
 //! - [`controller`], [`dispatcher`]: the real binaries as child processes.
 //! - [`helm`]: the built helm, the chart rendered with `helm template`.
 //! - [`receiver`]: a scripted HTTP receiver on loopback.
+//! - [`tls_receiver`]: an HTTPS receiver on loopback (HTTP/1.1 and HTTP/2, a throwaway CA).
 //! - [`dns_server`]: a DNS server on loopback with a live and a dead zone.
 //! - [`redis`]: publishing, raw stream entries, key lengths, a redis-server of a test's own.
 //! - [`redis_topologies`]: a TLS Redis, a Sentinel group and a Redis Cluster of a test's own.
@@ -34,6 +35,7 @@ pub mod process;
 pub mod receiver;
 pub mod redis;
 pub mod redis_topologies;
+pub mod tls_receiver;
 
 use std::{
     path::{Path, PathBuf},
