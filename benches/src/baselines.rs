@@ -69,9 +69,18 @@ pub async fn baseline_b(conn: &mut redis::aio::MultiplexedConnection, stream: &s
 /// The envelope bodies the dispatcher would send for every entry of
 /// `stream`, built by the crate's own parser and envelope builder.
 pub async fn bodies_of(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> Result<Bodies, Error> {
+    first_bodies_of(conn, stream, usize::MAX).await
+}
+
+/// [`bodies_of`] the first `max` entries (at least those of one read).
+pub async fn first_bodies_of(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    max: usize,
+) -> Result<Bodies, Error> {
     let mut out = Vec::new();
     let mut start = "-".to_string();
-    loop {
+    while out.len() < max {
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(stream)
             .arg(&start)
@@ -101,6 +110,23 @@ pub async fn bodies_of(conn: &mut redis::aio::MultiplexedConnection, stream: &st
     Ok(Arc::new(out))
 }
 
+/// The headers the dispatcher sends with `body` (event `id`), signed now
+/// with the bench's token, as a bare client sends them.
+pub fn signed_headers(id: &str, body: &[u8]) -> [(&'static str, String); 6] {
+    let timestamp = jiff::Timestamp::now().as_second();
+    [
+        ("content-type", "application/json".to_string()),
+        ("x-kustomer-webhook-event", EVENT.to_string()),
+        ("x-kustomer-webhook-signature", signing::kustomer_signature(TOKEN, body)),
+        ("webhook-id", id.to_string()),
+        ("webhook-timestamp", timestamp.to_string()),
+        (
+            "webhook-signature",
+            signing::standard_webhooks_signature(TOKEN, id, timestamp, body),
+        ),
+    ]
+}
+
 /// Baseline A: a bare reqwest loop sending `total` signed deliveries, cycling
 /// over `bodies`, `concurrency` at a time. Returns requests per second.
 pub async fn baseline_a(url: &str, bodies: Bodies, total: usize, concurrency: usize) -> Result<f64, Error> {
@@ -122,21 +148,11 @@ pub async fn baseline_a(url: &str, bodies: Bodies, total: usize, concurrency: us
                         return Ok::<(), reqwest::Error>(());
                     }
                     let (id, body) = &bodies[i % bodies.len()];
-                    let timestamp = jiff::Timestamp::now().as_second();
-                    let response = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .header("x-kustomer-webhook-event", EVENT)
-                        .header("x-kustomer-webhook-signature", signing::kustomer_signature(TOKEN, body))
-                        .header("webhook-id", id.as_str())
-                        .header("webhook-timestamp", timestamp.to_string())
-                        .header(
-                            "webhook-signature",
-                            signing::standard_webhooks_signature(TOKEN, id, timestamp, body),
-                        )
-                        .body(body.clone())
-                        .send()
-                        .await?;
+                    let mut request = client.post(&url);
+                    for (name, value) in signed_headers(id, body) {
+                        request = request.header(name, value);
+                    }
+                    let response = request.body(body.clone()).send().await?;
                     let _ = response.bytes().await?;
                 }
             })

@@ -4,7 +4,7 @@ use std::{collections::HashMap, time::Duration, time::Instant};
 
 use crate::{
     apiserver_metrics::{Latencies, mean_latency},
-    controller_scenario::{CONCURRENCY, DEADLINE, HOOKS_PER_NAMESPACE, TARGET},
+    controller_scenario::{CONCURRENCY, DEADLINE, HOOKS_PER_NAMESPACE, LAG_TARGET, TARGET},
     processes::ProcStats,
     report::{Report, mib, percentile, verdict},
 };
@@ -147,6 +147,23 @@ fn time_rows(o: &Outcome, report: &mut Report) {
                 TARGET.as_secs(),
                 verdict(false),
                 o.ready_at.len()
+            ),
+        );
+    }
+    let last_created = o.created_at.values().max();
+    let last_ready = o.ready_at.values().max();
+    if o.ready_at.len() >= total
+        && let (Some(created), Some(ready)) = (last_created, last_ready)
+    {
+        let lag = ready.saturating_duration_since(*created).as_secs_f64();
+        report.row(
+            &scenario(o),
+            "last create to all Ready",
+            format!("{lag:.1} s"),
+            &format!(
+                "target <= {} s: {} (the controller's lag behind the API server)",
+                LAG_TARGET.as_secs(),
+                verdict(lag <= LAG_TARGET.as_secs_f64())
             ),
         );
     }

@@ -41,6 +41,8 @@ pub const HOOKS_PER_NAMESPACE: usize = 5;
 pub const CONCURRENCY: usize = 32;
 /// The target: all Ready within this.
 pub const TARGET: Duration = Duration::from_secs(30);
+/// The target for the lag: all Ready within this after the last create.
+pub const LAG_TARGET: Duration = Duration::from_secs(5);
 /// How long to wait for all to be Ready before reporting how many were.
 pub const DEADLINE: Duration = Duration::from_secs(180);
 /// How long after all are Ready to wait for the controller's Events.

@@ -35,7 +35,9 @@ use outbound_webhooks_test_kit::dns_server::DnsServer;
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 use crate::{
-    Env, Error, load,
+    Env, Error,
+    baselines::{Bodies, first_bodies_of, signed_headers},
+    load,
     processes::Dispatcher,
     report::{Report, mib, percentile, verdict},
     scale,
@@ -50,6 +52,9 @@ const PREFIX: &str = "{bench-fleet}:";
 /// The dispatcher's `--max-in-flight` unless `BENCH_FLEET_ARGS` sets it.
 const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(240);
+/// Distinct envelope bodies the bare client cycles through (read from the
+/// stream the dispatcher drains, so the same sizes).
+const BARE_BODIES: usize = 1_000;
 
 fn org(o: usize) -> String {
     format!("fleet-{o}")
@@ -112,7 +117,8 @@ pub async fn scenario_8(env: &Env, report: &mut Report) -> Result<(), Error> {
 
     eprintln!("bench: scenario 8: bare hyper client, {deliveries} requests at concurrency {capacity}");
     let before_bare = handshakes(&fleet);
-    let bare_rate = bare_client(&certs, port, deliveries as usize, capacity).await?;
+    let bodies = first_bodies_of(&mut conn, &Keys::new(PREFIX).events(), BARE_BODIES).await?;
+    let bare_rate = bare_client(&certs, port, &bodies, deliveries as usize, capacity).await?;
     let handshakes_before = handshakes(&fleet);
     let bare_handshakes = handshakes_before.0 + handshakes_before.1 - before_bare.0 - before_bare.1;
 
@@ -303,8 +309,16 @@ impl tower_service::Service<Name> for Loopback {
 
 /// The bare hyper client baseline: `total` POSTs over the fleet's hosts in
 /// turn, `concurrency` at a time, with a connection pool and TLS as hyper
-/// and rustls give them by default. Returns requests per second.
-async fn bare_client(certs: &Certs, port: u16, total: usize, concurrency: usize) -> Result<f64, Error> {
+/// and rustls give them by default, each with one of `bodies` and the
+/// headers the dispatcher sends, signed per request (as baseline A does).
+/// Returns requests per second.
+async fn bare_client(
+    certs: &Certs,
+    port: u16,
+    bodies: &Bodies,
+    total: usize,
+    concurrency: usize,
+) -> Result<f64, Error> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&certs.ca_file).map_err(|e| format!("reading the CA: {e}"))? {
         roots
@@ -326,24 +340,25 @@ async fn bare_client(certs: &Certs, port: u16, total: usize, concurrency: usize)
         .enable_http2()
         .wrap_connector(http);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-    let body = Bytes::from_static(
-        br#"{"type":"conversation","id":"c1","attributes":{"name":"Order 1234 is late","priority":3,"status":"open"}}"#,
-    );
     let next = Arc::new(AtomicUsize::new(0));
     let hosts = ORGS * HOOKS_PER_ORG;
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, next, body) = (client.clone(), next.clone(), body.clone());
+            let (client, next, bodies) = (client.clone(), next.clone(), bodies.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Relaxed);
                     if i >= total {
                         return Ok::<(), String>(());
                     }
-                    let request = hyper::Request::post(format!("https://{}:{port}/fleet", host(i % hosts)))
-                        .header("content-type", "application/json")
-                        .body(Full::new(body.clone()))
+                    let (id, body) = &bodies[i % bodies.len()];
+                    let mut request = hyper::Request::post(format!("https://{}:{port}/fleet", host(i % hosts)));
+                    for (name, value) in signed_headers(id, body) {
+                        request = request.header(name, value);
+                    }
+                    let request = request
+                        .body(Full::new(Bytes::from(body.clone())))
                         .map_err(|e| e.to_string())?;
                     let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
                     let _ = response.into_body().collect().await;
