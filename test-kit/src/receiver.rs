@@ -41,6 +41,19 @@ pub struct Received {
 }
 
 impl Received {
+    /// A request as it arrived now: its path, its headers (names
+    /// lowercase, values that are not text recorded empty) and its body.
+    pub fn new(path: &str, headers: &http::HeaderMap, body: Vec<u8>) -> Received {
+        Received {
+            at: Instant::now(),
+            path: path.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            body,
+        }
+    }
     pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).map(String::as_str).unwrap_or("")
     }
@@ -61,7 +74,8 @@ pub struct Receiver {
     requests: Arc<Mutex<Vec<Received>>>,
 }
 
-fn runtime() -> &'static tokio::runtime::Runtime {
+/// The runtime the test receivers serve on (one per test binary).
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -90,15 +104,7 @@ impl Receiver {
             let script = script.clone();
             let recorded = recorded.clone();
             async move {
-                let received = Received {
-                    at: Instant::now(),
-                    path: uri.path().to_string(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                        .collect(),
-                    body: body.to_vec(),
-                };
+                let received = Received::new(uri.path(), &headers, body.to_vec());
                 let nth = {
                     let mut all = recorded.lock().unwrap();
                     all.push(received.clone());
@@ -145,10 +151,7 @@ impl Receiver {
 
     /// Requests carrying this event id.
     pub fn requests_for(&self, event_id: &str) -> Vec<Received> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.event_id() == event_id)
-            .collect()
+        carrying(self.requests(), event_id)
     }
 
     /// Waits until `n` requests carry this event id; returns them.
@@ -181,6 +184,11 @@ impl Receiver {
             Reply::Status(200)
         })
     }
+}
+
+/// Those of `requests` that carry event id `event_id`.
+pub(crate) fn carrying(requests: Vec<Received>, event_id: &str) -> Vec<Received> {
+    requests.into_iter().filter(|r| r.event_id() == event_id).collect()
 }
 
 /// Runs the Node verifier (the seed's Kustomer check and the npm

@@ -12,10 +12,10 @@ use std::{
     convert::Infallible,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering::SeqCst},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -34,7 +34,10 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
 };
 
-use super::{receiver::Received, wait_for};
+use super::{
+    receiver::{Received, carrying, runtime},
+    wait_for,
+};
 
 /// ALPN offering HTTP/2 and HTTP/1.1 (a client that speaks HTTP/2 takes it).
 pub const H2_AND_HTTP1: &[&str] = &["h2", "http/1.1"];
@@ -62,18 +65,6 @@ pub struct TlsReceiver {
     state: Arc<State>,
     ca_file: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("tls-receiver")
-            .enable_all()
-            .build()
-            .expect("TLS receiver runtime")
-    })
 }
 
 /// A throwaway CA's PEM and a certificate and key for `*.live.test`
@@ -186,10 +177,7 @@ impl TlsReceiver {
 
     /// Requests carrying this event id.
     pub fn requests_for(&self, event_id: &str) -> Vec<Received> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.event_id() == event_id)
-            .collect()
+        carrying(self.requests(), event_id)
     }
 
     /// Waits until `n` requests carry this event id; returns them.
@@ -235,27 +223,13 @@ impl TlsReceiver {
 }
 
 async fn receive(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let at = Instant::now();
-    let version = req.version();
-    let path = req.uri().path().to_string();
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
-    let body = match req.into_body().collect().await {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
         Ok(body) => body.to_bytes().to_vec(),
         // Recorded all the same: a test then sees the body was cut.
         Err(_) => Vec::new(),
     };
-    state.requests.lock().unwrap().push((
-        Received {
-            at,
-            path,
-            headers,
-            body,
-        },
-        version,
-    ));
+    let received = Received::new(parts.uri.path(), &parts.headers, body);
+    state.requests.lock().unwrap().push((received, parts.version));
     Ok(Response::new(Full::new(Bytes::from_static(b"receiver says so"))))
 }

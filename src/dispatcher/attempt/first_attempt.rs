@@ -28,6 +28,7 @@ use crate::dispatcher::{
     capacity::lanes::{Lane, LanePermit},
     clock::{ms, now_ms},
     context::Shared,
+    intake::held::Parked,
     settle::{self, Settlement},
     view::cached_objects::{CachedHook, CachedSecret},
 };
@@ -88,18 +89,19 @@ impl PendingEntry {
     }
 }
 
-/// Runs the first attempt of `task` (to `hook`, on `lane`) for `entry`.
+/// Runs the first attempt of `task` (to `hook`, on `lane`) for `entry`;
+/// `parked` counts it as parked until it has a slot of its lane.
 pub async fn run(
     shared: Arc<Shared>,
+    parked: Parked,
     entry: Arc<PendingEntry>,
     hook: Arc<CachedHook>,
     task: Task,
     signing: Arc<CachedSecret>,
     lane: Arc<Lane>,
 ) {
-    // Parked since the consumer spawned this (intake/held.rs) until it has
-    // a slot of the hook's lane ([`wait_for_slot`] says how long it waits).
-    let parked = shared.held.parked_since_spawn();
+    // Parked (intake/held.rs) until it has a slot of the hook's lane
+    // ([`wait_for_slot`] says how long it waits).
     let slot = match lane.try_acquire() {
         // The common case: a free slot, without arming the recheck timer.
         Some(permit) => Some(permit),

@@ -35,8 +35,8 @@ use crate::{
 /// (docs/src/performance.md, scenario 8).
 const MAX_HELD: usize = 2048;
 /// Most first attempts parked at once (spawned, waiting to run or for a
-/// slot of their hook's lane): beyond it the consumer reads no further. A backlog for a few hooks
-/// then waits in the stream rather than as thousands of parked tasks, each
+/// slot of their hook's lane): beyond it the consumer reads no further.
+/// A backlog for a few hooks then waits in the stream rather than as thousands of parked tasks, each
 /// with its timer (1a drained with 2,048 parked used 15-20% more CPU per
 /// delivery than with 300 held; benches/README.md, issue 24), while a
 /// fleet whose hooks each have a few attempts in flight still holds
@@ -429,9 +429,9 @@ fn start_deliveries(
                     && !shared.shutdown.is_cancelled()
                     && header_secret_problem(&shared.secrets, hook).is_none() =>
             {
-                shared.held.park();
                 tokio::spawn(first_attempt::run(
                     shared.clone(),
+                    shared.held.park(),
                     pending.clone(),
                     hook.clone(),
                     task,

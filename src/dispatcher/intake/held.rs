@@ -6,7 +6,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, atomic::Ordering},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use tokio::sync::Notify;
@@ -34,19 +37,24 @@ pub struct HeldEntries {
     /// The sizes of the held entries, summed.
     bytes: std::sync::atomic::AtomicUsize,
     /// First attempts spawned and waiting to start or for a slot of their
-    /// hook's lane.
-    parked: std::sync::atomic::AtomicUsize,
-    released: Notify,
+    /// hook's lane (shared with their [`Parked`] guards).
+    parked: Arc<AtomicUsize>,
+    released: Arc<Notify>,
 }
 
-/// A first attempt's place among the parked ones; dropping it leaves.
+/// A first attempt's place among the parked ones, taken before its task
+/// is spawned (a spawned task may not run before the consumer reads
+/// again) and moved into it; dropping it leaves.
 #[derive(Debug)]
-pub struct Parked<'a>(&'a HeldEntries);
+pub struct Parked {
+    parked: Arc<AtomicUsize>,
+    released: Arc<Notify>,
+}
 
-impl Drop for Parked<'_> {
+impl Drop for Parked {
     fn drop(&mut self) {
-        self.0.parked.fetch_sub(1, Ordering::Relaxed);
-        self.0.released.notify_waiters();
+        self.parked.fetch_sub(1, Ordering::Relaxed);
+        self.released.notify_waiters();
     }
 }
 
@@ -87,17 +95,13 @@ impl HeldEntries {
         self.held.lock().expect("held entries lock").len()
     }
 
-    /// Notes a first attempt about to be spawned: it counts as parked
-    /// from now (a spawned task may not run before the consumer reads
-    /// again) until it drops the guard of [`HeldEntries::parked_since_spawn`].
-    pub fn park(&self) {
+    /// Counts a first attempt as parked until the returned guard is dropped.
+    pub fn park(&self) -> Parked {
         self.parked.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The guard of a first attempt noted by [`HeldEntries::park`]; it
-    /// stops counting as parked when the guard is dropped.
-    pub fn parked_since_spawn(&self) -> Parked<'_> {
-        Parked(self)
+        Parked {
+            parked: self.parked.clone(),
+            released: self.released.clone(),
+        }
     }
 
     /// How many first attempts wait to start or for their hook's lane.
@@ -178,12 +182,11 @@ mod tests {
     async fn the_consumer_reads_on_only_once_parked_first_attempts_start() {
         let held = HeldEntries::default();
         let shutdown = CancellationToken::new();
-        held.park();
-        held.park();
+        let _first = held.park();
+        let second = held.park();
         let waiting = tokio::time::timeout(Duration::from_millis(50), held.wait_for_room(LIMIT, &shutdown));
         assert!(waiting.await.is_err(), "two parked of two allowed: no room");
-        let started = held.parked_since_spawn();
-        drop(started);
+        drop(second);
         tokio::time::timeout(Duration::from_secs(5), held.wait_for_room(LIMIT, &shutdown))
             .await
             .expect("one parked of two: room");
